@@ -1,0 +1,3 @@
+module local.invalid/rc-kube/helm
+
+go 1.26.8

@@ -1,0 +1,242 @@
+//! Wire types of the node's HTTP APIs, shared by the node (server) and the operator (client).
+//!
+//! Pure data: serde types and path constants, no I/O. Every struct that crosses the wire between
+//! the operator and a node is defined here once.
+
+use serde::{Deserialize, Serialize};
+
+/// Paths of the admin API (bearer-token protected, except the probes and metrics).
+pub mod paths {
+    pub const STATUS: &str = "/admin/status";
+    pub const EPOCH: &str = "/admin/epoch";
+    pub const PROMOTE: &str = "/admin/promote";
+    pub const FOLLOW: &str = "/admin/follow";
+    pub const RING: &str = "/admin/ring";
+    pub const DECOMMISSION: &str = "/admin/decommission";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    /// Client key-value API: `GET|PUT|DELETE /v1/kv/{key}`, `GET /v1/kv?prefix=&limit=`.
+    pub const KV: &str = "/v1/kv";
+    /// Client batch write: `POST /v1/batch`.
+    pub const BATCH: &str = "/v1/batch";
+}
+
+/// The two architectures one node binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    SingleLeader,
+    Leaderless,
+}
+
+/// When the leader acknowledges a write to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Replication {
+    /// After the leader's own durable append. Writes not yet on a follower can be lost on failover.
+    Async,
+    /// After a majority of the cluster (leader included) holds the write durably.
+    #[default]
+    Quorum,
+    /// After every follower the leader was told about holds the write durably.
+    All,
+}
+
+/// A node's role in single-leader mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Accepts writes for `epoch` and replicates them.
+    Leader,
+    /// Replicates from the leader of its epoch (which may not be known yet).
+    Follower,
+    /// Leaderless mode: every node coordinates.
+    Peer,
+}
+
+/// A position in the replicated log. Ordered by epoch first, then index: the "more up to date"
+/// order used to pick a new leader.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct LogPosition {
+    pub epoch: u64,
+    pub index: u64,
+}
+
+/// Another node, named by a stable id and an address the receiver can dial (`host:port` of its
+/// HTTP server; DNS names are fine).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: String,
+    pub address: String,
+}
+
+/// `POST /admin/epoch`: fence the node at `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRequest {
+    pub epoch: u64,
+}
+
+/// Answer to `POST /admin/epoch`: the node's epoch after the call and its last log position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochResponse {
+    pub epoch: u64,
+    pub last_log: LogPosition,
+}
+
+/// `POST /admin/promote`: become leader of `epoch`, replicating to `followers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub epoch: u64,
+    pub followers: Vec<Peer>,
+}
+
+/// `POST /admin/follow`: follow `leader` in `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowRequest {
+    pub epoch: u64,
+    pub leader: Peer,
+}
+
+/// Request statistics a node measures about itself, for the load figures of design.md §8.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Client requests served since start.
+    pub count: u64,
+    /// Mean response time in milliseconds over the recent window.
+    pub mean_ms: f64,
+    /// 99th-percentile response time in milliseconds over the recent window.
+    pub p99_ms: f64,
+}
+
+/// What the leader knows about one follower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerStatus {
+    pub id: String,
+    pub address: String,
+    /// Highest log index the follower holds durably, as last acknowledged.
+    pub match_index: u64,
+    /// Entries the follower is behind the leader's last index.
+    pub lag_entries: u64,
+    /// Milliseconds since the follower last answered, if it ever did.
+    pub last_ack_ms: Option<u64>,
+}
+
+/// `GET /admin/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub mode: Mode,
+    pub role: Role,
+    pub epoch: u64,
+    /// The leader this node follows (or itself when leading), if known.
+    pub leader: Option<String>,
+    pub last_log: LogPosition,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Index covered by the latest snapshot; the log starts after it.
+    pub snapshot_index: u64,
+    /// Leader only: per-follower replication progress.
+    pub followers: Vec<FollowerStatus>,
+    /// Follower only: milliseconds since the leader was last heard from.
+    pub ms_since_leader_contact: Option<u64>,
+    /// Leader only: true while the leader has not heard from a majority within the fence timeout
+    /// and therefore refuses writes.
+    pub self_fenced: bool,
+    pub replication: Replication,
+    pub stats: RequestStats,
+}
+
+/// Body of every error answer: `{ "error": { "code", "message" } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_leader`, `key_too_large`.
+    pub code: String,
+    pub message: String,
+    /// Set on `not_leader`: the leader's address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// Client API: body of `PUT /v1/kv/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest {
+    pub value: String,
+}
+
+/// Client API: a key's value as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+    /// Log index of the write that produced this value.
+    pub mod_index: u64,
+}
+
+/// Client API: answer to a write (`PUT`, `DELETE`, batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// Log index the write was assigned.
+    pub index: u64,
+    pub epoch: u64,
+    /// For `DELETE`: whether the key existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<bool>,
+}
+
+/// Client API: answer to a prefix scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanResult {
+    pub items: Vec<KeyValue>,
+    /// True when more keys matched than `limit`.
+    pub more: bool,
+}
+
+/// One operation of `POST /v1/batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BatchOp {
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+/// Body of `POST /v1/batch`: applied atomically, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub ops: Vec<BatchOp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_positions_order_by_epoch_before_index() {
+        let old_long = LogPosition { epoch: 1, index: 100 };
+        let new_short = LogPosition { epoch: 2, index: 3 };
+        assert!(new_short > old_long);
+        assert!(LogPosition { epoch: 2, index: 4 } > new_short);
+    }
+
+    #[test]
+    fn batch_ops_use_a_lowercase_op_tag() -> Result<(), serde_json::Error> {
+        let req: BatchRequest = serde_json::from_str(
+            r#"{"ops":[{"op":"put","key":"a","value":"1"},{"op":"delete","key":"b"}]}"#,
+        )?;
+        assert_eq!(
+            req.ops,
+            vec![
+                BatchOp::Put { key: "a".into(), value: "1".into() },
+                BatchOp::Delete { key: "b".into() }
+            ]
+        );
+        assert!(serde_json::from_str::<BatchRequest>(r#"{"ops":[{"op":"zap","key":"a"}]}"#).is_err());
+        Ok(())
+    }
+}
