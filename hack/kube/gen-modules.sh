@@ -18,6 +18,9 @@ K8S_VERSION=${K8S_VERSION:-1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 HELM_MODULE=${HELM_MODULE:-helm.sh/helm/v4}
 HELM_VERSION=${HELM_VERSION:-4.3.1}
+# Lowest Go the modules need (what kubernetes, etcd and helm declare); `go mod init` would
+# otherwise write the local toolchain version and force a toolchain download on older Go 1.26.x.
+GO_DIRECTIVE=${GO_DIRECTIVE:-1.26.0}
 
 here=$(cd "$(dirname "$0")" && pwd)
 export GOWORK=off GOFLAGS=-mod=mod
@@ -30,6 +33,7 @@ log "k8s: k8s.io/kubernetes v$K8S_VERSION, staging modules pinned to $staging"
 cd "$here/k8s"
 rm -f go.mod go.sum
 go mod init local.invalid/rc-kube/k8s
+go mod edit -go="$GO_DIRECTIVE"
 kmod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
 # Every module the kubernetes go.mod maps to ./staging/src/k8s.io/<name> (superset of the v0.0.0 requires).
 mapfile -t staging_mods < <(awk '$1 ~ /^k8s\.io\// && $2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$kmod" | sort -u)
@@ -53,6 +57,7 @@ log "etcd: go.etcd.io/etcd/server/v3 v$ETCD_VERSION"
 cd "$here/etcd"
 rm -f go.mod go.sum
 go mod init local.invalid/rc-kube/etcd
+go mod edit -go="$GO_DIRECTIVE"
 go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
 go mod tidy
 
@@ -61,6 +66,7 @@ log "helm: $HELM_MODULE v$HELM_VERSION"
 cd "$here/helm"
 rm -f go.mod go.sum
 go mod init local.invalid/rc-kube/helm
+go mod edit -go="$GO_DIRECTIVE"
 go get -tool "$HELM_MODULE/cmd/helm@v$HELM_VERSION"
 go mod tidy
 
