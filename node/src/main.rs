@@ -1,1 +1,120 @@
-fn main() {}
+//! The rc-node binary: parse flags, set up logs, open storage, serve until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use rc_node::config::{Args, FsyncArg, LogFormat, ModeArg};
+use rc_node::http::{self, AppState};
+use rc_node::metrics::Metrics;
+use rc_node::node::{Node, RuntimeConfig};
+use rc_node::replication::replica::ReplicaConfig;
+use rc_node::storage::wal::FsyncPolicy;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+fn init_tracing(args: &Args) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&args.log_level).context("bad --log-level")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+fn load_token(args: &Args) -> anyhow::Result<String> {
+    let token = match (&args.admin_token_file, &args.admin_token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the admin token from {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(t)) => t.trim().to_string(),
+        (None, None) => {
+            bail!("an admin token is required: set --admin-token-file or RC_ADMIN_TOKEN")
+        }
+    };
+    if token.len() < 16 {
+        bail!("the admin token must be at least 16 characters");
+    }
+    Ok(token)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.mode == ModeArg::Leaderless {
+        bail!("--mode leaderless is not implemented yet");
+    }
+    if args.node_id.is_empty() {
+        bail!("--node-id must not be empty");
+    }
+    let token = load_token(&args)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let advertise = match &args.advertise {
+        Some(a) => a.clone(),
+        None => listener.local_addr()?.to_string(),
+    };
+    let fsync = match args.fsync {
+        FsyncArg::Always => FsyncPolicy::Always,
+        FsyncArg::Interval => {
+            FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms.max(1)))
+        }
+    };
+    let runtime_cfg = RuntimeConfig {
+        data_dir: args.data_dir.clone(),
+        fsync,
+        token,
+        heartbeat: args.heartbeat(),
+        write_timeout: Duration::from_millis(args.write_timeout_ms),
+    };
+    let replica_cfg = ReplicaConfig {
+        id: args.node_id.clone(),
+        address: advertise.clone(),
+        replication: args.replication.into(),
+        fence_timeout: Duration::from_millis(args.fence_timeout_ms),
+        snapshot_every: args.snapshot_every.max(1),
+        max_batch_entries: 2048,
+        max_batch_bytes: 8 << 20,
+    };
+    let node = Node::open(runtime_cfg, replica_cfg).context("opening the data directory")?;
+    let state = AppState {
+        node,
+        cfg: Arc::new(args.http_config()),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+        metrics: Arc::new(Metrics::default()),
+    };
+    tracing::info!(
+        node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
+        replication = ?args.replication, fence_timeout_ms = args.fence_timeout_ms,
+        "rc-node serving (single-leader mode; waiting for the operator to promote or follow)"
+    );
+    http::serve(listener, state, shutdown_signal()).await;
+    tracing::info!("shutting down; every acknowledged write is already durable");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

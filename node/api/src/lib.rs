@@ -218,7 +218,10 @@ mod tests {
 
     #[test]
     fn log_positions_order_by_epoch_before_index() {
-        let old_long = LogPosition { epoch: 1, index: 100 };
+        let old_long = LogPosition {
+            epoch: 1,
+            index: 100,
+        };
         let new_short = LogPosition { epoch: 2, index: 3 };
         assert!(new_short > old_long);
         assert!(LogPosition { epoch: 2, index: 4 } > new_short);
@@ -232,11 +235,16 @@ mod tests {
         assert_eq!(
             req.ops,
             vec![
-                BatchOp::Put { key: "a".into(), value: "1".into() },
+                BatchOp::Put {
+                    key: "a".into(),
+                    value: "1".into()
+                },
                 BatchOp::Delete { key: "b".into() }
             ]
         );
-        assert!(serde_json::from_str::<BatchRequest>(r#"{"ops":[{"op":"zap","key":"a"}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<BatchRequest>(r#"{"ops":[{"op":"zap","key":"a"}]}"#).is_err()
+        );
         Ok(())
     }
 }

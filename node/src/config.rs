@@ -1,0 +1,166 @@
+//! Command-line flags and environment variables (every flag has an `RC_*` variable, so a
+//! StatefulSet can configure the node through a ConfigMap).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use rc_api::Replication;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    SingleLeader,
+    Leaderless,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplicationArg {
+    Async,
+    Quorum,
+    All,
+}
+
+impl From<ReplicationArg> for Replication {
+    fn from(r: ReplicationArg) -> Replication {
+        match r {
+            ReplicationArg::Async => Replication::Async,
+            ReplicationArg::Quorum => Replication::Quorum,
+            ReplicationArg::All => Replication::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    /// fdatasync before acknowledging, shared by concurrent writes (group commit).
+    Always,
+    /// Acknowledge after write(2); fdatasync every --fsync-interval-ms.
+    Interval,
+}
+
+/// How a node passes on a request it cannot serve itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Forwarding {
+    /// 307 Temporary Redirect with the target's address in `Location`.
+    Redirect,
+    /// Forward the request and relay the answer.
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Offload {
+    Off,
+    Redirect,
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// rc-node: a durable replicated key-value node.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Replication architecture.
+    #[arg(long, env = "RC_MODE", value_enum, default_value = "single-leader")]
+    pub mode: ModeArg,
+    /// Stable id of this node (the pod name on Kubernetes).
+    #[arg(long, env = "RC_NODE_ID")]
+    pub node_id: String,
+    /// Address to listen on for HTTP and peer traffic.
+    #[arg(long, env = "RC_LISTEN", default_value = "0.0.0.0:7400")]
+    pub listen: String,
+    /// Address other nodes and clients use to reach this node (host:port; DNS names are fine).
+    #[arg(long, env = "RC_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Where the log and snapshots live.
+    #[arg(long, env = "RC_DATA_DIR", default_value = "/var/lib/rc-node")]
+    pub data_dir: PathBuf,
+    /// File holding the admin API bearer token (also used between peers).
+    #[arg(long, env = "RC_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token itself (prefer --admin-token-file).
+    #[arg(long, env = "RC_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// When the leader acknowledges a write.
+    #[arg(long, env = "RC_REPLICATION", value_enum, default_value = "quorum")]
+    pub replication: ReplicationArg,
+    /// A leader that has not heard from a majority for this long refuses writes.
+    #[arg(long, env = "RC_FENCE_TIMEOUT_MS", default_value_t = 1500)]
+    pub fence_timeout_ms: u64,
+    /// Interval of leader heartbeats to followers.
+    #[arg(long, env = "RC_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// How long a client write or linearizable read may wait before 504 (outcome unknown).
+    #[arg(long, env = "RC_WRITE_TIMEOUT_MS", default_value_t = 5000)]
+    pub write_timeout_ms: u64,
+    #[arg(long, env = "RC_FSYNC", value_enum, default_value = "always")]
+    pub fsync: FsyncArg,
+    #[arg(long, env = "RC_FSYNC_INTERVAL_MS", default_value_t = 10)]
+    pub fsync_interval_ms: u64,
+    /// Take a snapshot and compact the log after this many applied entries.
+    #[arg(long, env = "RC_SNAPSHOT_EVERY", default_value_t = 100_000)]
+    pub snapshot_every: u64,
+    /// What a follower does with writes and linearizable reads.
+    #[arg(long, env = "RC_FORWARDING", value_enum, default_value = "redirect")]
+    pub forwarding: Forwarding,
+    /// Whether the leader hands stale reads to a less-loaded, caught-up follower.
+    #[arg(
+        long,
+        env = "RC_STALE_READ_OFFLOAD",
+        value_enum,
+        default_value = "redirect"
+    )]
+    pub stale_read_offload: Offload,
+    /// A follower may serve offloaded stale reads while at most this many entries behind.
+    #[arg(long, env = "RC_STALE_READ_MAX_LAG", default_value_t = 100)]
+    pub stale_read_max_lag: u64,
+    #[arg(long, env = "RC_MAX_KEY_BYTES", default_value_t = 1024)]
+    pub max_key_bytes: usize,
+    #[arg(long, env = "RC_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+    #[arg(long, env = "RC_MAX_BATCH_OPS", default_value_t = 1000)]
+    pub max_batch_ops: usize,
+    #[arg(long, env = "RC_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// tracing filter, e.g. `info` or `rc_node=debug`.
+    #[arg(long, env = "RC_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Limits and forwarding rules of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_batch_ops: usize,
+    pub max_scan_limit: usize,
+    pub forwarding: Forwarding,
+    pub stale_read_offload: Offload,
+    pub stale_read_max_lag: u64,
+}
+
+impl Args {
+    pub fn http_config(&self) -> HttpConfig {
+        HttpConfig {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            // A batch may carry many values; JSON escaping can double a value's size.
+            max_body_bytes: (self.max_value_bytes * 2 + 4096).max(4 << 20),
+            max_batch_ops: self.max_batch_ops,
+            max_scan_limit: 10_000,
+            forwarding: self.forwarding,
+            stale_read_offload: self.stale_read_offload,
+            stale_read_max_lag: self.stale_read_max_lag,
+        }
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(1))
+    }
+}

@@ -1,0 +1,126 @@
+//! Admin API (bearer token): status, epoch fencing, promote, follow. Probes and metrics are
+//! open. Every call is idempotent: repeating it leaves the node as the first call did.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest};
+
+use super::auth::require_token;
+use super::error::ApiError;
+use super::AppState;
+use crate::replication::replica::AdminRefusal;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    let protected = Router::new()
+        .route(paths::STATUS, get(status))
+        .route(paths::EPOCH, post(epoch))
+        .route(paths::PROMOTE, post(promote))
+        .route(paths::FOLLOW, post(follow))
+        .route_layer(middleware::from_fn_with_state(state, require_token));
+    Router::new()
+        .merge(protected)
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::READYZ, get(readyz))
+        .route(paths::METRICS, get(metrics))
+}
+
+fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = b.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
+}
+
+fn refusal(e: AdminRefusal) -> ApiError {
+    let code = match e {
+        AdminRefusal::StaleEpoch { .. } => "stale_epoch",
+        AdminRefusal::LeaderTaken { .. } => "leader_taken",
+        AdminRefusal::Invalid(_) => return ApiError::bad_request("invalid", e.to_string()),
+    };
+    ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+}
+
+async fn status(State(s): State<AppState>) -> Json<rc_api::NodeStatus> {
+    Json(s.node.status())
+}
+
+async fn epoch(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<EpochResponse>, ApiError> {
+    let req: EpochRequest = body(b)?;
+    let (epoch, last_log) = s.node.fence(req.epoch).await;
+    Ok(Json(EpochResponse { epoch, last_log }))
+}
+
+async fn promote(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: PromoteRequest = body(b)?;
+    if req
+        .followers
+        .iter()
+        .any(|p| p.id.is_empty() || p.address.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "every follower needs an id and an address",
+        ));
+    }
+    s.node
+        .promote(req.epoch, req.followers)
+        .await
+        .map_err(refusal)?;
+    Ok(Json(s.node.status()).into_response())
+}
+
+async fn follow(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: FollowRequest = body(b)?;
+    if req.leader.id.is_empty() || req.leader.address.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "the leader needs an id and an address",
+        ));
+    }
+    s.node
+        .follow(req.epoch, req.leader)
+        .await
+        .map_err(refusal)?;
+    Ok(Json(s.node.status()).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready unless this node leads but cannot reach a majority (then clients should not be sent
+/// here, and the operator treats the leader as failing).
+async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {
+    if s.node.self_fenced() {
+        return Err(ApiError::unavailable(
+            "leader_fenced",
+            "leader without a majority",
+        ));
+    }
+    Ok("ok")
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let text = s.metrics.render(&s.node.status());
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}

@@ -1,0 +1,74 @@
+//! The node's one port: HTTP (client API, admin API, probes, metrics) and, sniffed by the first
+//! byte, the peer replication protocol.
+
+pub mod admin;
+pub mod auth;
+pub mod client;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::config::HttpConfig;
+use crate::node::Node;
+use crate::replication::peer;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub cfg: Arc<HttpConfig>,
+    pub http: reqwest::Client,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    client::routes(state.clone())
+        .merge(admin::routes(state.clone()))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// Accept connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let app = router(state.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let node = state.node.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match stream.peek(&mut first).await {
+                Ok(1) if first[0] == peer::MAGIC => peer::serve_connection(node, stream).await,
+                Ok(1) => {
+                    let svc = TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                }
+                _ => {}
+            }
+        });
+    }
+}

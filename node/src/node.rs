@@ -1,0 +1,364 @@
+//! The single-leader runtime: owns the replica behind one lock, the WAL handle, the clients
+//! waiting for their writes and reads, and the leader's per-follower sender tasks.
+//!
+//! Does I/O (through the WAL thread and the peer tasks). Every mutation of the replica is
+//! followed by `settle`, which persists, applies, answers waiters and wakes senders in one place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch, Notify};
+
+use rc_api::{LogPosition, Mode, NodeStatus, Peer, Role};
+
+use crate::kv::Applied;
+use crate::replication::peer;
+use crate::replication::replica::{AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
+use crate::stats::Stats;
+use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
+use crate::storage::Command;
+
+/// Settings of the runtime itself (the replica's are in `ReplicaConfig`).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub token: String,
+    pub heartbeat: Duration,
+    pub write_timeout: Duration,
+}
+
+/// Why a client write or linearizable read did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpFailure {
+    Refused(WriteRefusal),
+    /// The node stopped leading before the outcome was known: the write may or may not commit.
+    OutcomeUnknown,
+    Timeout,
+}
+
+type WriteWaiter = oneshot::Sender<Result<Applied, OpFailure>>;
+
+struct ReadWaiter {
+    round: u64,
+    read_index: u64,
+    tx: oneshot::Sender<Result<(), OpFailure>>,
+}
+
+struct SenderHandle {
+    epoch: u64,
+    notify: Arc<Notify>,
+}
+
+struct Inner {
+    replica: Replica,
+    wal: Wal,
+    writes: BTreeMap<u64, (u64, WriteWaiter)>,
+    reads: Vec<ReadWaiter>,
+    senders: HashMap<String, SenderHandle>,
+}
+
+pub struct Node {
+    pub cfg: RuntimeConfig,
+    inner: Mutex<Inner>,
+    durable: watch::Sender<u64>,
+    pub stats: Stats,
+    me: Weak<Node>,
+}
+
+impl Node {
+    /// Replay the data directory and start the WAL writer. Must run inside a tokio runtime.
+    pub fn open(cfg: RuntimeConfig, replica_cfg: ReplicaConfig) -> Result<Arc<Node>, WalError> {
+        let recovered = wal::recover(&cfg.data_dir)?;
+        let replica = Replica::recover(replica_cfg, recovered.snapshot, recovered.records);
+        tracing::info!(
+            epoch = replica.epoch(), last_log = ?replica.last_log(), data_dir = %cfg.data_dir.display(),
+            "recovered from disk"
+        );
+        let (durable, _) = watch::channel(0);
+        // The WAL thread reports durability back to the node, which does not exist yet.
+        let slot: Arc<OnceLock<Weak<Node>>> = Arc::new(OnceLock::new());
+        let on_durable = {
+            let slot = slot.clone();
+            Box::new(move |seq| {
+                if let Some(n) = slot.get().and_then(Weak::upgrade) {
+                    n.on_durable(seq);
+                }
+            })
+        };
+        let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
+        let node = Arc::new_cyclic(|me: &Weak<Node>| Node {
+            cfg,
+            inner: Mutex::new(Inner {
+                replica,
+                wal,
+                writes: BTreeMap::new(),
+                reads: Vec::new(),
+                senders: HashMap::new(),
+            }),
+            durable,
+            stats: Stats::default(),
+            me: me.clone(),
+        });
+        let _ = slot.set(Arc::downgrade(&node));
+        Ok(node)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_durable(&self, seq: u64) {
+        {
+            let mut g = self.lock();
+            g.replica.on_durable(seq, Instant::now());
+            self.settle(&mut g);
+        }
+        self.durable.send_replace(seq);
+    }
+
+    /// Persist, apply, answer waiters, manage senders. Called after every replica mutation,
+    /// with the lock held, so WAL order is mutation order.
+    fn settle(&self, g: &mut Inner) {
+        let applied = g.replica.apply_committed();
+        for (index, epoch, outcome) in applied {
+            if let Some((want_epoch, tx)) = g.writes.remove(&index) {
+                let result = if want_epoch == epoch {
+                    Ok(outcome)
+                } else {
+                    Err(OpFailure::OutcomeUnknown)
+                };
+                let _ = tx.send(result);
+            }
+        }
+        let records = g.replica.take_records();
+        if !records.is_empty() {
+            let seq = g.wal.submit(WalOp::Append(records));
+            g.replica.note_submitted(seq);
+        }
+        if let Some((snapshot, tail)) = g.replica.take_compaction() {
+            let seq = g.wal.submit(WalOp::Compact {
+                snapshot: Box::new(snapshot),
+                tail,
+            });
+            g.replica.note_submitted(seq);
+        }
+        if g.replica.role() == Role::Leader {
+            self.sync_senders(g);
+            let applied = g.replica.applied_index();
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.reads)
+                .into_iter()
+                .partition(|r| g.replica.round_confirmed(r.round) && applied >= r.read_index);
+            g.reads = waiting;
+            for r in ready {
+                let _ = r.tx.send(Ok(()));
+            }
+            for s in g.senders.values() {
+                s.notify.notify_one();
+            }
+        } else {
+            // Stepped down (or never led): nobody here can decide the fate of pending writes.
+            for (_, (_, tx)) in std::mem::take(&mut g.writes) {
+                let _ = tx.send(Err(OpFailure::OutcomeUnknown));
+            }
+            for r in std::mem::take(&mut g.reads) {
+                let _ = r.tx.send(Err(OpFailure::OutcomeUnknown));
+            }
+            g.senders.clear();
+        }
+    }
+
+    /// One sender task per follower of the current epoch; tasks of old epochs exit by themselves.
+    fn sync_senders(&self, g: &mut Inner) {
+        let epoch = g.replica.epoch();
+        let peers: Vec<Peer> = g
+            .replica
+            .followers()
+            .iter()
+            .map(|f| f.peer.clone())
+            .collect();
+        g.senders
+            .retain(|id, h| h.epoch == epoch && peers.iter().any(|p| &p.id == id));
+        for p in peers {
+            if g.senders.contains_key(&p.id) {
+                continue;
+            }
+            let notify = Arc::new(Notify::new());
+            g.senders.insert(
+                p.id.clone(),
+                SenderHandle {
+                    epoch,
+                    notify: notify.clone(),
+                },
+            );
+            if let Some(node) = self.me.upgrade() {
+                tokio::spawn(peer::run_sender(node, p, epoch, notify));
+            }
+        }
+    }
+
+    // ---- used by the peer tasks ------------------------------------------------------------
+
+    pub(crate) fn with_replica<T>(&self, f: impl FnOnce(&mut Replica, Instant) -> T) -> T {
+        let mut g = self.lock();
+        let out = f(&mut g.replica, Instant::now());
+        self.settle(&mut g);
+        out
+    }
+
+    /// Run `f` on the replica, then wait until everything it persisted is durable.
+    pub(crate) async fn with_replica_durably<T>(
+        &self,
+        f: impl FnOnce(&mut Replica, Instant) -> T,
+    ) -> T {
+        let (out, seq) = {
+            let mut g = self.lock();
+            let out = f(&mut g.replica, Instant::now());
+            self.settle(&mut g);
+            (out, g.wal.last_seq())
+        };
+        let mut rx = self.durable.subscribe();
+        let _ = rx.wait_for(|d| *d >= seq).await;
+        out
+    }
+
+    /// Is a sender for (`peer_id`, `epoch`) still wanted?
+    pub(crate) fn sender_wanted(&self, peer_id: &str, epoch: u64) -> bool {
+        self.lock()
+            .senders
+            .get(peer_id)
+            .is_some_and(|h| h.epoch == epoch)
+    }
+
+    // ---- client API ------------------------------------------------------------------------
+
+    /// Propose a write on the leader and wait for it to be applied.
+    pub async fn write(&self, command: Command) -> Result<(LogPosition, Applied), OpFailure> {
+        let (pos, rx) = {
+            let mut g = self.lock();
+            let pos = g
+                .replica
+                .propose(command, Instant::now())
+                .map_err(OpFailure::Refused)?;
+            let (tx, rx) = oneshot::channel();
+            g.writes.insert(pos.index, (pos.epoch, tx));
+            self.settle(&mut g);
+            (pos, rx)
+        };
+        match tokio::time::timeout(self.cfg.write_timeout, rx).await {
+            Ok(Ok(Ok(applied))) => Ok((pos, applied)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(OpFailure::OutcomeUnknown),
+            Err(_) => {
+                self.lock().writes.remove(&pos.index);
+                Err(OpFailure::Timeout)
+            }
+        }
+    }
+
+    /// Wait until a linearizable read may be served here (read-index with a majority round).
+    pub async fn read_barrier(&self) -> Result<(), OpFailure> {
+        let rx = {
+            let mut g = self.lock();
+            let (read_index, round) = g.replica.begin_read().map_err(OpFailure::Refused)?;
+            let (tx, rx) = oneshot::channel();
+            g.reads.push(ReadWaiter {
+                round,
+                read_index,
+                tx,
+            });
+            self.settle(&mut g);
+            rx
+        };
+        match tokio::time::timeout(self.cfg.write_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(OpFailure::OutcomeUnknown),
+            Err(_) => Err(OpFailure::Timeout),
+        }
+    }
+
+    /// Read the local state machine (after a barrier, or as a stale read).
+    pub fn read<T>(&self, f: impl FnOnce(&crate::kv::KvStore) -> T) -> T {
+        f(self.lock().replica.kv())
+    }
+
+    /// Where writes should go, when this node is not the leader.
+    pub fn leader(&self) -> Option<Peer> {
+        let g = self.lock();
+        g.replica
+            .leader()
+            .cloned()
+            .filter(|l| l.id != g.replica.id())
+    }
+
+    /// For a stale read arriving at the leader: a follower whose lag is at most `max_lag`
+    /// entries, answering recently, and carrying clearly less load than this leader.
+    pub fn offload_target(&self, max_lag: u64) -> Option<Peer> {
+        let g = self.lock();
+        if g.replica.role() != Role::Leader {
+            return None;
+        }
+        let own_load = self.stats.inflight();
+        let last = g.replica.last_log().index;
+        let now = Instant::now();
+        g.replica
+            .followers()
+            .iter()
+            .filter(|f| last.saturating_sub(f.match_index) <= max_lag)
+            .filter(|f| {
+                f.contact
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.heartbeat * 5)
+            })
+            .filter(|f| f.load + 2 < own_load)
+            .min_by_key(|f| f.load)
+            .map(|f| f.peer.clone())
+    }
+
+    // ---- admin API -------------------------------------------------------------------------
+
+    pub async fn fence(&self, epoch: u64) -> (u64, LogPosition) {
+        self.with_replica_durably(|r, _| {
+            r.fence(epoch);
+            (r.epoch(), r.last_log())
+        })
+        .await
+    }
+
+    pub async fn promote(&self, epoch: u64, followers: Vec<Peer>) -> Result<(), AdminRefusal> {
+        self.with_replica_durably(|r, now| r.promote(epoch, followers, now))
+            .await
+    }
+
+    pub async fn follow(&self, epoch: u64, leader: Peer) -> Result<(), AdminRefusal> {
+        self.with_replica_durably(|r, _| r.follow(epoch, leader))
+            .await
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let now = Instant::now();
+        let g = self.lock();
+        let r = &g.replica;
+        NodeStatus {
+            node_id: r.id().to_string(),
+            mode: Mode::SingleLeader,
+            role: r.role(),
+            epoch: r.epoch(),
+            leader: r.leader().map(|l| l.id.clone()),
+            last_log: r.last_log(),
+            commit_index: r.commit_index(),
+            applied_index: r.applied_index(),
+            snapshot_index: r.snapshot_base().index,
+            followers: r.follower_status(now),
+            ms_since_leader_contact: r.ms_since_leader_contact(now),
+            self_fenced: r.self_fenced(now),
+            replication: r.replication(),
+            stats: self.stats.snapshot(),
+        }
+    }
+
+    pub fn self_fenced(&self) -> bool {
+        self.lock().replica.self_fenced(Instant::now())
+    }
+}

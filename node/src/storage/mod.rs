@@ -1,0 +1,63 @@
+//! Durable storage: the write-ahead log (one writer thread, group commit) and snapshots.
+//!
+//! Does I/O. The replication core decides *what* to persist; this module only makes it durable
+//! and tells the core how far durability has reached (a sequence number per submitted batch).
+
+pub mod snapshot;
+pub mod wal;
+
+use serde::{Deserialize, Serialize};
+
+use rc_api::{BatchOp, LogPosition, Peer};
+
+/// A state-machine command carried by a log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Appended by a new leader before it serves: committing it commits every earlier entry.
+    Noop,
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// Applied atomically, in order.
+    Batch(Vec<BatchOp>),
+}
+
+/// One replicated log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: u64,
+    pub epoch: u64,
+    pub command: Command,
+}
+
+impl Entry {
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            epoch: self.epoch,
+            index: self.index,
+        }
+    }
+}
+
+/// The fencing state that must survive a restart: the highest epoch adopted and the one leader
+/// this node accepted for it (a node follows at most one leader per epoch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub epoch: u64,
+    pub leader: Option<Peer>,
+}
+
+/// A record in the write-ahead log. Replaying the records in order rebuilds the log and `Meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalRecord {
+    Entry(Entry),
+    /// Drop every entry with index >= `from` (a divergent suffix).
+    Truncate {
+        from: u64,
+    },
+    Meta(Meta),
+}
