@@ -1,5 +1,4 @@
-//! The operator binary (reconciler comes with the operator issue).
-
-fn main() {
-    println!("rc-operator: not implemented yet");
+fn main() -> anyhow::Result<()> {
+    print!("{}", rc_operator::crd::crd_yaml()?);
+    Ok(())
 }

@@ -1,0 +1,344 @@
+//! The `ReplicatedCluster` custom resource: spec types, defaults and the CEL rules the API server
+//! enforces. Pure data, no I/O.
+//!
+//! Every `///` comment on a type or field in this file is user-facing: it becomes the field's
+//! description in the generated CRD and in `kubectl explain`. Implementation notes go in `//`.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::status::ReplicatedClusterStatus;
+
+/// Default node image when `spec.image` is not set.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/replicated-dev/rc-node:0.1.0";
+/// Default number of nodes.
+pub const DEFAULT_REPLICAS: i32 = 3;
+/// Default time a leader may be unreachable before the operator fails over.
+pub const DEFAULT_FAILOVER_DELAY_SECONDS: i32 = 2;
+/// Default size of each node's volume.
+pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+/// Default leaderless replication factor (N); write and read quorums default to a majority of it.
+pub const DEFAULT_REPLICATION_FACTOR: i32 = 3;
+
+/// A replicated key-value store cluster of rc-node processes, run as a StatefulSet. In
+/// `SingleLeader` mode one node accepts writes and the operator chooses it and fails over when it
+/// is lost; in `Leaderless` mode every node coordinates reads and writes with quorums.
+// Each printcolumn repeats `type_`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "replicated.dev",
+    version = "v1alpha1",
+    kind = "ReplicatedCluster",
+    plural = "replicatedclusters",
+    singular = "replicatedcluster",
+    shortname = "rcl",
+    category = "replicated",
+    namespaced,
+    status = "ReplicatedClusterStatus",
+    derive = "PartialEq",
+    doc = "A replicated key-value store cluster managed by the rc-operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "Replication architecture"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Desired number of nodes"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Nodes that are ready"
+    ),
+    printcolumn(
+        name = "Leader",
+        type_ = "string",
+        json_path = ".status.leader",
+        description = "Current leader (SingleLeader mode)"
+    ),
+    printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.epoch",
+        description = "Current leader epoch (SingleLeader mode)"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Summary of the cluster's state"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.mode == 'SingleLeader' || !has(self.singleLeader)")
+    .message("spec.singleLeader may only be set when spec.mode is SingleLeader")
+    .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("self.mode == 'Leaderless' || !has(self.leaderless)")
+    .message("spec.leaderless may only be set when spec.mode is Leaderless")
+    .reason(Reason::FieldValueForbidden))]
+// The default of leaderless.replicationFactor (3) is repeated here because the rule must also hold
+// when the user omits spec.leaderless entirely.
+#[x_kube(validation = Rule::new("self.mode != 'Leaderless' || (has(self.leaderless) && has(self.leaderless.replicationFactor) ? self.leaderless.replicationFactor : 3) <= self.replicas")
+    .message("spec.leaderless.replicationFactor (default 3) must not exceed spec.replicas")
+    .reason(Reason::FieldValueInvalid))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicatedClusterSpec {
+    /// Replication architecture: `SingleLeader` (one leader accepts writes and replicates a log to
+    /// followers; the operator chooses the leader and fails over) or `Leaderless` (every node
+    /// coordinates reads and writes with quorums on a consistent-hash ring). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.mode is immutable").reason(Reason::FieldValueForbidden))]
+    pub mode: ClusterMode,
+
+    /// Number of nodes (pods). Each node keeps its data on its own PersistentVolumeClaim.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.replicas must be at least 1"))]
+    pub replicas: i32,
+
+    /// Container image of the rc-node binary.
+    #[serde(default = "default_image")]
+    #[x_kube(validation = Rule::new("self != ''").message("spec.image must not be empty"))]
+    pub image: String,
+
+    /// Pull policy of the node image: `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Persistent storage of each node.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Compute resources (requests and limits) of each node's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Settings of `SingleLeader` mode. Only allowed when `mode` is `SingleLeader`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_leader: Option<SingleLeaderSpec>,
+
+    /// Settings of `Leaderless` mode. Only allowed when `mode` is `Leaderless`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderless: Option<LeaderlessSpec>,
+
+    /// Secret holding the bearer token of the nodes' admin API under the key `token`. When not
+    /// set, the operator creates a Secret named `<cluster>-admin` with a random token once and
+    /// never rotates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret_ref: Option<SecretReference>,
+
+    /// Log output of the nodes.
+    #[serde(default)]
+    pub logging: LoggingSpec,
+}
+
+/// Replication architecture of a cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ClusterMode {
+    /// One leader accepts writes and replicates its log to followers.
+    SingleLeader,
+    /// Every node coordinates reads and writes with read and write quorums.
+    Leaderless,
+}
+
+/// Image pull policy of the node container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Persistent storage of each node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each node's PersistentVolumeClaim, e.g. `1Gi`. Changing it later does not resize
+    /// existing volumes.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+
+    /// StorageClass of the volumes. When not set, the cluster's default StorageClass is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// Settings of `SingleLeader` mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.fenceTimeoutMs) || self.fenceTimeoutMs < self.failoverDelaySeconds * 1000")
+    .message("singleLeader.fenceTimeoutMs must be shorter than failoverDelaySeconds, so that a cut-off leader stops accepting writes before a new one is promoted")
+    .reason(Reason::FieldValueInvalid))]
+pub struct SingleLeaderSpec {
+    /// When the leader acknowledges a write: `Async` (after its own durable append; writes not
+    /// yet replicated can be lost on failover), `Quorum` (after a majority of nodes hold it
+    /// durably; no acknowledged write is lost) or `All` (after every follower holds it).
+    #[serde(default)]
+    pub replication: ReplicationMode,
+
+    /// How long, in seconds, the leader may be unreachable before the operator promotes another
+    /// node.
+    #[serde(default = "default_failover_delay_seconds")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("singleLeader.failoverDelaySeconds must be between 1 and 3600"))]
+    pub failover_delay_seconds: i32,
+
+    /// How long, in milliseconds, a leader keeps accepting writes without hearing from a
+    /// majority before it fences itself. Must be shorter than `failoverDelaySeconds`. Defaults to
+    /// half of `failoverDelaySeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 100").message("singleLeader.fenceTimeoutMs must be at least 100"))]
+    pub fence_timeout_ms: Option<i32>,
+}
+
+impl Default for SingleLeaderSpec {
+    fn default() -> Self {
+        Self {
+            replication: ReplicationMode::default(),
+            failover_delay_seconds: default_failover_delay_seconds(),
+            fence_timeout_ms: None,
+        }
+    }
+}
+
+/// When the leader acknowledges a write to its client.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ReplicationMode {
+    /// After the leader's own durable append.
+    Async,
+    /// After a majority of nodes, leader included, hold the write durably.
+    #[default]
+    Quorum,
+    /// After every follower holds the write durably.
+    All,
+}
+
+/// Settings of `Leaderless` mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.writeQuorum) || (self.writeQuorum >= 1 && self.writeQuorum <= (has(self.replicationFactor) ? self.replicationFactor : 3))")
+    .message("leaderless.writeQuorum must be between 1 and replicationFactor")
+    .reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("!has(self.readQuorum) || (self.readQuorum >= 1 && self.readQuorum <= (has(self.replicationFactor) ? self.replicationFactor : 3))")
+    .message("leaderless.readQuorum must be between 1 and replicationFactor")
+    .reason(Reason::FieldValueInvalid))]
+pub struct LeaderlessSpec {
+    /// Number of nodes that store each key (N). At most `spec.replicas`. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("leaderless.replicationFactor must be at least 1"))]
+    pub replication_factor: Option<i32>,
+
+    /// Replicas that must acknowledge a write before it succeeds (W), 1 to N. Default: a majority
+    /// of N. With `writeQuorum + readQuorum > replicationFactor` every read sees the latest
+    /// acknowledged write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_quorum: Option<i32>,
+
+    /// Replicas that must answer a read (R), 1 to N. Default: a majority of N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_quorum: Option<i32>,
+
+    /// How concurrent writes to one key are reconciled: `LastWriteWins` (the write with the
+    /// newest hybrid logical clock timestamp wins) or `Siblings` (concurrent values are all kept
+    /// and returned to the client to merge).
+    #[serde(default)]
+    pub conflict_resolution: ConflictResolution,
+}
+
+/// How concurrent writes to one key are reconciled in `Leaderless` mode.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ConflictResolution {
+    /// The write with the newest timestamp wins.
+    #[default]
+    LastWriteWins,
+    /// Concurrent values are kept as siblings and returned together.
+    Siblings,
+}
+
+/// A Secret in the cluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct SecretReference {
+    /// Name of the Secret. It must hold the admin token under the key `token`.
+    #[x_kube(validation = Rule::new("self != ''").message("adminSecretRef.name must not be empty"))]
+    pub name: String,
+}
+
+/// Log output of the nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingSpec {
+    /// Minimum level logged: `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// Log line format: `json` (one JSON object per line) or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// Minimum log level of the nodes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Log line format of the nodes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+fn default_replicas() -> i32 {
+    DEFAULT_REPLICAS
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_owned()
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity(DEFAULT_STORAGE_SIZE.to_owned())
+}
+
+fn default_failover_delay_seconds() -> i32 {
+    DEFAULT_FAILOVER_DELAY_SECONDS
+}

@@ -1,0 +1,192 @@
+//! The `ReplicatedCluster` status: what the operator observed, never what was asked for. Pure
+//! data, no I/O; `controller::status` computes it.
+//!
+//! `///` comments here are user-facing (`kubectl explain replicatedcluster.status`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a ReplicatedCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicatedClusterStatus {
+    /// The `metadata.generation` of the spec this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One-word summary: `Pending` (nodes starting, no quorum yet), `Running` (every node ready
+    /// and, in SingleLeader mode, a leader serving), `Degraded` (serving, but some nodes are not
+    /// ready or unreachable), `FailingOver` (a new leader is being chosen), `Scaling` (nodes being
+    /// added or removed) or `Invalid` (the spec cannot be applied; see the Degraded condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Number of node pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Number of node pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Label selector of the cluster's pods (used by the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// SingleLeader mode: the node currently accepting writes, as reported by the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+
+    /// SingleLeader mode: the highest leader epoch reported by any node. Each failover starts a
+    /// new epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+
+    /// Leaderless mode: version of the membership ring the nodes use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_version: Option<i64>,
+
+    /// One entry per node pod, by ordinal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+
+    /// SingleLeader mode: the most recent failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+
+    /// How evenly client requests are served across the nodes, from each node's mean response
+    /// time (T_i): `meanResponseMs` is T_avg, the mean over nodes; each member's `loadRatio` is
+    /// L_i = T_i / T_avg; `balanceCoefficient` is B = T_avg / max(T_i), 1.0 when perfectly
+    /// balanced and smaller the more one node lags behind the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadFigures>,
+
+    /// Standard conditions: `Available` (clients can read and write), `Progressing` (the
+    /// operator is bringing the cluster to its spec) and `Degraded` (something is wrong; see the
+    /// reason and message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One-word summary of a cluster's state.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Phase {
+    Pending,
+    Running,
+    Degraded,
+    FailingOver,
+    Scaling,
+    Invalid,
+}
+
+/// What one node reports about itself.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pod name, which is also the node's id.
+    pub name: String,
+
+    /// `Leader`, `Follower` or `Peer` (Leaderless mode), as reported by the node itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<MemberRole>,
+
+    /// Whether the pod is ready (its `/readyz` answers).
+    pub ready: bool,
+
+    /// Whether the operator reached the node's admin API at the last observation.
+    pub reachable: bool,
+
+    /// SingleLeader mode: the epoch the node has adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+
+    /// SingleLeader mode: highest log index applied to the node's key-value state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<i64>,
+
+    /// SingleLeader mode, followers: entries behind the leader's last index, as the leader
+    /// reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_entries: Option<i64>,
+
+    /// SingleLeader mode, followers: milliseconds since the node last heard from its leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<i64>,
+
+    /// The node's mean client response time in milliseconds (T_i).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_response_ms: Option<f64>,
+
+    /// The node's load ratio L_i = T_i / T_avg: above 1 means slower than the cluster average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_ratio: Option<f64>,
+
+    /// Why the node could not be observed, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A node's role.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum MemberRole {
+    Leader,
+    Follower,
+    Peer,
+}
+
+/// A completed failover.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// When the new leader was promoted.
+    pub time: Time,
+    /// The previous leader, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The new leader.
+    pub to: String,
+    /// The epoch the new leader leads.
+    pub epoch: i64,
+    /// Milliseconds from detecting the failure to the promotion.
+    pub duration_ms: i64,
+}
+
+/// The cluster's load figures (design model: T_avg, L_i, B).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadFigures {
+    /// Mean over reachable nodes of their mean response time, in milliseconds (T_avg).
+    pub mean_response_ms: f64,
+    /// Slowest node's mean response time, in milliseconds (max T_i).
+    pub max_response_ms: f64,
+    /// Load-balance coefficient B = T_avg / max(T_i), from 0 to 1; 1 is perfectly balanced.
+    pub balance_coefficient: f64,
+    /// Number of nodes the figures were computed from.
+    pub nodes: i32,
+}
+
+/// Condition types.
+pub mod condition {
+    /// Clients can read and write: a quorum of nodes is ready (and a leader serves, SingleLeader).
+    pub const AVAILABLE: &str = "Available";
+    /// The operator is changing the cluster towards its spec (creating, scaling, updating).
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something is wrong: nodes down or unreachable, or an invalid spec.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition reasons (CamelCase, stable: users and alerts match on them).
+pub mod reason {
+    pub const QUORUM_READY: &str = "QuorumReady";
+    pub const NO_QUORUM: &str = "NoQuorum";
+    pub const NO_LEADER: &str = "NoLeader";
+    pub const LEADER_SERVING: &str = "LeaderServing";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const UP_TO_DATE: &str = "UpToDate";
+    pub const NODES_NOT_READY: &str = "NodesNotReady";
+    pub const NODES_UNREACHABLE: &str = "NodesUnreachable";
+    pub const ALL_NODES_HEALTHY: &str = "AllNodesHealthy";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}
