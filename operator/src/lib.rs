@@ -1,4 +1,5 @@
 //! The rc-operator: reconciles `ReplicatedCluster` resources into StatefulSets of rc-node and
 //! reports their observed state. See `docs/operator.md` for the architecture.
 
+pub mod controller;
 pub mod crd;

@@ -237,3 +237,23 @@ fn an_empty_image_is_rejected() {
         "spec.image must not be empty",
     );
 }
+
+#[test]
+fn a_cluster_name_too_long_for_pod_and_service_names_is_rejected() {
+    let mut obj = object(json!({ "mode": "SingleLeader" }));
+    obj["metadata"]["name"] = json!("a".repeat(41));
+    let errors = Validator::new()
+        .validate(&schema(), &obj, None)
+        .unwrap_err()
+        .into_vec();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("metadata.name must be at most 40")),
+        "{errors:?}"
+    );
+    obj["metadata"]["name"] = json!("9orders");
+    assert!(Validator::new().validate(&schema(), &obj, None).is_err());
+    obj["metadata"]["name"] = json!("orders-eu-1");
+    assert!(Validator::new().validate(&schema(), &obj, None).is_ok());
+}

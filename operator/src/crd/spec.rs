@@ -85,7 +85,12 @@ pub const DEFAULT_REPLICATION_FACTOR: i32 = 3;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // Pod names (`<name>-<ordinal>`), the StatefulSet's revision label and the Service names
+    // (`<name>-replicas`) must stay within 63-character DNS-1035 labels.
+    validation = Rule::new("self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be at most 40 characters of lowercase letters, digits and '-', starting with a letter")
+        .reason(Reason::FieldValueInvalid)
 )]
 #[x_kube(validation = Rule::new("self.mode == 'SingleLeader' || !has(self.singleLeader)")
     .message("spec.singleLeader may only be set when spec.mode is SingleLeader")
@@ -239,7 +244,7 @@ pub enum ReplicationMode {
 }
 
 /// Settings of `Leaderless` mode.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.writeQuorum) || (self.writeQuorum >= 1 && self.writeQuorum <= (has(self.replicationFactor) ? self.replicationFactor : 3))")
     .message("leaderless.writeQuorum must be between 1 and replicationFactor")

@@ -1,0 +1,279 @@
+//! (pure) `StatefulSet <name>`: the rc-node pods, one PersistentVolumeClaim each.
+//!
+//! Choices that matter for safety:
+//! - `OnDelete` updates: the operator, not the StatefulSet controller, decides when each pod
+//!   restarts, so that a later rolling update can restart followers first and the leader last.
+//! - `Parallel` pod management: single-leader nodes start as followers without a leader and are
+//!   not ready until the operator promotes one; `OrderedReady` would wait forever for pod 0.
+//! - The role label is never part of the template: the operator moves it between live pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{config_hash, owned_meta};
+use crate::controller::validate::{
+    ValidatedCluster, ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, DATA_DIR, NODE_PORT, NODE_PORT_NAME,
+};
+
+/// Pod template annotation carrying [`config_hash`] of the node settings.
+pub const CONFIG_HASH_ANNOTATION: &str = "replicated.dev/config-hash";
+const DATA_VOLUME: &str = "data";
+const ADMIN_TOKEN_VOLUME: &str = "admin-token";
+/// The root filesystem is read-only; a small scratch `/tmp` for anything that insists on one.
+const TMP_VOLUME: &str = "tmp";
+/// The distroless `nonroot` user of the node image.
+const NODE_UID: i64 = 65532;
+
+pub fn build_statefulset(cluster: &ValidatedCluster) -> StatefulSet {
+    let selector = cluster.selector_labels();
+    StatefulSet {
+        metadata: owned_meta(cluster, &cluster.name),
+        spec: StatefulSetSpec {
+            replicas: Some(cluster.replicas),
+            service_name: Some(cluster.peers_service_name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
+            // Data outlives the cluster object and scale-downs; deleting it is the user's call.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: pod_template(cluster),
+            volume_claim_templates: Some(vec![data_claim(cluster)]),
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(cluster.labels()),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                config_hash(&cluster.node_config),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![node_container(cluster)],
+            volumes: Some(vec![
+                Volume {
+                    name: ADMIN_TOKEN_VOLUME.to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(cluster.admin_secret.name.clone()),
+                        items: Some(vec![KeyToPath {
+                            key: ADMIN_TOKEN_KEY.to_owned(),
+                            path: "admin-token".to_owned(),
+                            ..KeyToPath::default()
+                        }]),
+                        default_mode: Some(0o440),
+                        optional: Some(false),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: TMP_VOLUME.to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        size_limit: Some(Quantity("64Mi".to_owned())),
+                        ..EmptyDirVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+            ]),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NODE_UID),
+                run_as_group: Some(NODE_UID),
+                fs_group: Some(NODE_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            affinity: Some(spread_across_nodes(cluster)),
+            termination_grace_period_seconds: Some(30),
+            enable_service_links: Some(false),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn node_container(cluster: &ValidatedCluster) -> Container {
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.to_owned(),
+            api_version: None,
+        }),
+        ..EnvVarSource::default()
+    };
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(NODE_PORT_NAME.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+    Container {
+        name: "node".to_owned(),
+        image: Some(cluster.image.clone()),
+        image_pull_policy: cluster.image_pull_policy.clone(),
+        ports: Some(vec![ContainerPort {
+            name: Some(NODE_PORT_NAME.to_owned()),
+            container_port: NODE_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: cluster.config_map_name.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        // Per-pod values; the ConfigMap holds what all nodes share. POD_NAME must come first:
+        // the later values refer to it with $(POD_NAME).
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAME".to_owned(),
+                value_from: Some(field("metadata.name")),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "RC_NODE_ID".to_owned(),
+                value: Some("$(POD_NAME)".to_owned()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "RC_ADVERTISE".to_owned(),
+                value: Some(format!(
+                    "$(POD_NAME).{}.{}.svc:{NODE_PORT}",
+                    cluster.peers_service_name, cluster.namespace
+                )),
+                ..EnvVar::default()
+            },
+        ]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: DATA_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: ADMIN_TOKEN_VOLUME.to_owned(),
+                mount_path: ADMIN_TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: TMP_VOLUME.to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        resources: Some(cluster.resources.clone().unwrap_or_else(default_resources)),
+        readiness_probe: Some(http_probe(rc_api::paths::READYZ, 5, 2)),
+        liveness_probe: Some(http_probe(rc_api::paths::HEALTHZ, 10, 3)),
+        // Replaying a long log at start must not be mistaken for a hang: up to 5 minutes.
+        startup_probe: Some(http_probe(rc_api::paths::HEALTHZ, 2, 150)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// Requests when the spec sets none, so the scheduler does not pack every node on one machine.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("128Mi".to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Prefer one node of a cluster per Kubernetes node: losing a machine then costs one replica.
+/// Preferred, not required, so that small test clusters still schedule.
+fn spread_across_nodes(cluster: &ValidatedCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(cluster.selector_labels()),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn data_claim(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_owned()),
+            labels: Some(cluster.selector_labels()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: cluster.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    cluster.storage_size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}

@@ -1,0 +1,227 @@
+//! Exact-object tests of the builders: given a spec, the whole object, field by field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use pretty_assertions::assert_eq;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::controller::fixtures::{cluster, UID};
+use crate::controller::validate::{validate, ObservedFacts, ValidatedCluster};
+use crate::crd::{ClusterMode, LeaderlessSpec};
+
+fn validated(mode: ClusterMode) -> ValidatedCluster {
+    validate(&cluster(mode), &ObservedFacts::default()).unwrap()
+}
+
+fn to_json<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap()
+}
+
+fn selector() -> Value {
+    json!({
+        "app.kubernetes.io/instance": "orders",
+        "app.kubernetes.io/name": "rc-node",
+        "replicated.dev/cluster": "orders",
+    })
+}
+
+/// Metadata every owned object carries: the cluster's labels and a controller owner reference.
+fn meta(name: &str) -> Value {
+    json!({
+        "name": name,
+        "namespace": "shop",
+        "labels": {
+            "app.kubernetes.io/instance": "orders",
+            "app.kubernetes.io/managed-by": "rc-operator",
+            "app.kubernetes.io/name": "rc-node",
+            "app.kubernetes.io/part-of": "replicated-cluster",
+            "replicated.dev/cluster": "orders",
+        },
+        "ownerReferences": [{
+            "apiVersion": "replicated.dev/v1alpha1",
+            "kind": "ReplicatedCluster",
+            "name": "orders",
+            "uid": UID,
+            "controller": true,
+        }],
+    })
+}
+
+fn node_port() -> Value {
+    json!([{ "name": "node", "port": 7400, "protocol": "TCP", "targetPort": "node" }])
+}
+
+#[test]
+fn the_single_leader_config_map_holds_every_node_setting() {
+    let expected = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta("orders-config"),
+        "data": {
+            "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin-token",
+            "RC_DATA_DIR": "/data",
+            "RC_FENCE_TIMEOUT_MS": "1000",
+            "RC_LISTEN": "0.0.0.0:7400",
+            "RC_LOG_FORMAT": "json",
+            "RC_LOG_LEVEL": "info",
+            "RC_MODE": "single-leader",
+            "RC_PEERS": "orders-0=orders-0.orders-peers.shop.svc:7400,\
+                         orders-1=orders-1.orders-peers.shop.svc:7400,\
+                         orders-2=orders-2.orders-peers.shop.svc:7400",
+            "RC_REPLICATION": "quorum",
+        },
+    });
+    assert_eq!(
+        to_json(&build_config_map(&validated(ClusterMode::SingleLeader))),
+        expected
+    );
+}
+
+#[test]
+fn the_leaderless_config_map_holds_the_quorum_settings() {
+    let mut c = cluster(ClusterMode::Leaderless);
+    c.spec.replicas = 5;
+    c.spec.leaderless = Some(LeaderlessSpec {
+        replication_factor: Some(5),
+        write_quorum: Some(4),
+        read_quorum: Some(2),
+        conflict_resolution: crate::crd::ConflictResolution::Siblings,
+    });
+    let v = validate(&c, &ObservedFacts::default()).unwrap();
+    let data = to_json(&build_config_map(&v))["data"].clone();
+    let mut expected_peers = Vec::new();
+    for i in 0..5 {
+        expected_peers.push(format!("orders-{i}=orders-{i}.orders-peers.shop.svc:7400"));
+    }
+    assert_eq!(
+        data,
+        json!({
+            "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin-token",
+            "RC_CONFLICT_RESOLUTION": "siblings",
+            "RC_DATA_DIR": "/data",
+            "RC_LISTEN": "0.0.0.0:7400",
+            "RC_LOG_FORMAT": "json",
+            "RC_LOG_LEVEL": "info",
+            "RC_MODE": "leaderless",
+            "RC_PEERS": expected_peers.join(","),
+            "RC_READ_QUORUM": "2",
+            "RC_REPLICATION_FACTOR": "5",
+            "RC_WRITE_QUORUM": "4",
+        })
+    );
+}
+
+#[test]
+fn the_config_hash_ignores_the_peer_list_but_not_the_settings() {
+    let v = validated(ClusterMode::SingleLeader);
+    let mut scaled = v.node_config.clone();
+    scaled.insert("RC_PEERS".into(), "orders-0=elsewhere:7400".into());
+    assert_eq!(config_hash(&v.node_config), config_hash(&scaled));
+    let mut changed = v.node_config.clone();
+    changed.insert("RC_REPLICATION".into(), "all".into());
+    assert_ne!(config_hash(&v.node_config), config_hash(&changed));
+}
+
+#[test]
+fn the_peers_service_is_headless_and_publishes_pods_before_they_are_ready() {
+    let expected = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta("orders-peers"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": true,
+            "selector": selector(),
+            "ports": node_port(),
+        },
+    });
+    assert_eq!(
+        to_json(&build_peers_service(&validated(ClusterMode::SingleLeader))),
+        expected
+    );
+}
+
+#[test]
+fn single_leader_client_services_select_the_leader_and_the_followers_by_role() {
+    let mut leader_selector = selector();
+    leader_selector["replicated.dev/role"] = json!("leader");
+    let mut follower_selector = selector();
+    follower_selector["replicated.dev/role"] = json!("follower");
+    let expected = json!([
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta("orders-leader"),
+            "spec": { "type": "ClusterIP", "selector": leader_selector, "ports": node_port() },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta("orders-replicas"),
+            "spec": { "type": "ClusterIP", "selector": follower_selector, "ports": node_port() },
+        },
+    ]);
+    assert_eq!(
+        to_json(&build_client_services(&validated(
+            ClusterMode::SingleLeader
+        ))),
+        expected
+    );
+}
+
+#[test]
+fn the_leaderless_client_service_selects_every_node() {
+    let expected = json!([{
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta("orders"),
+        "spec": { "type": "ClusterIP", "selector": selector(), "ports": node_port() },
+    }]);
+    assert_eq!(
+        to_json(&build_client_services(&validated(ClusterMode::Leaderless))),
+        expected
+    );
+}
+
+#[test]
+fn the_pdb_keeps_a_majority_and_always_allows_evicting_unhealthy_pods() {
+    let expected = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta("orders"),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": { "matchLabels": selector() },
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    });
+    assert_eq!(
+        to_json(&build_pdb(&validated(ClusterMode::SingleLeader))),
+        expected
+    );
+}
+
+#[test]
+fn the_admin_secret_carries_the_given_token() {
+    let expected = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta("orders-admin"),
+        "type": "Opaque",
+        "stringData": { "token": "t0k3n" },
+    });
+    assert_eq!(
+        to_json(&build_admin_secret(
+            &validated(ClusterMode::SingleLeader),
+            "t0k3n"
+        )),
+        expected
+    );
+}
+
+#[test]
+fn build_all_is_deterministic() {
+    let v = validated(ClusterMode::SingleLeader);
+    assert_eq!(build_all(&v), build_all(&v));
+}

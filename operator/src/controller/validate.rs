@@ -1,0 +1,377 @@
+//! (pure) Spec + observations -> [`ValidatedCluster`]: every name, label, quorum size, peer
+//! address and node setting the builders need, computed once. Builders never read the raw spec.
+//!
+//! The CRD's CEL rules reject most bad specs at admission; this re-checks them because a CRD
+//! installed without them (or an older version) must not make the operator build nonsense, and
+//! it checks what CEL cannot see (the admin Secret).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use rc_api::Peer;
+
+use crate::crd::{
+    ClusterMode, ConflictResolution, LogFormat, LogLevel, PullPolicy, ReplicatedCluster,
+    ReplicationMode, DEFAULT_REPLICATION_FACTOR,
+};
+
+/// The single TCP port of a node: client, admin, peer, probe and metrics traffic.
+pub const NODE_PORT: i32 = 7400;
+/// Name of the container port, used by probes and Services.
+pub const NODE_PORT_NAME: &str = "node";
+/// Where each node's PersistentVolumeClaim is mounted.
+pub const DATA_DIR: &str = "/data";
+/// Directory the admin Secret is mounted into, and the token file inside it.
+pub const ADMIN_TOKEN_DIR: &str = "/etc/rc-node";
+pub const ADMIN_TOKEN_FILE: &str = "/etc/rc-node/admin-token";
+/// Key of the admin token in the admin Secret.
+pub const ADMIN_TOKEN_KEY: &str = "token";
+
+/// Label carrying the owning cluster's name, on every object and pod.
+pub const CLUSTER_LABEL: &str = "replicated.dev/cluster";
+/// Label the operator puts on pods to say what they do (`leader`, `follower`); client Services
+/// select on it. Never set by the StatefulSet template.
+pub const ROLE_LABEL: &str = "replicated.dev/role";
+pub const ROLE_LEADER: &str = "leader";
+pub const ROLE_FOLLOWER: &str = "follower";
+
+/// Longest cluster name: keeps `<name>-replicas`, pod names and the StatefulSet's
+/// controller-revision-hash label inside 63 characters.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// A spec the operator cannot act on. Permanent: reported as a condition and an Event, then the
+/// operator waits for the spec to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("metadata.name {0:?} must be at most 40 characters of lowercase letters, digits and '-', starting with a letter")]
+    Name(String),
+    #[error("the object has no namespace or uid yet")]
+    Unpersisted,
+    #[error("spec.replicas must be at least 1, got {0}")]
+    Replicas(i32),
+    #[error("spec.{0} may only be set when spec.mode is {1}")]
+    WrongModeSettings(&'static str, &'static str),
+    #[error("spec.leaderless: need 1 <= writeQuorum ({w}) <= replicationFactor ({n}), 1 <= readQuorum ({r}) <= replicationFactor, replicationFactor <= replicas ({replicas})")]
+    Quorums {
+        n: i32,
+        w: i32,
+        r: i32,
+        replicas: i32,
+    },
+    #[error("spec.singleLeader.failoverDelaySeconds must be between 1 and 3600, got {0}")]
+    FailoverDelay(i32),
+    #[error("spec.singleLeader.fenceTimeoutMs ({fence_ms}) must be at least 100 and shorter than failoverDelaySeconds ({delay_s} s)")]
+    FenceTimeout { fence_ms: i32, delay_s: i32 },
+    #[error("spec.image must not be empty")]
+    Image,
+    #[error("admin Secret {0:?} does not exist or has no key \"token\"")]
+    AdminSecret(String),
+}
+
+/// Which Secret holds the admin token, and whether the operator owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSecret {
+    pub name: String,
+    /// True when the user named none and the operator creates `<cluster>-admin`.
+    pub managed: bool,
+}
+
+/// A client Service: its name and the role label its pods must carry (none: every ready pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientService {
+    pub name: String,
+    pub role: Option<&'static str>,
+}
+
+/// Everything the builders need, derived once from a valid spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    pub mode: ClusterMode,
+    pub replicas: i32,
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub resources: Option<ResourceRequirements>,
+    pub storage_size: Quantity,
+    pub storage_class_name: Option<String>,
+    pub config_map_name: String,
+    pub peers_service_name: String,
+    pub client_services: Vec<ClientService>,
+    pub admin_secret: AdminSecret,
+    /// Node settings, as the `RC_*` environment variables of the ConfigMap.
+    pub node_config: BTreeMap<String, String>,
+    /// Every node by ordinal: pod name and the stable address peers and the operator dial.
+    pub peers: Vec<Peer>,
+    /// Nodes that must stay up for the cluster to serve every read and write.
+    pub quorum: i32,
+}
+
+impl ValidatedCluster {
+    /// Labels that select this cluster's pods (stable: part of the StatefulSet's selector).
+    pub fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "rc-node".to_owned()),
+            ("app.kubernetes.io/instance".to_owned(), self.name.clone()),
+            (CLUSTER_LABEL.to_owned(), self.name.clone()),
+        ])
+    }
+
+    /// Labels of every object the operator creates for this cluster.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.selector_labels();
+        labels.insert("app.kubernetes.io/managed-by".into(), "rc-operator".into());
+        labels.insert(
+            "app.kubernetes.io/part-of".into(),
+            "replicated-cluster".into(),
+        );
+        labels
+    }
+
+    /// The selector as a string, for `status.selector` (scale subresource).
+    pub fn selector_string(&self) -> String {
+        let labels = self.selector_labels();
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.join(",")
+    }
+
+    /// Most nodes that may be voluntarily disrupted at once without losing quorum.
+    pub fn max_unavailable(&self) -> i32 {
+        (self.replicas - self.quorum).max(0)
+    }
+}
+
+/// What validation needs to know about the world (from `observe`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObservedFacts {
+    /// True when the admin Secret exists and holds a `token` key.
+    pub admin_secret_ready: bool,
+    /// Size and class of the existing StatefulSet's volume claim template, which Kubernetes
+    /// never lets change: a different `spec.storage` only applies to a new cluster.
+    pub existing_storage: Option<(Quantity, Option<String>)>,
+}
+
+/// Checks the spec and derives the [`ValidatedCluster`].
+pub fn validate(
+    cluster: &ReplicatedCluster,
+    facts: &ObservedFacts,
+) -> Result<ValidatedCluster, SpecError> {
+    let name = cluster.name_any();
+    if !valid_name(&name) {
+        return Err(SpecError::Name(name));
+    }
+    let (Some(namespace), Some(owner)) = (cluster.namespace(), cluster.controller_owner_ref(&()))
+    else {
+        return Err(SpecError::Unpersisted);
+    };
+    let spec = &cluster.spec;
+    if spec.replicas < 1 {
+        return Err(SpecError::Replicas(spec.replicas));
+    }
+    if spec.image.is_empty() {
+        return Err(SpecError::Image);
+    }
+    let peers_service_name = format!("{name}-peers");
+    let mut node_config = BTreeMap::from([
+        ("RC_LISTEN".to_owned(), format!("0.0.0.0:{NODE_PORT}")),
+        ("RC_DATA_DIR".to_owned(), DATA_DIR.to_owned()),
+        (
+            "RC_ADMIN_TOKEN_FILE".to_owned(),
+            ADMIN_TOKEN_FILE.to_owned(),
+        ),
+        (
+            "RC_LOG_LEVEL".to_owned(),
+            log_level(spec.logging.level).to_owned(),
+        ),
+        (
+            "RC_LOG_FORMAT".to_owned(),
+            log_format(spec.logging.format).to_owned(),
+        ),
+    ]);
+    let (quorum, client_services) = match spec.mode {
+        ClusterMode::SingleLeader => {
+            if spec.leaderless.is_some() {
+                return Err(SpecError::WrongModeSettings("leaderless", "Leaderless"));
+            }
+            let settings = spec.single_leader.clone().unwrap_or_default();
+            let delay_s = settings.failover_delay_seconds;
+            if !(1..=3600).contains(&delay_s) {
+                return Err(SpecError::FailoverDelay(delay_s));
+            }
+            // The leader must fence itself before the operator may promote another node, or two
+            // leaders could accept writes at once: default to half the failover delay.
+            let fence_ms = settings.fence_timeout_ms.unwrap_or(delay_s * 500);
+            if fence_ms < 100 || fence_ms >= delay_s * 1000 {
+                return Err(SpecError::FenceTimeout { fence_ms, delay_s });
+            }
+            node_config.insert("RC_MODE".into(), "single-leader".into());
+            node_config.insert(
+                "RC_REPLICATION".into(),
+                replication(settings.replication).into(),
+            );
+            node_config.insert("RC_FENCE_TIMEOUT_MS".into(), fence_ms.to_string());
+            let services = vec![
+                ClientService {
+                    name: format!("{name}-leader"),
+                    role: Some(ROLE_LEADER),
+                },
+                ClientService {
+                    name: format!("{name}-replicas"),
+                    role: Some(ROLE_FOLLOWER),
+                },
+            ];
+            (spec.replicas / 2 + 1, services)
+        }
+        ClusterMode::Leaderless => {
+            if spec.single_leader.is_some() {
+                return Err(SpecError::WrongModeSettings("singleLeader", "SingleLeader"));
+            }
+            let settings = spec.leaderless.clone().unwrap_or_default();
+            let n = settings
+                .replication_factor
+                .unwrap_or(DEFAULT_REPLICATION_FACTOR);
+            let w = settings.write_quorum.unwrap_or(n / 2 + 1);
+            let r = settings.read_quorum.unwrap_or(n / 2 + 1);
+            let ok =
+                (1..=spec.replicas).contains(&n) && (1..=n).contains(&w) && (1..=n).contains(&r);
+            if !ok {
+                return Err(SpecError::Quorums {
+                    n,
+                    w,
+                    r,
+                    replicas: spec.replicas,
+                });
+            }
+            node_config.insert("RC_MODE".into(), "leaderless".into());
+            node_config.insert("RC_REPLICATION_FACTOR".into(), n.to_string());
+            node_config.insert("RC_WRITE_QUORUM".into(), w.to_string());
+            node_config.insert("RC_READ_QUORUM".into(), r.to_string());
+            node_config.insert(
+                "RC_CONFLICT_RESOLUTION".into(),
+                conflict_resolution(settings.conflict_resolution).into(),
+            );
+            // Every key stays readable and writable while at most N - max(W, R) nodes are down
+            // (any set of nodes may hold some key's whole preference list).
+            let quorum = spec.replicas - (n - w.max(r));
+            (
+                quorum,
+                vec![ClientService {
+                    name: name.clone(),
+                    role: None,
+                }],
+            )
+        }
+    };
+    let admin_secret = match &spec.admin_secret_ref {
+        Some(reference) => AdminSecret {
+            name: reference.name.clone(),
+            managed: false,
+        },
+        None => AdminSecret {
+            name: format!("{name}-admin"),
+            managed: true,
+        },
+    };
+    // A managed Secret that does not exist yet is created by `apply`; a named one must exist.
+    if !admin_secret.managed && !facts.admin_secret_ready {
+        return Err(SpecError::AdminSecret(admin_secret.name));
+    }
+    let peers: Vec<Peer> = (0..spec.replicas)
+        .map(|ordinal| {
+            let id = format!("{name}-{ordinal}");
+            let address = format!("{id}.{peers_service_name}.{namespace}.svc:{NODE_PORT}");
+            Peer { id, address }
+        })
+        .collect();
+    let peer_list: Vec<String> = peers
+        .iter()
+        .map(|p| format!("{}={}", p.id, p.address))
+        .collect();
+    node_config.insert("RC_PEERS".into(), peer_list.join(","));
+    let (storage_size, storage_class_name) = facts.existing_storage.clone().unwrap_or_else(|| {
+        (
+            spec.storage.size.clone(),
+            spec.storage.storage_class_name.clone(),
+        )
+    });
+    Ok(ValidatedCluster {
+        config_map_name: format!("{name}-config"),
+        peers_service_name,
+        client_services,
+        admin_secret,
+        node_config,
+        peers,
+        quorum,
+        owner,
+        namespace,
+        mode: spec.mode,
+        replicas: spec.replicas,
+        image: spec.image.clone(),
+        image_pull_policy: spec.image_pull_policy.map(|p| pull_policy(p).to_owned()),
+        resources: spec.resources.clone(),
+        storage_size,
+        storage_class_name,
+        name,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn replication(mode: ReplicationMode) -> &'static str {
+    match mode {
+        ReplicationMode::Async => "async",
+        ReplicationMode::Quorum => "quorum",
+        ReplicationMode::All => "all",
+    }
+}
+
+fn conflict_resolution(c: ConflictResolution) -> &'static str {
+    match c {
+        ConflictResolution::LastWriteWins => "last-write-wins",
+        ConflictResolution::Siblings => "siblings",
+    }
+}
+
+fn log_level(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    }
+}
+
+fn log_format(format: LogFormat) -> &'static str {
+    match format {
+        LogFormat::Json => "json",
+        LogFormat::Text => "text",
+    }
+}
+
+fn pull_policy(policy: PullPolicy) -> &'static str {
+    match policy {
+        PullPolicy::Always => "Always",
+        PullPolicy::IfNotPresent => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,197 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use crate::controller::fixtures::{cluster, UID};
+use crate::crd::{LeaderlessSpec, SecretReference, SingleLeaderSpec};
+
+fn ok(cluster: &ReplicatedCluster) -> ValidatedCluster {
+    validate(cluster, &ObservedFacts::default()).unwrap()
+}
+
+#[test]
+fn a_default_single_leader_cluster_gets_majority_quorum_and_half_the_failover_delay_as_fence() {
+    let v = ok(&cluster(ClusterMode::SingleLeader));
+    assert_eq!(v.quorum, 2);
+    assert_eq!(v.max_unavailable(), 1);
+    assert_eq!(v.node_config["RC_MODE"], "single-leader");
+    assert_eq!(v.node_config["RC_REPLICATION"], "quorum");
+    assert_eq!(v.node_config["RC_FENCE_TIMEOUT_MS"], "1000");
+    assert_eq!(
+        v.client_services,
+        vec![
+            ClientService {
+                name: "orders-leader".into(),
+                role: Some(ROLE_LEADER)
+            },
+            ClientService {
+                name: "orders-replicas".into(),
+                role: Some(ROLE_FOLLOWER)
+            },
+        ]
+    );
+    assert_eq!(v.owner.uid, UID);
+    assert_eq!(v.owner.controller, Some(true));
+}
+
+#[test]
+fn peers_are_named_by_ordinal_with_stable_dns_addresses() {
+    let v = ok(&cluster(ClusterMode::SingleLeader));
+    let ids: Vec<&str> = v.peers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["orders-0", "orders-1", "orders-2"]);
+    assert_eq!(v.peers[1].address, "orders-1.orders-peers.shop.svc:7400");
+}
+
+#[test]
+fn a_default_leaderless_cluster_gets_majority_read_and_write_quorums() {
+    let v = ok(&cluster(ClusterMode::Leaderless));
+    assert_eq!(v.node_config["RC_MODE"], "leaderless");
+    assert_eq!(v.node_config["RC_REPLICATION_FACTOR"], "3");
+    assert_eq!(v.node_config["RC_WRITE_QUORUM"], "2");
+    assert_eq!(v.node_config["RC_READ_QUORUM"], "2");
+    assert_eq!(v.node_config["RC_CONFLICT_RESOLUTION"], "last-write-wins");
+    assert_eq!(
+        v.client_services,
+        vec![ClientService {
+            name: "orders".into(),
+            role: None
+        }]
+    );
+    assert_eq!(v.max_unavailable(), 1);
+}
+
+#[test]
+fn leaderless_disruption_budget_follows_the_stricter_quorum() {
+    let mut c = cluster(ClusterMode::Leaderless);
+    c.spec.replicas = 5;
+    c.spec.leaderless = Some(LeaderlessSpec {
+        replication_factor: Some(5),
+        write_quorum: Some(4),
+        read_quorum: Some(2),
+        ..LeaderlessSpec::default()
+    });
+    assert_eq!(ok(&c).max_unavailable(), 1);
+    c.spec.leaderless = Some(LeaderlessSpec {
+        replication_factor: Some(3),
+        write_quorum: Some(3),
+        read_quorum: Some(3),
+        ..LeaderlessSpec::default()
+    });
+    assert_eq!(ok(&c).max_unavailable(), 0);
+}
+
+#[test]
+fn a_single_node_cluster_allows_no_voluntary_disruption() {
+    let mut c = cluster(ClusterMode::SingleLeader);
+    c.spec.replicas = 1;
+    assert_eq!(ok(&c).max_unavailable(), 0);
+}
+
+#[test]
+fn settings_of_the_other_mode_are_rejected() {
+    let mut c = cluster(ClusterMode::SingleLeader);
+    c.spec.leaderless = Some(LeaderlessSpec::default());
+    assert_eq!(
+        validate(&c, &ObservedFacts::default()),
+        Err(SpecError::WrongModeSettings("leaderless", "Leaderless"))
+    );
+    let mut c = cluster(ClusterMode::Leaderless);
+    c.spec.single_leader = Some(SingleLeaderSpec::default());
+    assert!(matches!(
+        validate(&c, &ObservedFacts::default()),
+        Err(SpecError::WrongModeSettings("singleLeader", _))
+    ));
+}
+
+#[test]
+fn quorums_outside_their_bounds_are_rejected() {
+    for (n, w, r, replicas) in [(4, 2, 2, 3), (3, 4, 2, 3), (3, 2, 0, 3), (3, 0, 2, 3)] {
+        let mut c = cluster(ClusterMode::Leaderless);
+        c.spec.replicas = replicas;
+        c.spec.leaderless = Some(LeaderlessSpec {
+            replication_factor: Some(n),
+            write_quorum: Some(w),
+            read_quorum: Some(r),
+            ..LeaderlessSpec::default()
+        });
+        assert_eq!(
+            validate(&c, &ObservedFacts::default()),
+            Err(SpecError::Quorums { n, w, r, replicas })
+        );
+    }
+}
+
+#[test]
+fn a_fence_timeout_at_or_above_the_failover_delay_is_rejected() {
+    let mut c = cluster(ClusterMode::SingleLeader);
+    c.spec.single_leader = Some(SingleLeaderSpec {
+        failover_delay_seconds: 2,
+        fence_timeout_ms: Some(2000),
+        ..SingleLeaderSpec::default()
+    });
+    assert_eq!(
+        validate(&c, &ObservedFacts::default()),
+        Err(SpecError::FenceTimeout {
+            fence_ms: 2000,
+            delay_s: 2
+        })
+    );
+}
+
+#[test]
+fn names_that_would_overflow_pod_or_service_names_are_rejected() {
+    for name in [
+        "a".repeat(41),
+        "9lives".into(),
+        "Orders".into(),
+        "orders-".into(),
+    ] {
+        let mut c = cluster(ClusterMode::SingleLeader);
+        c.metadata.name = Some(name.clone());
+        assert_eq!(
+            validate(&c, &ObservedFacts::default()),
+            Err(SpecError::Name(name))
+        );
+    }
+}
+
+#[test]
+fn a_named_admin_secret_must_exist_and_a_missing_managed_one_is_fine() {
+    let mut c = cluster(ClusterMode::SingleLeader);
+    assert_eq!(
+        ok(&c).admin_secret,
+        AdminSecret {
+            name: "orders-admin".into(),
+            managed: true
+        }
+    );
+    c.spec.admin_secret_ref = Some(SecretReference {
+        name: "mine".into(),
+    });
+    assert_eq!(
+        validate(&c, &ObservedFacts::default()),
+        Err(SpecError::AdminSecret("mine".into()))
+    );
+    let v = validate(
+        &c,
+        &ObservedFacts {
+            admin_secret_ready: true,
+            ..ObservedFacts::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        v.admin_secret,
+        AdminSecret {
+            name: "mine".into(),
+            managed: false
+        }
+    );
+}
+
+#[test]
+fn the_selector_string_lists_the_pod_labels() {
+    assert_eq!(
+        ok(&cluster(ClusterMode::SingleLeader)).selector_string(),
+        "app.kubernetes.io/instance=orders,app.kubernetes.io/name=rc-node,replicated.dev/cluster=orders"
+    );
+}
