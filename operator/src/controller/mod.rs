@@ -1,8 +1,338 @@
-//! The reconciler: `observe -> validate -> build -> apply -> status`, each step in its own
-//! module and marked pure or client-side.
+//! The reconciler. One pass, top to bottom:
+//!
+//! ```text
+//! observe   (client) admin Secret, StatefulSet, Pods, each node's /admin/status
+//! validate  (pure)   spec + observations -> ValidatedCluster, or a SpecError
+//! build     (pure)   ValidatedCluster -> every owned object
+//! apply     (client) server-side apply, fixed order
+//! status    (pure)   compute_status -> one server-side apply of status, only when changed
+//! ```
+//!
+//! An invalid spec is not an error: it becomes the `Degraded` condition with reason
+//! `InvalidSpec` and a Warning Event, and the operator waits for the spec to change. Errors are
+//! transient (API server, network) and retried with per-object exponential backoff.
 
+pub mod apply;
 pub mod build;
+mod error;
+pub mod observe;
+pub mod status;
 pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod reconcile_tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{predicates, reflector, watcher, Controller, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use error::Error;
+use observe::NodeAddressing;
+use validate::{SpecError, CLUSTER_LABEL};
+
+use crate::crd::{Phase, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::metrics::Metrics;
+use crate::node_client::NodeAdmin;
+
+/// Re-read nodes this often while the cluster is healthy (their figures change)...
+const REFRESH_HEALTHY: Duration = Duration::from_secs(30);
+/// ...and this often while it is not, to report recovery promptly.
+const REFRESH_UNHEALTHY: Duration = Duration::from_secs(5);
+/// A named admin Secret is not watched; look for it again this often.
+const RECHECK_SECRET: Duration = Duration::from_secs(30);
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub nodes: Arc<dyn NodeAdmin>,
+    pub metrics: Arc<Metrics>,
+    pub addressing: NodeAddressing,
+    /// Consecutive failures per cluster, for backoff. A std Mutex: never held across `.await`.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        nodes: Arc<dyn NodeAdmin>,
+        metrics: Arc<Metrics>,
+        addressing: NodeAddressing,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            nodes,
+            metrics,
+            addressing,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn record_outcome(&self, key: &str, failed: bool) -> u32 {
+        let Ok(mut failures) = self.failures.lock() else {
+            return 1;
+        };
+        if failed {
+            let n = failures.entry(key.to_owned()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            failures.remove(key);
+            0
+        }
+    }
+
+    async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// Reconciles one ReplicatedCluster. See the module documentation for the steps.
+pub async fn reconcile(
+    object: Arc<DeserializeGuard<ReplicatedCluster>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let cluster = match &object.0 {
+        Ok(cluster) => cluster,
+        Err(invalid) => {
+            // The object does not even parse (schema bypassed or an old CRD): say so on the
+            // object and wait for an edit instead of failing the watch.
+            let meta = &invalid.metadata;
+            let reference = ObjectReference {
+                api_version: Some(ReplicatedCluster::api_version(&()).into_owned()),
+                kind: Some(ReplicatedCluster::kind(&()).into_owned()),
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                uid: meta.uid.clone(),
+                ..ObjectReference::default()
+            };
+            ctx.metrics.invalid_specs.inc();
+            ctx.publish(
+                &reference,
+                EventType::Warning,
+                "MalformedSpec",
+                invalid.error.clone(),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // Owner references delete every owned object; nothing to do but forget the metrics.
+        ctx.metrics.forget_cluster(&namespace, &name);
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_cluster(cluster, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.record_outcome(&format!("{namespace}/{name}"), false);
+    }
+    result
+}
+
+async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result<Action, Error> {
+    let reference = cluster.object_ref(&());
+    let observed = observe::observe(ctx, cluster).await?; // client
+    let validated = validate::validate(cluster, &observed.facts()); // pure
+    let action = match &validated {
+        Ok(valid) => {
+            let desired = build::build_all(valid); // pure
+            let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
+                .then(|| build::build_admin_secret(valid, &new_token()));
+            let created =
+                apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await?; // client
+            if created {
+                let note = format!("created admin Secret {}", valid.admin_secret.name);
+                ctx.publish(&reference, EventType::Normal, "AdminSecretCreated", note)
+                    .await;
+            }
+            None
+        }
+        Err(error) => {
+            ctx.metrics.invalid_specs.inc();
+            ctx.publish(
+                &reference,
+                EventType::Warning,
+                "InvalidSpec",
+                error.to_string(),
+            )
+            .await;
+            Some(match error {
+                SpecError::AdminSecret(_) => Action::requeue(RECHECK_SECRET),
+                _ => Action::await_change(),
+            })
+        }
+    };
+    let status = status::compute_status(&status::StatusInput {
+        generation: cluster.metadata.generation,
+        spec: validated.as_ref(),
+        observed: &observed,
+        previous: cluster.status.as_ref(),
+        now: now(),
+    }); // pure
+    write_status(ctx, cluster, &status).await?; // client
+    ctx.metrics.observe_cluster(
+        &cluster.namespace().unwrap_or_default(),
+        &cluster.name_any(),
+        &status,
+    );
+    Ok(action.unwrap_or_else(|| match status.phase {
+        Some(Phase::Running) => Action::requeue(REFRESH_HEALTHY),
+        _ => Action::requeue(REFRESH_UNHEALTHY),
+    }))
+}
+
+/// One server-side apply of the whole status, skipped when nothing changed (a write would wake
+/// every watcher of the object for nothing).
+async fn write_status(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    status: &ReplicatedClusterStatus,
+) -> Result<(), Error> {
+    if cluster.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<ReplicatedCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": ReplicatedCluster::api_version(&()),
+        "kind": ReplicatedCluster::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(apply::FIELD_MANAGER).force();
+    api.patch_status(&cluster.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Retries with exponential backoff per cluster: 5 s, 10 s, 20 s ... at most 5 minutes.
+pub fn error_policy(
+    object: Arc<DeserializeGuard<ReplicatedCluster>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    let failures = ctx.record_outcome(&key, true);
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            step: error.metric_label().to_owned(),
+        })
+        .inc();
+    let delay = backoff(failures);
+    warn!(cluster = %key, error = %error, failures, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The delay after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    Duration::from_secs((5_u64 << exponent).min(300))
+}
+
+/// A fresh admin token: 32 random bytes, hex.
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now, to the second: the API server stores times to the second, and a status computed with
+/// finer times would never compare equal to the stored one.
+fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace`: watch one namespace, or all.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let clusters: Api<DeserializeGuard<ReplicatedCluster>> = scoped(&client, &namespace);
+    // Only spec changes (generation) trigger a reconcile from the cluster object itself: our own
+    // status writes must not wake us, or load figures would keep the loop spinning.
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=rc-operator");
+    let pods = watcher::Config::default().labels(CLUSTER_LABEL);
+    Controller::for_stream(trigger, reader)
+        .owns(scoped::<StatefulSet>(&client, &namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, &namespace), owned.clone())
+        .owns(scoped::<Service>(&client, &namespace), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, &namespace), owned)
+        .watches(scoped::<Pod>(&client, &namespace), pods, |pod| {
+            let cluster = pod.labels().get(CLUSTER_LABEL)?;
+            Some(ObjectRef::new(cluster).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => info!(cluster = %object, "reconciled"),
+                Err(e) => warn!(error = %e, "reconcile did not complete"),
+            }
+        })
+        .await;
+}

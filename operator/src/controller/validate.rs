@@ -155,6 +155,14 @@ pub struct ObservedFacts {
     pub existing_storage: Option<(Quantity, Option<String>)>,
 }
 
+/// Name of the Secret holding the admin token: the one the user named, else `<cluster>-admin`.
+pub fn admin_secret_name(cluster: &ReplicatedCluster) -> String {
+    match &cluster.spec.admin_secret_ref {
+        Some(reference) => reference.name.clone(),
+        None => format!("{}-admin", cluster.name_any()),
+    }
+}
+
 /// Checks the spec and derives the [`ValidatedCluster`].
 pub fn validate(
     cluster: &ReplicatedCluster,

@@ -1,0 +1,84 @@
+//! (client) Server-side apply of the desired objects, one field manager, in a fixed order:
+//!
+//! 1. the admin Secret (created once when managed and absent, never updated: the token must not
+//!    change under running nodes),
+//! 2. the ConfigMap, 3. the peers Service, 4. the client Services: everything the pods mount or
+//!    resolve exists before the pods do, so they never sit in `ContainerCreating`,
+//! 5. the StatefulSet, 6. the PodDisruptionBudget.
+//!
+//! `force`: the operator is the only owner of these fields; a hand edit is overwritten.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::build::Desired;
+use super::Error;
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "rc-operator";
+
+/// Applies `desired`; `new_secret` is the admin Secret to create when it does not exist yet.
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+    new_secret: Option<&Secret>,
+) -> Result<bool, Error> {
+    let mut created_secret = false;
+    if let Some(secret) = new_secret {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                },
+                secret,
+            )
+            .await
+        {
+            Ok(_) => created_secret = true,
+            // Another reconcile (or operator replica) got there first: keep its token.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(source) => {
+                return Err(Error::Apply {
+                    kind: "Secret".into(),
+                    name: secret.name_any(),
+                    source,
+                })
+            }
+        }
+    }
+    server_side_apply(client, namespace, &desired.config_map).await?;
+    server_side_apply(client, namespace, &desired.peers_service).await?;
+    for service in &desired.client_services {
+        server_side_apply(client, namespace, service).await?;
+    }
+    server_side_apply(client, namespace, &desired.statefulset).await?;
+    server_side_apply(client, namespace, &desired.pdb).await?;
+    Ok(created_secret)
+}
+
+async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Apply {
+            kind: K::kind(&()).to_string(),
+            name,
+            source,
+        })
+}

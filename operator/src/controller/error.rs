@@ -1,0 +1,34 @@
+//! Reconcile errors, by step. Every variant is transient (the API server or a node may answer
+//! next time) and is retried with backoff; an invalid spec is not an error but a status
+//! condition (see `validate::SpecError`).
+
+/// A reconcile step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {kind}s: {source}")]
+    Observe {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing status: {0}")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Observe { .. } => "observe",
+            Error::Apply { .. } => "apply",
+            Error::PatchStatus(_) => "status",
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics of the operator (prometheus-client), served on `/metrics`. In-memory only.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::crd::ReplicatedClusterStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub cluster: String,
+}
+
+/// Every metric the operator exports, registered in `registry`.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub invalid_specs: Counter,
+    pub is_leader: Gauge,
+    pub ready_replicas: Family<ClusterLabels, Gauge>,
+    pub balance_coefficient: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    pub mean_response_ms: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rc_operator");
+        let reconciles = Counter::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let invalid_specs = Counter::default();
+        let is_leader = Gauge::default();
+        let ready_replicas = Family::<ClusterLabels, Gauge>::default();
+        let balance_coefficient = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
+        let mean_response_ms = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register("reconciles", "Reconciliations run", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by step",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconciliation",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "invalid_specs",
+            "Reconciliations that found an invalid spec",
+            invalid_specs.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            is_leader.clone(),
+        );
+        registry.register(
+            "cluster_ready_replicas",
+            "Ready nodes per cluster",
+            ready_replicas.clone(),
+        );
+        registry.register(
+            "cluster_balance_coefficient",
+            "Load-balance coefficient B = T_avg / max(T_i) per cluster",
+            balance_coefficient.clone(),
+        );
+        registry.register(
+            "cluster_mean_response_ms",
+            "Mean over nodes of their mean response time (T_avg) per cluster",
+            mean_response_ms.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            invalid_specs,
+            is_leader,
+            ready_replicas,
+            balance_coefficient,
+            mean_response_ms,
+        }
+    }
+}
+
+impl Metrics {
+    /// Publishes a cluster's status figures.
+    pub fn observe_cluster(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        status: &ReplicatedClusterStatus,
+    ) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        self.ready_replicas
+            .get_or_create(&labels)
+            .set(i64::from(status.ready_replicas));
+        if let Some(load) = &status.load {
+            self.balance_coefficient
+                .get_or_create(&labels)
+                .set(load.balance_coefficient);
+            self.mean_response_ms
+                .get_or_create(&labels)
+                .set(load.mean_response_ms);
+        }
+    }
+
+    /// Forgets a deleted cluster's series.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        self.ready_replicas.remove(&labels);
+        self.balance_coefficient.remove(&labels);
+        self.mean_response_ms.remove(&labels);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
