@@ -3,5 +3,6 @@
 
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod metrics;
 pub mod node_client;

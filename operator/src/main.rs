@@ -1,7 +1,27 @@
-//! The rc-operator binary: `rc-operator crd` prints the CRD; `rc-operator run` (the default)
-//! runs the controller.
+//! The rc-operator binary: args, logging, the operator's HTTP endpoints, leader election and
+//! the controller; `rc-operator crd` prints the CRD instead. `anyhow` lives here only.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use kube::api::ListParams;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use rc_operator::controller::observe::NodeAddressing;
+use rc_operator::controller::{self, Context};
+use rc_operator::crd::{self, ReplicatedCluster};
+use rc_operator::http::{self, HttpState};
+use rc_operator::metrics::Metrics;
+use rc_operator::node_client::HttpNodeAdmin;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -12,10 +32,14 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controller (the default).
+    Run,
     /// Print the ReplicatedCluster CustomResourceDefinition as YAML.
     Crd {
         /// Print the Helm template (behind `crds.create`, with a keep policy) instead.
@@ -24,18 +48,269 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Watch ReplicatedClusters in this namespace only; all namespaces when empty.
+    #[arg(long, env = "RC_OPERATOR_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "RC_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Elect one active replica through a coordination.k8s.io Lease.
+    #[arg(long, env = "RC_OPERATOR_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "RC_OPERATOR_LEASE_NAME",
+        default_value = "rc-operator-leader"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease; defaults to the operator's own (POD_NAMESPACE) or the client's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in Events; defaults to POD_NAME.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How to dial each node's admin API.
+    #[arg(
+        long,
+        env = "RC_OPERATOR_NODE_ADDRESS",
+        value_enum,
+        default_value = "pod-ip"
+    )]
+    node_address: NodeAddressing,
+    /// Timeout of one admin API call, in milliseconds.
+    #[arg(long, env = "RC_OPERATOR_NODE_TIMEOUT_MS", default_value_t = 2000)]
+    node_timeout_ms: u64,
+    /// Log line format.
+    #[arg(
+        long,
+        env = "RC_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `rc_operator=debug,kube=info`.
+    #[arg(long, env = "RC_OPERATOR_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crd { helm }) => {
             let yaml = if helm {
-                rc_operator::crd::crd_helm_template()?
+                crd::crd_helm_template()?
             } else {
-                rc_operator::crd::crd_yaml()?
+                crd::crd_yaml()?
             };
             print!("{yaml}");
             Ok(())
         }
-        None => anyhow::bail!("the controller is not wired yet"),
+        Some(Command::Run) | None => run(cli.run).await,
     }
+}
+
+fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&args.log_level).context("invalid --log-level")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(&args)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let metrics = Arc::new(Metrics::default());
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        ready: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http_addr))?;
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        http_state.clone(),
+        signalled(shutdown.clone()),
+    ));
+
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    // Ready once the API server answers and the CRD is installed: a standby replica is ready too.
+    Api::<ReplicatedCluster>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing ReplicatedClusters (is the CRD installed?)")?;
+    http_state.ready.store(true, Ordering::Relaxed);
+
+    let identity = args.identity.clone().unwrap_or_else(random_identity);
+    let reporter = Reporter {
+        controller: "rc-operator".into(),
+        instance: Some(identity.clone()),
+    };
+    let nodes = HttpNodeAdmin::new(Duration::from_millis(args.node_timeout_ms))?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        Arc::new(nodes),
+        metrics.clone(),
+        args.node_address,
+    ));
+    let namespace = Some(args.namespace.clone()).filter(|ns| !ns.is_empty());
+    info!(
+        namespace = namespace.as_deref().unwrap_or("*"),
+        identity, "starting"
+    );
+
+    let result = if args.leader_election {
+        let lease_namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        run_elected(
+            ctx,
+            namespace,
+            &args.lease_name,
+            &lease_namespace,
+            &identity,
+            shutdown.clone(),
+        )
+        .await
+    } else {
+        metrics.is_leader.set(1);
+        controller::run(ctx, namespace, signalled(shutdown.clone())).await;
+        Ok(())
+    };
+    // Whatever ended the controller, stop serving too.
+    drop(shutdown);
+    http_task.abort();
+    result
+}
+
+/// Runs the controller only while this replica holds the Lease. Losing the Lease ends the
+/// process (after the controller stopped): a restart begins from fresh caches, and Kubernetes
+/// brings the replica back as a standby.
+async fn run_elected(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    lease_name: &str,
+    lease_namespace: &str,
+    identity: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let manager = LeaseManagerBuilder::new(ctx.client.clone(), lease_name)
+        .with_namespace(lease_namespace)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("creating the leader election Lease manager")?;
+    let (mut leading, lease_task) = manager.watch().await;
+    info!(
+        lease = lease_name,
+        lease_namespace, "waiting for leadership"
+    );
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leading.changed() => changed.context("leader election stopped")?,
+            _ = shutdown.changed() => return release(leading, lease_task).await,
+        }
+    }
+    info!("leading: starting the controller");
+    ctx.metrics.is_leader.set(1);
+    let mut lost = leading.clone();
+    let stop_shutdown = shutdown.clone();
+    let stop = async move {
+        let lost_lease = async {
+            while lost.changed().await.is_ok() {
+                if !*lost.borrow() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = lost_lease => warn!("lost the leader Lease: stopping the controller"),
+            () = signalled(stop_shutdown) => {}
+        }
+    };
+    controller::run(ctx.clone(), namespace, stop).await;
+    ctx.metrics.is_leader.set(0);
+    let shutting_down = *shutdown.borrow();
+    release(leading, lease_task).await?;
+    if shutting_down {
+        Ok(())
+    } else {
+        anyhow::bail!("lost the leader Lease")
+    }
+}
+
+/// Stops renewing and frees the Lease, so a standby takes over at once instead of after expiry.
+async fn release(
+    leading: watch::Receiver<bool>,
+    lease_task: tokio::task::JoinHandle<
+        kube_lease_manager::Result<kube_lease_manager::LeaseManager>,
+    >,
+) -> anyhow::Result<()> {
+    drop(leading);
+    let manager = lease_task.await.context("lease task panicked")??;
+    manager.release().await.context("releasing the Lease")?;
+    Ok(())
+}
+
+/// Resolves once the shutdown flag is set.
+async fn signalled(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn random_identity() -> String {
+    format!("rc-operator-{:016x}", rand::random::<u64>())
 }
