@@ -58,6 +58,8 @@ struct Inner {
     writes: BTreeMap<u64, (u64, WriteWaiter)>,
     reads: Vec<ReadWaiter>,
     senders: HashMap<String, SenderHandle>,
+    /// (last index, commit index, read round) the senders were last woken for.
+    announced: (u64, u64, u64),
 }
 
 pub struct Node {
@@ -66,6 +68,8 @@ pub struct Node {
     durable: watch::Sender<u64>,
     pub stats: Stats,
     me: Weak<Node>,
+    /// Sender tasks are spawned from the WAL thread too, which is outside the runtime.
+    rt: tokio::runtime::Handle,
 }
 
 impl Node {
@@ -97,10 +101,12 @@ impl Node {
                 writes: BTreeMap::new(),
                 reads: Vec::new(),
                 senders: HashMap::new(),
+                announced: (0, 0, 0),
             }),
             durable,
             stats: Stats::default(),
             me: me.clone(),
+            rt: tokio::runtime::Handle::current(),
         });
         let _ = slot.set(Arc::downgrade(&node));
         Ok(node)
@@ -155,8 +161,18 @@ impl Node {
             for r in ready {
                 let _ = r.tx.send(Ok(()));
             }
-            for s in g.senders.values() {
-                s.notify.notify_one();
+            // Wake senders only when there is something new to send: waking them on every
+            // settle would make a sender wake itself forever.
+            let work = (
+                g.replica.last_log().index,
+                g.replica.commit_index(),
+                g.replica.read_round(),
+            );
+            if work != g.announced {
+                g.announced = work;
+                for s in g.senders.values() {
+                    s.notify.notify_one();
+                }
             }
         } else {
             // Stepped down (or never led): nobody here can decide the fate of pending writes.
@@ -194,7 +210,7 @@ impl Node {
                 },
             );
             if let Some(node) = self.me.upgrade() {
-                tokio::spawn(peer::run_sender(node, p, epoch, notify));
+                self.rt.spawn(peer::run_sender(node, p, epoch, notify));
             }
         }
     }

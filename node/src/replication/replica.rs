@@ -214,6 +214,9 @@ impl Replica {
     pub fn followers(&self) -> &[Progress] {
         &self.followers
     }
+    pub fn read_round(&self) -> u64 {
+        self.round
+    }
     pub fn replication(&self) -> Replication {
         self.cfg.replication
     }
