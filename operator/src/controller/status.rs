@@ -341,4 +341,4 @@ fn count(n: usize) -> i32 {
 
 #[cfg(test)]
 #[path = "status_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -33,6 +33,16 @@ fn pod(ordinal: i32, ready: bool) -> ObservedPod {
     }
 }
 
+/// A node's status as its admin API reports it (shared with the controller tests).
+pub(crate) fn node_status(id: &str, role: Role, epoch: u64) -> NodeStatus {
+    let ordinal: i32 = id
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    node(ordinal, role, epoch, 1.0)
+}
+
 fn node(ordinal: i32, role: Role, epoch: u64, mean_ms: f64) -> NodeStatus {
     NodeStatus {
         node_id: format!("orders-{ordinal}"),
