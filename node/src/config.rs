@@ -125,6 +125,10 @@ pub struct Args {
     pub max_value_bytes: usize,
     #[arg(long, env = "RC_MAX_BATCH_OPS", default_value_t = 1000)]
     pub max_batch_ops: usize,
+    /// TESTS ONLY: serve linearizable reads from local state without the read-index round.
+    /// Breaks linearizability on purpose, to prove the test suite's checker catches it.
+    #[arg(long, hide = true)]
+    pub unsafe_skip_read_barrier: bool,
     #[arg(long, env = "RC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// tracing filter, e.g. `info` or `rc_node=debug`.
@@ -143,6 +147,7 @@ pub struct HttpConfig {
     pub forwarding: Forwarding,
     pub stale_read_offload: Offload,
     pub stale_read_max_lag: u64,
+    pub unsafe_skip_read_barrier: bool,
 }
 
 impl Args {
@@ -157,6 +162,7 @@ impl Args {
             forwarding: self.forwarding,
             stale_read_offload: self.stale_read_offload,
             stale_read_max_lag: self.stale_read_max_lag,
+            unsafe_skip_read_barrier: self.unsafe_skip_read_barrier,
         }
     }
 
