@@ -50,49 +50,73 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Watch ReplicatedClusters in this namespace only; all namespaces when empty.
-    #[arg(long, env = "RC_OPERATOR_NAMESPACE", default_value = "")]
-    namespace: String,
+    /// Watch ReplicatedClusters in these namespaces only (comma-separated); all when empty.
+    #[arg(
+        long = "namespaces",
+        global = true,
+        env = "RC_OPERATOR_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    namespaces: Vec<String>,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "RC_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "RC_OPERATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     http_addr: SocketAddr,
     /// Elect one active replica through a coordination.k8s.io Lease.
-    #[arg(long, env = "RC_OPERATOR_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, global = true, env = "RC_OPERATOR_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
     leader_election: bool,
     /// Name of the Lease.
     #[arg(
         long,
+        global = true,
         env = "RC_OPERATOR_LEASE_NAME",
         default_value = "rc-operator-leader"
     )]
     lease_name: String,
     /// Namespace of the Lease; defaults to the operator's own (POD_NAMESPACE) or the client's.
-    #[arg(long, env = "POD_NAMESPACE")]
+    #[arg(long, global = true, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease and in Events; defaults to POD_NAME.
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, global = true, env = "POD_NAME")]
     identity: Option<String>,
     /// How to dial each node's admin API.
     #[arg(
         long,
+        global = true,
         env = "RC_OPERATOR_NODE_ADDRESS",
         value_enum,
         default_value = "pod-ip"
     )]
     node_address: NodeAddressing,
     /// Timeout of one admin API call, in milliseconds.
-    #[arg(long, env = "RC_OPERATOR_NODE_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        global = true,
+        env = "RC_OPERATOR_NODE_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
     node_timeout_ms: u64,
     /// Log line format.
     #[arg(
         long,
+        global = true,
         env = "RC_OPERATOR_LOG_FORMAT",
         value_enum,
         default_value = "json"
     )]
     log_format: LogFormat,
     /// Log filter, e.g. `info` or `rc_operator=debug,kube=info`.
-    #[arg(long, env = "RC_OPERATOR_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "RC_OPERATOR_LOG_LEVEL",
+        default_value = "info"
+    )]
     log_level: String,
 }
 
@@ -155,11 +179,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
+    let scopes: Vec<Option<String>> = {
+        let named: Vec<Option<String>> = args
+            .namespaces
+            .iter()
+            .filter(|ns| !ns.is_empty())
+            .map(|ns| Some(ns.clone()))
+            .collect();
+        if named.is_empty() {
+            vec![None]
+        } else {
+            named
+        }
+    };
     // Ready once the API server answers and the CRD is installed: a standby replica is ready too.
-    Api::<ReplicatedCluster>::all(client.clone())
+    let probe: Api<ReplicatedCluster> = match &scopes[0] {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe
         .list(&ListParams::default().limit(1))
         .await
-        .context("listing ReplicatedClusters (is the CRD installed?)")?;
+        .context("listing ReplicatedClusters (is the CRD installed, and may we list them?)")?;
     http_state.ready.store(true, Ordering::Relaxed);
 
     let identity = args.identity.clone().unwrap_or_else(random_identity);
@@ -175,11 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
         args.node_address,
     ));
-    let namespace = Some(args.namespace.clone()).filter(|ns| !ns.is_empty());
-    info!(
-        namespace = namespace.as_deref().unwrap_or("*"),
-        identity, "starting"
-    );
+    info!(namespaces = ?args.namespaces, identity, "starting");
 
     let result = if args.leader_election {
         let lease_namespace = args
@@ -188,7 +225,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| client.default_namespace().to_owned());
         run_elected(
             ctx,
-            namespace,
+            scopes,
             &args.lease_name,
             &lease_namespace,
             &identity,
@@ -197,7 +234,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
     } else {
         metrics.is_leader.set(1);
-        controller::run(ctx, namespace, signalled(shutdown.clone())).await;
+        run_controllers(ctx, scopes, shutdown.clone()).await;
         Ok(())
     };
     // Whatever ended the controller, stop serving too.
@@ -211,7 +248,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// brings the replica back as a standby.
 async fn run_elected(
     ctx: Arc<Context>,
-    namespace: Option<String>,
+    scopes: Vec<Option<String>>,
     lease_name: &str,
     lease_namespace: &str,
     identity: &str,
@@ -243,7 +280,8 @@ async fn run_elected(
     ctx.metrics.is_leader.set(1);
     let mut lost = leading.clone();
     let stop_shutdown = shutdown.clone();
-    let stop = async move {
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
         let lost_lease = async {
             while lost.changed().await.is_ok() {
                 if !*lost.borrow() {
@@ -255,8 +293,9 @@ async fn run_elected(
             () = lost_lease => warn!("lost the leader Lease: stopping the controller"),
             () = signalled(stop_shutdown) => {}
         }
-    };
-    controller::run(ctx.clone(), namespace, stop).await;
+        let _ = stop_tx.send(true);
+    });
+    run_controllers(ctx.clone(), scopes, stop).await;
     ctx.metrics.is_leader.set(0);
     let shutting_down = *shutdown.borrow();
     release(leading, lease_task).await?;
@@ -265,6 +304,18 @@ async fn run_elected(
     } else {
         anyhow::bail!("lost the leader Lease")
     }
+}
+
+/// One controller per watched namespace (or one for all), until `stop` is set.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    scopes: Vec<Option<String>>,
+    stop: watch::Receiver<bool>,
+) {
+    let controllers = scopes
+        .into_iter()
+        .map(|scope| controller::run(ctx.clone(), scope, signalled(stop.clone())));
+    futures::future::join_all(controllers).await;
 }
 
 /// Stops renewing and frees the Lease, so a standby takes over at once instead of after expiry.

@@ -330,7 +330,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
-                Ok((object, _)) => info!(cluster = %object, "reconciled"),
+                Ok((object, _)) => tracing::debug!(cluster = %object, "reconciled"),
                 Err(e) => warn!(error = %e, "reconcile did not complete"),
             }
         })
