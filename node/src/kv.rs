@@ -39,10 +39,6 @@ impl KvStore {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     pub fn apply(&mut self, index: u64, command: &Command) -> Applied {
         match command {
             Command::Noop => Applied::default(),

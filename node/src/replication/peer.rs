@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use rc_api::{LogPosition, Peer, Role};
+use rc_api::{LogPosition, Peer};
 
 use super::replica::{Outgoing, PeerReply};
 use crate::node::Node;
@@ -151,7 +151,7 @@ pub async fn run_sender(node: Arc<Node>, peer: Peer, epoch: u64, notify: Arc<Not
                 conn = None;
                 failures = failures.saturating_add(1);
                 // Log the first failure and then every 50th, not every retry.
-                if failures == 1 || failures % 50 == 0 {
+                if failures == 1 || failures.is_multiple_of(50) {
                     tracing::warn!(follower = %peer.id, address = %peer.address, error = %e, failures, "replication to follower failed; retrying");
                 }
                 node.with_replica(|r, _| r.on_send_failed(&peer.id));
@@ -297,9 +297,4 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
             return;
         }
     }
-}
-
-/// The leader's view for logs: is this node leading?
-pub fn is_leader(node: &Node) -> bool {
-    node.with_replica(|r, _| r.role() == Role::Leader)
 }

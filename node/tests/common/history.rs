@@ -102,7 +102,7 @@ pub fn spawn_clients(
                     };
                     let key = format!("k{}", (rng >> 8) % keys as u64);
                     n += 1;
-                    if (rng >> 16) % 2 == 0 {
+                    if (rng >> 16).is_multiple_of(2) {
                         let value = format!("c{client}-{n}");
                         put_op(&http, &history, client, &target, key, value).await;
                     } else {
