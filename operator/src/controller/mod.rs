@@ -42,7 +42,7 @@ use kube::runtime::{predicates, reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 pub use error::Error;
 use observe::NodeAddressing;
@@ -330,7 +330,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
-                Ok((object, _)) => tracing::debug!(cluster = %object, "reconciled"),
+                Ok((object, _)) => debug!(cluster = %object, "reconciled"),
                 Err(e) => warn!(error = %e, "reconcile did not complete"),
             }
         })
