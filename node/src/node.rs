@@ -371,6 +371,7 @@ impl Node {
             self_fenced: r.self_fenced(now),
             replication: r.replication(),
             stats: self.stats.snapshot(),
+            leaderless: None,
         }
     }
 

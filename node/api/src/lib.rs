@@ -13,6 +13,8 @@ pub mod paths {
     pub const FOLLOW: &str = "/admin/follow";
     pub const RING: &str = "/admin/ring";
     pub const DECOMMISSION: &str = "/admin/decommission";
+    /// Leaderless: start an anti-entropy round now.
+    pub const REPAIR: &str = "/admin/repair";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
@@ -144,6 +146,85 @@ pub struct NodeStatus {
     pub self_fenced: bool,
     pub replication: Replication,
     pub stats: RequestStats,
+    /// Leaderless mode only: ring, membership, hints and streaming as this node sees them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderless: Option<LeaderlessStatus>,
+}
+
+/// A member's place in the leaderless ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Receives writes for the ranges it will own and streams them in; serves no reads yet.
+    Joining,
+    /// Owns its ranges.
+    Normal,
+    /// Still owns its ranges until it has streamed them to their next owners.
+    Leaving,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: String,
+    pub address: String,
+    pub state: MemberState,
+}
+
+/// `PUT /admin/ring`: the membership, versioned; a node installs only newer versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ring {
+    pub version: u64,
+    pub members: Vec<Member>,
+}
+
+/// A member as one node sees it: ring state plus what failure detection says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: String,
+    pub address: String,
+    pub state: MemberState,
+    pub alive: bool,
+}
+
+/// Progress of moving data on membership changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamState {
+    Idle,
+    Streaming,
+    /// A joining node has every range it will own.
+    Joined,
+    /// A leaving node has handed every range to its next owners.
+    Decommissioned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderlessStatus {
+    pub ring_version: u64,
+    pub members: Vec<MemberView>,
+    pub replication_factor: usize,
+    pub write_quorum: usize,
+    pub read_quorum: usize,
+    pub keys: u64,
+    pub hints_queued: u64,
+    pub stream: StreamState,
+    pub keys_streamed: u64,
+    pub anti_entropy_rounds: u64,
+    pub keys_repaired: u64,
+}
+
+/// Leaderless read: every concurrent value (one unless `Siblings` mode kept several) and the
+/// causal context to pass back on the next write so it supersedes what was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderlessValue {
+    pub key: String,
+    /// Set when exactly one value is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub siblings: Vec<String>,
+    pub context: String,
 }
 
 /// Body of every error answer: `{ "error": { "code", "message" } }`.
@@ -167,6 +248,9 @@ pub struct ErrorDetail {
 #[serde(deny_unknown_fields)]
 pub struct PutRequest {
     pub value: String,
+    /// Leaderless `Siblings` mode: the context of the read this write supersedes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// Client API: a key's value as read.

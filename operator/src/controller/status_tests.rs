@@ -63,6 +63,7 @@ fn node(ordinal: i32, role: Role, epoch: u64, mean_ms: f64) -> NodeStatus {
             mean_ms,
             p99_ms: mean_ms * 3.0,
         },
+        leaderless: None,
     }
 }
 
