@@ -56,6 +56,14 @@ pub enum Offload {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConflictArg {
+    /// Highest hybrid-logical-clock timestamp wins; concurrent writes lose all but one.
+    LastWriteWins,
+    /// Concurrent values are all kept and returned with a causal context (Riak-style).
+    Siblings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -125,6 +133,35 @@ pub struct Args {
     pub max_value_bytes: usize,
     #[arg(long, env = "RC_MAX_BATCH_OPS", default_value_t = 1000)]
     pub max_batch_ops: usize,
+    /// Leaderless: replicas per key (N).
+    #[arg(long, env = "RC_REPLICATION_FACTOR", default_value_t = 3)]
+    pub replication_factor: usize,
+    /// Leaderless: acknowledgements a write needs (W), 1..=N.
+    #[arg(long, env = "RC_WRITE_QUORUM", default_value_t = 2)]
+    pub write_quorum: usize,
+    /// Leaderless: answers a read needs (R), 1..=N.
+    #[arg(long, env = "RC_READ_QUORUM", default_value_t = 2)]
+    pub read_quorum: usize,
+    /// Leaderless: how concurrent writes to one key are resolved.
+    #[arg(
+        long,
+        env = "RC_CONFLICT_RESOLUTION",
+        value_enum,
+        default_value = "last-write-wins"
+    )]
+    pub conflict_resolution: ConflictArg,
+    /// Leaderless: most hinted writes kept for down members (beyond it, anti-entropy repairs).
+    #[arg(long, env = "RC_HINT_LIMIT", default_value_t = 100_000)]
+    pub hint_limit: usize,
+    /// Leaderless: seconds between anti-entropy rounds (0 = only on POST /admin/repair).
+    #[arg(long, env = "RC_ANTI_ENTROPY_INTERVAL_SECONDS", default_value_t = 60)]
+    pub anti_entropy_interval_seconds: u64,
+    /// Leaderless: how long delete tombstones are kept before purging.
+    #[arg(long, env = "RC_TOMBSTONE_GRACE_SECONDS", default_value_t = 86_400)]
+    pub tombstone_grace_seconds: u64,
+    /// Peers as `id=host:port,...`, asked for the ring when this node has none.
+    #[arg(long, env = "RC_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
     /// TESTS ONLY: serve linearizable reads from local state without the read-index round.
     /// Breaks linearizability on purpose, to prove the test suite's checker catches it.
     #[arg(long, hide = true)]

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod http;
 pub mod kv;
+pub mod leaderless;
 pub mod metrics;
 pub mod node;
 pub mod replication;

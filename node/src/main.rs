@@ -7,8 +7,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use rc_node::config::{Args, FsyncArg, LogFormat, ModeArg};
+use rc_api::Peer;
+use rc_node::config::{Args, ConflictArg, FsyncArg, LogFormat, ModeArg};
 use rc_node::http::{self, AppState};
+use rc_node::leaderless::http::{router as leaderless_router, LeaderlessState};
+use rc_node::leaderless::node::{LeaderlessConfig, LeaderlessNode};
+use rc_node::leaderless::state::Conflict;
 use rc_node::metrics::Metrics;
 use rc_node::node::{Node, RuntimeConfig};
 use rc_node::replication::replica::ReplicaConfig;
@@ -53,9 +57,6 @@ fn load_token(args: &Args) -> anyhow::Result<String> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.mode == ModeArg::Leaderless {
-        bail!("--mode leaderless is not implemented yet");
-    }
     if args.node_id.is_empty() {
         bail!("--node-id must not be empty");
     }
@@ -73,6 +74,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms.max(1)))
         }
     };
+    let http_cfg = Arc::new(args.http_config());
+    let metrics = Arc::new(Metrics::default());
+    if args.mode == ModeArg::Leaderless {
+        let cfg = leaderless_config(&args, advertise.clone(), token, fsync)?;
+        tracing::info!(
+            node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
+            n = cfg.n, w = cfg.w, r = cfg.r, conflict = ?cfg.conflict,
+            "rc-node serving (leaderless mode; waiting for the operator's ring)"
+        );
+        let node = LeaderlessNode::open(cfg).context("opening the data directory")?;
+        let app = leaderless_router(LeaderlessState {
+            node,
+            cfg: http_cfg,
+            metrics,
+        });
+        http::serve(listener, app, None, shutdown_signal()).await;
+        tracing::info!("shutting down; every acknowledged write is already durable");
+        return Ok(());
+    }
     let runtime_cfg = RuntimeConfig {
         data_dir: args.data_dir.clone(),
         fsync,
@@ -91,21 +111,63 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let node = Node::open(runtime_cfg, replica_cfg).context("opening the data directory")?;
     let state = AppState {
-        node,
-        cfg: Arc::new(args.http_config()),
+        node: node.clone(),
+        cfg: http_cfg,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
     };
     tracing::info!(
         node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
         replication = ?args.replication, fence_timeout_ms = args.fence_timeout_ms,
         "rc-node serving (single-leader mode; waiting for the operator to promote or follow)"
     );
-    http::serve(listener, state, shutdown_signal()).await;
+    http::serve(listener, http::router(state), Some(node), shutdown_signal()).await;
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
+}
+
+fn leaderless_config(
+    args: &Args,
+    address: String,
+    token: String,
+    fsync: FsyncPolicy,
+) -> anyhow::Result<LeaderlessConfig> {
+    let (n, w, r) = (args.replication_factor, args.write_quorum, args.read_quorum);
+    if n == 0 || !(1..=n).contains(&w) || !(1..=n).contains(&r) {
+        bail!("leaderless quorums need 1 <= W <= N and 1 <= R <= N (got N={n} W={w} R={r})");
+    }
+    let mut seeds = Vec::new();
+    for p in &args.peers {
+        let Some((id, address)) = p.split_once('=') else {
+            bail!("--peers entries look like id=host:port (got {p:?})");
+        };
+        seeds.push(Peer {
+            id: id.to_string(),
+            address: address.to_string(),
+        });
+    }
+    Ok(LeaderlessConfig {
+        id: args.node_id.clone(),
+        address,
+        n,
+        w,
+        r,
+        conflict: match args.conflict_resolution {
+            ConflictArg::LastWriteWins => Conflict::LastWriteWins,
+            ConflictArg::Siblings => Conflict::Siblings,
+        },
+        token,
+        data_dir: args.data_dir.clone(),
+        fsync,
+        hint_limit: args.hint_limit,
+        anti_entropy_every: Duration::from_secs(args.anti_entropy_interval_seconds),
+        tombstone_grace: Duration::from_secs(args.tombstone_grace_seconds),
+        request_timeout: Duration::from_millis(args.write_timeout_ms.min(2000)),
+        seeds,
+        compact_every: args.snapshot_every.max(1),
+    })
 }
 
 async fn shutdown_signal() {

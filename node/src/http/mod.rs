@@ -33,13 +33,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Accept connections until `shutdown` resolves.
+/// Accept connections until `shutdown` resolves. `single_leader` (that mode's node) receives
+/// the connections that start with the replication protocol's magic byte.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    app: Router,
+    single_leader: Option<Arc<Node>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let app = router(state.clone());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -56,12 +57,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let node = state.node.clone();
+        let node = single_leader.clone();
         tokio::spawn(async move {
             let mut first = [0u8; 1];
-            match stream.peek(&mut first).await {
-                Ok(1) if first[0] == peer::MAGIC => peer::serve_connection(node, stream).await,
-                Ok(1) => {
+            match (stream.peek(&mut first).await, node) {
+                (Ok(1), Some(node)) if first[0] == peer::MAGIC => {
+                    peer::serve_connection(node, stream).await
+                }
+                (Ok(1), _) => {
                     let svc = TowerToHyperService::new(app);
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)

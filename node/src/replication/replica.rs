@@ -155,6 +155,11 @@ impl Replica {
                     r.log.truncate_from(from);
                 }
                 WalRecord::Entry(e) => r.replay_entry(e),
+                // Leaderless records never appear in a single-leader data directory.
+                WalRecord::KeyState { .. }
+                | WalRecord::Ring(_)
+                | WalRecord::Hint(_)
+                | WalRecord::HintDone { .. } => {}
             }
         }
         if r.meta.leader.as_ref().is_some_and(|l| l.id == r.cfg.id) {

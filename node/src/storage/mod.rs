@@ -60,4 +60,26 @@ pub enum WalRecord {
         from: u64,
     },
     Meta(Meta),
+    /// Leaderless: a key's whole merged state (replaces the previous one on replay).
+    KeyState {
+        key: String,
+        state: crate::leaderless::state::KeyState,
+    },
+    /// Leaderless: the installed ring.
+    Ring(rc_api::Ring),
+    /// Leaderless: a write held for a member that was down (hinted handoff).
+    Hint(Hint),
+    /// Leaderless: hint `id` was delivered.
+    HintDone {
+        id: u64,
+    },
+}
+
+/// A write for `target` that could not be delivered yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    pub id: u64,
+    pub target: String,
+    pub key: String,
+    pub state: crate::leaderless::state::KeyState,
 }

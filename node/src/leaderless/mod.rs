@@ -1,0 +1,11 @@
+//! Leaderless mode (design.md §6): a consistent-hash ring with virtual nodes, quorum reads and
+//! writes coordinated by any node, read repair, hinted handoff, digest-based anti-entropy, and
+//! operator-driven membership (`PUT /admin/ring`, `POST /admin/decommission`).
+//!
+//! `ring` and `state` are pure; `node` does the I/O; `http` serves it.
+
+pub mod http;
+pub mod node;
+pub mod ring;
+pub mod state;
+pub mod tasks;

@@ -1,0 +1,702 @@
+//! The leaderless runtime: the local store, quorum coordination of reads and writes, ring
+//! installation and the durable log behind them. Background work (failure detection, hinted
+//! handoff, anti-entropy, streaming) is in `tasks`, HTTP in `http`.
+//!
+//! Does I/O: disk through the WAL thread, peers through internal HTTP calls (bearer token).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use rc_api::{
+    LeaderlessStatus, LogPosition, Member, MemberState, MemberView, Mode, NodeStatus, Peer,
+    Replication, Ring, Role, StreamState,
+};
+
+use super::ring::{self, Layout, RingError};
+use super::state::{Clock, Conflict, Hlc, KeyState};
+use crate::stats::Stats;
+use crate::storage::snapshot::Snapshot;
+use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
+use crate::storage::{Hint, WalRecord};
+
+#[derive(Debug, Clone)]
+pub struct LeaderlessConfig {
+    pub id: String,
+    pub address: String,
+    pub n: usize,
+    pub w: usize,
+    pub r: usize,
+    pub conflict: Conflict,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub hint_limit: usize,
+    pub anti_entropy_every: Duration,
+    pub tombstone_grace: Duration,
+    pub request_timeout: Duration,
+    /// Peers to ask for the ring when this node has none (e.g. after losing its disk).
+    pub seeds: Vec<Peer>,
+    pub compact_every: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderlessError {
+    #[error("no ring installed yet: the operator has not pushed membership to this node")]
+    NoRing,
+    #[error("only {acks} of the required {need} owners acknowledged the write (it may still be applied on some of them)")]
+    WriteQuorum { acks: usize, need: usize },
+    #[error("only {got} of the required {need} owners answered the read")]
+    ReadQuorum { got: usize, need: usize },
+    #[error("no owner of this key is reachable")]
+    NoOwner,
+    #[error("forwarding to owner {0} failed: {1}")]
+    Forward(String, String),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a remote owner answers to `/internal/v1/put` and what a coordinator reports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PutOutcome {
+    pub acks: usize,
+    pub w: usize,
+}
+
+pub(crate) struct Inner {
+    pub store: BTreeMap<String, KeyState>,
+    pub ring: Option<Ring>,
+    pub layout: Layout,
+    pub hints: BTreeMap<u64, Hint>,
+    next_hint: u64,
+    pub hlc: Hlc,
+    pub stream: StreamState,
+    pub keys_streamed: u64,
+    pub ae_rounds: u64,
+    pub keys_repaired: u64,
+    wal: Wal,
+    since_compaction: u64,
+}
+
+pub struct LeaderlessNode {
+    pub cfg: LeaderlessConfig,
+    inner: Mutex<Inner>,
+    /// Last failure-detector verdict per member id (absent = not probed yet = assumed up).
+    alive: Mutex<HashMap<String, bool>>,
+    durable: watch::Sender<u64>,
+    pub http: reqwest::Client,
+    pub stats: Stats,
+    pub(crate) me: Weak<LeaderlessNode>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl LeaderlessNode {
+    pub fn open(cfg: LeaderlessConfig) -> Result<Arc<LeaderlessNode>, WalError> {
+        let recovered = wal::recover(&cfg.data_dir)?;
+        let mut store = BTreeMap::new();
+        if let Some(snap) = &recovered.snapshot {
+            for (key, encoded, _) in &snap.items {
+                if let Some(state) = decode_state(encoded) {
+                    store.insert(key.clone(), state);
+                }
+            }
+        }
+        let (mut ring, mut hints, mut next_hint) = (None, BTreeMap::new(), 0);
+        for rec in recovered.records {
+            match rec {
+                WalRecord::KeyState { key, state } => {
+                    store.insert(key, state);
+                }
+                WalRecord::Ring(r) => ring = Some(r),
+                WalRecord::Hint(h) => {
+                    next_hint = next_hint.max(h.id + 1);
+                    hints.insert(h.id, h);
+                }
+                WalRecord::HintDone { id } => {
+                    hints.remove(&id);
+                }
+                WalRecord::Entry(_) | WalRecord::Truncate { .. } | WalRecord::Meta(_) => {}
+            }
+        }
+        let mut hlc = Hlc::default();
+        for s in store.values() {
+            hlc.observe(s.max_ts());
+        }
+        let layout = ring
+            .as_ref()
+            .map(|r| Layout::new(r, cfg.n))
+            .unwrap_or_default();
+        tracing::info!(
+            keys = store.len(),
+            hints = hints.len(),
+            ring_version = ring.as_ref().map(|r| r.version),
+            "recovered leaderless store from disk"
+        );
+        let (durable, _) = watch::channel(0);
+        let slot: Arc<OnceLock<watch::Sender<u64>>> = Arc::new(OnceLock::new());
+        let _ = slot.set(durable.clone());
+        let on_durable = Box::new(move |seq| {
+            if let Some(tx) = slot.get() {
+                tx.send_replace(seq);
+            }
+        });
+        let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap_or_default();
+        let node = Arc::new_cyclic(|me| LeaderlessNode {
+            inner: Mutex::new(Inner {
+                store,
+                ring,
+                layout,
+                hints,
+                next_hint,
+                hlc,
+                stream: StreamState::Idle,
+                keys_streamed: 0,
+                ae_rounds: 0,
+                keys_repaired: 0,
+                wal,
+                since_compaction: 0,
+            }),
+            alive: Mutex::new(HashMap::new()),
+            durable,
+            http,
+            stats: Stats::default(),
+            me: me.clone(),
+            cfg,
+        });
+        super::tasks::spawn_all(&node);
+        Ok(node)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue records; compacts the log into a snapshot now and then. Returns the WAL sequence.
+    fn persist(&self, g: &mut Inner, records: Vec<WalRecord>) -> u64 {
+        g.since_compaction += records.len() as u64;
+        let mut seq = g.wal.submit(WalOp::Append(records));
+        if g.since_compaction >= self.cfg.compact_every {
+            g.since_compaction = 0;
+            let items = g
+                .store
+                .iter()
+                .map(|(k, s)| (k.clone(), encode_state(s), 0))
+                .collect();
+            let snapshot = Snapshot {
+                last: LogPosition::default(),
+                items,
+            };
+            let mut tail: Vec<WalRecord> = g.ring.iter().cloned().map(WalRecord::Ring).collect();
+            tail.extend(g.hints.values().cloned().map(WalRecord::Hint));
+            seq = g.wal.submit(WalOp::Compact {
+                snapshot: Box::new(snapshot),
+                tail,
+            });
+        }
+        seq
+    }
+
+    pub(crate) async fn wait_durable(&self, seq: u64) {
+        let mut rx = self.durable.subscribe();
+        let _ = rx.wait_for(|d| *d >= seq).await;
+    }
+
+    pub fn is_alive(&self, id: &str) -> bool {
+        id == self.cfg.id
+            || self
+                .alive
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .copied()
+                .unwrap_or(true)
+    }
+
+    pub(crate) fn set_alive(&self, id: &str, up: bool) {
+        let before = self
+            .alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), up);
+        if before != Some(up) && before.is_some() {
+            tracing::info!(member = id, up, "failure detector changed its verdict");
+        }
+    }
+
+    /// Merge `incoming` into the local state of `key` durably; returns the merged state and
+    /// whether anything changed.
+    pub async fn apply_local(&self, items: Vec<(String, KeyState)>) -> usize {
+        let (changed, seq) = {
+            let mut g = self.lock();
+            let mut records = Vec::new();
+            for (key, incoming) in items {
+                g.hlc.observe(incoming.max_ts());
+                let current = g.store.get(&key).cloned().unwrap_or_default();
+                let merged = current.merge(&incoming, self.cfg.conflict);
+                if merged != current {
+                    g.store.insert(key.clone(), merged.clone());
+                    records.push(WalRecord::KeyState { key, state: merged });
+                }
+            }
+            let changed = records.len();
+            let seq = if changed > 0 {
+                self.persist(&mut g, records)
+            } else {
+                0
+            };
+            (changed, seq)
+        };
+        self.wait_durable(seq).await;
+        changed
+    }
+
+    pub fn local_state(&self, key: &str) -> Option<KeyState> {
+        self.lock().store.get(key).cloned()
+    }
+
+    fn layout(&self) -> Result<Layout, LeaderlessError> {
+        let g = self.lock();
+        if g.ring.is_none() {
+            return Err(LeaderlessError::NoRing);
+        }
+        Ok(g.layout.clone())
+    }
+
+    /// Coordinate a write: on an owner, write locally and replicate; elsewhere, forward to one.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Option<String>,
+        context: Clock,
+        w: usize,
+    ) -> Result<PutOutcome, LeaderlessError> {
+        let layout = self.layout()?;
+        let owners: Vec<Member> = layout.owners(key).into_iter().cloned().collect();
+        if !owners.iter().any(|m| m.id == self.cfg.id) {
+            let owner = owners
+                .iter()
+                .find(|m| self.is_alive(&m.id))
+                .ok_or(LeaderlessError::NoOwner)?;
+            return self.forward_put(owner, key, value, &context, w).await;
+        }
+        let (state, seq) = {
+            let mut g = self.lock();
+            let ts = g.hlc.now(now_ms());
+            let current = g.store.get(key).cloned().unwrap_or_default();
+            let new = current.put(self.cfg.conflict, &self.cfg.id, &context, value, ts);
+            g.store.insert(key.to_string(), new.clone());
+            let seq = self.persist(
+                &mut g,
+                vec![WalRecord::KeyState {
+                    key: key.to_string(),
+                    state: new.clone(),
+                }],
+            );
+            (new, seq)
+        };
+        self.wait_durable(seq).await;
+        let targets: Vec<(Member, bool)> = layout
+            .write_targets(key)
+            .into_iter()
+            .filter(|m| m.id != self.cfg.id)
+            .map(|m| (m.clone(), owners.iter().any(|o| o.id == m.id)))
+            .collect();
+        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        for (member, is_owner) in targets.clone() {
+            let (tx, key, state) = (tx.clone(), key.to_string(), state.clone());
+            let Some(node) = self.me.upgrade() else { break };
+            tokio::spawn(async move {
+                let ok = node.is_alive(&member.id)
+                    && node
+                        .send_states(&member, vec![(key.clone(), state.clone())])
+                        .await;
+                if !ok {
+                    node.add_hint(&member.id, key, state).await;
+                }
+                let _ = tx.send(is_owner && ok).await;
+            });
+        }
+        drop(tx);
+        let mut acks = 1;
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
+        while acks < w {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(true)) => acks += 1,
+                Ok(Some(false)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if acks < w {
+            return Err(LeaderlessError::WriteQuorum { acks, need: w });
+        }
+        Ok(PutOutcome { acks, w })
+    }
+
+    async fn forward_put(
+        &self,
+        owner: &Member,
+        key: &str,
+        value: Option<String>,
+        context: &Clock,
+        w: usize,
+    ) -> Result<PutOutcome, LeaderlessError> {
+        let body = ForwardedPut {
+            key: key.to_string(),
+            value,
+            context: context.clone(),
+            w,
+        };
+        let resp = self
+            .http
+            .post(format!("http://{}/internal/v1/put", owner.address))
+            .bearer_auth(&self.cfg.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| LeaderlessError::Forward(owner.id.clone(), e.to_string()))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| LeaderlessError::Forward(owner.id.clone(), e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|e| LeaderlessError::Forward(owner.id.clone(), e.to_string()));
+        }
+        let err: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if err["error"]["code"] == "write_quorum_failed" {
+            return Err(LeaderlessError::WriteQuorum { acks: 0, need: w });
+        }
+        Err(LeaderlessError::Forward(owner.id.clone(), text))
+    }
+
+    /// Send whole key states to `member` (it merges them durably). `true` on success.
+    pub async fn send_states(&self, member: &Member, items: Vec<(String, KeyState)>) -> bool {
+        let r = self
+            .http
+            .post(format!("http://{}/internal/v1/replicate", member.address))
+            .bearer_auth(&self.cfg.token)
+            .json(&items)
+            .send()
+            .await;
+        let ok = r.is_ok_and(|r| r.status().is_success());
+        if !ok {
+            self.set_alive(&member.id, false);
+        }
+        ok
+    }
+
+    async fn add_hint(&self, target: &str, key: String, state: KeyState) {
+        let seq = {
+            let mut g = self.lock();
+            if g.hints.len() >= self.cfg.hint_limit {
+                tracing::warn!(
+                    target,
+                    "hint store full; anti-entropy will repair this write instead"
+                );
+                return;
+            }
+            let id = g.next_hint;
+            g.next_hint += 1;
+            let hint = Hint {
+                id,
+                target: target.to_string(),
+                key,
+                state,
+            };
+            g.hints.insert(id, hint.clone());
+            self.persist(&mut g, vec![WalRecord::Hint(hint)])
+        };
+        self.wait_durable(seq).await;
+    }
+
+    pub(crate) fn hint_done(&self, ids: &[u64]) {
+        let mut g = self.lock();
+        let records: Vec<WalRecord> = ids
+            .iter()
+            .filter(|id| g.hints.remove(id).is_some())
+            .map(|id| WalRecord::HintDone { id: *id })
+            .collect();
+        if !records.is_empty() {
+            self.persist(&mut g, records);
+        }
+    }
+
+    /// Quorum read: ask the owners, merge the first `r` answers, repair stale owners afterwards.
+    pub async fn get(&self, key: &str, r: usize) -> Result<KeyState, LeaderlessError> {
+        let layout = self.layout()?;
+        let owners: Vec<Member> = layout
+            .owners(key)
+            .into_iter()
+            .filter(|m| self.is_alive(&m.id))
+            .cloned()
+            .collect();
+        if owners.len() < r {
+            return Err(LeaderlessError::ReadQuorum {
+                got: owners.len(),
+                need: r,
+            });
+        }
+        let (tx, mut rx) = mpsc::channel(owners.len());
+        for m in owners {
+            let (tx, key) = (tx.clone(), key.to_string());
+            let Some(node) = self.me.upgrade() else { break };
+            tokio::spawn(async move {
+                let got = node.fetch_state(&m, &key).await;
+                let _ = tx.send((m, got)).await;
+            });
+        }
+        drop(tx);
+        let mut answers: Vec<(Member, KeyState)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
+        while answers.len() < r {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((m, Some(s)))) => answers.push((m, s)),
+                Ok(Some((_, None))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if answers.len() < r {
+            return Err(LeaderlessError::ReadQuorum {
+                got: answers.len(),
+                need: r,
+            });
+        }
+        let merged = answers.iter().fold(KeyState::default(), |acc, (_, s)| {
+            acc.merge(s, self.cfg.conflict)
+        });
+        if let Some(node) = self.me.upgrade() {
+            let key = key.to_string();
+            tokio::spawn(async move { node.read_repair(key, answers, rx).await });
+        }
+        Ok(merged)
+    }
+
+    /// After answering: wait for the slower owners too, and send the merged state to any owner
+    /// whose state was behind.
+    async fn read_repair(
+        &self,
+        key: String,
+        mut answers: Vec<(Member, KeyState)>,
+        mut rx: mpsc::Receiver<(Member, Option<KeyState>)>,
+    ) {
+        while let Ok(Some((m, s))) = tokio::time::timeout(self.cfg.request_timeout, rx.recv()).await
+        {
+            if let Some(s) = s {
+                answers.push((m, s));
+            }
+        }
+        let merged = answers.iter().fold(KeyState::default(), |acc, (_, s)| {
+            acc.merge(s, self.cfg.conflict)
+        });
+        for (m, s) in answers {
+            if s != merged {
+                if m.id == self.cfg.id {
+                    self.apply_local(vec![(key.clone(), merged.clone())]).await;
+                } else {
+                    self.send_states(&m, vec![(key.clone(), merged.clone())])
+                        .await;
+                }
+                self.lock().keys_repaired += 1;
+            }
+        }
+    }
+
+    async fn fetch_state(&self, m: &Member, key: &str) -> Option<KeyState> {
+        if m.id == self.cfg.id {
+            return Some(self.local_state(key).unwrap_or_default());
+        }
+        let r = self
+            .http
+            .post(format!("http://{}/internal/v1/read", m.address))
+            .bearer_auth(&self.cfg.token)
+            .json(&key)
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json::<Option<KeyState>>()
+            .await
+            .ok()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// `PUT /admin/ring`: validate, then install if newer. `Ok(false)` = already installed.
+    pub async fn install_ring(&self, ring: Ring) -> Result<bool, LeaderlessError> {
+        ring::validate(&ring, self.cfg.n)?;
+        let seq = {
+            let mut g = self.lock();
+            if !ring::check_upgrade(g.ring.as_ref(), &ring)? {
+                return Ok(false);
+            }
+            tracing::info!(
+                from = g.ring.as_ref().map(|r| r.version),
+                to = ring.version,
+                members = ring.members.len(),
+                "installed a new ring"
+            );
+            g.layout = Layout::new(&ring, self.cfg.n);
+            g.ring = Some(ring.clone());
+            self.persist(&mut g, vec![WalRecord::Ring(ring)])
+        };
+        self.wait_durable(seq).await;
+        Ok(true)
+    }
+
+    pub fn ring(&self) -> Option<Ring> {
+        self.lock().ring.clone()
+    }
+
+    pub fn my_state(&self) -> Option<MemberState> {
+        self.lock()
+            .ring
+            .as_ref()?
+            .members
+            .iter()
+            .find(|m| m.id == self.cfg.id)
+            .map(|m| m.state)
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let g = self.lock();
+        let members = g
+            .ring
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .map(|m| MemberView {
+                id: m.id.clone(),
+                address: m.address.clone(),
+                state: m.state,
+                alive: self.is_alive(&m.id),
+            })
+            .collect();
+        NodeStatus {
+            node_id: self.cfg.id.clone(),
+            mode: Mode::Leaderless,
+            role: Role::Peer,
+            epoch: 0,
+            leader: None,
+            last_log: LogPosition::default(),
+            commit_index: 0,
+            applied_index: 0,
+            snapshot_index: 0,
+            followers: Vec::new(),
+            ms_since_leader_contact: None,
+            self_fenced: false,
+            replication: Replication::Quorum,
+            stats: self.stats.snapshot(),
+            leaderless: Some(LeaderlessStatus {
+                ring_version: g.ring.as_ref().map(|r| r.version).unwrap_or(0),
+                members,
+                replication_factor: self.cfg.n,
+                write_quorum: self.cfg.w,
+                read_quorum: self.cfg.r,
+                keys: g.store.len() as u64,
+                hints_queued: g.hints.len() as u64,
+                stream: g.stream,
+                keys_streamed: g.keys_streamed,
+                anti_entropy_rounds: g.ae_rounds,
+                keys_repaired: g.keys_repaired,
+            }),
+        }
+    }
+
+    /// States of local keys for which `pick` holds, for streaming and anti-entropy.
+    pub(crate) fn local_states_where(
+        &self,
+        pick: impl Fn(&Layout, &str) -> bool,
+    ) -> Vec<(String, KeyState)> {
+        let g = self.lock();
+        g.store
+            .iter()
+            .filter(|(k, _)| pick(&g.layout, k))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Local keys starting with `prefix`, in order, at most `limit`.
+    pub fn scan_local(&self, prefix: &str, limit: usize) -> Vec<(String, KeyState)> {
+        let g = self.lock();
+        g.store
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Drop keys whose every sibling is a tombstone older than the grace period.
+    pub(crate) fn purge_tombstones(&self) {
+        let grace_ts = now_ms().saturating_sub(self.cfg.tombstone_grace.as_millis() as u64) << 16;
+        let mut g = self.lock();
+        let dead: Vec<String> = g
+            .store
+            .iter()
+            .filter(|(_, s)| s.is_dead_before(grace_ts))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            g.store.remove(k);
+        }
+        if !dead.is_empty() {
+            tracing::info!(
+                keys = dead.len(),
+                "purged tombstones older than the grace period"
+            );
+            // Force a compaction so purged keys do not come back from the log on restart.
+            let compact = self.cfg.compact_every;
+            g.since_compaction = compact;
+            self.persist(&mut g, Vec::new());
+        }
+    }
+
+    pub(crate) fn set_stream(&self, state: StreamState, streamed: u64) {
+        let mut g = self.lock();
+        g.stream = state;
+        g.keys_streamed += streamed;
+    }
+}
+
+/// Body of `/internal/v1/put`: a client write forwarded to an owner.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedPut {
+    pub key: String,
+    pub value: Option<String>,
+    pub context: Clock,
+    pub w: usize,
+}
+
+fn encode_state(s: &KeyState) -> String {
+    postcard::to_allocvec(s)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_state(hex: &str) -> Option<KeyState> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    postcard::from_bytes(&bytes?).ok()
+}
