@@ -171,7 +171,7 @@ pub fn decode_context(token: &str) -> Option<Clock> {
     if token.is_empty() {
         return Some(Clock::new());
     }
-    if token.len() % 2 != 0 || token.len() > 64 * 1024 {
+    if !token.len().is_multiple_of(2) || token.len() > 64 * 1024 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..token.len())
