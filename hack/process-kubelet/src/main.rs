@@ -1,0 +1,218 @@
+//! rc-process-kubelet: a **development and test** node agent, not part of the product. It makes a
+//! real control plane (hack/kube/cluster.sh) run pods without containers: it registers a Node,
+//! renews its Lease, and runs every Pod bound to it as local processes, each pod in its own
+//! network namespace (veth into a bridge it creates) and mount namespace (volumes bind-mounted at
+//! their mountPaths). Image names map to local binaries (`--image-map`). See README.md here.
+//!
+//! Needs root (namespaces, mounts, links) and iproute2.
+
+mod api_proxy;
+mod controller;
+mod env;
+mod images;
+mod kubelet;
+mod net;
+mod node;
+mod probe;
+mod runtime;
+mod sandbox;
+mod status;
+mod volumes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use k8s_openapi::jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use crate::images::ImageMap;
+use crate::kubelet::Kubelet;
+use crate::net::Network;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "DEV/TEST ONLY: a kubelet that runs pods as local processes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Register the node and run the pods bound to it until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Internal: enter a pod's namespaces and exec its program (used by `run`).
+    #[command(hide = true)]
+    Sandbox(sandbox::SandboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Kubeconfig of a user allowed to manage nodes, leases, pods and service-account tokens.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    #[arg(long, default_value = "proc-node-0")]
+    node_name: String,
+    /// REPOSITORY=/abs/path/to/binary, comma-separated or repeated; tags are ignored.
+    #[arg(long = "image-map", required = true)]
+    image_map: Vec<String>,
+    /// Pod directories (volumes, logs, hosts files) live here.
+    #[arg(long, default_value = "/tmp/rc-process-kubelet")]
+    state_dir: PathBuf,
+    /// Name of the bridge this kubelet creates (and removes at exit); at most 8 characters.
+    #[arg(long, default_value = "rck0")]
+    bridge: String,
+    /// Private /24 for pod addresses: .1 is the bridge (node address), .2-.254 pods.
+    #[arg(long, default_value = "10.241.0.0/24")]
+    pod_subnet: String,
+    /// Port of the API-server pass-through on the bridge address.
+    #[arg(long, default_value_t = 443)]
+    api_proxy_port: u16,
+    /// First restart back-off; doubles per crash up to --backoff-max-seconds.
+    #[arg(long, default_value_t = 10)]
+    backoff_seconds: u64,
+    #[arg(long, default_value_t = 300)]
+    backoff_max_seconds: u64,
+    /// Longest grace period for pods when the kubelet itself stops.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_seconds: u64,
+    #[arg(long, default_value = "8")]
+    cpu: String,
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    #[arg(long, default_value = "v1.37.2")]
+    kubelet_version: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Sandbox(args) => {
+            let err = sandbox::exec(args);
+            eprintln!("rc-process-kubelet sandbox: {err:#}");
+            ExitCode::from(127)
+        }
+        Cmd::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
+                .init();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("tokio runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Timestamp::now();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("loading the kubeconfig")?;
+    let upstream = {
+        let uri = &config.cluster_url;
+        let host = uri.host().context("API server URL without host")?;
+        let port = uri.port_u16().unwrap_or(443);
+        format!("{host}:{port}")
+    };
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    let images = ImageMap::parse(&args.image_map)?;
+    let net = Network::new(&args.bridge, &args.pod_subnet)?;
+    let self_exe = std::env::current_exe().context("locating this binary")?;
+    std::fs::create_dir_all(&args.state_dir)?;
+
+    net.setup().await.context("creating the pod bridge")?;
+    let gateway = net.gateway();
+    let shutdown = CancellationToken::new();
+    let result = async {
+        let listener = api_proxy::bind(SocketAddr::from((gateway, args.api_proxy_port)))
+            .await
+            .context("binding the API-server proxy on the bridge")?;
+        tokio::spawn(api_proxy::serve(listener, upstream.clone(), shutdown.clone()));
+        let node_cfg = node::NodeConfig {
+            name: args.node_name.clone(),
+            internal_ip: gateway.to_string(),
+            cpu: args.cpu.clone(),
+            memory: args.memory.clone(),
+            max_pods: args.max_pods,
+            kubelet_version: args.kubelet_version.clone(),
+        };
+        let node_uid = node::register(&client, &node_cfg, started)
+            .await
+            .context("registering the Node")?;
+        tracing::info!(node = %args.node_name, bridge = %args.bridge, gateway = %gateway, api = %upstream, "node registered; running pods");
+        let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node_cfg, node_uid, started, shutdown.clone()));
+        let kubelet = Arc::new(Kubelet {
+            client: client.clone(),
+            node_name: args.node_name.clone(),
+            net,
+            images,
+            state_dir: args.state_dir.clone(),
+            self_exe,
+            backoff_base: Duration::from_secs(args.backoff_seconds.max(1)),
+            backoff_max: Duration::from_secs(args.backoff_max_seconds.max(1)),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+            api_proxy_port: args.api_proxy_port,
+        });
+        let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+        controller::run(kubelet.clone(), shutdown.clone()).await;
+        shutdown.cancel();
+        signals.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+        kubelet.net.cleanup().await;
+        anyhow::Ok(())
+    }
+    .await;
+    if result.is_err() {
+        shutdown.cancel();
+        Network::new(&args.bridge, &args.pod_subnet)?
+            .cleanup()
+            .await;
+    }
+    tracing::info!("process kubelet stopped");
+    result
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received; stopping pods");
+    shutdown.cancel();
+}
