@@ -35,8 +35,8 @@ struct Args {
     /// etcd binary (default: $RC_KUBE_BIN/etcd, ~/.cache/rc-kube/*/etcd, then PATH).
     #[arg(long)]
     etcd_bin: Option<PathBuf>,
-    /// Replication modes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "async,quorum")]
+    /// What to measure: single-leader `async`, `quorum`, and `leaderless` (N=3, W=2, R=2).
+    #[arg(long, value_delimiter = ',', default_value = "async,quorum,leaderless")]
     modes: Vec<String>,
 }
 
@@ -235,12 +235,12 @@ async fn one_op(
 }
 
 /// `clients` closed-loop clients for `secs` seconds against `addr`.
-async fn load(target: Target, addr: &str, clients: usize, secs: u64, write: bool) -> Figures {
+async fn load(target: Target, addrs: &[String], clients: usize, secs: u64, write: bool) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (stop, errors, addr) = (stop.clone(), errors.clone(), addr.to_string());
+        let (stop, errors, addr) = (stop.clone(), errors.clone(), addrs[c % addrs.len()].clone());
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -421,6 +421,66 @@ async fn failover_window(http: &reqwest::Client) -> anyhow::Result<Duration> {
     Ok(killed.elapsed())
 }
 
+/// Leaderless: 3 nodes, N=3 W=2 R=2, clients spread over every coordinator; then one node down.
+async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = node_bin()?;
+    let mut procs = Procs(Vec::new());
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        procs.0.push(
+            Command::new(&bin)
+                .args([
+                    "--mode",
+                    "leaderless",
+                    "--node-id",
+                    &format!("n{i}"),
+                    "--listen",
+                    &addr,
+                ])
+                .args(["--admin-token", TOKEN, "--log-level", "warn"])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("n{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        addrs.push(addr);
+    }
+    for a in &addrs {
+        wait_http(http, &format!("http://{a}/healthz")).await?;
+    }
+    let members: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"id": format!("n{i}"), "address": a, "state": "normal"}))
+        .collect();
+    for a in &addrs {
+        http.put(format!("http://{a}/admin/ring"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"version": 1, "members": members}))
+            .send()
+            .await?;
+    }
+    println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always");
+    for &clients in &args.clients {
+        let w = load(Target::Rc, &addrs, clients, args.seconds, true).await;
+        row(&format!("leaderless put, {clients} clients"), w, None);
+        let r = load(Target::Rc, &addrs, clients, args.seconds, false).await;
+        row(&format!("leaderless get, {clients} clients"), r, None);
+    }
+    let _ = procs.0[2].kill();
+    let _ = procs.0[2].wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = &addrs[..2];
+    let w = load(Target::Rc, alive, 16, args.seconds, true).await;
+    row("leaderless put, 16 clients, 1 node down", w, None);
+    let r = load(Target::Rc, alive, 16, args.seconds, false).await;
+    row("leaderless get, 16 clients, 1 node down", r, None);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -434,8 +494,22 @@ async fn main() -> anyhow::Result<()> {
         let leader = etcd_leader(&http, &addrs).await;
         let mut figures = Vec::new();
         for &clients in &args.clients {
-            let w = load(Target::Etcd, &leader, clients, args.seconds, true).await;
-            let r = load(Target::Etcd, &leader, clients, args.seconds, false).await;
+            let w = load(
+                Target::Etcd,
+                std::slice::from_ref(&leader),
+                clients,
+                args.seconds,
+                true,
+            )
+            .await;
+            let r = load(
+                Target::Etcd,
+                std::slice::from_ref(&leader),
+                clients,
+                args.seconds,
+                false,
+            )
+            .await;
             row(&format!("etcd put, {clients} clients"), w, None);
             row(
                 &format!("etcd get (linearizable), {clients} clients"),
@@ -451,13 +525,18 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     for mode in &args.modes {
+        if mode == "leaderless" {
+            bench_leaderless(&http, &args).await?;
+            continue;
+        }
         let c = start_rc(&http, mode).await?;
         println!("rc-node, 3 nodes, replication={mode}, fsync=always (group commit)");
         for (i, &clients) in args.clients.iter().enumerate() {
             let base = etcd.as_ref().and_then(|e| e.get(i)).copied();
-            let w = load(Target::Rc, &c.addrs[0], clients, args.seconds, true).await;
+            let leader = &c.addrs[..1];
+            let w = load(Target::Rc, leader, clients, args.seconds, true).await;
             row(&format!("rc put, {clients} clients"), w, base.map(|b| b.0));
-            let r = load(Target::Rc, &c.addrs[0], clients, args.seconds, false).await;
+            let r = load(Target::Rc, leader, clients, args.seconds, false).await;
             row(
                 &format!("rc get (linearizable), {clients} clients"),
                 r,

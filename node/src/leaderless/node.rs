@@ -311,7 +311,7 @@ impl LeaderlessNode {
             );
             (new, seq)
         };
-        self.wait_durable(seq).await;
+        // Replicas write in parallel with our own fsync; we count ourselves once durable.
         let targets: Vec<(Member, bool)> = layout
             .write_targets(key)
             .into_iter()
@@ -334,6 +334,7 @@ impl LeaderlessNode {
             });
         }
         drop(tx);
+        self.wait_durable(seq).await;
         let mut acks = 1;
         let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
         while acks < w {
@@ -454,25 +455,44 @@ impl LeaderlessNode {
                 need: r,
             });
         }
-        let (tx, mut rx) = mpsc::channel(owners.len());
-        for m in owners {
+        // Ask R owners (this node first: no network hop), and another only when one fails:
+        // asking all N would triple the read traffic for nothing in the common case.
+        let mut owners = owners;
+        owners.sort_by_key(|m| m.id != self.cfg.id);
+        let mut spare = owners.split_off(r);
+        let (tx, mut rx) = mpsc::channel(r + spare.len());
+        let spawn_fetch = |m: Member| {
             let (tx, key) = (tx.clone(), key.to_string());
-            let Some(node) = self.me.upgrade() else { break };
-            tokio::spawn(async move {
-                let got = node.fetch_state(&m, &key).await;
-                let _ = tx.send((m, got)).await;
-            });
+            if let Some(node) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    let got = node.fetch_state(&m, &key).await;
+                    let _ = tx.send((m, got)).await;
+                });
+            }
+        };
+        for m in owners {
+            spawn_fetch(m);
         }
-        drop(tx);
         let mut answers: Vec<(Member, KeyState)> = Vec::new();
+        let mut pending = r;
         let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
-        while answers.len() < r {
+        while answers.len() < r && pending > 0 {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((m, Some(s)))) => answers.push((m, s)),
-                Ok(Some((_, None))) => {}
+                Ok(Some((m, Some(s)))) => {
+                    answers.push((m, s));
+                    pending -= 1;
+                }
+                Ok(Some((_, None))) => {
+                    pending -= 1;
+                    if let Some(next) = spare.pop() {
+                        spawn_fetch(next);
+                        pending += 1;
+                    }
+                }
                 Ok(None) | Err(_) => break,
             }
         }
+        drop(tx);
         if answers.len() < r {
             return Err(LeaderlessError::ReadQuorum {
                 got: answers.len(),
