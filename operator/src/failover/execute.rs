@@ -1,0 +1,285 @@
+//! (client: node admin API only) The executor: performs what [`decide`] returns, re-reads the
+//! nodes, and asks again, until nothing is left to do, a step is blocked, or a step makes no
+//! progress. Kubernetes writes (pod labels, status, Events) are left to the caller, which gets
+//! them in the [`Report`]; so this runs against real nodes without a Kubernetes API.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest};
+use tracing::{info, warn};
+
+use super::{after_fence, decide, Action, Blocked, Decision, FenceFailure, View};
+use crate::node_client::NodeAdmin;
+
+/// Most steps in one pass: fence, promote, follow, relabel, plus slack for a re-promote.
+const MAX_STEPS: usize = 8;
+
+/// Event reasons (stable: users and alerts match on them).
+pub mod reason {
+    pub const FAILOVER_STARTED: &str = "FailoverStarted";
+    pub const LEADER_PROMOTED: &str = "LeaderPromoted";
+    pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
+    pub const FOLLOWERS_UPDATED: &str = "FollowersUpdated";
+}
+
+/// Something worth an Event on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub reason: &'static str,
+    pub warning: bool,
+    pub message: String,
+}
+
+/// A leader elected in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub to: String,
+    pub from: Option<String>,
+    pub epoch: u64,
+    /// When the promote call succeeded, and since when no leader had served (milliseconds since
+    /// the Unix epoch).
+    pub at_ms: i64,
+    pub no_leader_since_ms: i64,
+}
+
+/// What one pass did and what is left for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The last decision: `Nothing`, `Relabel` (for the caller), or a step that was blocked.
+    pub decision: Decision,
+    pub notes: Vec<Note>,
+    pub promoted: Option<Promotion>,
+}
+
+/// Runs decide -> act -> re-read until done. `view.members[..].node` is refreshed after every
+/// step, so it ends as the nodes' latest status. `now_ms` is the clock (milliseconds since the
+/// Unix epoch).
+pub async fn drive(
+    nodes: &dyn NodeAdmin,
+    token: &str,
+    view: &mut View,
+    now_ms: &(dyn Fn() -> i64 + Sync),
+) -> Report {
+    let mut notes = Vec::new();
+    let mut promoted = None;
+    let mut last_action = None;
+    let mut pending_from = None;
+    for _ in 0..MAX_STEPS {
+        let decision = decide(view, now_ms());
+        view.no_leader_since_ms = decision.no_leader_since_ms;
+        view.known_epoch = view.known_epoch.max(decision.epoch);
+        let action = decision.action.clone();
+        if last_action.as_ref() == Some(&action) {
+            // The same step again: the nodes refused or did not change. Stop and retry later.
+            warn!(?action, "failover step made no progress");
+            return Report {
+                decision,
+                notes,
+                promoted,
+            };
+        }
+        let promote = match &action {
+            Action::Nothing | Action::Relabel { .. } => {
+                return Report {
+                    decision,
+                    notes,
+                    promoted,
+                }
+            }
+            Action::Bootstrap { new_epoch, fence }
+            | Action::Failover {
+                new_epoch, fence, ..
+            } => {
+                let from = match &action {
+                    Action::Failover { from, .. } => from.clone(),
+                    _ => None,
+                };
+                notes.push(started_note(&action, &from, *new_epoch));
+                let answers = fence_all(nodes, token, fence, *new_epoch).await;
+                match after_fence(view, *new_epoch, &answers) {
+                    Ok(promote) => {
+                        pending_from = from;
+                        Some(promote)
+                    }
+                    Err(failure) => {
+                        let (message, warning) = match failure {
+                            FenceFailure::Minority(m) => (m, true),
+                            FenceFailure::Superseded(m) => (m, false),
+                        };
+                        warn!(%message, "failover blocked");
+                        notes.push(Note {
+                            reason: reason::FAILOVER_BLOCKED,
+                            warning,
+                            message: message.clone(),
+                        });
+                        refresh(nodes, token, view).await;
+                        let decision = Decision {
+                            failing_over: true,
+                            blocked: Some(Blocked {
+                                reason: message,
+                                warn: warning,
+                            }),
+                            recheck: Some(Duration::from_secs(1)),
+                            ..decide(view, now_ms())
+                        };
+                        return Report {
+                            decision,
+                            notes,
+                            promoted,
+                        };
+                    }
+                }
+            }
+            Action::Promote { .. } => Some(action.clone()),
+            Action::Follow {
+                members,
+                epoch,
+                leader,
+            } => {
+                follow_all(nodes, token, members, *epoch, leader).await;
+                None
+            }
+        };
+        if let Some(Action::Promote {
+            candidate,
+            epoch,
+            followers,
+            elected,
+        }) = promote
+        {
+            let request = PromoteRequest {
+                epoch,
+                followers: followers.clone(),
+            };
+            match nodes.promote(&candidate.address, token, request).await {
+                Ok(()) if elected => {
+                    let at_ms = now_ms();
+                    let since = view.no_leader_since_ms.unwrap_or(at_ms);
+                    info!(leader = %candidate.id, epoch, "promoted");
+                    let from = pending_from.take();
+                    notes.push(Note {
+                        reason: reason::LEADER_PROMOTED,
+                        warning: false,
+                        message: format!(
+                            "{} leads epoch {epoch}{}, {} ms without a leader",
+                            candidate.id,
+                            from.as_ref()
+                                .map(|f| format!(" (was {f})"))
+                                .unwrap_or_default(),
+                            at_ms.saturating_sub(since)
+                        ),
+                    });
+                    promoted = Some(Promotion {
+                        to: candidate.id.clone(),
+                        from,
+                        epoch,
+                        at_ms,
+                        no_leader_since_ms: since,
+                    });
+                }
+                Ok(()) => notes.push(Note {
+                    reason: reason::FOLLOWERS_UPDATED,
+                    warning: false,
+                    message: format!(
+                        "{} replicates to {}",
+                        candidate.id,
+                        names(&followers).join(", ")
+                    ),
+                }),
+                Err(e) => {
+                    warn!(error = %e, leader = %candidate.id, epoch, "promote failed");
+                    notes.push(Note {
+                        reason: reason::FAILOVER_BLOCKED,
+                        warning: true,
+                        message: format!("promoting {} in epoch {epoch}: {e}", candidate.id),
+                    });
+                }
+            }
+        }
+        last_action = Some(action);
+        refresh(nodes, token, view).await;
+    }
+    let decision = decide(view, now_ms());
+    Report {
+        decision,
+        notes,
+        promoted,
+    }
+}
+
+fn started_note(action: &Action, from: &Option<String>, epoch: u64) -> Note {
+    let message = match (action, from) {
+        (Action::Bootstrap { .. }, _) => {
+            format!("no leader yet: fencing every member at epoch {epoch} to elect the first")
+        }
+        (_, Some(from)) => format!("leader {from} is lost: fencing every member at epoch {epoch}"),
+        (_, None) => format!("no leader: fencing every member at epoch {epoch}"),
+    };
+    Note {
+        reason: reason::FAILOVER_STARTED,
+        warning: !matches!(action, Action::Bootstrap { .. }),
+        message,
+    }
+}
+
+fn names(peers: &[Peer]) -> Vec<String> {
+    peers.iter().map(|p| p.id.clone()).collect()
+}
+
+/// `POST /admin/epoch` to every target at once; a failure is an answer that did not come.
+async fn fence_all(
+    nodes: &dyn NodeAdmin,
+    token: &str,
+    targets: &[Peer],
+    epoch: u64,
+) -> Vec<(String, Result<rc_api::EpochResponse, String>)> {
+    let calls = targets.iter().map(|p| async move {
+        let answer = nodes
+            .epoch(&p.address, token, EpochRequest { epoch })
+            .await
+            .map_err(|e| e.to_string());
+        (p.id.clone(), answer)
+    });
+    join_all(calls).await
+}
+
+async fn follow_all(
+    nodes: &dyn NodeAdmin,
+    token: &str,
+    members: &[Peer],
+    epoch: u64,
+    leader: &Peer,
+) {
+    let calls = members.iter().map(|p| async move {
+        let request = FollowRequest {
+            epoch,
+            leader: leader.clone(),
+        };
+        if let Err(e) = nodes.follow(&p.address, token, request).await {
+            warn!(member = %p.id, error = %e, "follow failed");
+        }
+    });
+    join_all(calls).await;
+}
+
+/// Re-reads every addressable member's status.
+pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
+    let calls = view.members.iter().map(|m| async move {
+        match &m.address {
+            Some(address) => Some(
+                nodes
+                    .status(address, token)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        }
+    });
+    let results = join_all(calls).await;
+    for (member, result) in view.members.iter_mut().zip(results) {
+        if let Some(result) = result {
+            member.node = result;
+        }
+    }
+}
