@@ -5,6 +5,8 @@
 //! validate  (pure)   spec + observations -> ValidatedCluster, or a SpecError
 //! build     (pure)   ValidatedCluster -> every owned object
 //! apply     (client) server-side apply, fixed order
+//! leader    (client) SingleLeader: bootstrap and failover (pure decision in `crate::failover`),
+//!                    role labels on pods, Events
 //! status    (pure)   compute_status -> one server-side apply of status, only when changed
 //! ```
 //!
@@ -15,6 +17,7 @@
 pub mod apply;
 pub mod build;
 mod error;
+pub mod leader;
 pub mod observe;
 pub mod status;
 pub mod validate;
@@ -56,6 +59,8 @@ use crate::node_client::NodeAdmin;
 const REFRESH_HEALTHY: Duration = Duration::from_secs(30);
 /// ...and this often while it is not, to report recovery promptly.
 const REFRESH_UNHEALTHY: Duration = Duration::from_secs(5);
+/// Added to the rest of a failover delay before looking again, so that it has run out.
+const FAILOVER_RECHECK_MARGIN: Duration = Duration::from_millis(100);
 /// A named admin Secret is not watched; look for it again this often.
 const RECHECK_SECRET: Duration = Duration::from_secs(30);
 
@@ -173,8 +178,10 @@ pub async fn reconcile(
 
 async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result<Action, Error> {
     let reference = cluster.object_ref(&());
-    let observed = observe::observe(ctx, cluster).await?; // client
+    let mut observed = observe::observe(ctx, cluster).await?; // client
     let validated = validate::validate(cluster, &observed.facts()); // pure
+    let mut leader = None;
+    let mut leader_result = Ok(());
     let action = match &validated {
         Ok(valid) => {
             let desired = build::build_all(valid); // pure
@@ -187,6 +194,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
                 ctx.publish(&reference, EventType::Normal, "AdminSecretCreated", note)
                     .await;
             }
+            (leader, leader_result) = leader::run(ctx, cluster, valid, &mut observed).await; // client
             None
         }
         Err(error) => {
@@ -204,23 +212,32 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             })
         }
     };
-    let status = status::compute_status(&status::StatusInput {
+    let mut status = status::compute_status(&status::StatusInput {
         generation: cluster.metadata.generation,
         spec: validated.as_ref(),
         observed: &observed,
         previous: cluster.status.as_ref(),
         now: now(),
     }); // pure
+    if let Some(leader) = &leader {
+        leader.record(&mut status);
+    }
     write_status(ctx, cluster, &status).await?; // client
+    leader_result?;
     ctx.metrics.observe_cluster(
         &cluster.namespace().unwrap_or_default(),
         &cluster.name_any(),
         &status,
     );
-    Ok(action.unwrap_or_else(|| match status.phase {
-        Some(Phase::Running) => Action::requeue(REFRESH_HEALTHY),
-        _ => Action::requeue(REFRESH_UNHEALTHY),
-    }))
+    let refresh = match status.phase {
+        Some(Phase::Running) => REFRESH_HEALTHY,
+        _ => REFRESH_UNHEALTHY,
+    };
+    // While a failover delay runs, look again when it ends (a little after, so it has).
+    let recheck = leader
+        .and_then(|l| l.recheck)
+        .map(|d| (d + FAILOVER_RECHECK_MARGIN).min(refresh));
+    Ok(action.unwrap_or_else(|| Action::requeue(recheck.unwrap_or(refresh))))
 }
 
 /// One server-side apply of the whole status, skipped when nothing changed (a write would wake

@@ -356,9 +356,15 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
     existing.spec.replicas = 1;
 
     // First pass: learn the status the operator computes for this world.
-    let world = |server: &mut ApiServer| {
+    let world = |server: &mut ApiServer, role: Option<&'static str>| {
         let mut server = std::mem::replace(server, tower_test::mock::pair().1);
         async move {
+            let labels = match role {
+                Some(role) => {
+                    json!({ "replicated.dev/cluster": "orders", "replicated.dev/role": role })
+                }
+                None => json!({ "replicated.dev/cluster": "orders" }),
+            };
             let (_, send) = expect(
                 &mut server,
                 Method::GET,
@@ -382,7 +388,7 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
                 send,
                 200,
                 &json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
-                "metadata": { "name": "orders-0", "namespace": "shop", "labels": { "replicated.dev/cluster": "orders" } },
+                "metadata": { "name": "orders-0", "namespace": "shop", "labels": labels },
                 "status": { "podIP": "10.0.0.1", "conditions": [{ "type": "Ready", "status": "True" }] },
             }] }),
             );
@@ -400,7 +406,14 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
         }
     };
     let task = tokio::spawn(reconcile(guard(existing.clone()), ctx.clone()));
-    server = world(&mut server).await;
+    server = world(&mut server, None).await;
+    // The leader's pod gets the role label the leader Service selects, by server-side apply.
+    let (label, send) = expect(&mut server, Method::PATCH, &format!("{NS}/pods/orders-0")).await;
+    assert_eq!(
+        label,
+        json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "orders-0", "labels": { "replicated.dev/role": "leader" } } })
+    );
+    reply(send, 200, &label);
     let (patch, send) = expect(
         &mut server,
         Method::PATCH,
@@ -415,7 +428,7 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
     // Second pass with that status stored: everything is re-applied (idempotent), no status write.
     existing.status = Some(serde_json::from_value(patch["status"].clone()).unwrap());
     let task = tokio::spawn(reconcile(guard(existing), ctx.clone()));
-    server = world(&mut server).await;
+    server = world(&mut server, Some("leader")).await;
     task.await.unwrap().unwrap();
     drop(ctx);
     assert!(

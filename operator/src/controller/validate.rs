@@ -6,6 +6,7 @@
 //! it checks what CEL cannot see (the admin Secret).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -109,6 +110,9 @@ pub struct ValidatedCluster {
     pub peers: Vec<Peer>,
     /// Nodes that must stay up for the cluster to serve every read and write.
     pub quorum: i32,
+    /// SingleLeader mode: how long the leader may be lost before the operator fails over
+    /// (zero in Leaderless mode).
+    pub failover_delay: Duration,
 }
 
 impl ValidatedCluster {
@@ -200,7 +204,7 @@ pub fn validate(
             log_format(spec.logging.format).to_owned(),
         ),
     ]);
-    let (quorum, client_services) = match spec.mode {
+    let (quorum, client_services, failover_delay) = match spec.mode {
         ClusterMode::SingleLeader => {
             if spec.leaderless.is_some() {
                 return Err(SpecError::WrongModeSettings("leaderless", "Leaderless"));
@@ -232,7 +236,8 @@ pub fn validate(
                     role: Some(ROLE_FOLLOWER),
                 },
             ];
-            (spec.replicas / 2 + 1, services)
+            let delay = Duration::from_secs(u64::try_from(delay_s).unwrap_or(1));
+            (spec.replicas / 2 + 1, services, delay)
         }
         ClusterMode::Leaderless => {
             if spec.single_leader.is_some() {
@@ -271,6 +276,7 @@ pub fn validate(
                     name: name.clone(),
                     role: None,
                 }],
+                Duration::ZERO,
             )
         }
     };
@@ -314,6 +320,7 @@ pub fn validate(
         node_config,
         peers,
         quorum,
+        failover_delay,
         owner,
         namespace,
         mode: spec.mode,

@@ -3,7 +3,7 @@
 //!
 //! `///` comments here are user-facing (`kubectl explain replicatedcluster.status`).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +51,16 @@ pub struct ReplicatedClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
 
-    /// SingleLeader mode: the most recent failover.
+    /// SingleLeader mode: the most recent failover (or the first election).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+
+    /// SingleLeader mode: since when the operator has seen no leader serving (its pod deleted or
+    /// not ready, its admin API unreachable, or none elected yet). Unset while a leader serves.
+    /// The operator fails over once this is older than `spec.singleLeader.failoverDelaySeconds`
+    /// and the followers confirm they lost the leader too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_leader_since: Option<MicroTime>,
 
     /// How evenly client requests are served across the nodes, from each node's mean response
     /// time (T_i): `meanResponseMs` is T_avg, the mean over nodes; each member's `loadRatio` is
@@ -149,7 +156,9 @@ pub struct FailoverRecord {
     pub to: String,
     /// The epoch the new leader leads.
     pub epoch: i64,
-    /// Milliseconds from detecting the failure to the promotion.
+    /// Milliseconds without a serving leader: from when the operator first saw the leader lost
+    /// (or, for the first election, no leader) to the promotion. Includes
+    /// `failoverDelaySeconds`.
     pub duration_ms: i64,
 }
 

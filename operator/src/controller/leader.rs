@@ -1,0 +1,255 @@
+//! (client) The leader step of the pipeline, SingleLeader mode only: builds the failover view
+//! from what `observe` found (pure, [`build_view`]), lets the failover executor bring the nodes
+//! to one serving leader, then does the Kubernetes side: moves the `replicated.dev/role` labels
+//! (server-side apply on the pods), publishes Events, and hands back what the status records.
+//!
+//! It runs after `apply` and before `status`, and refreshes `observed.nodes` with what the nodes
+//! report after the failover steps, so the status shows the new leader and epoch at once.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource};
+use serde_json::json;
+
+use super::apply::FIELD_MANAGER;
+use super::observe::Observed;
+use super::validate::{ValidatedCluster, ROLE_LABEL};
+use super::{Context, Error};
+use crate::crd::{ClusterMode, FailoverRecord, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::failover::execute::{self, reason, Report};
+use crate::failover::{Action, Member, PodState, View};
+
+/// What the status must record after the leader step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaderOutcome {
+    pub no_leader_since: Option<MicroTime>,
+    /// A new record for `status.lastFailover`, when a leader was elected.
+    pub last_failover: Option<FailoverRecord>,
+    /// The failover delay ran out and no leader serves yet (phase `FailingOver`).
+    pub failing_over: bool,
+    /// Reconcile again this soon (the rest of the failover delay, or a retry).
+    pub recheck: Option<Duration>,
+}
+
+impl LeaderOutcome {
+    /// Writes the outcome into a freshly computed status.
+    pub fn record(&self, status: &mut ReplicatedClusterStatus) {
+        status.no_leader_since = self.no_leader_since.clone();
+        if let Some(record) = &self.last_failover {
+            status.last_failover = Some(record.clone());
+        }
+        if self.failing_over {
+            status.phase = Some(crate::crd::Phase::FailingOver);
+        }
+    }
+}
+
+/// Runs the leader step: what the status must record (`None` in Leaderless mode or while the
+/// admin token is unknown), and an error to return once the status is written: when moving the
+/// labels fails after the nodes changed, the status must still say what the nodes did.
+pub async fn run(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    valid: &ValidatedCluster,
+    observed: &mut Observed,
+) -> (Option<LeaderOutcome>, Result<(), Error>) {
+    if valid.mode != ClusterMode::SingleLeader {
+        return (None, Ok(()));
+    }
+    let Some(token) = observed.admin_token.clone() else {
+        return (None, Ok(()));
+    };
+    let previous = cluster.status.clone().unwrap_or_default();
+    let mut view = build_view(valid, observed, &previous);
+    let clock = || Timestamp::now().as_millisecond();
+    let report = execute::drive(ctx.nodes.as_ref(), &token, &mut view, &clock).await;
+
+    // The status is computed from what the nodes say now, not from before the failover.
+    for member in &view.members {
+        if matches!(member.pod, PodState::Ready | PodState::NotReady) {
+            observed
+                .nodes
+                .insert(member.name.clone(), member.node.clone());
+        }
+    }
+    let mut labelled = Ok(());
+    if let Action::Relabel { pods } = &report.decision.action {
+        labelled = relabel(ctx, &valid.namespace, pods).await;
+        if labelled.is_ok() {
+            for pod in observed.pods.iter_mut() {
+                if let Some((_, role)) = pods.iter().find(|(name, _)| *name == pod.name) {
+                    pod.role_label = Some((*role).to_owned());
+                }
+            }
+        }
+    }
+    publish(ctx, cluster, &report).await;
+    (Some(outcome(&report, &previous, clock())), labelled)
+}
+
+/// (pure) The failover view: one member per ordinal of `spec.replicas`.
+pub fn build_view(
+    valid: &ValidatedCluster,
+    observed: &Observed,
+    previous: &ReplicatedClusterStatus,
+) -> View {
+    let members = valid
+        .peers
+        .iter()
+        .map(|peer| {
+            let pod = observed.pods.iter().find(|p| p.name == peer.id);
+            let state = match pod {
+                None => PodState::Missing,
+                Some(p) if p.terminating => PodState::Terminating,
+                Some(p) if p.ready => PodState::Ready,
+                Some(_) => PodState::NotReady,
+            };
+            let node = match (pod, observed.nodes.get(&peer.id)) {
+                (_, Some(result)) => result.clone(),
+                (None, None) => Err("pod does not exist".to_owned()),
+                (Some(p), None) if p.terminating => Err("pod is being deleted".to_owned()),
+                (Some(_), None) => Err("not observed".to_owned()),
+            };
+            Member {
+                name: peer.id.clone(),
+                address: pod.and_then(|p| p.address.clone()),
+                stable_address: peer.address.clone(),
+                pod: state,
+                role_label: pod.and_then(|p| p.role_label.clone()),
+                node,
+            }
+        })
+        .collect();
+    View {
+        members,
+        failover_delay: valid.failover_delay,
+        known_epoch: previous
+            .epoch
+            .and_then(|e| u64::try_from(e).ok())
+            .unwrap_or(0),
+        no_leader_since_ms: previous
+            .no_leader_since
+            .as_ref()
+            .map(|t| t.0.as_millisecond()),
+    }
+}
+
+/// (pure) What the status records: the "no leader since" time, and a failover record when a
+/// leader was elected in this pass, or when one serves in a newer epoch than the last record
+/// after a period without a leader (an operator stopped between promote and status write).
+fn outcome(report: &Report, previous: &ReplicatedClusterStatus, now_ms: i64) -> LeaderOutcome {
+    let decision = &report.decision;
+    let record =
+        |to: String, from: Option<String>, epoch: u64, at_ms: i64, since_ms: i64| FailoverRecord {
+            time: Time(seconds(at_ms)),
+            from,
+            to,
+            epoch: i64::try_from(epoch).unwrap_or(i64::MAX),
+            duration_ms: at_ms.saturating_sub(since_ms).max(0),
+        };
+    let last_failover = match (&report.promoted, &decision.leader) {
+        (Some(p), _) => Some(record(
+            p.to.clone(),
+            p.from.clone(),
+            p.epoch,
+            p.at_ms,
+            p.no_leader_since_ms,
+        )),
+        (None, Some(leader)) => {
+            // Only a leader of an epoch the status has not shown yet: a leader that comes back
+            // in its own epoch (a readiness blip) is no failover.
+            let recorded = previous.last_failover.as_ref().map_or(0, |r| r.epoch);
+            let shown = previous.epoch.unwrap_or(0).max(recorded);
+            let newer = i64::try_from(decision.epoch).unwrap_or(i64::MAX) > shown;
+            match &previous.no_leader_since {
+                Some(since) if newer => Some(record(
+                    leader.clone(),
+                    None,
+                    decision.epoch,
+                    now_ms,
+                    since.0.as_millisecond(),
+                )),
+                _ => None,
+            }
+        }
+        (None, None) => None,
+    };
+    LeaderOutcome {
+        no_leader_since: decision
+            .no_leader_since_ms
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            .map(MicroTime),
+        last_failover,
+        failing_over: decision.failing_over && decision.leader.is_none(),
+        recheck: decision.recheck,
+    }
+}
+
+fn seconds(ms: i64) -> Timestamp {
+    Timestamp::from_second(ms.div_euclid(1000)).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Sets each pod's role label with a server-side apply of that one label (the operator's field
+/// manager owns it; the StatefulSet never sets it). A pod gone meanwhile is skipped.
+async fn relabel(
+    ctx: &Context,
+    namespace: &str,
+    pods: &[(String, &'static str)],
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for (name, role) in pods {
+        let patch = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": name, "labels": { ROLE_LABEL: role } },
+        });
+        match api.patch(name, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Apply {
+                    kind: "Pod".into(),
+                    name: name.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &Context, cluster: &ReplicatedCluster, report: &Report) {
+    let reference = cluster.object_ref(&());
+    for note in &report.notes {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(&reference, type_, note.reason, note.message.clone())
+            .await;
+    }
+    // A decision that waits (no corroboration, no majority) says why, unless a note already did.
+    if let Some(blocked) = &report.decision.blocked {
+        let said = report.notes.iter().any(|n| n.message == blocked.reason);
+        if blocked.warn && !said {
+            ctx.publish(
+                &reference,
+                EventType::Warning,
+                reason::FAILOVER_BLOCKED,
+                blocked.reason.clone(),
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "leader_tests.rs"]
+mod tests;
