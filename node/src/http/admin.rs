@@ -14,6 +14,7 @@ use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest};
 
 use super::auth::require_token;
 use super::error::ApiError;
+use super::input::json_body;
 use super::AppState;
 use crate::replication::replica::AdminRefusal;
 
@@ -29,11 +30,6 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::READYZ, get(readyz))
         .route(paths::METRICS, get(metrics))
-}
-
-fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = b.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
 }
 
 fn refusal(e: AdminRefusal) -> ApiError {
@@ -53,7 +49,7 @@ async fn epoch(
     State(s): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EpochResponse>, ApiError> {
-    let req: EpochRequest = body(b)?;
+    let req: EpochRequest = json_body(b)?;
     let (epoch, last_log) = s.node.fence(req.epoch).await;
     Ok(Json(EpochResponse { epoch, last_log }))
 }
@@ -62,7 +58,7 @@ async fn promote(
     State(s): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: PromoteRequest = body(b)?;
+    let req: PromoteRequest = json_body(b)?;
     if req
         .followers
         .iter()
@@ -84,7 +80,7 @@ async fn follow(
     State(s): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: FollowRequest = body(b)?;
+    let req: FollowRequest = json_body(b)?;
     if req.leader.id.is_empty() || req.leader.address.is_empty() {
         return Err(ApiError::bad_request(
             "invalid",

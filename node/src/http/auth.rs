@@ -2,6 +2,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
@@ -14,22 +15,27 @@ pub fn token_matches(expected: &str, given: &str) -> bool {
     !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// `Authorization: Bearer <expected>` or 401.
+pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token_matches(expected, given) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
 pub async fn require_token(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token_matches(&state.node.cfg.token, given) {
-        Ok(next.run(req).await)
-    } else {
-        Err(ApiError::unauthorized())
-    }
+    check_bearer(req.headers(), &state.node.cfg.token)?;
+    Ok(next.run(req).await)
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 //! Writes and linearizable reads are served by the leader; a follower redirects (307) or proxies
 //! them. Stale reads are served locally; the leader may hand them to a less-loaded follower.
 
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, Request, State};
@@ -18,6 +16,7 @@ use serde::Deserialize;
 use rc_api::{BatchOp, BatchRequest, KeyValue, Peer, PutRequest, ScanResult, WriteResult};
 
 use super::error::ApiError;
+use super::input::{check_key, check_value, json_body, key_from_path, query};
 use super::AppState;
 use crate::config::{Forwarding, Offload};
 use crate::node::OpFailure;
@@ -38,16 +37,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 /// Count and time every client request (for /admin/status and /metrics).
 async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let resp = {
-        let _inflight = s.node.stats.start();
-        next.run(req).await
-    };
-    let took = started.elapsed();
-    s.node.stats.record(took);
-    s.metrics.requests.inc();
-    s.metrics.latency.observe(took.as_secs_f64());
-    resp
+    super::timed(&s.node.stats, &s.metrics, next.run(req)).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -79,64 +69,13 @@ struct ScanParams {
 #[serde(deny_unknown_fields)]
 struct NoParams {}
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
-}
-
-fn key(state: &AppState, p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(key) = p.map_err(|e| ApiError::bad_request("bad_key", e.body_text()))?;
-    check_key(state, &key)?;
-    Ok(key)
-}
-
-fn check_key(state: &AppState, key: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("empty_key", "keys must not be empty"));
-    }
-    if key.len() > state.cfg.max_key_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "key_too_large",
-            format!(
-                "key is {} bytes; the limit is {}",
-                key.len(),
-                state.cfg.max_key_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_value(state: &AppState, value: &str) -> Result<(), ApiError> {
-    if value.len() > state.cfg.max_value_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!(
-                "value is {} bytes; the limit is {}",
-                value.len(),
-                state.cfg.max_value_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
-}
-
 async fn get_key(
     State(state): State<AppState>,
     uri: OriginalUri,
     p: Result<Path<String>, PathRejection>,
     q: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = key(&state, p)?;
+    let key = key_from_path(&state.cfg, p)?;
     let params = query(q)?;
     if let Some(resp) = prepare_read(&state, params.consistency, &uri, None).await? {
         return Ok(resp);
@@ -215,11 +154,17 @@ async fn put_key(
     q: Result<Query<NoParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = key(&state, p)?;
+    let key = key_from_path(&state.cfg, p)?;
     query(q)?;
     let raw = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
     let req: PutRequest = json_body(Ok(raw.clone()))?;
-    check_value(&state, &req.value)?;
+    if req.context.is_some() {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "context is only used by leaderless clusters",
+        ));
+    }
+    check_value(&state.cfg, &req.value)?;
     write(
         &state,
         Command::Put {
@@ -239,7 +184,7 @@ async fn delete_key(
     p: Result<Path<String>, PathRejection>,
     q: Result<Query<NoParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = key(&state, p)?;
+    let key = key_from_path(&state.cfg, p)?;
     query(q)?;
     write(&state, Command::Delete { key }, Method::DELETE, &uri, None).await
 }
@@ -262,10 +207,10 @@ async fn batch(
     for op in &req.ops {
         match op {
             BatchOp::Put { key, value } => {
-                check_key(&state, key)?;
-                check_value(&state, value)?;
+                check_key(&state.cfg, key)?;
+                check_value(&state.cfg, value)?;
             }
-            BatchOp::Delete { key } => check_key(&state, key)?,
+            BatchOp::Delete { key } => check_key(&state.cfg, key)?,
         }
     }
     write(

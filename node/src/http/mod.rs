@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod input;
 
 use std::sync::Arc;
 
@@ -24,6 +25,24 @@ pub struct AppState {
     pub cfg: Arc<HttpConfig>,
     pub http: reqwest::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Run a client request, counting it in flight and recording its response time.
+pub async fn timed(
+    stats: &crate::stats::Stats,
+    metrics: &crate::metrics::Metrics,
+    run: impl std::future::Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let resp = {
+        let _inflight = stats.start();
+        run.await
+    };
+    let took = started.elapsed();
+    stats.record(took);
+    metrics.requests.inc();
+    metrics.latency.observe(took.as_secs_f64());
+    resp
 }
 
 pub fn router(state: AppState) -> Router {

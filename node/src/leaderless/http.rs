@@ -4,7 +4,6 @@
 //! probes behind the bearer token.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -23,8 +22,9 @@ use super::node::{ForwardedPut, LeaderlessError, LeaderlessNode};
 use super::state::{decode_context, encode_context, Clock, KeyState};
 use super::tasks::{self, DigestAnswer, DigestRequest, Gossip};
 use crate::config::HttpConfig;
-use crate::http::auth::token_matches;
+use crate::http::auth::check_bearer;
 use crate::http::error::{self, ApiError};
+use crate::http::input::{check_value, json_body, key_from_path};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -70,15 +70,7 @@ pub fn router(state: LeaderlessState) -> Router {
 }
 
 async fn track(State(s): State<LeaderlessState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let resp = {
-        let _inflight = s.node.stats.start();
-        next.run(req).await
-    };
-    s.node.stats.record(started.elapsed());
-    s.metrics.requests.inc();
-    s.metrics.latency.observe(started.elapsed().as_secs_f64());
-    resp
+    crate::http::timed(&s.node.stats, &s.metrics, next.run(req)).await
 }
 
 async fn require_token(
@@ -86,17 +78,8 @@ async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token_matches(&s.node.cfg.token, given) {
-        Ok(next.run(req).await)
-    } else {
-        Err(ApiError::unauthorized())
-    }
+    check_bearer(req.headers(), &s.node.cfg.token)?;
+    Ok(next.run(req).await)
 }
 
 fn failure(e: LeaderlessError) -> ApiError {
@@ -148,25 +131,6 @@ fn quorum(
     Ok((check("r", p.r, node.cfg.r)?, check("w", p.w, node.cfg.w)?))
 }
 
-fn key_of(s: &LeaderlessState, p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(key) = p.map_err(|e| ApiError::bad_request("bad_key", e.body_text()))?;
-    if key.is_empty() {
-        return Err(ApiError::bad_request("empty_key", "keys must not be empty"));
-    }
-    if key.len() > s.cfg.max_key_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "key_too_large",
-            format!(
-                "key is {} bytes; the limit is {}",
-                key.len(),
-                s.cfg.max_key_bytes
-            ),
-        ));
-    }
-    Ok(key)
-}
-
 fn view(key: String, state: &KeyState) -> Option<LeaderlessValue> {
     let siblings = state.values();
     if siblings.is_empty() {
@@ -186,7 +150,7 @@ async fn get_key(
     p: Result<Path<String>, PathRejection>,
     q: Result<Query<QuorumParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&s, p)?;
+    let key = key_from_path(&s.cfg, p)?;
     let (r, _) = quorum(&s.node, q)?;
     let state = s.node.get(&key, r).await.map_err(failure)?;
     match view(key.clone(), &state) {
@@ -203,20 +167,8 @@ fn parse_put(
     s: &LeaderlessState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, Clock), ApiError> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    let req: PutRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
-    if req.value.len() > s.cfg.max_value_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!(
-                "value is {} bytes; the limit is {}",
-                req.value.len(),
-                s.cfg.max_value_bytes
-            ),
-        ));
-    }
+    let req: PutRequest = json_body(body)?;
+    check_value(&s.cfg, &req.value)?;
     let context = decode_context(req.context.as_deref().unwrap_or("")).ok_or_else(|| {
         ApiError::bad_request("bad_context", "context is not a token this cluster issued")
     })?;
@@ -229,7 +181,7 @@ async fn put_key(
     q: Result<Query<QuorumParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&s, p)?;
+    let key = key_from_path(&s.cfg, p)?;
     let (_, w) = quorum(&s.node, q)?;
     let (value, context) = parse_put(&s, body)?;
     let out = s
@@ -252,7 +204,7 @@ async fn delete_key(
     p: Result<Path<String>, PathRejection>,
     q: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&s, p)?;
+    let key = key_from_path(&s.cfg, p)?;
     let Query(params) = q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let w = quorum(
         &s.node,
@@ -386,13 +338,6 @@ async fn metrics(State(s): State<LeaderlessState>) -> impl IntoResponse {
 }
 
 // ---- internal (node to node) ---------------------------------------------------------------
-
-fn json_body<T: serde::de::DeserializeOwned>(
-    b: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = b.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
-}
 
 async fn replicate(
     State(s): State<LeaderlessState>,

@@ -1,0 +1,59 @@
+//! Parsing and validating client input, shared by both modes' handlers: every rejection is a
+//! JSON error with the right status code.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+
+use super::error::ApiError;
+use crate::config::HttpConfig;
+
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
+}
+
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
+}
+
+/// The `{*key}` path segment, checked against the key limits.
+pub fn key_from_path(
+    cfg: &HttpConfig,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    let Path(key) = p.map_err(|e| ApiError::bad_request("bad_key", e.body_text()))?;
+    check_key(cfg, &key)?;
+    Ok(key)
+}
+
+pub fn check_key(cfg: &HttpConfig, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("empty_key", "keys must not be empty"));
+    }
+    too_large("key", key.len(), cfg.max_key_bytes)
+}
+
+pub fn check_value(cfg: &HttpConfig, value: &str) -> Result<(), ApiError> {
+    too_large("value", value.len(), cfg.max_value_bytes)
+}
+
+fn too_large(what: &'static str, len: usize, limit: usize) -> Result<(), ApiError> {
+    if len <= limit {
+        return Ok(());
+    }
+    let code = if what == "key" {
+        "key_too_large"
+    } else {
+        "value_too_large"
+    };
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        code,
+        format!("{what} is {len} bytes; the limit is {limit}"),
+    ))
+}
