@@ -198,10 +198,13 @@ impl Cluster {
     }
 
     pub async fn promote(&self, i: usize, epoch: u64) {
-        let followers: Vec<Peer> = (0..self.nodes.len())
-            .filter(|j| *j != i)
-            .map(|j| self.peer(j))
-            .collect();
+        let all: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+        self.promote_with(i, epoch, &all).await;
+    }
+
+    /// Promote `i` with only `followers` (a leader that does not even try to reach the others).
+    pub async fn promote_with(&self, i: usize, epoch: u64, followers: &[usize]) {
+        let followers: Vec<Peer> = followers.iter().map(|j| self.peer(*j)).collect();
         let r = self
             .http
             .post(self.url(i, "/admin/promote"))

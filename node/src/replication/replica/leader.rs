@@ -1,0 +1,245 @@
+//! Leader side of the replica: proposing writes, counting commits, read-index rounds,
+//! self-fencing, and choosing what each follower needs next. Pure.
+
+use super::*;
+
+impl Replica {
+    // ---- leader: writes, commit, reads -----------------------------------------------------
+
+    pub(super) fn fenced(&self, now: Instant) -> bool {
+        let contacts: Vec<Option<Instant>> = self.followers.iter().map(|f| f.contact).collect();
+        match quorum::quorum_contact(now, &contacts) {
+            Some(t) => now.saturating_duration_since(t) > self.cfg.fence_timeout,
+            None => true,
+        }
+    }
+
+    pub fn self_fenced(&self, now: Instant) -> bool {
+        self.role == Role::Leader && self.fenced(now)
+    }
+
+    pub(super) fn append(&mut self, command: Command) -> Entry {
+        let entry = Entry {
+            index: self.log.last().index + 1,
+            epoch: self.meta.epoch,
+            command,
+        };
+        self.records.push(WalRecord::Entry(entry.clone()));
+        self.log.append(entry.clone());
+        entry
+    }
+
+    /// Append a client write. The caller waits for the entry's index to be applied.
+    pub fn propose(&mut self, command: Command, now: Instant) -> Result<LogPosition, WriteRefusal> {
+        if self.role != Role::Leader {
+            return Err(WriteRefusal::NotLeader {
+                leader: self.meta.leader.clone(),
+            });
+        }
+        if self.fenced(now) {
+            return Err(WriteRefusal::SelfFenced);
+        }
+        Ok(self.append(command).position())
+    }
+
+    pub(super) fn advance_commit(&mut self, now: Instant) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let matches: Vec<u64> = self.followers.iter().map(|f| f.match_index).collect();
+        let in_sync: Vec<bool> = self
+            .followers
+            .iter()
+            .map(|f| {
+                f.contact
+                    .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.fence_timeout)
+            })
+            .collect();
+        let candidate =
+            quorum::commit_candidate(self.cfg.replication, self.durable, &matches, &in_sync);
+        // Raft's rule: only an entry of our own epoch is committed by counting replicas.
+        if candidate > self.commit && self.log.epoch_at(candidate) == Some(self.meta.epoch) {
+            self.commit = candidate;
+        }
+    }
+
+    /// Apply committed entries; returns (index, epoch, outcome) of each, for waiting clients.
+    pub fn apply_committed(&mut self) -> Vec<(u64, u64, Applied)> {
+        let upto = self.commit.min(self.log.last().index);
+        let mut out = Vec::new();
+        while self.applied < upto {
+            let index = self.applied + 1;
+            let Some(entry) = self.log.get(index).cloned() else {
+                break;
+            };
+            let applied = self.kv.apply(index, &entry.command);
+            out.push((index, entry.epoch, applied));
+            self.applied = index;
+        }
+        self.maybe_compact();
+        out
+    }
+
+    pub(super) fn maybe_compact(&mut self) {
+        let base = self.log.base();
+        if self.pending_compaction.is_some() || self.applied < base.index + self.cfg.snapshot_every
+        {
+            return;
+        }
+        let Some(epoch) = self.log.epoch_at(self.applied) else {
+            return;
+        };
+        let last = LogPosition {
+            epoch,
+            index: self.applied,
+        };
+        let snapshot = Snapshot {
+            last,
+            items: self.kv.to_items(),
+        };
+        let mut tail = vec![WalRecord::Meta(self.meta.clone())];
+        tail.extend(
+            self.log
+                .entries_after(last.index)
+                .map(|e| WalRecord::Entry((**e).clone())),
+        );
+        self.log.compact_to(last);
+        self.pending_compaction = Some((snapshot, tail));
+    }
+
+    /// Start a read-index confirmation round. Returns (read index, round) once this leader has
+    /// committed its no-op; the read may be served when `round_confirmed(round)` and the state
+    /// machine has applied the read index.
+    pub fn begin_read(&mut self) -> Result<(u64, u64), WriteRefusal> {
+        if self.role != Role::Leader {
+            return Err(WriteRefusal::NotLeader {
+                leader: self.meta.leader.clone(),
+            });
+        }
+        if self.commit < self.epoch_start {
+            // Not yet sure what is committed: the no-op of this epoch has not committed.
+            return Err(WriteRefusal::SelfFenced);
+        }
+        self.round += 1;
+        Ok((self.commit, self.round))
+    }
+
+    /// True when a majority (this leader included) accepted a frame carrying `round` or later,
+    /// i.e. this node was still the leader after the read arrived.
+    pub fn round_confirmed(&self, round: u64) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        let acked = self
+            .followers
+            .iter()
+            .filter(|f| f.acked_round >= round)
+            .count()
+            + 1;
+        acked >= quorum::majority(self.followers.len() + 1)
+    }
+
+    // ---- leader: what to send, and the answers ---------------------------------------------
+
+    /// The frame follower `i` needs next, or `None` when it is up to date and no heartbeat is
+    /// due (`force` asks for a heartbeat anyway).
+    pub fn outgoing(&mut self, i: usize, force: bool) -> Option<Outgoing> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let last = self.log.last().index;
+        let (commit, round, max_entries, max_bytes) = (
+            self.commit,
+            self.round,
+            self.cfg.max_batch_entries,
+            self.cfg.max_batch_bytes,
+        );
+        let base = self.log.base().index;
+        let f = self.followers.get(i)?;
+        let has_entries = f.next_index <= last;
+        if !(force || has_entries || f.sent_commit < commit || f.sent_round < round) {
+            return None;
+        }
+        if f.next_index <= base {
+            return Some(Outgoing::Snapshot { round });
+        }
+        let prev_index = f.next_index - 1;
+        let prev_epoch = self.log.epoch_at(prev_index)?;
+        let mut entries = self.log.slice(f.next_index, max_entries);
+        let mut bytes = 0;
+        if let Some(cut) = entries.iter().position(|e| {
+            bytes += command_size(&e.command);
+            bytes > max_bytes
+        }) {
+            entries.truncate(cut.max(1));
+        }
+        let f = self.followers.get_mut(i)?;
+        f.sent_commit = commit;
+        f.sent_round = round;
+        Some(Outgoing::Append {
+            prev: LogPosition {
+                epoch: prev_epoch,
+                index: prev_index,
+            },
+            entries,
+            commit,
+            round,
+        })
+    }
+
+    /// Follower `peer_id` answered a frame sent at `sent_at` carrying read round `round`.
+    pub fn on_reply(&mut self, peer_id: &str, reply: PeerReply, sent_at: Instant, now: Instant) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(f) = self.followers.iter_mut().find(|f| f.peer.id == peer_id) else {
+            return;
+        };
+        match reply {
+            PeerReply::Ok {
+                match_index,
+                round,
+                load,
+            } => {
+                f.match_index = f.match_index.max(match_index);
+                f.next_index = f.match_index + 1;
+                f.contact = Some(f.contact.map_or(sent_at, |c| c.max(sent_at)));
+                f.acked_round = f.acked_round.max(round);
+                f.load = load;
+                self.advance_commit(now);
+            }
+            PeerReply::Mismatch { hint, round } => {
+                f.next_index = (hint + 1).min(f.next_index.saturating_sub(1)).max(1);
+                f.contact = Some(f.contact.map_or(sent_at, |c| c.max(sent_at)));
+                f.acked_round = f.acked_round.max(round);
+                f.sent_commit = 0;
+            }
+            PeerReply::Rejected { epoch, reason } => {
+                if epoch > self.meta.epoch {
+                    tracing::warn!(
+                        follower = peer_id,
+                        epoch,
+                        reason,
+                        "a follower is in a newer epoch"
+                    );
+                    self.step_down("a follower reported a newer epoch");
+                    self.set_meta(epoch, None);
+                } else {
+                    tracing::error!(follower = peer_id, reason, "follower refused this leader");
+                }
+            }
+        }
+    }
+
+    /// A connection to a follower broke: resend what it may have missed.
+    pub fn on_send_failed(&mut self, peer_id: &str) {
+        if let Some(f) = self.followers.iter_mut().find(|f| f.peer.id == peer_id) {
+            f.sent_commit = 0;
+            f.sent_round = 0;
+        }
+    }
+
+    pub fn snapshot_base(&self) -> LogPosition {
+        self.log.base()
+    }
+}
