@@ -103,7 +103,8 @@ fn node_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<RcCluster> {
+/// Start three rc-node processes with `flags` on free loopback ports; wait until they answer.
+async fn spawn_nodes(http: &reqwest::Client, flags: &[&str]) -> anyhow::Result<RcCluster> {
     let dir = tempfile::tempdir()?;
     let bin = node_bin()?;
     let mut procs = Procs(Vec::new());
@@ -120,7 +121,8 @@ async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<R
                     "--admin-token",
                     TOKEN,
                 ])
-                .args(["--replication", replication, "--log-level", "warn"])
+                .args(["--log-level", "warn"])
+                .args(flags)
                 .arg("--data-dir")
                 .arg(dir.path().join(format!("n{i}")))
                 .stdout(Stdio::null())
@@ -132,11 +134,15 @@ async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<R
     for a in &addrs {
         wait_http(http, &format!("http://{a}/healthz")).await?;
     }
-    let c = RcCluster {
+    Ok(RcCluster {
         addrs,
         procs,
         _dir: dir,
-    };
+    })
+}
+
+async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<RcCluster> {
+    let c = spawn_nodes(http, &["--replication", replication]).await?;
     promote(http, &c.addrs, 0, 1, &[0, 1, 2]).await?;
     Ok(c)
 }
@@ -394,8 +400,6 @@ async fn etcd_leader(http: &reqwest::Client, addrs: &[String]) -> String {
 
 async fn failover_window(http: &reqwest::Client) -> anyhow::Result<Duration> {
     let mut c = start_rc(http, "quorum").await?;
-    let writer_stop = Arc::new(AtomicBool::new(false));
-    let leader_addr = c.addrs[0].clone();
     // Kill the leader, then do exactly what the operator does, without detection delay.
     let killed = Instant::now();
     let _ = c.procs.0[0].kill();
@@ -416,41 +420,16 @@ async fn failover_window(http: &reqwest::Client) -> anyhow::Result<Duration> {
             bail!("no write succeeded within 10 s of the failover");
         }
     }
-    writer_stop.store(true, Ordering::Relaxed);
-    let _ = leader_addr;
     Ok(killed.elapsed())
 }
 
 /// Leaderless: 3 nodes, N=3 W=2 R=2, clients spread over every coordinator; then one node down.
 async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let bin = node_bin()?;
-    let mut procs = Procs(Vec::new());
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        procs.0.push(
-            Command::new(&bin)
-                .args([
-                    "--mode",
-                    "leaderless",
-                    "--node-id",
-                    &format!("n{i}"),
-                    "--listen",
-                    &addr,
-                ])
-                .args(["--admin-token", TOKEN, "--log-level", "warn"])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("n{i}")))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        addrs.push(addr);
-    }
-    for a in &addrs {
-        wait_http(http, &format!("http://{a}/healthz")).await?;
-    }
+    let RcCluster {
+        addrs,
+        mut procs,
+        _dir,
+    } = spawn_nodes(http, &["--mode", "leaderless"]).await?;
     let members: Vec<_> = addrs
         .iter()
         .enumerate()
