@@ -12,6 +12,7 @@ use rc_node::config::{Args, ConflictArg, FsyncArg, LogFormat, ModeArg};
 use rc_node::http::{self, AppState};
 use rc_node::leaderless::http::{router as leaderless_router, LeaderlessState};
 use rc_node::leaderless::node::{LeaderlessConfig, LeaderlessNode};
+use rc_node::leaderless::ring;
 use rc_node::leaderless::state::Conflict;
 use rc_node::metrics::Metrics;
 use rc_node::node::{Node, RuntimeConfig};
@@ -135,8 +136,14 @@ fn leaderless_config(
     fsync: FsyncPolicy,
 ) -> anyhow::Result<LeaderlessConfig> {
     let (n, w, r) = (args.replication_factor, args.write_quorum, args.read_quorum);
-    if n == 0 || !(1..=n).contains(&w) || !(1..=n).contains(&r) {
-        bail!("leaderless quorums need 1 <= W <= N and 1 <= R <= N (got N={n} W={w} R={r})");
+    ring::check_quorums(n, w, r).map_err(anyhow::Error::msg)?;
+    if !ring::quorums_overlap(n, w, r) {
+        tracing::warn!(
+            n,
+            w,
+            r,
+            "W + R <= N: a read may miss the latest acknowledged write"
+        );
     }
     let mut seeds = Vec::new();
     for p in &args.peers {

@@ -44,6 +44,22 @@ pub enum RingError {
     Conflict(u64),
 }
 
+/// Quorum settings a node accepts: 1 <= W <= N and 1 <= R <= N.
+pub fn check_quorums(n: usize, w: usize, r: usize) -> Result<(), String> {
+    if n == 0 || !(1..=n).contains(&w) || !(1..=n).contains(&r) {
+        return Err(format!(
+            "leaderless quorums need 1 <= W <= N and 1 <= R <= N (got N={n} W={w} R={r})"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether every read quorum meets every write quorum (W + R > N): only then does a read see
+/// the latest acknowledged write (absent concurrent writes and lost disks).
+pub fn quorums_overlap(n: usize, w: usize, r: usize) -> bool {
+    w + r > n
+}
+
 /// Check a ring before installing it: nothing is changed when this fails.
 pub fn validate(ring: &Ring, n: usize) -> Result<(), RingError> {
     if ring.version == 0 {
@@ -291,6 +307,19 @@ mod tests {
             ),
             Err(RingError::ZeroVersion)
         );
+    }
+
+    #[test]
+    fn quorum_settings_are_checked_and_overlap_only_when_w_plus_r_exceeds_n() {
+        assert!(check_quorums(3, 2, 2).is_ok());
+        assert!(check_quorums(3, 4, 1).is_err());
+        assert!(check_quorums(3, 0, 1).is_err());
+        assert!(check_quorums(3, 1, 4).is_err());
+        assert!(check_quorums(0, 1, 1).is_err());
+        assert!(quorums_overlap(3, 2, 2));
+        assert!(quorums_overlap(3, 3, 1));
+        assert!(!quorums_overlap(3, 1, 2));
+        assert!(!quorums_overlap(5, 2, 3));
     }
 
     #[test]
