@@ -5,5 +5,6 @@ pub mod controller;
 pub mod crd;
 pub mod failover;
 pub mod http;
+pub mod membership;
 pub mod metrics;
 pub mod node_client;

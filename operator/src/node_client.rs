@@ -1,10 +1,12 @@
 //! (client) The operator's side of the nodes' admin API (`rc_api` wire types). Behind a trait so
-//! that controller tests and the later failover module can substitute it.
+//! that controller tests can substitute it. Single-leader calls (`epoch`, `promote`, `follow`)
+//! serve `crate::failover`; leaderless ones (`ring`, `decommission`, `repair`) serve
+//! `crate::membership`.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest};
+use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest, Ring};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -53,6 +55,25 @@ pub trait NodeAdmin: Send + Sync {
         address: &'a str,
         token: &'a str,
         request: FollowRequest,
+    ) -> BoxFuture<'a, Result<(), NodeError>>;
+    /// `PUT /admin/ring`: install `ring` unless the node has it or a newer one already.
+    fn ring<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+        ring: &'a Ring,
+    ) -> BoxFuture<'a, Result<(), NodeError>>;
+    /// `POST /admin/decommission`: a leaving node starts handing its data to the next owners.
+    fn decommission<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), NodeError>>;
+    /// `POST /admin/repair`: one anti-entropy round with every other owner, now.
+    fn repair<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
 }
 
@@ -182,6 +203,48 @@ impl NodeAdmin for HttpNodeAdmin {
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
             self.post::<_, serde_json::Value>(address, paths::FOLLOW, token, &request)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn ring<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+        ring: &'a Ring,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
+        Box::pin(async move {
+            let request = self
+                .http
+                .put(format!("http://{address}{}", paths::RING))
+                .bearer_auth(token)
+                .json(ring);
+            self.send::<serde_json::Value>(request, address)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn decommission<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
+        Box::pin(async move {
+            self.post::<_, serde_json::Value>(address, paths::DECOMMISSION, token, &())
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn repair<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
+        Box::pin(async move {
+            self.post::<_, serde_json::Value>(address, paths::REPAIR, token, &())
                 .await
                 .map(|_| ())
         })

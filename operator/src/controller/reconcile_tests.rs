@@ -75,6 +75,20 @@ impl NodeAdmin for FakeNodes {
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by reconcile")
     }
+    fn ring<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a rc_api::Ring,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
+        unimplemented!("not used by these tests")
+    }
+    fn decommission<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), NodeError>> {
+        unimplemented!("not used by these tests")
+    }
+    fn repair<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), NodeError>> {
+        unimplemented!("not used by these tests")
+    }
 }
 
 fn context(nodes: FakeNodes) -> (Arc<Context>, ApiServer) {

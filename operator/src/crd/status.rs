@@ -43,9 +43,17 @@ pub struct ReplicatedClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
 
-    /// Leaderless mode: version of the membership ring the nodes use.
+    /// Leaderless mode: the newest membership ring version any node reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_version: Option<i64>,
+
+    /// Leaderless mode: the membership ring the operator last installed on the nodes, with each
+    /// member's state. Nodes hand newer rings to each other; a member is `Joining` while it
+    /// copies the data it will own, `Normal` once it serves, and `Leaving` while it hands its
+    /// data to the members that stay (scale-down). The StatefulSet keeps a pod for every member
+    /// until the member has left the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingRecord>,
 
     /// One entry per node pod, by ordinal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,6 +170,37 @@ pub struct FailoverRecord {
     pub duration_ms: i64,
 }
 
+/// Leaderless mode: a versioned ring of members.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingRecord {
+    /// Ring version: every membership change installs a higher one.
+    pub version: i64,
+    /// The members, in ring order.
+    #[serde(default)]
+    pub members: Vec<RingMemberRecord>,
+}
+
+/// One member of the ring.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingMemberRecord {
+    /// Pod name, which is also the node's id.
+    pub name: String,
+    /// Where the other nodes reach it (`host:port`).
+    pub address: String,
+    /// `Joining`, `Normal` or `Leaving`.
+    pub state: RingMemberState,
+}
+
+/// A member's place in the ring.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RingMemberState {
+    Joining,
+    Normal,
+    Leaving,
+}
+
 /// The cluster's load figures (design model: T_avg, L_i, B).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -198,4 +237,10 @@ pub mod reason {
     pub const NODES_UNREACHABLE: &str = "NodesUnreachable";
     pub const ALL_NODES_HEALTHY: &str = "AllNodesHealthy";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Leaderless: no node has a membership ring yet (a new cluster waiting for its pods).
+    pub const NO_RING: &str = "NoRing";
+    /// Leaderless: members are joining or leaving the ring.
+    pub const RING_CHANGING: &str = "RingChanging";
+    /// Leaderless: `spec.replicas` is below the replication factor; the members stay.
+    pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
 }

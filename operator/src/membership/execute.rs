@@ -1,0 +1,239 @@
+//! (client: node admin API only) The executor: performs what [`decide`] returns, re-reads the
+//! nodes, and asks again, until nothing is left to do, a step has to wait, or a step makes no
+//! progress. Kubernetes writes (status, Events) are left to the caller, which gets them in the
+//! [`Report`]; so this runs against real nodes without a Kubernetes API.
+
+use futures::future::join_all;
+use rc_api::{Peer, Ring};
+use tracing::{info, warn};
+
+use super::{decide, newest_ring, Action, Change, Decision, View};
+use crate::node_client::NodeAdmin;
+
+/// Most steps in one pass: e.g. resend, address update, mark joined, decommission, plus slack.
+const MAX_STEPS: usize = 8;
+
+/// Event reasons (stable: users and alerts match on them).
+pub mod reason {
+    pub const RING_UPDATED: &str = "RingUpdated";
+    pub const MEMBER_JOINING: &str = "MemberJoining";
+    pub const MEMBER_JOINED: &str = "MemberJoined";
+    pub const DECOMMISSION_STARTED: &str = "DecommissionStarted";
+    pub const MEMBER_REMOVED: &str = "MemberRemoved";
+    pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+    pub const RING_UPDATE_FAILED: &str = "RingUpdateFailed";
+}
+
+/// Something worth an Event on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub reason: &'static str,
+    pub warning: bool,
+    pub message: String,
+}
+
+/// What one pass did and what is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The last decision: `Nothing`, a wait, or a step that made no progress.
+    pub decision: Decision,
+    pub notes: Vec<Note>,
+    /// The newest ring after the pass (for `status.ring`).
+    pub ring: Option<Ring>,
+}
+
+/// Runs decide -> act -> re-read until done. `view.pods[..].node` is refreshed after every step,
+/// and `view.recorded` holds the last ring a node accepted.
+pub async fn drive(nodes: &dyn NodeAdmin, token: &str, view: &mut View) -> Report {
+    let mut notes = Vec::new();
+    let mut last_action = None;
+    let mut decision = decide(view);
+    for _ in 0..MAX_STEPS {
+        let action = decision.action.clone();
+        if action == Action::Nothing || last_action.as_ref() == Some(&action) {
+            if action != Action::Nothing {
+                // The same step again: the nodes refused or did not change. Retry later.
+                warn!(?action, "membership step made no progress");
+            }
+            break;
+        }
+        match &action {
+            Action::Nothing => {}
+            Action::Push {
+                ring,
+                targets,
+                change,
+            } => push(nodes, token, view, ring, targets, change, &mut notes).await,
+            Action::Decommission { members } => {
+                decommission(nodes, token, members, &mut notes).await;
+            }
+        }
+        last_action = Some(action);
+        refresh(nodes, token, view).await;
+        decision = decide(view);
+    }
+    let ring = newest_ring(
+        view.recorded.as_ref(),
+        view.pods.iter().filter_map(|p| p.node.as_ref().ok()),
+    );
+    Report {
+        decision,
+        notes,
+        ring,
+    }
+}
+
+async fn push(
+    nodes: &dyn NodeAdmin,
+    token: &str,
+    view: &mut View,
+    ring: &Ring,
+    targets: &[Peer],
+    change: &Change,
+    notes: &mut Vec<Note>,
+) {
+    let calls = targets.iter().map(|p| async move {
+        let result = nodes.ring(&p.address, token, ring).await;
+        (p, result)
+    });
+    let mut accepted = 0;
+    let mut failures = Vec::new();
+    for (peer, result) in join_all(calls).await {
+        match result {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                warn!(member = %peer.id, version = ring.version, error = %e, "ring push failed");
+                failures.push(format!("{}: {e}", peer.id));
+            }
+        }
+    }
+    if accepted == 0 {
+        notes.push(Note {
+            reason: reason::RING_UPDATE_FAILED,
+            warning: true,
+            message: format!(
+                "no node accepted ring v{}: {}",
+                ring.version,
+                failures.join("; ")
+            ),
+        });
+        return;
+    }
+    // A node holds it durably now and passes it on by gossip: this is the ring from here on.
+    info!(version = ring.version, ?change, accepted, "ring installed");
+    view.recorded = Some(ring.clone());
+    if let Some(note) = change_note(ring, change) {
+        notes.push(note);
+    }
+    if let Change::Moved(moved) = change {
+        // A pod back at a new address may have lost its disk: refill it now rather than at
+        // the next periodic anti-entropy round. Best effort.
+        let calls = moved.iter().map(|p| async move {
+            if let Err(e) = nodes.repair(&p.address, token).await {
+                warn!(member = %p.id, error = %e, "repair after a move failed");
+            }
+        });
+        join_all(calls).await;
+    }
+}
+
+fn change_note(ring: &Ring, change: &Change) -> Option<Note> {
+    let v = ring.version;
+    let (reason, message) = match change {
+        Change::Resend => return None,
+        Change::Bootstrap => (
+            reason::RING_UPDATED,
+            format!(
+                "installed the first ring v{v}: {}",
+                ring.members
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Change::Moved(moved) => (
+            reason::RING_UPDATED,
+            format!(
+                "ring v{v}: {}",
+                moved
+                    .iter()
+                    .map(|p| format!("{} moved to {}", p.id, p.address))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Change::Join(ids) => (
+            reason::MEMBER_JOINING,
+            format!(
+                "ring v{v}: {} joining, streaming the ranges they will own",
+                ids.join(", ")
+            ),
+        ),
+        Change::Joined(ids) => (
+            reason::MEMBER_JOINED,
+            format!("ring v{v}: {} joined and serve", ids.join(", ")),
+        ),
+        Change::Leave(ids) => (
+            reason::RING_UPDATED,
+            format!("ring v{v}: {} leaving", ids.join(", ")),
+        ),
+        Change::Remove(ids) => (
+            reason::MEMBER_REMOVED,
+            format!(
+                "ring v{v}: {} removed after handing over their data",
+                ids.join(", ")
+            ),
+        ),
+    };
+    Some(Note {
+        reason,
+        warning: false,
+        message,
+    })
+}
+
+async fn decommission(nodes: &dyn NodeAdmin, token: &str, members: &[Peer], notes: &mut Vec<Note>) {
+    let calls = members.iter().map(|p| async move {
+        let result = nodes.decommission(&p.address, token).await;
+        (p, result)
+    });
+    let mut started = Vec::new();
+    for (peer, result) in join_all(calls).await {
+        match result {
+            Ok(()) => started.push(peer.id.clone()),
+            Err(e) => warn!(member = %peer.id, error = %e, "decommission failed"),
+        }
+    }
+    if !started.is_empty() {
+        notes.push(Note {
+            reason: reason::DECOMMISSION_STARTED,
+            warning: false,
+            message: format!(
+                "{} handing their data to the next owners",
+                started.join(", ")
+            ),
+        });
+    }
+}
+
+/// Re-reads every addressable pod's status.
+pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
+    let calls = view.pods.iter().map(|p| async move {
+        match &p.address {
+            Some(address) => Some(
+                nodes
+                    .status(address, token)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        }
+    });
+    let results = join_all(calls).await;
+    for (pod, result) in view.pods.iter_mut().zip(results) {
+        if let Some(result) = result {
+            pod.node = result;
+        }
+    }
+}
