@@ -7,6 +7,8 @@
 //! apply     (client) server-side apply, fixed order
 //! leader    (client) SingleLeader: bootstrap and failover (pure decision in `crate::failover`),
 //!                    role labels on pods, Events
+//! ring      (client) Leaderless: the membership ring (pure decision in `crate::membership`),
+//!                    Events
 //! status    (pure)   compute_status -> one server-side apply of status, only when changed
 //! ```
 //!
@@ -19,6 +21,7 @@ pub mod build;
 mod error;
 pub mod leader;
 pub mod observe;
+pub mod ring;
 pub mod status;
 pub mod validate;
 
@@ -182,6 +185,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     let validated = validate::validate(cluster, &observed.facts()); // pure
     let mut leader = None;
     let mut leader_result = Ok(());
+    let mut ring = None;
     let action = match &validated {
         Ok(valid) => {
             let desired = build::build_all(valid); // pure
@@ -195,6 +199,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
                     .await;
             }
             (leader, leader_result) = leader::run(ctx, cluster, valid, &mut observed).await; // client
+            ring = ring::run(ctx, cluster, valid, &mut observed).await; // client
             None
         }
         Err(error) => {
@@ -202,7 +207,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             ctx.publish(
                 &reference,
                 EventType::Warning,
-                "InvalidSpec",
+                error.reason(),
                 error.to_string(),
             )
             .await;
@@ -212,15 +217,19 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             })
         }
     };
+    let now = now();
     let mut status = status::compute_status(&status::StatusInput {
         generation: cluster.metadata.generation,
         spec: validated.as_ref(),
         observed: &observed,
         previous: cluster.status.as_ref(),
-        now: now(),
+        now: now.clone(),
     }); // pure
     if let Some(leader) = &leader {
         leader.record(&mut status);
+    }
+    if let Some(ring) = &ring {
+        ring.record(&mut status, cluster.status.as_ref(), &now);
     }
     write_status(ctx, cluster, &status).await?; // client
     leader_result?;
@@ -234,9 +243,11 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
         _ => REFRESH_UNHEALTHY,
     };
     // While a failover delay runs, look again when it ends (a little after, so it has).
+    // While members join or leave, look again soon: they stream in the background.
     let recheck = leader
         .and_then(|l| l.recheck)
-        .map(|d| (d + FAILOVER_RECHECK_MARGIN).min(refresh));
+        .map(|d| (d + FAILOVER_RECHECK_MARGIN).min(refresh))
+        .or(ring.and_then(|r| r.recheck).map(|d| d.min(refresh)));
     Ok(action.unwrap_or_else(|| Action::requeue(recheck.unwrap_or(refresh))))
 }
 

@@ -75,6 +75,10 @@ impl Observed {
         ObservedFacts {
             admin_secret_ready: self.admin_token.is_some(),
             existing_storage,
+            ring: crate::membership::newest_ring(
+                None,
+                self.nodes.values().filter_map(|n| n.as_ref().ok()),
+            ),
         }
     }
 }

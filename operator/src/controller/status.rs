@@ -48,6 +48,7 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
         members,
         load,
         last_failover: previous.last_failover.clone(),
+        ring: previous.ring.clone(),
         ..ReplicatedClusterStatus::default()
     };
     let conditions = Conditions {
@@ -67,7 +68,7 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
                 conditions.set(
                     condition::DEGRADED,
                     true,
-                    reason::INVALID_SPEC,
+                    error.reason(),
                     &error.to_string(),
                 ),
             ];
@@ -101,20 +102,37 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
                 ),
             }
         }
-        ClusterMode::Leaderless if has_quorum => (
-            true,
-            reason::QUORUM_READY,
-            quorum_message(ready_replicas, cluster.quorum),
-        ),
-        ClusterMode::Leaderless => (
-            false,
-            reason::NO_QUORUM,
-            quorum_message(ready_replicas, cluster.quorum),
-        ),
+        ClusterMode::Leaderless => {
+            // Nodes answer /readyz before they have a ring, but serve nothing without one.
+            let ring_version = reachable
+                .iter()
+                .filter_map(|n| n.leaderless.as_ref())
+                .map(|l| l.ring_version)
+                .max()
+                .filter(|v| *v > 0);
+            status.ring_version = ring_version.map(to_i64);
+            match ring_version {
+                None => (
+                    false,
+                    reason::NO_RING,
+                    "no node has a membership ring yet".to_owned(),
+                ),
+                Some(_) if has_quorum => (
+                    true,
+                    reason::QUORUM_READY,
+                    quorum_message(ready_replicas, cluster.quorum),
+                ),
+                Some(_) => (
+                    false,
+                    reason::NO_QUORUM,
+                    quorum_message(ready_replicas, cluster.quorum),
+                ),
+            }
+        }
     };
 
     // Progressing: the StatefulSet has not caught up with the spec yet.
-    let rollout = rollout_message(observed, cluster.replicas);
+    let rollout = rollout_message(observed, cluster.statefulset_replicas);
     let scaling = status.replicas != cluster.replicas;
 
     // Degraded: nodes that should serve do not.

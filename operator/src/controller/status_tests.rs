@@ -364,11 +364,35 @@ fn pods_on_an_old_revision_keep_the_cluster_progressing() {
     );
 }
 
+/// A leaderless node that has ring `version` installed (0: none yet).
+fn ring_node(ordinal: i32, version: u64) -> NodeStatus {
+    NodeStatus {
+        mode: Mode::Leaderless,
+        leaderless: Some(rc_api::LeaderlessStatus {
+            ring_version: version,
+            members: Vec::new(),
+            replication_factor: 3,
+            write_quorum: 2,
+            read_quorum: 2,
+            keys: 0,
+            hints_queued: 0,
+            stream: rc_api::StreamState::Idle,
+            keys_streamed: 0,
+            anti_entropy_rounds: 0,
+            keys_repaired: 0,
+        }),
+        ..node(ordinal, Role::Peer, 0, 1.0)
+    }
+}
+
 #[test]
 fn a_leaderless_cluster_is_available_with_a_quorum_of_ready_nodes() {
     let v = valid(ClusterMode::Leaderless);
     let mut observed = healthy_single_leader();
     observed.nodes.clear();
+    observed
+        .nodes
+        .insert("orders-0".into(), Ok(ring_node(0, 4)));
     observed.pods[2].ready = false;
     let status = compute(&v, &observed, None, 100);
     let available = condition(&status, condition::AVAILABLE);
@@ -378,6 +402,24 @@ fn a_leaderless_cluster_is_available_with_a_quorum_of_ready_nodes() {
     );
     assert_eq!(status.leader, None);
     assert_eq!(status.epoch, None);
+    assert_eq!(status.ring_version, Some(4));
+}
+
+#[test]
+fn a_leaderless_cluster_whose_nodes_have_no_ring_yet_is_not_available() {
+    let v = valid(ClusterMode::Leaderless);
+    let mut observed = healthy_single_leader();
+    observed.nodes = (0..3)
+        .map(|i| (format!("orders-{i}"), Ok(ring_node(i, 0))))
+        .collect();
+    let status = compute(&v, &observed, None, 100);
+    let available = condition(&status, condition::AVAILABLE);
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_str()),
+        ("False", reason::NO_RING)
+    );
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert_eq!(status.ring_version, None);
 }
 
 #[test]

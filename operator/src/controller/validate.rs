@@ -12,12 +12,13 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
-use rc_api::Peer;
+use rc_api::{Peer, Ring};
 
 use crate::crd::{
-    ClusterMode, ConflictResolution, LogFormat, LogLevel, PullPolicy, ReplicatedCluster,
+    reason, ClusterMode, ConflictResolution, LogFormat, LogLevel, PullPolicy, ReplicatedCluster,
     ReplicationMode, DEFAULT_REPLICATION_FACTOR,
 };
+use crate::membership;
 
 /// The single TCP port of a node: client, admin, peer, probe and metrics traffic.
 pub const NODE_PORT: i32 = 7400;
@@ -62,6 +63,12 @@ pub enum SpecError {
         r: i32,
         replicas: i32,
     },
+    #[error("spec.replicas ({replicas}) is below spec.leaderless.replicationFactor ({n}): refusing to scale down, the ring keeps its {members} members")]
+    ScaleBelowReplicationFactor {
+        replicas: i32,
+        n: i32,
+        members: usize,
+    },
     #[error("spec.singleLeader.failoverDelaySeconds must be between 1 and 3600, got {0}")]
     FailoverDelay(i32),
     #[error("spec.singleLeader.fenceTimeoutMs ({fence_ms}) must be at least 100 and shorter than failoverDelaySeconds ({delay_s} s)")]
@@ -70,6 +77,16 @@ pub enum SpecError {
     Image,
     #[error("admin Secret {0:?} does not exist or has no key \"token\"")]
     AdminSecret(String),
+}
+
+impl SpecError {
+    /// The reason of the `Degraded` condition and of the Warning Event.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::ScaleBelowReplicationFactor { .. } => reason::SCALE_DOWN_BLOCKED,
+            _ => reason::INVALID_SPEC,
+        }
+    }
 }
 
 /// Which Secret holds the admin token, and whether the operator owns it.
@@ -95,6 +112,11 @@ pub struct ValidatedCluster {
     pub owner: OwnerReference,
     pub mode: ClusterMode,
     pub replicas: i32,
+    /// Pods the StatefulSet keeps: `replicas`, or in Leaderless mode more while members beyond
+    /// it are still in the ring (a scale-down stops a pod only after its member left).
+    pub statefulset_replicas: i32,
+    /// Leaderless mode: copies of every key (N); zero in SingleLeader mode.
+    pub replication_factor: i32,
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub resources: Option<ResourceRequirements>,
@@ -157,6 +179,8 @@ pub struct ObservedFacts {
     /// Size and class of the existing StatefulSet's volume claim template, which Kubernetes
     /// never lets change: a different `spec.storage` only applies to a new cluster.
     pub existing_storage: Option<(Quantity, Option<String>)>,
+    /// Leaderless mode: the newest ring the nodes report, if any.
+    pub ring: Option<Ring>,
 }
 
 /// Name of the Secret holding the admin token: the one the user named, else `<cluster>-admin`.
@@ -204,7 +228,19 @@ pub fn validate(
             log_format(spec.logging.format).to_owned(),
         ),
     ]);
-    let (quorum, client_services, failover_delay) = match spec.mode {
+    // Leaderless: the ring the nodes (or the last status) know; its members keep their pods.
+    let recorded = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.ring.as_ref())
+        .and_then(membership::from_record);
+    let ring = [recorded, facts.ring.clone()]
+        .into_iter()
+        .flatten()
+        .max_by_key(|r| r.version)
+        .filter(|_| spec.mode == ClusterMode::Leaderless);
+    let members = ring.as_ref().map_or(0, |r| r.members.len());
+    let (quorum, client_services, failover_delay, replication_factor) = match spec.mode {
         ClusterMode::SingleLeader => {
             if spec.leaderless.is_some() {
                 return Err(SpecError::WrongModeSettings("leaderless", "Leaderless"));
@@ -237,7 +273,7 @@ pub fn validate(
                 },
             ];
             let delay = Duration::from_secs(u64::try_from(delay_s).unwrap_or(1));
-            (spec.replicas / 2 + 1, services, delay)
+            (spec.replicas / 2 + 1, services, delay, 0)
         }
         ClusterMode::Leaderless => {
             if spec.single_leader.is_some() {
@@ -249,6 +285,13 @@ pub fn validate(
                 .unwrap_or(DEFAULT_REPLICATION_FACTOR);
             let w = settings.write_quorum.unwrap_or(n / 2 + 1);
             let r = settings.read_quorum.unwrap_or(n / 2 + 1);
+            if n > spec.replicas && members >= usize::try_from(n).unwrap_or(usize::MAX) {
+                return Err(SpecError::ScaleBelowReplicationFactor {
+                    replicas: spec.replicas,
+                    n,
+                    members,
+                });
+            }
             let ok =
                 (1..=spec.replicas).contains(&n) && (1..=n).contains(&w) && (1..=n).contains(&r);
             if !ok {
@@ -277,6 +320,7 @@ pub fn validate(
                     role: None,
                 }],
                 Duration::ZERO,
+                n,
             )
         }
     };
@@ -312,7 +356,17 @@ pub fn validate(
             spec.storage.storage_class_name.clone(),
         )
     });
+    // A member is never stopped before it left the ring: keep pods up to its ordinal.
+    let prefix = format!("{name}-");
+    let highest_member = ring
+        .iter()
+        .flat_map(|r| r.members.iter())
+        .filter_map(|m| m.id.strip_prefix(&prefix)?.parse::<i32>().ok())
+        .max();
+    let statefulset_replicas = highest_member.map_or(spec.replicas, |o| spec.replicas.max(o + 1));
     Ok(ValidatedCluster {
+        statefulset_replicas,
+        replication_factor,
         config_map_name: format!("{name}-config"),
         peers_service_name,
         client_services,

@@ -195,3 +195,80 @@ fn the_selector_string_lists_the_pod_labels() {
         "app.kubernetes.io/instance=orders,app.kubernetes.io/name=rc-node,replicated.dev/cluster=orders"
     );
 }
+
+fn ring_of(ordinals: std::ops::Range<usize>, leaving_from: usize) -> Ring {
+    Ring {
+        version: 7,
+        members: ordinals
+            .map(|i| rc_api::Member {
+                id: format!("orders-{i}"),
+                address: format!("10.0.0.{i}:7400"),
+                state: if i >= leaving_from {
+                    rc_api::MemberState::Leaving
+                } else {
+                    rc_api::MemberState::Normal
+                },
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_leaderless_statefulset_keeps_a_pod_for_every_member_still_in_the_ring() {
+    let mut c = cluster(ClusterMode::Leaderless);
+    c.spec.replicas = 3;
+    let facts = |ring| ObservedFacts {
+        ring,
+        ..ObservedFacts::default()
+    };
+    // Scaling down 5 -> 3: orders-3 and orders-4 are still leaving, their pods stay.
+    let v = validate(&c, &facts(Some(ring_of(0..5, 3)))).unwrap();
+    assert_eq!((v.replicas, v.statefulset_replicas), (3, 5));
+    // Once they left the ring, the StatefulSet shrinks.
+    let v = validate(&c, &facts(Some(ring_of(0..3, 3)))).unwrap();
+    assert_eq!(v.statefulset_replicas, 3);
+    // Scaling up: the new pods come first, then they join.
+    c.spec.replicas = 5;
+    let v = validate(&c, &facts(Some(ring_of(0..3, 3)))).unwrap();
+    assert_eq!(v.statefulset_replicas, 5);
+    // The ring recorded in the status counts when no node answers.
+    c.spec.replicas = 3;
+    c.status = Some(crate::crd::ReplicatedClusterStatus {
+        ring: Some(crate::membership::to_record(&ring_of(0..4, 3))),
+        ..Default::default()
+    });
+    let v = validate(&c, &ObservedFacts::default()).unwrap();
+    assert_eq!(v.statefulset_replicas, 4);
+    // A SingleLeader cluster ignores rings altogether.
+    let v = validate(
+        &cluster(ClusterMode::SingleLeader),
+        &facts(Some(ring_of(0..5, 5))),
+    )
+    .unwrap();
+    assert_eq!(v.statefulset_replicas, 3);
+}
+
+#[test]
+fn scaling_a_leaderless_ring_below_its_replication_factor_is_refused_and_keeps_the_members() {
+    let mut c = cluster(ClusterMode::Leaderless);
+    c.spec.replicas = 2;
+    let facts = ObservedFacts {
+        ring: Some(ring_of(0..3, 3)),
+        ..ObservedFacts::default()
+    };
+    let error = validate(&c, &facts).unwrap_err();
+    assert_eq!(
+        error,
+        SpecError::ScaleBelowReplicationFactor {
+            replicas: 2,
+            n: 3,
+            members: 3
+        }
+    );
+    assert_eq!(error.reason(), "ScaleDownBlocked");
+    // A new cluster with too few replicas is simply an invalid spec.
+    assert!(matches!(
+        validate(&c, &ObservedFacts::default()),
+        Err(SpecError::Quorums { .. })
+    ));
+}

@@ -44,7 +44,7 @@ pub fn build_statefulset(cluster: &ValidatedCluster) -> StatefulSet {
     StatefulSet {
         metadata: owned_meta(cluster, &cluster.name),
         spec: StatefulSetSpec {
-            replicas: Some(cluster.replicas),
+            replicas: Some(cluster.statefulset_replicas),
             service_name: Some(cluster.peers_service_name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector),
