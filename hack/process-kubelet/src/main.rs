@@ -103,6 +103,7 @@ fn main() -> ExitCode {
         }
         Cmd::Run(args) => {
             tracing_subscriber::fmt()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info,kube=warn".into()),
@@ -151,11 +152,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     net.setup().await.context("creating the pod bridge")?;
     let gateway = net.gateway();
     let shutdown = CancellationToken::new();
+    // Stopped only after the pods: an operator pod shutting down still talks to the API server.
+    let proxy_stop = CancellationToken::new();
     let result = async {
         let listener = api_proxy::bind(SocketAddr::from((gateway, args.api_proxy_port)))
             .await
             .context("binding the API-server proxy on the bridge")?;
-        tokio::spawn(api_proxy::serve(listener, upstream.clone(), shutdown.clone()));
+        tokio::spawn(api_proxy::serve(
+            listener,
+            upstream.clone(),
+            proxy_stop.clone(),
+        ));
         let node_cfg = node::NodeConfig {
             name: args.node_name.clone(),
             internal_ip: gateway.to_string(),
@@ -186,12 +193,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown.cancel();
         signals.abort();
         let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+        proxy_stop.cancel();
         kubelet.net.cleanup().await;
         anyhow::Ok(())
     }
     .await;
     if result.is_err() {
         shutdown.cancel();
+        proxy_stop.cancel();
         Network::new(&args.bridge, &args.pod_subnet)?
             .cleanup()
             .await;
