@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# `make e2e`: the end-to-end suite on a real local control plane with the process kubelet.
+#
+# Starts everything it needs (hack/lib/stack.sh) and stops it on exit, whatever happens:
+#   install   helm install from charts/; the operator runs as a pod with in-cluster config, so its
+#             RBAC is the chart's, for real
+#   orders    a SingleLeader cluster: Available, owned objects and owner references, status
+#             fields, printer columns, leader label and Service, keys written and read by pod IP
+#   cel       invalid specs rejected by `kubectl apply` with each CEL rule's message
+#   restart   operator pod deleted: no node pod restarted, leader/epoch unchanged, Available
+#             throughout, writes keep succeeding, the new operator reconciles
+#   sessions  a Leaderless cluster: Available, owned objects, status, keys through any node
+#   cascade   deleting the clusters removes every owned object; PVCs are retained by design
+#
+# Every wait is bounded. Each check prints PASS or FAIL with the reason; the summary lists the
+# failures and the exit code is non-zero if any. E2E_ONLY="orders cel" runs a subset of the
+# sections after install (restart needs orders). STACK_KEEP=1 keeps $STACK_DIR (logs) afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=hack/lib/stack.sh
+. hack/lib/stack.sh
+
+stack_init e2e rce2e 10.241.20.0/24
+NS=e2e
+T0=$(stack_now)
+PASSED=()
+FAILED=()
+ONLY=" ${E2E_ONLY:-install orders cel restart sessions cascade} "
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "${WRITER_PID:-}" ] && kill "$WRITER_PID" 2>/dev/null
+  echo
+  if [ "$rc" != 0 ] && [ "${#FAILED[@]}" = 0 ]; then
+    FAILED+=("suite aborted (exit $rc) before all checks ran; see the output above")
+  fi
+  if [ "${#FAILED[@]}" != 0 ] && [ -d "${STACK_DIR:-}" ]; then
+    echo "---- last lines of the process kubelet and operator logs ----"
+    tail -n 15 "$STACK_DIR/logs/process-kubelet.log" 2>/dev/null || true
+    tail -n 15 "$STACK_DIR"/kubelet/pods/rc-system_*/logs/operator.log 2>/dev/null || true
+  fi
+  stack_down
+  echo
+  echo "==== e2e summary: ${#PASSED[@]} passed, ${#FAILED[@]} failed, $(stack_since "$T0") s ===="
+  local f
+  for f in "${FAILED[@]}"; do echo "  FAIL: $f"; done
+  [ "${#FAILED[@]}" = 0 ] && [ "$rc" = 0 ] && exit 0
+  exit 1
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+pass() { PASSED+=("$1"); echo "  PASS  $1"; }
+fail() { FAILED+=("$1: $2"); echo "  FAIL  $1: $2"; }
+section() { echo; stack_log "== $1"; }
+want() { [[ "$ONLY" == *" $1 "* ]]; }
+
+# expect NAME ACTUAL EXPECTED
+expect() {
+  if [ "$2" = "$3" ]; then pass "$1 = $3"; else fail "$1" "got '$2', want '$3'"; fi
+}
+# eventually NAME TIMEOUT CMD...: CMD succeeds within TIMEOUT seconds.
+eventually() {
+  local name=$1 timeout=$2
+  shift 2
+  if stack_wait "$name" "$timeout" "$@"; then pass "$name"; else fail "$name" "not true within ${timeout} s"; fi
+}
+jp() { kubectl -n "$NS" get "$1" -o jsonpath="$2" 2>/dev/null; }
+cond() { jp "replicatedcluster/$1" "{.status.conditions[?(@.type==\"$2\")].status}"; }
+cond_reason() { jp "replicatedcluster/$1" "{.status.conditions[?(@.type==\"$2\")].reason}: {.status.conditions[?(@.type==\"$2\")].message}"; }
+is_available() { [ "$(cond "$1" Available)" = True ]; }
+
+# wait_available NAME TIMEOUT: the cluster's Available condition turns True.
+wait_available() {
+  local t0
+  t0=$(stack_now)
+  if stack_wait "$1 Available" "$2" is_available "$1"; then
+    pass "$1 Available after $(stack_since "$t0") s"
+  else
+    fail "$1 Available" "still $(cond "$1" Available) after $2 s ($(cond_reason "$1" Available))"
+    return 1
+  fi
+}
+
+# kv_put IP KEY VALUE / kv_get IP KEY [QUERY]: the node's client API by pod IP, following redirects.
+kv_put() {
+  curl -fsS -L --max-time 5 -X PUT -H 'content-type: application/json' -d "{\"value\":\"$3\"}" \
+    "http://$1:7400/v1/kv/$2" >/dev/null
+}
+kv_get() { curl -fsS -L --max-time 5 "http://$1:7400/v1/kv/$2${3:+?$3}" | sed -n 's/.*"value":"\([^"]*\)".*/\1/p'; }
+kv_get_is() { [ "$(kv_get "$1" "$2" "${4:-}")" = "$3" ]; }
+pod_ip() { stack_pod_ip "$NS" "$1"; }
+# kv_error IP KEY: the error body of a failing PUT, for the report.
+kv_error() {
+  curl -sS -L --max-time 5 -X PUT -H 'content-type: application/json' -d '{"value":"x"}' \
+    "http://$1:7400/v1/kv/$2" 2>&1 | head -c 300
+}
+
+# check_owned KIND/NAME RC: exists and is controlled by the ReplicatedCluster RC.
+check_owned() {
+  local uid owner
+  uid=$(jp "replicatedcluster/$2" '{.metadata.uid}')
+  owner=$(jp "$1" '{.metadata.ownerReferences[?(@.controller==true)].uid}')
+  if [ -z "$owner" ] && ! kubectl -n "$NS" get "$1" >/dev/null 2>&1; then
+    fail "$1 exists" "not found"
+  elif [ "$owner" = "$uid" ]; then
+    pass "$1 owned by replicatedcluster/$2"
+  else
+    fail "$1 owned by replicatedcluster/$2" "controller ownerReference uid '$owner', cluster uid '$uid'"
+  fi
+}
+
+# check_printer_columns NAME MODE REPLICAS READY PHASE: `kubectl get` shows the CRD's columns.
+check_printer_columns() {
+  local header row
+  header=$(kubectl -n "$NS" get replicatedcluster "$1" | head -n1 | tr -s ' ')
+  expect "printer columns header" "$header" "NAME MODE REPLICAS READY LEADER EPOCH PHASE AGE"
+  row=$(kubectl -n "$NS" get replicatedcluster "$1" --no-headers | awk '{print $1, $2, $3, $4}')
+  expect "printer columns of $1 (name mode replicas ready)" "$row" "$1 $2 $3 $4"
+  row=$(kubectl -n "$NS" get replicatedcluster "$1" --no-headers | awk '{print $(NF-1)}')
+  expect "printer column Phase of $1" "$row" "$5"
+}
+
+# ---------------------------------------------------------------------------------------------
+section "build and start (control plane, process kubelet)"
+stack_build
+stack_up
+kubectl create namespace "$NS" >/dev/null
+stack_wait "default ServiceAccount in $NS" 30 kubectl -n "$NS" get serviceaccount default
+
+section "install: helm install from charts/ (operator as a pod, in-cluster config, chart RBAC)"
+stack_install_operator
+op_pod=$(kubectl -n "$STACK_OPERATOR_NS" get pods -l app.kubernetes.io/name=rc-operator -o jsonpath='{.items[0].metadata.name}')
+expect "operator pod node" "$(kubectl -n "$STACK_OPERATOR_NS" get pod "$op_pod" -o jsonpath='{.spec.nodeName}')" "$STACK_NODE"
+op_ip=$(kubectl -n "$STACK_OPERATOR_NS" get pod "$op_pod" -o jsonpath='{.status.podIP}')
+case "$op_ip" in "${STACK_SUBNET%.0/24}".*) pass "operator pod has its own IP $op_ip" ;; *) fail "operator pod IP" "'$op_ip' not in $STACK_SUBNET" ;; esac
+if ls "$STACK_DIR"/kubelet/pods/rc-system_"$op_pod"_*/volumes/kube-api-access-*/token >/dev/null 2>&1; then
+  pass "operator got a bound service-account token (TokenRequest) in its projected volume"
+else
+  fail "operator token" "no kube-api-access-*/token in its pod directory"
+fi
+eventually "operator holds its leader-election Lease (chart RBAC: leases)" 30 \
+  bash -c "[ \"\$(kubectl -n $STACK_OPERATOR_NS get lease -o jsonpath='{.items[*].spec.holderIdentity}')\" = '$op_pod' ]"
+
+# ---------------------------------------------------------------------------------------------
+if want orders || want restart; then
+  section "orders: a SingleLeader cluster"
+  kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
+apiVersion: replicated.dev/v1alpha1
+kind: ReplicatedCluster
+metadata:
+  name: orders
+spec:
+  mode: SingleLeader
+  replicas: 3
+  image: ghcr.io/replicated-dev/rc-node:0.1.0
+  storage:
+    size: 64Mi
+  singleLeader:
+    replication: Quorum
+    failoverDelaySeconds: 2
+EOF
+  if wait_available orders 120; then
+    for obj in statefulset/orders configmap/orders-config service/orders-peers service/orders-leader \
+      service/orders-replicas poddisruptionbudget/orders secret/orders-admin; do
+      check_owned "$obj" orders
+    done
+    expect "orders-peers clusterIP" "$(jp service/orders-peers '{.spec.clusterIP}')" None
+    expect "orders-peers publishNotReadyAddresses" "$(jp service/orders-peers '{.spec.publishNotReadyAddresses}')" true
+    expect "status.observedGeneration" "$(jp replicatedcluster/orders '{.status.observedGeneration}')" "$(jp replicatedcluster/orders '{.metadata.generation}')"
+    expect "status.replicas" "$(jp replicatedcluster/orders '{.status.replicas}')" 3
+    expect "status.readyReplicas" "$(jp replicatedcluster/orders '{.status.readyReplicas}')" 3
+    expect "status.phase" "$(jp replicatedcluster/orders '{.status.phase}')" Running
+    expect "status.members" "$(jp replicatedcluster/orders '{.status.members[*].name}' | tr ' ' '\n' | sort | xargs)" "orders-0 orders-1 orders-2"
+    leader=$(jp replicatedcluster/orders '{.status.leader}')
+    epoch=$(jp replicatedcluster/orders '{.status.epoch}')
+    case "$leader" in orders-[012]) pass "status.leader = $leader" ;; *) fail "status.leader" "'$leader'" ;; esac
+    if [ "${epoch:-0}" -ge 1 ] 2>/dev/null; then pass "status.epoch = $epoch (>= 1)"; else fail "status.epoch" "'$epoch'"; fi
+    expect "Degraded" "$(cond orders Degraded)" False
+    check_printer_columns orders SingleLeader 3 3 Running
+    if [ -n "$leader" ]; then
+      expect "printer column Leader" "$(kubectl -n "$NS" get replicatedcluster orders --no-headers | awk '{print $5}')" "$leader"
+      expect "leader pod label replicated.dev/role" "$(jp "pod/$leader" '{.metadata.labels.replicated\.dev/role}')" leader
+      lip=$(pod_ip "$leader")
+      eventually "Service orders-leader's EndpointSlice holds only the leader ($lip)" 30 \
+        bash -c "[ \"\$(kubectl -n $NS get endpointslices -l kubernetes.io/service-name=orders-leader -o jsonpath='{.items[*].endpoints[*].addresses[*]}')\" = '$lip' ]"
+      if kv_put "$lip" e2e-key hello; then pass "PUT e2e-key on the leader"; else fail "PUT e2e-key on the leader" "$(kv_error "$lip" e2e-key)"; fi
+      expect "GET e2e-key (linearizable) from the leader" "$(kv_get "$lip" e2e-key)" hello
+      follower=$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o name | sed 's|pod/||' | grep -vx "$leader" | head -n1)
+      eventually "stale read of e2e-key from follower $follower" 15 kv_get_is "$(pod_ip "$follower")" e2e-key hello consistency=stale
+      # A follower answers writes with 307 to the leader's stable DNS name, which resolves only in
+      # a cluster with DNS; curl --resolve stands in for it, so the whole redirect path is tested.
+      location=$(curl -sS -o /dev/null -w '%{redirect_url}' --max-time 5 -X PUT -H 'content-type: application/json' \
+        -d '{"value":"via-follower"}' "http://$(pod_ip "$follower"):7400/v1/kv/e2e-key2")
+      expect "follower $follower redirects writes to" "$location" "http://$leader.orders-peers.$NS.svc:7400/v1/kv/e2e-key2"
+      if curl -fsS -L --max-time 5 --resolve "$leader.orders-peers.$NS.svc:7400:$lip" -X PUT \
+        -H 'content-type: application/json' -d '{"value":"via-follower"}' \
+        "http://$(pod_ip "$follower"):7400/v1/kv/e2e-key2" >/dev/null; then
+        expect "write through follower $follower, redirected, read back from the leader" "$(kv_get "$lip" e2e-key2)" via-follower
+      else
+        fail "write through follower $follower" "redirected PUT failed"
+      fi
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want cel; then
+  section "cel: invalid specs are rejected by the API server with the rule's message"
+  # reject NAME MESSAGE YAML-SPEC-LINES: `kubectl apply` must fail and print MESSAGE.
+  reject() {
+    local out
+    if out=$(printf 'apiVersion: replicated.dev/v1alpha1\nkind: ReplicatedCluster\nmetadata:\n  name: %s\nspec:\n%s\n' \
+      "$1" "$3" | kubectl -n "$NS" apply -f - 2>&1); then
+      fail "rejects $1" "kubectl apply succeeded: $out"
+      kubectl -n "$NS" delete replicatedcluster "$1" --wait=false >/dev/null 2>&1 || true
+    elif grep -qF -- "$2" <<<"$out"; then
+      pass "rejects $1: $2"
+    else
+      fail "rejects $1" "message missing '$2' in: $out"
+    fi
+  }
+  base='  image: ghcr.io/replicated-dev/rc-node:0.1.0
+  storage: { size: 64Mi }'
+  reject zero-replicas "spec.replicas must be at least 1" "  mode: SingleLeader
+  replicas: 0
+$base"
+  reject rf-above-replicas "spec.leaderless.replicationFactor (default 3) must not exceed spec.replicas" "  mode: Leaderless
+  replicas: 2
+$base"
+  reject w-above-n "leaderless.writeQuorum must be between 1 and replicationFactor" "  mode: Leaderless
+  replicas: 3
+  leaderless: { replicationFactor: 3, writeQuorum: 4, readQuorum: 2 }
+$base"
+  reject wrong-section "spec.singleLeader may only be set when spec.mode is SingleLeader" "  mode: Leaderless
+  replicas: 3
+  singleLeader: { replication: Quorum }
+$base"
+  reject bad-failover-delay "singleLeader.failoverDelaySeconds must be between 1 and 3600" "  mode: SingleLeader
+  replicas: 3
+  singleLeader: { failoverDelaySeconds: 0 }
+$base"
+  reject fence-too-long "singleLeader.fenceTimeoutMs must be shorter than failoverDelaySeconds" "  mode: SingleLeader
+  replicas: 3
+  singleLeader: { failoverDelaySeconds: 2, fenceTimeoutMs: 5000 }
+$base"
+  reject empty-image "spec.image must not be empty" "  mode: SingleLeader
+  replicas: 3
+  image: ''
+  storage: { size: 64Mi }"
+  reject a-name-that-is-much-longer-than-forty-characters "metadata.name must be at most 40 characters" "  mode: SingleLeader
+  replicas: 1
+$base"
+  if kubectl -n "$NS" get replicatedcluster orders >/dev/null 2>&1; then
+    reject orders "spec.mode is immutable" "  mode: Leaderless
+  replicas: 3
+$base"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want restart && [ -n "${leader:-}" ] && is_available orders; then
+  section "restart: the operator pod is deleted; the database must not notice"
+  before=$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}')
+  lip=$(pod_ip "$leader")
+  # Writes keep going to the leader during the restart (the operator is not in the data path).
+  touch "$STACK_DIR/writer.on"
+  (
+    i=0 bad=0
+    while [ -f "$STACK_DIR/writer.on" ]; do
+      i=$((i + 1))
+      kv_put "$lip" "restart-$i" "v$i" || bad=$((bad + 1))
+      echo "$i $bad" >"$STACK_DIR/writer.count"
+      sleep 0.2
+    done
+  ) &
+  WRITER_PID=$!
+  t0=$(stack_now)
+  kubectl -n "$STACK_OPERATOR_NS" delete pod "$op_pod" --wait=false >/dev/null
+  unavailable=0
+  new_op=""
+  deadline=$(($(date +%s) + 90))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    is_available orders || unavailable=$((unavailable + 1))
+    new_op=$(kubectl -n "$STACK_OPERATOR_NS" get pods -l app.kubernetes.io/name=rc-operator \
+      -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+      awk -v old="$op_pod" '$1 != old && $2 == "True" {print $1; exit}')
+    holder=$(kubectl -n "$STACK_OPERATOR_NS" get lease -o jsonpath='{.items[*].spec.holderIdentity}')
+    [ -n "$new_op" ] && [ "$holder" = "$new_op" ] && break
+    sleep 1
+  done
+  if [ -n "$new_op" ] && [ "$holder" = "$new_op" ]; then
+    pass "new operator pod $new_op Ready and leading after $(stack_since "$t0") s"
+  else
+    fail "operator restart" "no new operator pod holding the Lease within 90 s (ready: '$new_op', holder: '$holder')"
+  fi
+  # Proof that the new operator reconciles: it re-creates an owned object that went missing.
+  kubectl -n "$NS" delete configmap orders-config --wait=true >/dev/null
+  eventually "new operator re-creates the deleted ConfigMap orders-config" 60 kubectl -n "$NS" get configmap orders-config
+  sleep 3
+  rm -f "$STACK_DIR/writer.on"
+  wait "$WRITER_PID" 2>/dev/null || true
+  WRITER_PID=""
+  read -r writes write_failures <"$STACK_DIR/writer.count"
+  expect "writes to the leader that failed during the operator restart (of $writes)" "$write_failures" 0
+  expect "polls during the restart where orders was not Available" "$unavailable" 0
+  after=$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}')
+  expect "node pods (uid/restartCount) unchanged" "$after" "$before"
+  expect "leader unchanged" "$(jp replicatedcluster/orders '{.status.leader}')" "$leader"
+  expect "epoch unchanged" "$(jp replicatedcluster/orders '{.status.epoch}')" "$epoch"
+  expect "a key written during the restart" "$(kv_get "$lip" "restart-$writes")" "v$writes"
+  op_pod=$new_op
+elif want restart; then
+  section "restart"
+  fail "operator restart" "skipped: orders has no leader or is not Available"
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want sessions; then
+  section "sessions: a Leaderless cluster"
+  kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
+apiVersion: replicated.dev/v1alpha1
+kind: ReplicatedCluster
+metadata:
+  name: sessions
+spec:
+  mode: Leaderless
+  replicas: 3
+  image: ghcr.io/replicated-dev/rc-node:0.1.0
+  storage:
+    size: 64Mi
+  leaderless:
+    replicationFactor: 3
+    writeQuorum: 2
+    readQuorum: 2
+EOF
+  if wait_available sessions 120; then
+    for obj in statefulset/sessions configmap/sessions-config service/sessions-peers service/sessions \
+      poddisruptionbudget/sessions secret/sessions-admin; do
+      check_owned "$obj" sessions
+    done
+    expect "status.readyReplicas" "$(jp replicatedcluster/sessions '{.status.readyReplicas}')" 3
+    expect "status.leader (none in Leaderless mode)" "$(jp replicatedcluster/sessions '{.status.leader}')" ""
+    check_printer_columns sessions Leaderless 3 3 Running
+    ip0=$(pod_ip sessions-0)
+    ip2=$(pod_ip sessions-2)
+    if stack_wait "PUT through sessions-0" 20 kv_put "$ip0" e2e-cart apples; then
+      pass "PUT e2e-cart through sessions-0"
+      eventually "GET e2e-cart through sessions-2 (another coordinator)" 10 kv_get_is "$ip2" e2e-cart apples
+    else
+      fail "PUT e2e-cart through sessions-0 within 20 s of Available" "$(kv_error "$ip0" e2e-cart)"
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want cascade; then
+  section "cascade: deleting the clusters removes what they own"
+  clusters=$(kubectl -n "$NS" get replicatedclusters -o name)
+  if [ -n "$clusters" ]; then
+    # shellcheck disable=SC2086
+    kubectl -n "$NS" delete $clusters --wait=true --timeout=60s >/dev/null
+    for kind in statefulsets services configmaps poddisruptionbudgets pods; do
+      eventually "no $kind left with label app.kubernetes.io/name=rc-node" 90 \
+        bash -c "[ -z \"\$(kubectl -n $NS get $kind -l app.kubernetes.io/name=rc-node -o name)\" ]"
+    done
+    eventually "managed admin Secrets deleted" 60 \
+      bash -c "! kubectl -n $NS get secrets -o name | grep -q -- '-admin\$'"
+    left=$(kubectl -n "$NS" get pvc -o name | wc -l)
+    if [ "$left" -gt 0 ]; then
+      pass "PVCs retained after deletion ($left; persistentVolumeClaimRetentionPolicy Retain)"
+    else
+      fail "PVC retention" "no PVCs left; the StatefulSet asks to retain them"
+    fi
+    kubectl -n "$NS" delete pvc --all --wait=false >/dev/null
+  else
+    fail "cascade" "no clusters to delete"
+  fi
+fi
