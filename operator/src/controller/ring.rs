@@ -154,3 +154,90 @@ async fn publish(ctx: &Context, cluster: &ReplicatedCluster, report: &Report) {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::controller::fixtures::cluster;
+    use crate::controller::observe::ObservedPod;
+    use crate::controller::validate::{validate, ObservedFacts};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    #[test]
+    fn a_pod_being_deleted_gives_the_view_no_address_and_no_node() {
+        let valid = validate(&cluster(ClusterMode::Leaderless), &ObservedFacts::default()).unwrap();
+        let mut observed = Observed::default();
+        for (i, terminating) in [(0, false), (3, true)] {
+            observed.pods.push(ObservedPod {
+                name: format!("orders-{i}"),
+                ordinal: Some(i),
+                ready: true,
+                terminating,
+                address: Some(format!("10.0.0.{i}:7400")),
+                role_label: None,
+            });
+            observed
+                .nodes
+                .insert(format!("orders-{i}"), Err("down".to_owned()));
+        }
+        let view = build_view(&valid, &observed, &ReplicatedClusterStatus::default());
+        assert_eq!(view.desired, ["orders-0", "orders-1", "orders-2"]);
+        assert_eq!(view.replication_factor, 3);
+        assert_eq!(view.pods[0].address.as_deref(), Some("10.0.0.0:7400"));
+        assert_eq!(view.pods[1].address, None);
+        assert_eq!(view.pods[1].node, Err("pod is being deleted".to_owned()));
+    }
+
+    #[test]
+    fn a_ring_change_shows_as_scaling_and_progressing_since_it_began() {
+        let progressing = |status: &str, second: i64| Condition {
+            type_: condition::PROGRESSING.to_owned(),
+            status: status.to_owned(),
+            reason: reason::UP_TO_DATE.to_owned(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: at(second),
+        };
+        let outcome = RingOutcome {
+            ring: Some(RingRecord {
+                version: 4,
+                members: Vec::new(),
+            }),
+            changing: Some("orders-3 handing data to the next owners".to_owned()),
+            recheck: None,
+        };
+        let mut status = ReplicatedClusterStatus {
+            phase: Some(Phase::Running),
+            conditions: vec![progressing("False", 10)],
+            ..ReplicatedClusterStatus::default()
+        };
+        outcome.record(&mut status, None, &at(50));
+        assert_eq!(status.phase, Some(Phase::Scaling));
+        assert_eq!(status.ring.as_ref().map(|r| r.version), Some(4));
+        let c = &status.conditions[0];
+        assert_eq!(
+            (
+                c.status.as_str(),
+                c.reason.as_str(),
+                c.last_transition_time.clone()
+            ),
+            ("True", reason::RING_CHANGING, at(50))
+        );
+        // Still changing on the next pass: the transition time stays.
+        let previous = status.clone();
+        let mut next = ReplicatedClusterStatus {
+            phase: Some(Phase::Running),
+            conditions: vec![progressing("False", 10)],
+            ..ReplicatedClusterStatus::default()
+        };
+        outcome.record(&mut next, Some(&previous), &at(90));
+        assert_eq!(next.conditions[0].last_transition_time, at(50));
+    }
+}
