@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::hosts::HostsTable;
 use crate::images::ImageMap;
 use crate::net::{Network, PodNet};
 use crate::runtime::{run_container, Ended};
@@ -39,6 +40,8 @@ pub struct Kubelet {
     pub shutdown_grace: Duration,
     /// Port of the API-server proxy on the bridge address.
     pub api_proxy_port: u16,
+    /// Pod names resolvable by other pods, through their hosts files.
+    pub hosts: HostsTable,
 }
 
 /// The name pods use for the API server; their hosts file maps it to the bridge address, where
@@ -150,9 +153,11 @@ pub async fn run_pod(
     };
     let host_ip = k.net.gateway().to_string();
     let pod_ip = net.ip.to_string();
-    if let Err(e) = write_hosts(&k, &first, &pod_dir, &pod_ip) {
-        tracing::warn!(pod = %name, error = %format!("{e:#}"), "writing the hosts file");
+    if let Err(e) = std::fs::create_dir_all(&pod_dir) {
+        tracing::warn!(pod = %name, error = %e, "creating the pod directory");
     }
+    k.hosts
+        .add(&uid, &first, &pod_ip, pod_dir.join("etc-hosts"));
     tracing::info!(pod = %format!("{namespace}/{name}"), ip = %pod_ip, netns = %net.netns, "pod sandbox ready");
 
     // 2. Status writer.
@@ -278,6 +283,7 @@ pub async fn run_pod(
     } else {
         writer.abort();
     }
+    k.hosts.remove(&uid);
     k.net.remove_pod_net(&net).await;
     let _ = std::fs::remove_dir_all(pod_dir.join("volumes"));
     tracing::info!(pod = %format!("{namespace}/{name}"), reason = ?exit, "pod stopped");
@@ -368,33 +374,6 @@ async fn refresh_volumes(
             }
         }
     }
-}
-
-/// `/etc/hosts` of the pod: itself, and the API server's service name at the bridge address.
-fn write_hosts(
-    k: &Kubelet,
-    pod: &Pod,
-    pod_dir: &std::path::Path,
-    pod_ip: &str,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(pod_dir)?;
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let spec = pod.spec.as_ref();
-    let hostname = spec
-        .and_then(|s| s.hostname.clone())
-        .unwrap_or_else(|| name.clone());
-    let mut own = hostname.clone();
-    if let Some(sub) = spec.and_then(|s| s.subdomain.as_deref()) {
-        own =
-            format!("{hostname}.{sub}.{ns}.svc.cluster.local {hostname}.{sub}.{ns}.svc {hostname}");
-    }
-    let gw = k.net.gateway();
-    let text = format!(
-        "# Written by rc-process-kubelet for pod {ns}/{name}\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{pod_ip}\t{own}\n{gw}\tkubernetes kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local\n"
-    );
-    std::fs::write(pod_dir.join("etc-hosts"), text)?;
-    Ok(())
 }
 
 /// Reports the pod status with server-side apply (only the fields the kubelet owns), whenever

@@ -9,6 +9,7 @@
 mod api_proxy;
 mod controller;
 mod env;
+mod hosts;
 mod images;
 mod kubelet;
 mod net;
@@ -187,6 +188,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             backoff_max: Duration::from_secs(args.backoff_max_seconds.max(1)),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             api_proxy_port: args.api_proxy_port,
+            hosts: hosts::HostsTable::new(gateway),
         });
         let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
         controller::run(kubelet.clone(), shutdown.clone()).await;
