@@ -198,6 +198,9 @@ pub enum StreamState {
     Joined,
     /// A leaving node has handed every range to its next owners.
     Decommissioned,
+    /// Handing ranges over failed (a next owner stayed unreachable); `POST /admin/decommission`
+    /// retries.
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

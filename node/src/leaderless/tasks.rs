@@ -226,20 +226,38 @@ async fn join_watch(node: Arc<LeaderlessNode>) {
         let idle = node.lock().stream == StreamState::Idle;
         if idle && node.my_state() == Some(MemberState::Joining) {
             node.set_stream(StreamState::Streaming, 0);
-            let n = stream_in(&node).await;
-            tracing::info!(keys = n, "joined: streamed every range this node will own");
-            node.set_stream(StreamState::Joined, n as u64);
+            match stream_in(&node).await {
+                Some(n) => {
+                    tracing::info!(keys = n, "joined: streamed every range this node will own");
+                    node.set_stream(StreamState::Joined, n as u64);
+                }
+                None => {
+                    // Never claim `joined` with a range missing: go back to idle and retry.
+                    tracing::warn!("streaming in failed from a live member; retrying");
+                    node.set_stream(StreamState::Idle, 0);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
     }
 }
 
-async fn stream_in(node: &Arc<LeaderlessNode>) -> usize {
+/// Pull every key this node will own from each current member. `None` if a member that the
+/// failure detector reports alive could not be streamed from; members reported dead are
+/// skipped (their keys have other owners, and anti-entropy covers the rest).
+async fn stream_in(node: &Arc<LeaderlessNode>) -> Option<usize> {
     let mut total = 0;
     for m in others(node) {
         if m.state == MemberState::Joining {
             continue;
         }
+        let mut done = false;
         for attempt in 0..20u64 {
+            if !node.is_alive(&m.id) {
+                tracing::warn!(member = %m.id, "skipping a member reported down while streaming in");
+                done = true;
+                break;
+            }
             let r = node
                 .http
                 .post(format!("http://{}/internal/v1/stream", m.address))
@@ -251,13 +269,17 @@ async fn stream_in(node: &Arc<LeaderlessNode>) -> usize {
                 if let Ok(items) = resp.json::<Vec<(String, KeyState)>>().await {
                     total += items.len();
                     node.apply_local(items).await;
+                    done = true;
                     break;
                 }
             }
             tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
         }
+        if !done {
+            return None;
+        }
     }
-    total
+    Some(total)
 }
 
 /// `POST /admin/decommission` on a leaving node: push every local key to its future owners.
@@ -289,8 +311,8 @@ pub async fn decommission(node: Arc<LeaderlessNode>) {
             }
         }
         if !ok {
-            tracing::error!(member = %m.id, "decommission could not hand data to a next owner; staying in streaming state");
-            node.set_stream(StreamState::Streaming, sent);
+            tracing::error!(member = %m.id, "decommission could not hand data to a next owner; POST /admin/decommission retries");
+            node.set_stream(StreamState::Failed, sent);
             return;
         }
         sent += items.len() as u64;
