@@ -6,150 +6,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Nodes, TOKEN};
 use rc_api::{EpochRequest, NodeStatus, Role};
 use rc_operator::failover::execute::{drive, refresh, Report};
 use rc_operator::failover::{Action, Member, PodState, View};
 use rc_operator::node_client::{HttpNodeAdmin, NodeAdmin};
-use serde_json::json;
 
-const TOKEN: &str = "operator-test-token-0123456789";
 const DELAY: Duration = Duration::from_secs(1);
-
-fn rc_node_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("RC_NODE_BIN") {
-        return PathBuf::from(path);
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/rc-node
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("rc-node");
-    assert!(
-        path.exists(),
-        "{} not found: build it first with `cargo build -p rc-node` (same CARGO_TARGET_DIR) or set RC_NODE_BIN",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Three rc-node processes named like a StatefulSet's pods, killed by PID on drop.
-struct Nodes {
-    dir: PathBuf,
-    ports: Vec<u16>,
-    children: Vec<Option<Child>>,
-    http: reqwest::Client,
-}
+/// Single-leader nodes; a leader fences itself 500 ms after it stops hearing a majority.
+const SINGLE_LEADER: &[&str] = &["--fence-timeout-ms", "500"];
 
 impl Nodes {
-    fn start(n: usize) -> Nodes {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "rc-operator-failover-{}-{stamp}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
-        let mut nodes = Nodes {
-            dir,
-            ports: (0..n).map(|_| free_port()).collect(),
-            children: (0..n).map(|_| None).collect(),
-            http,
-        };
-        for i in 0..n {
-            nodes.spawn(i);
-        }
-        nodes
-    }
-
-    /// Starts node `i` on its port and data directory (again, after a kill).
-    fn spawn(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("orders-{i}.log")))
-            .unwrap();
-        let child = Command::new(rc_node_binary())
-            .args(["--node-id", &format!("orders-{i}")])
-            .args(["--listen", &self.addr(i)])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("orders-{i}")))
-            .args(["--admin-token", TOKEN, "--fence-timeout-ms", "500"])
-            .args(["--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[i] = Some(child);
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.ports[i])
-    }
-
-    fn logs(&self) -> String {
-        (0..self.ports.len())
-            .map(|i| {
-                let log = std::fs::read_to_string(self.dir.join(format!("orders-{i}.log")));
-                format!("---- orders-{i} ----\n{}", log.unwrap_or_default())
-            })
-            .collect()
-    }
-
-    async fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for i in 0..self.ports.len() {
-            loop {
-                let url = format!("http://{}/healthz", self.addr(i));
-                if self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "orders-{i} did not start\n{}",
-                    self.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-
-    /// SIGKILL, like a node lost with its machine.
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     /// What the operator would see: every pod exists and is ready, each node at its address.
     fn view(&self) -> View {
         View {
-            members: (0..self.ports.len())
+            members: (0..self.count())
                 .map(|i| Member {
                     name: format!("orders-{i}"),
                     address: Some(self.addr(i)),
@@ -165,20 +40,6 @@ impl Nodes {
         }
     }
 
-    async fn put(&self, i: usize, key: &str, value: &str) -> u16 {
-        let url = format!("http://{}/v1/kv/{key}", self.addr(i));
-        match self
-            .http
-            .put(url)
-            .json(&json!({ "value": value }))
-            .send()
-            .await
-        {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        }
-    }
-
     /// A linearizable read, retried while the leader is not ready to serve it yet.
     async fn read(&self, i: usize, key: &str) -> Option<String> {
         let url = format!(
@@ -187,7 +48,7 @@ impl Nodes {
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(&url).send().await {
+            if let Ok(r) = self.http().get(&url).send().await {
                 match r.status().as_u16() {
                     200 => {
                         let body: serde_json::Value = r.json().await.unwrap();
@@ -206,15 +67,6 @@ impl Nodes {
     }
 }
 
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill9(i);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn now_ms() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_millisecond()
 }
@@ -230,7 +82,7 @@ async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor() {
-    let mut nodes = Nodes::start(3);
+    let mut nodes = Nodes::start("failover", 3, SINGLE_LEADER);
     nodes.wait_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
     let mut view = nodes.view();

@@ -8,143 +8,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Nodes, TOKEN};
 use rc_api::{MemberState, NodeStatus, Ring};
 use rc_operator::membership::execute::{drive, refresh, Report};
 use rc_operator::membership::{Pod, View};
 use rc_operator::node_client::{HttpNodeAdmin, NodeAdmin};
-use serde_json::json;
 
-const TOKEN: &str = "operator-test-token-0123456789";
-
-fn rc_node_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("RC_NODE_BIN") {
-        return PathBuf::from(path);
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/rc-node
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("rc-node");
-    assert!(
-        path.exists(),
-        "{} not found: build it first with `cargo build -p rc-node` (same CARGO_TARGET_DIR) or set RC_NODE_BIN",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Leaderless rc-node processes named like a StatefulSet's pods, killed by PID on drop.
-struct Nodes {
-    dir: PathBuf,
-    ports: Vec<u16>,
-    children: Vec<Option<Child>>,
-    http: reqwest::Client,
-}
+/// Leaderless nodes: N = 3, W = 2, R = 2.
+const LEADERLESS: &[&str] = &[
+    "--mode",
+    "leaderless",
+    "--replication-factor",
+    "3",
+    "--write-quorum",
+    "2",
+    "--read-quorum",
+    "2",
+];
 
 impl Nodes {
-    fn start(n: usize) -> Nodes {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "rc-operator-membership-{}-{stamp}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
-        let mut nodes = Nodes {
-            dir,
-            ports: (0..n).map(|_| free_port()).collect(),
-            children: (0..n).map(|_| None).collect(),
-            http,
-        };
-        for i in 0..n {
-            nodes.spawn(i);
-        }
-        nodes
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("orders-{i}.log")))
-            .unwrap();
-        let child = Command::new(rc_node_binary())
-            .args(["--mode", "leaderless", "--node-id", &format!("orders-{i}")])
-            .args(["--listen", &self.addr(i)])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("orders-{i}")))
-            .args(["--admin-token", TOKEN])
-            .args(["--replication-factor", "3", "--write-quorum", "2"])
-            .args(["--read-quorum", "2", "--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[i] = Some(child);
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.ports[i])
-    }
-
-    fn logs(&self) -> String {
-        (0..self.ports.len())
-            .map(|i| {
-                let log = std::fs::read_to_string(self.dir.join(format!("orders-{i}.log")));
-                format!("---- orders-{i} ----\n{}", log.unwrap_or_default())
-            })
-            .collect()
-    }
-
-    async fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for i in 0..self.ports.len() {
-            loop {
-                let url = format!("http://{}/healthz", self.addr(i));
-                if self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "orders-{i} did not start\n{}",
-                    self.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     /// What the operator would see with `spec.replicas = desired` and pods `0..pods`.
     fn view(&self, desired: usize, pods: usize, recorded: Option<Ring>) -> View {
         View {
@@ -161,32 +47,14 @@ impl Nodes {
         }
     }
 
-    async fn put(&self, i: usize, key: &str, value: &str) -> u16 {
-        let url = format!("http://{}/v1/kv/{key}", self.addr(i));
-        let body = json!({ "value": value });
-        match self.http.put(url).json(&body).send().await {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        }
-    }
-
     async fn get(&self, i: usize, key: &str) -> Option<String> {
         let url = format!("http://{}/v1/kv/{key}", self.addr(i));
-        let r = self.http.get(url).send().await.ok()?;
+        let r = self.http().get(url).send().await.ok()?;
         if !r.status().is_success() {
             return None;
         }
         let body: serde_json::Value = r.json().await.ok()?;
         body["value"].as_str().map(str::to_owned)
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill9(i);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -229,7 +97,7 @@ async fn settle(nodes: &Nodes, admin: &HttpNodeAdmin, view: &mut View) -> (Repor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_then_scale_out_and_back_in_keeps_every_acknowledged_write() {
     // Four processes: orders-3 stands for the pod the StatefulSet adds on scale-up.
-    let mut nodes = Nodes::start(4);
+    let mut nodes = Nodes::start("membership", 4, LEADERLESS);
     nodes.wait_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(2000)).unwrap();
     let normal = |n: usize| -> Vec<(String, MemberState)> {
