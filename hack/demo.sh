@@ -39,21 +39,25 @@ stack_log "kubectl apply -f manifests/examples/"
 kubectl apply -f manifests/examples/ | sed 's/^/  /'
 t_apply=$(stack_now)
 
+# Ready: Available (a quorum serves; a leader in SingleLeader mode) and not Degraded.
+conditions() {
+  kubectl get replicatedcluster "$1" -o jsonpath='{.status.conditions[?(@.type=="Available")].status}/{.status.conditions[?(@.type=="Degraded")].status}'
+}
+cluster_ready() { [ "$(conditions "$1")" = True/False ]; }
 not_ready=()
 for rc in orders sessions; do
-  left=$((READY_TIMEOUT - ${SECONDS_WAITED:-0}))
-  if kubectl wait --for=condition=Available "replicatedcluster/$rc" --timeout="$((left > 1 ? left : 1))s" >/dev/null 2>&1; then
-    stack_log "$rc is Available after $(stack_since "$t_apply") s"
+  waited=$(awk -v a="$t_apply" -v b="$(stack_now)" 'BEGIN { printf "%d", b - a }')
+  if stack_wait "$rc Ready" $((READY_TIMEOUT > waited ? READY_TIMEOUT - waited : 1)) cluster_ready "$rc"; then
+    stack_log "$rc is Ready (Available, not Degraded) after $(stack_since "$t_apply") s"
   else
     not_ready+=("$rc")
-    stack_log "WARNING: $rc is not Available after ${READY_TIMEOUT} s:"
+    stack_log "WARNING: $rc is not Ready after ${READY_TIMEOUT} s:"
     kubectl get replicatedcluster "$rc" \
       -o jsonpath='{range .status.conditions[*]}    {.type}={.status} ({.reason}): {.message}{"\n"}{end}'
   fi
-  SECONDS_WAITED=$(awk -v a="$t_apply" -v b="$(stack_now)" 'BEGIN { printf "%d", b - a }')
 done
 if ((${#not_ready[@]} == 0)); then
-  stack_log "both example clusters Available $(stack_since "$t_apply") s after kubectl apply ($(stack_since "$t_demo") s since make demo started)"
+  stack_log "both example clusters Ready $(stack_since "$t_apply") s after kubectl apply ($(stack_since "$t_demo") s since make demo started)"
 fi
 
 echo

@@ -177,7 +177,7 @@ EOF
     epoch=$(jp replicatedcluster/orders '{.status.epoch}')
     case "$leader" in orders-[012]) pass "status.leader = $leader" ;; *) fail "status.leader" "'$leader'" ;; esac
     if [ "${epoch:-0}" -ge 1 ] 2>/dev/null; then pass "status.epoch = $epoch (>= 1)"; else fail "status.epoch" "'$epoch'"; fi
-    expect "Degraded" "$(cond orders Degraded)" False
+    eventually "orders not Degraded" 30 bash -c "[ \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].status}')\" = False ]"
     check_printer_columns orders SingleLeader 3 3 Running
     if [ -n "$leader" ]; then
       expect "printer column Leader" "$(kubectl -n "$NS" get replicatedcluster orders --no-headers | awk '{print $5}')" "$leader"
@@ -185,9 +185,25 @@ EOF
       lip=$(pod_ip "$leader")
       eventually "Service orders-leader's EndpointSlice holds only the leader ($lip)" 30 \
         bash -c "[ \"\$(kubectl -n $NS get endpointslices -l kubernetes.io/service-name=orders-leader -o jsonpath='{.items[*].endpoints[*].addresses[*]}')\" = '$lip' ]"
+      # Replication reaches every follower, not just a quorum (a follower the leader cannot
+      # reach would otherwise go unnoticed: Quorum writes still succeed).
+      token=$(jp secret/orders-admin '{.data.token}' | base64 -d)
+      admin_index() {
+        curl -fsS --max-time 5 -H "Authorization: Bearer $token" "http://$1:7400/admin/status" |
+          sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+      }
+      all_applied() {
+        local c p
+        c=$(admin_index "$lip" commit_index)
+        [ -n "$c" ] || return 1
+        for p in orders-0 orders-1 orders-2; do
+          [ "$(admin_index "$(pod_ip "$p")" applied_index)" = "$c" ] || return 1
+        done
+      }
       if kv_put "$lip" e2e-key hello; then pass "PUT e2e-key on the leader"; else fail "PUT e2e-key on the leader" "$(kv_error "$lip" e2e-key)"; fi
       expect "GET e2e-key (linearizable) from the leader" "$(kv_get "$lip" e2e-key)" hello
       follower=$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o name | sed 's|pod/||' | grep -vx "$leader" | head -n1)
+      eventually "every node applied the leader's log up to its commit index" 20 all_applied
       eventually "stale read of e2e-key from follower $follower" 15 kv_get_is "$(pod_ip "$follower")" e2e-key hello consistency=stale
       # A follower answers writes with 307 to the leader's stable DNS name, which resolves only in
       # a cluster with DNS; curl --resolve stands in for it, so the whole redirect path is tested.
