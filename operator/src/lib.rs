@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod executor;
 pub mod failover;
 pub mod http;
 pub mod membership;

@@ -3,6 +3,7 @@
 //! progress. Kubernetes writes (pod labels, status, Events) are left to the caller, which gets
 //! them in the [`Report`]; so this runs against real nodes without a Kubernetes API.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -10,6 +11,8 @@ use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest};
 use tracing::{info, warn};
 
 use super::{after_fence, decide, Action, Blocked, Decision, FenceFailure, View};
+pub use crate::executor::Note;
+use crate::executor::{self, Steps};
 use crate::node_client::NodeAdmin;
 
 /// Most steps in one pass: fence, promote, follow, relabel, plus slack for a re-promote.
@@ -21,14 +24,6 @@ pub mod reason {
     pub const LEADER_PROMOTED: &str = "LeaderPromoted";
     pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
     pub const FOLLOWERS_UPDATED: &str = "FollowersUpdated";
-}
-
-/// Something worth an Event on the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    pub reason: &'static str,
-    pub warning: bool,
-    pub message: String,
 }
 
 /// A leader elected in this pass.
@@ -61,150 +56,187 @@ pub async fn drive(
     view: &mut View,
     now_ms: &(dyn Fn() -> i64 + Sync),
 ) -> Report {
-    let mut notes = Vec::new();
-    let mut promoted = None;
-    let mut last_action = None;
-    let mut pending_from = None;
-    for _ in 0..MAX_STEPS {
-        let decision = decide(view, now_ms());
-        view.no_leader_since_ms = decision.no_leader_since_ms;
-        view.known_epoch = view.known_epoch.max(decision.epoch);
-        let action = decision.action.clone();
-        if last_action.as_ref() == Some(&action) {
-            // The same step again: the nodes refused or did not change. Stop and retry later.
-            warn!(?action, "failover step made no progress");
-            return Report {
-                decision,
-                notes,
-                promoted,
-            };
+    let mut pass = Pass {
+        nodes,
+        token,
+        view,
+        now_ms,
+        notes: Vec::new(),
+        promoted: None,
+        pending_from: None,
+    };
+    let decision = match executor::run(&mut pass, MAX_STEPS).await {
+        Some(decision) => decision,
+        None => decide(pass.view, now_ms()),
+    };
+    Report {
+        decision,
+        notes: pass.notes,
+        promoted: pass.promoted,
+    }
+}
+
+/// One pass against the nodes, and what it did so far for the [`Report`].
+struct Pass<'a> {
+    nodes: &'a dyn NodeAdmin,
+    token: &'a str,
+    view: &'a mut View,
+    now_ms: &'a (dyn Fn() -> i64 + Sync),
+    notes: Vec<Note>,
+    promoted: Option<Promotion>,
+    /// The lost leader of a failover whose new leader is not promoted yet.
+    pending_from: Option<String>,
+}
+
+impl Steps for Pass<'_> {
+    type Action = Action;
+    type Decision = Decision;
+    const NAME: &'static str = "failover";
+
+    /// Also carries the "no leader since" time and the newest epoch into the view, for the
+    /// decisions after this one.
+    fn decide(&mut self) -> Decision {
+        let decision = decide(self.view, (self.now_ms)());
+        self.view.no_leader_since_ms = decision.no_leader_since_ms;
+        self.view.known_epoch = self.view.known_epoch.max(decision.epoch);
+        decision
+    }
+
+    /// Relabelling is the caller's (a Kubernetes write).
+    fn action(decision: &Decision) -> Option<&Action> {
+        match &decision.action {
+            Action::Nothing | Action::Relabel { .. } => None,
+            action => Some(action),
         }
-        let promote = match &action {
-            Action::Nothing | Action::Relabel { .. } => {
-                return Report {
-                    decision,
-                    notes,
-                    promoted,
-                }
-            }
+    }
+
+    async fn act(&mut self, action: &Action) -> ControlFlow<Decision> {
+        match action {
+            Action::Nothing | Action::Relabel { .. } => {}
             Action::Bootstrap { new_epoch, fence }
             | Action::Failover {
                 new_epoch, fence, ..
             } => {
-                let from = match &action {
+                let from = match action {
                     Action::Failover { from, .. } => from.clone(),
                     _ => None,
                 };
-                notes.push(started_note(&action, &from, *new_epoch));
-                let answers = fence_all(nodes, token, fence, *new_epoch).await;
-                match after_fence(view, *new_epoch, &answers) {
+                self.notes.push(started_note(action, &from, *new_epoch));
+                let answers = fence_all(self.nodes, self.token, fence, *new_epoch).await;
+                match after_fence(self.view, *new_epoch, &answers) {
                     Ok(promote) => {
-                        pending_from = from;
-                        Some(promote)
+                        self.pending_from = from;
+                        self.promote(&promote).await;
                     }
-                    Err(failure) => {
-                        let (message, warning) = match failure {
-                            FenceFailure::Minority(m) => (m, true),
-                            FenceFailure::Superseded(m) => (m, false),
-                        };
-                        warn!(%message, "failover blocked");
-                        notes.push(Note {
-                            reason: reason::FAILOVER_BLOCKED,
-                            warning,
-                            message: message.clone(),
-                        });
-                        refresh(nodes, token, view).await;
-                        let decision = Decision {
-                            failing_over: true,
-                            blocked: Some(Blocked {
-                                reason: message,
-                                warn: warning,
-                            }),
-                            recheck: Some(Duration::from_secs(1)),
-                            ..decide(view, now_ms())
-                        };
-                        return Report {
-                            decision,
-                            notes,
-                            promoted,
-                        };
-                    }
+                    Err(failure) => return ControlFlow::Break(self.blocked(failure).await),
                 }
             }
-            Action::Promote { .. } => Some(action.clone()),
+            Action::Promote { .. } => self.promote(action).await,
             Action::Follow {
                 members,
                 epoch,
                 leader,
-            } => {
-                follow_all(nodes, token, members, *epoch, leader).await;
-                None
-            }
-        };
-        if let Some(Action::Promote {
+            } => follow_all(self.nodes, self.token, members, *epoch, leader).await,
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn refresh(&mut self) {
+        refresh(self.nodes, self.token, self.view).await;
+    }
+}
+
+impl Pass<'_> {
+    /// `POST /admin/promote` for an [`Action::Promote`]: a new leader (a [`Promotion`]) or the
+    /// current one with a new follower list.
+    async fn promote(&mut self, action: &Action) {
+        let Action::Promote {
             candidate,
             epoch,
             followers,
             elected,
-        }) = promote
+        } = action
+        else {
+            return;
+        };
+        let epoch = *epoch;
+        let request = PromoteRequest {
+            epoch,
+            followers: followers.clone(),
+        };
+        match self
+            .nodes
+            .promote(&candidate.address, self.token, request)
+            .await
         {
-            let request = PromoteRequest {
-                epoch,
-                followers: followers.clone(),
-            };
-            match nodes.promote(&candidate.address, token, request).await {
-                Ok(()) if elected => {
-                    let at_ms = now_ms();
-                    let since = view.no_leader_since_ms.unwrap_or(at_ms);
-                    info!(leader = %candidate.id, epoch, "promoted");
-                    let from = pending_from.take();
-                    notes.push(Note {
-                        reason: reason::LEADER_PROMOTED,
-                        warning: false,
-                        message: format!(
-                            "{} leads epoch {epoch}{}, {} ms without a leader",
-                            candidate.id,
-                            from.as_ref()
-                                .map(|f| format!(" (was {f})"))
-                                .unwrap_or_default(),
-                            at_ms.saturating_sub(since)
-                        ),
-                    });
-                    promoted = Some(Promotion {
-                        to: candidate.id.clone(),
-                        from,
-                        epoch,
-                        at_ms,
-                        no_leader_since_ms: since,
-                    });
-                }
-                Ok(()) => notes.push(Note {
-                    reason: reason::FOLLOWERS_UPDATED,
+            Ok(()) if *elected => {
+                let at_ms = (self.now_ms)();
+                let since = self.view.no_leader_since_ms.unwrap_or(at_ms);
+                info!(leader = %candidate.id, epoch, "promoted");
+                let from = self.pending_from.take();
+                self.notes.push(Note {
+                    reason: reason::LEADER_PROMOTED,
                     warning: false,
                     message: format!(
-                        "{} replicates to {}",
+                        "{} leads epoch {epoch}{}, {} ms without a leader",
                         candidate.id,
-                        names(&followers).join(", ")
+                        from.as_ref()
+                            .map(|f| format!(" (was {f})"))
+                            .unwrap_or_default(),
+                        at_ms.saturating_sub(since)
                     ),
-                }),
-                Err(e) => {
-                    warn!(error = %e, leader = %candidate.id, epoch, "promote failed");
-                    notes.push(Note {
-                        reason: reason::FAILOVER_BLOCKED,
-                        warning: true,
-                        message: format!("promoting {} in epoch {epoch}: {e}", candidate.id),
-                    });
-                }
+                });
+                self.promoted = Some(Promotion {
+                    to: candidate.id.clone(),
+                    from,
+                    epoch,
+                    at_ms,
+                    no_leader_since_ms: since,
+                });
+            }
+            Ok(()) => self.notes.push(Note {
+                reason: reason::FOLLOWERS_UPDATED,
+                warning: false,
+                message: format!(
+                    "{} replicates to {}",
+                    candidate.id,
+                    names(followers).join(", ")
+                ),
+            }),
+            Err(e) => {
+                warn!(error = %e, leader = %candidate.id, epoch, "promote failed");
+                self.notes.push(Note {
+                    reason: reason::FAILOVER_BLOCKED,
+                    warning: true,
+                    message: format!("promoting {} in epoch {epoch}: {e}", candidate.id),
+                });
             }
         }
-        last_action = Some(action);
-        refresh(nodes, token, view).await;
     }
-    let decision = decide(view, now_ms());
-    Report {
-        decision,
-        notes,
-        promoted,
+
+    /// A fence that reached too few members, or was overtaken: says so, re-reads the nodes
+    /// and returns the decision the pass ends with.
+    async fn blocked(&mut self, failure: FenceFailure) -> Decision {
+        let (message, warning) = match failure {
+            FenceFailure::Minority(m) => (m, true),
+            FenceFailure::Superseded(m) => (m, false),
+        };
+        warn!(%message, "failover blocked");
+        self.notes.push(Note {
+            reason: reason::FAILOVER_BLOCKED,
+            warning,
+            message: message.clone(),
+        });
+        refresh(self.nodes, self.token, self.view).await;
+        Decision {
+            failing_over: true,
+            blocked: Some(Blocked {
+                reason: message,
+                warn: warning,
+            }),
+            recheck: Some(Duration::from_secs(1)),
+            ..decide(self.view, (self.now_ms)())
+        }
     }
 }
 

@@ -3,11 +3,15 @@
 //! progress. Kubernetes writes (status, Events) are left to the caller, which gets them in the
 //! [`Report`]; so this runs against real nodes without a Kubernetes API.
 
+use std::ops::ControlFlow;
+
 use futures::future::join_all;
 use rc_api::{Peer, Ring};
 use tracing::{info, warn};
 
 use super::{decide, newest_ring, Action, Change, Decision, View};
+pub use crate::executor::Note;
+use crate::executor::{self, Steps};
 use crate::node_client::NodeAdmin;
 
 /// Most steps in one pass: e.g. resend, address update, mark joined, decommission, plus slack.
@@ -24,14 +28,6 @@ pub mod reason {
     pub const RING_UPDATE_FAILED: &str = "RingUpdateFailed";
 }
 
-/// Something worth an Event on the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    pub reason: &'static str,
-    pub warning: bool,
-    pub message: String,
-}
-
 /// What one pass did and what is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -45,33 +41,17 @@ pub struct Report {
 /// Runs decide -> act -> re-read until done. `view.pods[..].node` is refreshed after every step,
 /// and `view.recorded` holds the last ring a node accepted.
 pub async fn drive(nodes: &dyn NodeAdmin, token: &str, view: &mut View) -> Report {
-    let mut notes = Vec::new();
-    let mut last_action = None;
-    let mut decision = decide(view);
-    for _ in 0..MAX_STEPS {
-        let action = decision.action.clone();
-        if action == Action::Nothing || last_action.as_ref() == Some(&action) {
-            if action != Action::Nothing {
-                // The same step again: the nodes refused or did not change. Retry later.
-                warn!(?action, "membership step made no progress");
-            }
-            break;
-        }
-        match &action {
-            Action::Nothing => {}
-            Action::Push {
-                ring,
-                targets,
-                change,
-            } => push(nodes, token, view, ring, targets, change, &mut notes).await,
-            Action::Decommission { members } => {
-                decommission(nodes, token, members, &mut notes).await;
-            }
-        }
-        last_action = Some(action);
-        refresh(nodes, token, view).await;
-        decision = decide(view);
-    }
+    let mut pass = Pass {
+        nodes,
+        token,
+        view,
+        notes: Vec::new(),
+    };
+    let decision = match executor::run(&mut pass, MAX_STEPS).await {
+        Some(decision) => decision,
+        None => decide(pass.view),
+    };
+    let notes = pass.notes;
     let ring = newest_ring(
         view.recorded.as_ref(),
         view.pods.iter().filter_map(|p| p.node.as_ref().ok()),
@@ -83,57 +63,119 @@ pub async fn drive(nodes: &dyn NodeAdmin, token: &str, view: &mut View) -> Repor
     }
 }
 
-async fn push(
-    nodes: &dyn NodeAdmin,
-    token: &str,
-    view: &mut View,
-    ring: &Ring,
-    targets: &[Peer],
-    change: &Change,
-    notes: &mut Vec<Note>,
-) {
-    let calls = targets.iter().map(|p| async move {
-        let result = nodes.ring(&p.address, token, ring).await;
-        (p, result)
-    });
-    let mut accepted = 0;
-    let mut failures = Vec::new();
-    for (peer, result) in join_all(calls).await {
-        match result {
-            Ok(()) => accepted += 1,
-            Err(e) => {
-                warn!(member = %peer.id, version = ring.version, error = %e, "ring push failed");
-                failures.push(format!("{}: {e}", peer.id));
+/// One pass against the nodes, and the notes it collected so far.
+struct Pass<'a> {
+    nodes: &'a dyn NodeAdmin,
+    token: &'a str,
+    view: &'a mut View,
+    notes: Vec<Note>,
+}
+
+impl Steps for Pass<'_> {
+    type Action = Action;
+    type Decision = Decision;
+    const NAME: &'static str = "membership";
+
+    fn decide(&mut self) -> Decision {
+        decide(self.view)
+    }
+
+    fn action(decision: &Decision) -> Option<&Action> {
+        Some(&decision.action).filter(|a| **a != Action::Nothing)
+    }
+
+    async fn act(&mut self, action: &Action) -> ControlFlow<Decision> {
+        match action {
+            Action::Nothing => {}
+            Action::Push {
+                ring,
+                targets,
+                change,
+            } => self.push(ring, targets, change).await,
+            Action::Decommission { members } => self.decommission(members).await,
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn refresh(&mut self) {
+        refresh(self.nodes, self.token, self.view).await;
+    }
+}
+
+impl Pass<'_> {
+    /// Sends `ring` to `targets`; once one node holds it, it is the ring from here on.
+    async fn push(&mut self, ring: &Ring, targets: &[Peer], change: &Change) {
+        let (nodes, token) = (self.nodes, self.token);
+        let calls = targets.iter().map(|p| async move {
+            let result = nodes.ring(&p.address, token, ring).await;
+            (p, result)
+        });
+        let mut accepted = 0;
+        let mut failures = Vec::new();
+        for (peer, result) in join_all(calls).await {
+            match result {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    let version = ring.version;
+                    warn!(member = %peer.id, version, error = %e, "ring push failed");
+                    failures.push(format!("{}: {e}", peer.id));
+                }
             }
         }
+        if accepted == 0 {
+            self.notes.push(Note {
+                reason: reason::RING_UPDATE_FAILED,
+                warning: true,
+                message: format!(
+                    "no node accepted ring v{}: {}",
+                    ring.version,
+                    failures.join("; ")
+                ),
+            });
+            return;
+        }
+        // A node holds it durably now and passes it on by gossip: this is the ring from here on.
+        info!(version = ring.version, ?change, accepted, "ring installed");
+        self.view.recorded = Some(ring.clone());
+        if let Some(note) = change_note(ring, change) {
+            self.notes.push(note);
+        }
+        if let Change::Moved(moved) = change {
+            // A pod back at a new address may have lost its disk: refill it now rather than at
+            // the next periodic anti-entropy round. Best effort.
+            let calls = moved.iter().map(|p| async move {
+                if let Err(e) = nodes.repair(&p.address, token).await {
+                    warn!(member = %p.id, error = %e, "repair after a move failed");
+                }
+            });
+            join_all(calls).await;
+        }
     }
-    if accepted == 0 {
-        notes.push(Note {
-            reason: reason::RING_UPDATE_FAILED,
-            warning: true,
-            message: format!(
-                "no node accepted ring v{}: {}",
-                ring.version,
-                failures.join("; ")
-            ),
+
+    /// `POST /admin/decommission` to each of `members`.
+    async fn decommission(&mut self, members: &[Peer]) {
+        let (nodes, token) = (self.nodes, self.token);
+        let calls = members.iter().map(|p| async move {
+            let result = nodes.decommission(&p.address, token).await;
+            (p, result)
         });
-        return;
-    }
-    // A node holds it durably now and passes it on by gossip: this is the ring from here on.
-    info!(version = ring.version, ?change, accepted, "ring installed");
-    view.recorded = Some(ring.clone());
-    if let Some(note) = change_note(ring, change) {
-        notes.push(note);
-    }
-    if let Change::Moved(moved) = change {
-        // A pod back at a new address may have lost its disk: refill it now rather than at
-        // the next periodic anti-entropy round. Best effort.
-        let calls = moved.iter().map(|p| async move {
-            if let Err(e) = nodes.repair(&p.address, token).await {
-                warn!(member = %p.id, error = %e, "repair after a move failed");
+        let mut started = Vec::new();
+        for (peer, result) in join_all(calls).await {
+            match result {
+                Ok(()) => started.push(peer.id.clone()),
+                Err(e) => warn!(member = %peer.id, error = %e, "decommission failed"),
             }
-        });
-        join_all(calls).await;
+        }
+        if !started.is_empty() {
+            self.notes.push(Note {
+                reason: reason::DECOMMISSION_STARTED,
+                warning: false,
+                message: format!(
+                    "{} handing their data to the next owners",
+                    started.join(", ")
+                ),
+            });
+        }
     }
 }
 
@@ -191,30 +233,6 @@ fn change_note(ring: &Ring, change: &Change) -> Option<Note> {
         warning: false,
         message,
     })
-}
-
-async fn decommission(nodes: &dyn NodeAdmin, token: &str, members: &[Peer], notes: &mut Vec<Note>) {
-    let calls = members.iter().map(|p| async move {
-        let result = nodes.decommission(&p.address, token).await;
-        (p, result)
-    });
-    let mut started = Vec::new();
-    for (peer, result) in join_all(calls).await {
-        match result {
-            Ok(()) => started.push(peer.id.clone()),
-            Err(e) => warn!(member = %peer.id, error = %e, "decommission failed"),
-        }
-    }
-    if !started.is_empty() {
-        notes.push(Note {
-            reason: reason::DECOMMISSION_STARTED,
-            warning: false,
-            message: format!(
-                "{} handing their data to the next owners",
-                started.join(", ")
-            ),
-        });
-    }
 }
 
 /// Re-reads every addressable pod's status.
