@@ -226,15 +226,7 @@ async fn relabel(
 
 async fn publish(ctx: &Context, cluster: &ReplicatedCluster, report: &Report) {
     let reference = cluster.object_ref(&());
-    for note in &report.notes {
-        let type_ = if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.publish(&reference, type_, note.reason, note.message.clone())
-            .await;
-    }
+    ctx.publish_notes(&reference, &report.notes).await;
     // A decision that waits (no corroboration, no majority) says why, unless a note already did.
     if let Some(blocked) = &report.decision.blocked {
         let said = report.notes.iter().any(|n| n.message == blocked.reason);

@@ -55,6 +55,7 @@ use observe::NodeAddressing;
 use validate::{SpecError, CLUSTER_LABEL};
 
 use crate::crd::{Phase, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::executor::Note;
 use crate::metrics::Metrics;
 use crate::node_client::NodeAdmin;
 
@@ -126,6 +127,19 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&event, reference).await {
             warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// One Event per note of an executor pass, in order: Warning or Normal as the note says.
+    async fn publish_notes(&self, reference: &ObjectReference, notes: &[Note]) {
+        for note in notes {
+            let type_ = if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            self.publish(reference, type_, note.reason, note.message.clone())
+                .await;
         }
     }
 }

@@ -135,15 +135,7 @@ pub fn build_view(
 
 async fn publish(ctx: &Context, cluster: &ReplicatedCluster, report: &Report) {
     let reference = cluster.object_ref(&());
-    for note in &report.notes {
-        let type_ = if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.publish(&reference, type_, note.reason, note.message.clone())
-            .await;
-    }
+    ctx.publish_notes(&reference, &report.notes).await;
     if let Some(wait) = report.decision.wait.as_ref().filter(|w| w.warn) {
         let reason = if wait.scale_down {
             event::SCALE_DOWN_BLOCKED
