@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest, Ring};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -129,19 +130,32 @@ impl HttpNodeAdmin {
         }
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(
+    /// An authenticated admin request to `path` on the node at `address`.
+    fn request(
         &self,
+        method: Method,
+        address: &str,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{address}{path}"))
+            .bearer_auth(token)
+    }
+
+    /// A call whose answer only has to be a success: a JSON body, if any, is read and dropped.
+    async fn command<B: Serialize>(
+        &self,
+        method: Method,
         address: &str,
         path: &str,
         token: &str,
         body: &B,
-    ) -> Result<Option<T>, NodeError> {
-        let request = self
-            .http
-            .post(format!("http://{address}{path}"))
-            .bearer_auth(token)
-            .json(body);
-        self.send(request, address).await
+    ) -> Result<(), NodeError> {
+        let request = self.request(method, address, path, token).json(body);
+        self.send::<serde_json::Value>(request, address)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -160,10 +174,7 @@ impl NodeAdmin for HttpNodeAdmin {
         token: &'a str,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move {
-            let request = self
-                .http
-                .get(format!("http://{address}{}", paths::STATUS))
-                .bearer_auth(token);
+            let request = self.request(Method::GET, address, paths::STATUS, token);
             required(self.send(request, address).await?, address)
         })
     }
@@ -175,10 +186,10 @@ impl NodeAdmin for HttpNodeAdmin {
         request: EpochRequest,
     ) -> BoxFuture<'a, Result<EpochResponse, NodeError>> {
         Box::pin(async move {
-            required(
-                self.post(address, paths::EPOCH, token, &request).await?,
-                address,
-            )
+            let call = self
+                .request(Method::POST, address, paths::EPOCH, token)
+                .json(&request);
+            required(self.send(call, address).await?, address)
         })
     }
 
@@ -189,9 +200,8 @@ impl NodeAdmin for HttpNodeAdmin {
         request: PromoteRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
-            self.post::<_, serde_json::Value>(address, paths::PROMOTE, token, &request)
+            self.command(Method::POST, address, paths::PROMOTE, token, &request)
                 .await
-                .map(|_| ())
         })
     }
 
@@ -202,9 +212,8 @@ impl NodeAdmin for HttpNodeAdmin {
         request: FollowRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
-            self.post::<_, serde_json::Value>(address, paths::FOLLOW, token, &request)
+            self.command(Method::POST, address, paths::FOLLOW, token, &request)
                 .await
-                .map(|_| ())
         })
     }
 
@@ -214,16 +223,7 @@ impl NodeAdmin for HttpNodeAdmin {
         token: &'a str,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            let request = self
-                .http
-                .put(format!("http://{address}{}", paths::RING))
-                .bearer_auth(token)
-                .json(ring);
-            self.send::<serde_json::Value>(request, address)
-                .await
-                .map(|_| ())
-        })
+        Box::pin(self.command(Method::PUT, address, paths::RING, token, ring))
     }
 
     fn decommission<'a>(
@@ -231,11 +231,7 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.post::<_, serde_json::Value>(address, paths::DECOMMISSION, token, &())
-                .await
-                .map(|_| ())
-        })
+        Box::pin(self.command(Method::POST, address, paths::DECOMMISSION, token, &()))
     }
 
     fn repair<'a>(
@@ -243,10 +239,6 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.post::<_, serde_json::Value>(address, paths::REPAIR, token, &())
-                .await
-                .map(|_| ())
-        })
+        Box::pin(self.command(Method::POST, address, paths::REPAIR, token, &()))
     }
 }
