@@ -173,6 +173,22 @@ fn guard(cluster: ReplicatedCluster) -> Arc<DeserializeGuard<ReplicatedCluster>>
 
 const NS: &str = "/api/v1/namespaces/shop";
 
+/// Answers the observe step's reads for a cluster that has nothing yet, in the order they come:
+/// no admin Secret, no StatefulSet, no pods.
+async fn observe_nothing_yet(server: &mut ApiServer) {
+    let (_, send) = expect(server, Method::GET, &format!("{NS}/secrets/orders-admin")).await;
+    not_found(send);
+    let (_, send) = expect(
+        server,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
+    )
+    .await;
+    not_found(send);
+    let (_, send) = expect(server, Method::GET, &format!("{NS}/pods")).await;
+    empty_list(send, "PodList");
+}
+
 /// The API server's answer to a status apply: the object with the applied status.
 fn stored(status: &Value) -> Value {
     json!({
@@ -188,22 +204,7 @@ async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status()
     let (ctx, mut server) = context(FakeNodes::default());
     let reconciling = tokio::spawn(reconcile(guard(cluster(ClusterMode::SingleLeader)), ctx));
 
-    let (_, send) = expect(
-        &mut server,
-        Method::GET,
-        &format!("{NS}/secrets/orders-admin"),
-    )
-    .await;
-    not_found(send);
-    let (_, send) = expect(
-        &mut server,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
-    )
-    .await;
-    not_found(send);
-    let (_, send) = expect(&mut server, Method::GET, &format!("{NS}/pods")).await;
-    empty_list(send, "PodList");
+    observe_nothing_yet(&mut server).await;
 
     let (secret, send) = expect(&mut server, Method::POST, &format!("{NS}/secrets")).await;
     let token = secret["stringData"]["token"].as_str().unwrap().to_owned();
@@ -308,22 +309,7 @@ async fn an_invalid_spec_is_reported_with_an_event_and_a_condition_and_nothing_i
     let mut invalid = cluster(ClusterMode::SingleLeader);
     invalid.spec.replicas = 0;
     let reconciling = tokio::spawn(reconcile(guard(invalid), ctx));
-    let (_, send) = expect(
-        &mut server,
-        Method::GET,
-        &format!("{NS}/secrets/orders-admin"),
-    )
-    .await;
-    not_found(send);
-    let (_, send) = expect(
-        &mut server,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
-    )
-    .await;
-    not_found(send);
-    let (_, send) = expect(&mut server, Method::GET, &format!("{NS}/pods")).await;
-    empty_list(send, "PodList");
+    observe_nothing_yet(&mut server).await;
     let (event, send) = expect(
         &mut server,
         Method::POST,
