@@ -83,31 +83,14 @@ mod tests {
             let _ = stopped.await;
         }));
         let http = reqwest::Client::new();
-        assert_eq!(
-            http.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
-            http.get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            503
-        );
+        let status = async |path: &str| {
+            let response = http.get(format!("{base}{path}")).send().await.unwrap();
+            response.status()
+        };
+        assert_eq!(status("/healthz").await, 200);
+        assert_eq!(status("/readyz").await, 503);
         ready.store(true, Ordering::Relaxed);
-        assert_eq!(
-            http.get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(status("/readyz").await, 200);
         let body = http
             .get(format!("{base}/metrics"))
             .send()
