@@ -9,12 +9,15 @@
 #   cel       invalid specs rejected by `kubectl apply` with each CEL rule's message
 #   restart   operator pod deleted: no node pod restarted, leader/epoch unchanged, Available
 #             throughout, writes keep succeeding, the new operator reconciles
-#   sessions  a Leaderless cluster: Available, owned objects, status, keys through any node
+#   failover  the leader pod is deleted: a new leader in a higher epoch, no acknowledged write lost,
+#             the old pod returns as a follower with the data
+#   sessions  a Leaderless cluster: Available, owned objects, status, keys through any node,
+#             scaled from 3 to 4 nodes with its data still readable
 #   cascade   deleting the clusters removes every owned object; PVCs are retained by design
 #
 # Every wait is bounded. Each check prints PASS or FAIL with the reason; the summary lists the
 # failures and the exit code is non-zero if any. E2E_ONLY="orders cel" runs a subset of the
-# sections after install (restart needs orders). STACK_KEEP=1 keeps $STACK_DIR (logs) afterwards.
+# sections after install (restart and failover need orders). STACK_KEEP=1 keeps $STACK_DIR (logs) afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=hack/lib/stack.sh
@@ -25,7 +28,7 @@ NS=e2e
 T0=$(stack_now)
 PASSED=()
 FAILED=()
-ONLY=" ${E2E_ONLY:-install orders cel restart sessions cascade} "
+ONLY=" ${E2E_ONLY:-install orders cel restart failover sessions cascade} "
 
 finish() {
   local rc=$?
@@ -39,6 +42,9 @@ finish() {
     echo "---- last lines of the process kubelet and operator logs ----"
     tail -n 15 "$STACK_DIR/logs/process-kubelet.log" 2>/dev/null || true
     tail -n 15 "$STACK_DIR"/kubelet/pods/rc-system_*/logs/operator.log 2>/dev/null || true
+  fi
+  if [ "${#FAILED[@]}" != 0 ]; then
+    STACK_KEEP=1 # logs for diagnosis; the next run removes them
   fi
   stack_down
   echo
@@ -71,14 +77,19 @@ cond() { jp "replicatedcluster/$1" "{.status.conditions[?(@.type==\"$2\")].statu
 cond_reason() { jp "replicatedcluster/$1" "{.status.conditions[?(@.type==\"$2\")].reason}: {.status.conditions[?(@.type==\"$2\")].message}"; }
 is_available() { [ "$(cond "$1" Available)" = True ]; }
 
-# wait_available NAME TIMEOUT: the cluster's Available condition turns True.
-wait_available() {
+# healthy NAME N: N nodes ready, Available, not Degraded.
+healthy() {
+  [ "$(jp "replicatedcluster/$1" '{.status.readyReplicas}/{.status.conditions[?(@.type=="Available")].status}/{.status.conditions[?(@.type=="Degraded")].status}')" = "$2/True/False" ]
+}
+
+# wait_ready NAME N TIMEOUT: the cluster becomes healthy (Available alone only means a quorum).
+wait_ready() {
   local t0
   t0=$(stack_now)
-  if stack_wait "$1 Available" "$2" is_available "$1"; then
-    pass "$1 Available after $(stack_since "$t0") s"
+  if stack_wait "$1 Ready" "$3" healthy "$1" "$2"; then
+    pass "$1 Ready ($2 nodes ready, Available, not Degraded) after $(stack_since "$t0") s"
   else
-    fail "$1 Available" "still $(cond "$1" Available) after $2 s ($(cond_reason "$1" Available))"
+    fail "$1 Ready" "after $3 s: $(jp "replicatedcluster/$1" '{.status.readyReplicas}') ready; Available $(cond "$1" Available) ($(cond_reason "$1" Available)); Degraded $(cond "$1" Degraded) ($(cond_reason "$1" Degraded))"
     return 1
   fi
 }
@@ -144,7 +155,7 @@ eventually "operator holds its leader-election Lease (chart RBAC: leases)" 30 \
   bash -c "[ \"\$(kubectl -n $STACK_OPERATOR_NS get lease -o jsonpath='{.items[*].spec.holderIdentity}')\" = '$op_pod' ]"
 
 # ---------------------------------------------------------------------------------------------
-if want orders || want restart; then
+if want orders || want restart || want failover; then
   section "orders: a SingleLeader cluster"
   kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: replicated.dev/v1alpha1
@@ -161,7 +172,7 @@ spec:
     replication: Quorum
     failoverDelaySeconds: 2
 EOF
-  if wait_available orders 120; then
+  if wait_ready orders 3 120; then
     for obj in statefulset/orders configmap/orders-config service/orders-peers service/orders-leader \
       service/orders-replicas poddisruptionbudget/orders secret/orders-admin; do
       check_owned "$obj" orders
@@ -177,7 +188,6 @@ EOF
     epoch=$(jp replicatedcluster/orders '{.status.epoch}')
     case "$leader" in orders-[012]) pass "status.leader = $leader" ;; *) fail "status.leader" "'$leader'" ;; esac
     if [ "${epoch:-0}" -ge 1 ] 2>/dev/null; then pass "status.epoch = $epoch (>= 1)"; else fail "status.epoch" "'$epoch'"; fi
-    eventually "orders not Degraded" 30 bash -c "[ \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].status}')\" = False ]"
     check_printer_columns orders SingleLeader 3 3 Running
     if [ -n "$leader" ]; then
       expect "printer column Leader" "$(kubectl -n "$NS" get replicatedcluster orders --no-headers | awk '{print $5}')" "$leader"
@@ -333,6 +343,42 @@ elif want restart; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+if want failover && [ -n "${leader:-}" ] && is_available orders; then
+  section "failover: the leader pod is deleted"
+  old_leader=$(jp replicatedcluster/orders '{.status.leader}')
+  old_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
+  kv_put "$(pod_ip "$old_leader")" before-failover acknowledged || fail "PUT before-failover" "$(kv_error "$(pod_ip "$old_leader")" before-failover)"
+  new_leader_elected() {
+    local l e
+    l=$(jp replicatedcluster/orders '{.status.leader}')
+    e=$(jp replicatedcluster/orders '{.status.epoch}')
+    # The re-created pod (same name, same volume) may win again: what must change is the epoch.
+    [ -n "$l" ] && [ "${e:-0}" -gt "$old_epoch" ] && is_available orders
+  }
+  t0=$(stack_now)
+  kubectl -n "$NS" delete pod "$old_leader" --wait=false >/dev/null
+  if stack_wait "a leader in a higher epoch" 60 new_leader_elected; then
+    new_leader=$(jp replicatedcluster/orders '{.status.leader}')
+    pass "leader $new_leader in epoch $(jp replicatedcluster/orders '{.status.epoch}') (was $old_leader in $old_epoch), $(stack_since "$t0") s after the delete"
+    nip=$(pod_ip "$new_leader")
+    eventually "acknowledged write before-failover readable from the new leader" 15 kv_get_is "$nip" before-failover acknowledged
+    if [ -n "${writes:-}" ]; then
+      expect "last write of the restart section on the new leader" "$(kv_get "$nip" "restart-$writes")" "v$writes"
+    fi
+    eventually "PUT on the new leader" 15 kv_put "$nip" after-failover yes
+    eventually "orders back to 3 ready nodes, Available, not Degraded" 120 healthy orders 3
+    old_back() { kv_get_is "$(pod_ip "$old_leader")" after-failover yes consistency=stale; }
+    eventually "re-created pod $old_leader has the write made after the failover" 60 old_back
+    leader=$new_leader
+  else
+    fail "failover" "no leader in a higher epoch within 60 s (leader '$(jp replicatedcluster/orders '{.status.leader}')', epoch '$(jp replicatedcluster/orders '{.status.epoch}')': $(cond_reason orders Available))"
+  fi
+elif want failover; then
+  section "failover"
+  fail "failover" "skipped: orders has no leader or is not Available"
+fi
+
+# ---------------------------------------------------------------------------------------------
 if want sessions; then
   section "sessions: a Leaderless cluster"
   kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
@@ -351,7 +397,7 @@ spec:
     writeQuorum: 2
     readQuorum: 2
 EOF
-  if wait_available sessions 120; then
+  if wait_ready sessions 3 120; then
     for obj in statefulset/sessions configmap/sessions-config service/sessions-peers service/sessions \
       poddisruptionbudget/sessions secret/sessions-admin; do
       check_owned "$obj" sessions
@@ -366,6 +412,17 @@ EOF
       eventually "GET e2e-cart through sessions-2 (another coordinator)" 10 kv_get_is "$ip2" e2e-cart apples
     else
       fail "PUT e2e-cart through sessions-0 within 20 s of Available" "$(kv_error "$ip0" e2e-cart)"
+    fi
+    kubectl -n "$NS" scale replicatedcluster sessions --replicas=4 >/dev/null
+    sessions_scaled() {
+      [ "$(jp replicatedcluster/sessions '{.status.readyReplicas}/{.status.phase}/{.status.conditions[?(@.type=="Degraded")].status}')" = 4/Running/False ]
+    }
+    t0=$(stack_now)
+    if stack_wait "sessions scaled to 4" 120 sessions_scaled; then
+      pass "sessions scaled to 4 ready nodes, Running, not Degraded, in $(stack_since "$t0") s"
+      eventually "e2e-cart readable through the new node sessions-3" 30 kv_get_is "$(pod_ip sessions-3)" e2e-cart apples
+    else
+      fail "scale sessions to 4" "status $(jp replicatedcluster/sessions '{.status.readyReplicas} ready, phase {.status.phase}'); $(cond_reason sessions Degraded)"
     fi
   fi
 fi
