@@ -77,7 +77,21 @@ impl Network {
     /// Removes leftovers of an earlier run, then creates the bridge.
     pub async fn setup(&self) -> anyhow::Result<()> {
         self.cleanup().await;
-        ip(&["link", "add", &self.bridge, "type", "bridge"]).await?;
+        // A fixed MAC: by default a bridge takes the lowest MAC of its ports, so every new pod
+        // could change it and leave other pods' ARP entries for the gateway stale for seconds
+        // (probes from the host then time out).
+        let [a, b, c] = self.base;
+        let mac = format!("02:72:63:{a:02x}:{b:02x}:{c:02x}");
+        ip(&[
+            "link",
+            "add",
+            &self.bridge,
+            "address",
+            &mac,
+            "type",
+            "bridge",
+        ])
+        .await?;
         let cidr = format!("{}/24", self.gateway());
         ip(&["addr", "add", &cidr, "dev", &self.bridge]).await?;
         ip(&["link", "set", &self.bridge, "up"]).await?;
