@@ -17,6 +17,7 @@ use std::time::Duration;
 use common::Cluster;
 use history::{linearizable, spawn_clients, History, Op};
 use rc_api::Role;
+use serde_json::json;
 
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -350,5 +351,46 @@ async fn the_checker_catches_stale_reads_served_as_linearizable() {
             expect_linearizable,
             "bug={bug}: {ops:?}"
         );
+    }
+}
+
+/// The operator re-promotes the leader (same epoch) when a follower's address changes, e.g. a
+/// pod that had no IP yet at promotion: the leader must start replicating to the new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_promote_with_a_new_follower_address_reconnects_to_it() {
+    let c = Cluster::start(3, &[]);
+    for i in 0..3 {
+        c.wait_up(i).await;
+        c.fence(i, 1).await.unwrap();
+    }
+    let wrong = json!([
+        {"id": "n1", "address": c.addr(1)},
+        {"id": "n2", "address": "127.0.0.1:1"},
+    ]);
+    let promote = |followers: serde_json::Value| {
+        c.http
+            .post(c.url(0, "/admin/promote"))
+            .bearer_auth(common::TOKEN)
+            .json(&json!({"epoch": 1, "followers": followers}))
+            .send()
+    };
+    assert!(promote(wrong).await.unwrap().status().is_success());
+    c.wait_leader_ready(0).await;
+    let acked = write_keys(&c, 0, "k", 10).await;
+    assert_eq!(acked.len(), 10, "n0 and n1 are a majority");
+    assert_eq!(
+        c.status(2).await.unwrap().applied_index,
+        0,
+        "n2 was never reached"
+    );
+    let right = json!([
+        {"id": "n1", "address": c.addr(1)},
+        {"id": "n2", "address": c.addr(2)},
+    ]);
+    assert!(promote(right).await.unwrap().status().is_success());
+    let commit = c.status(0).await.unwrap().commit_index;
+    c.wait_applied(2, commit).await;
+    for key in &acked {
+        assert_eq!(c.get(2, key, "stale").await.as_deref(), Some("v"));
     }
 }

@@ -115,20 +115,34 @@ async fn call<E: Serialize>(conn: &mut Conn, req: &Request<E>) -> Result<Respons
 }
 
 /// Leader side: keep follower `peer` replicated for as long as this node leads `epoch`.
-pub async fn run_sender(node: Arc<Node>, peer: Peer, epoch: u64, notify: Arc<Notify>) {
+pub async fn run_sender(node: Arc<Node>, mut peer: Peer, epoch: u64, notify: Arc<Notify>) {
     let mut conn: Option<Conn> = None;
     let mut force = true;
     let mut failures = 0u32;
     tracing::debug!(follower = %peer.id, epoch, "replication sender started");
     while node.sender_wanted(&peer.id, epoch) {
-        let next = node.with_replica(|r, _| {
-            let i = r.followers().iter().position(|f| f.peer.id == peer.id)?;
+        let (address, next) = node.with_replica(|r, _| {
+            let Some(i) = r.followers().iter().position(|f| f.peer.id == peer.id) else {
+                return (None, None);
+            };
+            let address = r.followers()[i].peer.address.clone();
             let me = Peer {
                 id: r.id().to_string(),
                 address: r.leader().map(|l| l.address.clone()).unwrap_or_default(),
             };
-            r.outgoing(i, force).map(|o| (o, me, r.epoch()))
+            (
+                Some(address),
+                r.outgoing(i, force).map(|o| (o, me, r.epoch())),
+            )
         });
+        // The operator re-promotes with a follower's new address (a new pod IP); reconnect there
+        // instead of dialing the old one forever.
+        if let Some(address) = address.filter(|a| *a != peer.address) {
+            tracing::info!(follower = %peer.id, from = %peer.address, to = %address, "follower address changed; reconnecting");
+            peer.address = address;
+            conn = None;
+            failures = 0;
+        }
         let Some((out, me, frame_epoch)) = next else {
             tokio::select! {
                 _ = notify.notified() => force = false,
