@@ -135,7 +135,12 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
     let rollout = rollout_message(observed, cluster.statefulset_replicas);
     let scaling = status.replicas != cluster.replicas;
 
-    // Degraded: nodes that should serve do not.
+    // Degraded: nodes that should serve do not, or (single-leader) the leader cannot replicate
+    // to a follower: quorum writes still succeed, but one more failure would lose the quorum.
+    let stalled = match cluster.mode {
+        ClusterMode::SingleLeader => stalled_followers(current_leader(&reachable)),
+        ClusterMode::Leaderless => Vec::new(),
+    };
     let not_ready = cluster.replicas - ready_replicas;
     let (degraded, degraded_reason, degraded_message) = if not_ready > 0 {
         (
@@ -148,6 +153,16 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
             true,
             reason::NODES_UNREACHABLE,
             format!("{unreachable} nodes' admin API unreachable"),
+        )
+    } else if !stalled.is_empty() {
+        (
+            true,
+            reason::REPLICATION_STALLED,
+            format!(
+                "the leader has not heard from {} for over {} ms",
+                stalled.join(", "),
+                REPLICATION_STALLED_MS
+            ),
         )
     } else {
         (
@@ -360,3 +375,19 @@ fn count(n: usize) -> i32 {
 #[cfg(test)]
 #[path = "status_tests.rs"]
 pub(crate) mod tests;
+
+/// A follower the leader has not heard from for this long is reported (Degraded).
+pub const REPLICATION_STALLED_MS: u64 = 5_000;
+
+/// Followers the leader reports no recent acknowledgement from.
+fn stalled_followers(leader: Option<&NodeStatus>) -> Vec<String> {
+    leader
+        .map(|l| {
+            l.followers
+                .iter()
+                .filter(|f| f.last_ack_ms.is_none_or(|ms| ms > REPLICATION_STALLED_MS))
+                .map(|f| f.id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -279,6 +279,32 @@ fn a_running_cluster_that_loses_one_node_is_degraded_but_available() {
 }
 
 #[test]
+fn a_follower_the_leader_cannot_reach_makes_a_ready_cluster_degraded() {
+    let v = valid(ClusterMode::SingleLeader);
+    let before = compute(&v, &healthy_single_leader(), None, 100);
+    assert_eq!(before.phase, Some(Phase::Running));
+    // Every pod is ready and answers, but the leader never hears from orders-2 (e.g. it dials
+    // an address the follower is not at): writes still reach a quorum, one failure from none.
+    let mut observed = healthy_single_leader();
+    if let Some(Ok(leader)) = observed.nodes.get_mut("orders-0") {
+        leader.followers[1].last_ack_ms = None;
+    }
+    let after = compute(&v, &observed, Some(&before), 200);
+    assert_eq!(after.phase, Some(Phase::Degraded));
+    assert_eq!(condition(&after, condition::AVAILABLE).status, "True");
+    let degraded = condition(&after, condition::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", reason::REPLICATION_STALLED)
+    );
+    assert!(
+        degraded.message.contains("orders-2"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
 fn a_running_cluster_that_loses_quorum_is_degraded_and_unavailable() {
     let v = valid(ClusterMode::SingleLeader);
     let before = compute(&v, &healthy_single_leader(), None, 100);

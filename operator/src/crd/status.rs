@@ -235,6 +235,8 @@ pub mod reason {
     pub const UP_TO_DATE: &str = "UpToDate";
     pub const NODES_NOT_READY: &str = "NodesNotReady";
     pub const NODES_UNREACHABLE: &str = "NodesUnreachable";
+    /// The leader has not heard from a follower recently (single-leader).
+    pub const REPLICATION_STALLED: &str = "ReplicationStalled";
     pub const ALL_NODES_HEALTHY: &str = "AllNodesHealthy";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Leaderless: no node has a membership ring yet (a new cluster waiting for its pods).
