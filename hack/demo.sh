@@ -93,7 +93,7 @@ if [ -n "$leader" ]; then
     echo "  PUT greeting-$i -> $(kv PUT "$ip" "greeting-$i" "hello $i")"
   done
   echo "  GET greeting-2 <- $(kv GET "$ip" greeting-2)"
-  follower=$(kubectl get pods -l replicated.dev/cluster=orders -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | grep -vx "$leader" | head -n1)
+  follower=$(kubectl get pods -l replicated.dev/cluster=orders -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | grep -vx "$leader" | sed -n 1p)
   fip=$(stack_pod_ip default "$follower")
   echo "  GET greeting-3 from follower $follower ($fip), stale read <- $(kv GET "$fip" greeting-3 consistency=stale)"
 else

@@ -105,7 +105,7 @@ pod_ip() { stack_pod_ip "$NS" "$1"; }
 # kv_error IP KEY: the error body of a failing PUT, for the report.
 kv_error() {
   curl -sS -L --max-time 5 -X PUT -H 'content-type: application/json' -d '{"value":"x"}' \
-    "http://$1:7400/v1/kv/$2" 2>&1 | head -c 300
+    "http://$1:7400/v1/kv/$2" 2>&1 | cut -c1-300
 }
 
 # check_owned KIND/NAME RC: exists and is controlled by the ReplicatedCluster RC.
@@ -125,7 +125,7 @@ check_owned() {
 # check_printer_columns NAME MODE REPLICAS READY PHASE: `kubectl get` shows the CRD's columns.
 check_printer_columns() {
   local header row
-  header=$(kubectl -n "$NS" get replicatedcluster "$1" | head -n1 | tr -s ' ')
+  header=$(kubectl -n "$NS" get replicatedcluster "$1" | sed -n 1p | tr -s ' ')
   expect "printer columns header" "$header" "NAME MODE REPLICAS READY LEADER EPOCH PHASE AGE"
   row=$(kubectl -n "$NS" get replicatedcluster "$1" --no-headers | awk '{print $1, $2, $3, $4}')
   expect "printer columns of $1 (name mode replicas ready)" "$row" "$1 $2 $3 $4"
@@ -212,7 +212,7 @@ EOF
       }
       if kv_put "$lip" e2e-key hello; then pass "PUT e2e-key on the leader"; else fail "PUT e2e-key on the leader" "$(kv_error "$lip" e2e-key)"; fi
       expect "GET e2e-key (linearizable) from the leader" "$(kv_get "$lip" e2e-key)" hello
-      follower=$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o name | sed 's|pod/||' | grep -vx "$leader" | head -n1)
+      follower=$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o name | sed 's|pod/||' | grep -vx "$leader" | sed -n 1p)
       eventually "every node applied the leader's log up to its commit index" 20 all_applied
       eventually "stale read of e2e-key from follower $follower" 15 kv_get_is "$(pod_ip "$follower")" e2e-key hello consistency=stale
       # A follower answers writes with 307 to the leader's stable DNS name, which resolves only in
