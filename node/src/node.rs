@@ -15,7 +15,7 @@ use rc_api::{LogPosition, Mode, NodeStatus, Peer, Role};
 
 use crate::kv::Applied;
 use crate::replication::peer;
-use crate::replication::replica::{AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
+use crate::replication::replica::{leader, AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
 use crate::stats::Stats;
 use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
 use crate::storage::Command;
@@ -316,20 +316,16 @@ impl Node {
         if g.replica.role() != Role::Leader {
             return None;
         }
-        let own_load = self.stats.inflight();
-        let last = g.replica.last_log().index;
         let now = Instant::now();
-        g.replica
-            .followers()
-            .iter()
-            .filter(|f| last.saturating_sub(f.match_index) <= max_lag)
-            .filter(|f| {
-                f.contact
-                    .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.heartbeat * 5)
-            })
-            .filter(|f| f.load + 2 < own_load)
-            .min_by_key(|f| f.load)
-            .map(|f| f.peer.clone())
+        let fresh = |t: Instant| now.saturating_duration_since(t) < self.cfg.heartbeat * 5;
+        let pick = leader::least_loaded_follower(
+            g.replica.followers(),
+            g.replica.last_log().index,
+            max_lag,
+            self.stats.inflight(),
+            fresh,
+        );
+        pick.map(|f| f.peer.clone())
     }
 
     // ---- admin API -------------------------------------------------------------------------

@@ -514,3 +514,38 @@ async fn bad_rings_and_quorums_get_clear_errors_and_change_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 <= W <= N"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_survive_a_restart_of_the_node_holding_them() {
+    let mut c = start(3, &[]).await;
+    c.kill9(2);
+    wait_status(&c, 0, "n2 detected down", |s| {
+        s.members.iter().any(|m| m.id == "n2" && !m.alive)
+    })
+    .await;
+    // n0 coordinates every write (it owns every key with N=3), so it holds the hints for n2.
+    for k in 0..20 {
+        assert!(put(&c, 0, &format!("h{k}"), "v", None).await);
+    }
+    let held = lstatus(&c, 0).await.hints_queued;
+    assert!(held > 0, "n0 should hold hints for n2");
+    c.restart(0);
+    c.wait_up(0).await;
+    assert_eq!(
+        lstatus(&c, 0).await.hints_queued,
+        held,
+        "hints must be durable"
+    );
+    c.spawn(2);
+    c.wait_up(2).await;
+    wait_status(&c, 0, "hints delivered after both restarts", |s| {
+        s.hints_queued == 0
+    })
+    .await;
+    for k in 0..20 {
+        assert!(
+            local(&c, 2, &format!("h{k}")).await.is_some(),
+            "n2 lacks h{k}"
+        );
+    }
+}

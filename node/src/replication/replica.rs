@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rc_api::{FollowerStatus, LogPosition, Peer, Replication, Role};
 
 mod follower;
-mod leader;
+pub mod leader;
 
 use super::log::Log;
 use super::quorum;

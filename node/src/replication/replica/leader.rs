@@ -243,3 +243,73 @@ impl Replica {
         self.log.base()
     }
 }
+
+/// The seed's load balancing by the leader: the follower that should serve a stale read the
+/// leader was asked for, if any. A candidate is at most `max_lag` entries behind `last_index`,
+/// answered recently (`fresh` of its last contact), and carries clearly less load (in-flight
+/// client requests) than the leader's `own_load`; the least loaded one wins.
+pub fn least_loaded_follower(
+    followers: &[Progress],
+    last_index: u64,
+    max_lag: u64,
+    own_load: u32,
+    fresh: impl Fn(Instant) -> bool,
+) -> Option<&Progress> {
+    followers
+        .iter()
+        .filter(|f| last_index.saturating_sub(f.match_index) <= max_lag)
+        .filter(|f| f.contact.is_some_and(&fresh))
+        .filter(|f| f.load + 2 < own_load)
+        .min_by_key(|f| f.load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(id: &str, match_index: u64, load: u32, contact: Option<Instant>) -> Progress {
+        Progress {
+            peer: Peer {
+                id: id.into(),
+                address: format!("{id}:7400"),
+            },
+            match_index,
+            next_index: match_index + 1,
+            contact,
+            acked_round: 0,
+            load,
+            sent_commit: 0,
+            sent_round: 0,
+        }
+    }
+
+    #[test]
+    fn stale_reads_go_to_the_least_loaded_caught_up_follower_only_when_the_leader_is_busier() {
+        let now = Some(Instant::now());
+        let fs = vec![
+            follower("busy", 100, 9, now),
+            follower("idle", 100, 1, now),
+            follower("behind", 10, 0, now),
+            follower("silent", 100, 0, None),
+        ];
+        let pick = |own: u32| {
+            least_loaded_follower(&fs, 100, 20, own, |_| true).map(|f| f.peer.id.as_str())
+        };
+        assert_eq!(
+            pick(20),
+            Some("idle"),
+            "lagging and silent followers are skipped"
+        );
+        assert_eq!(
+            pick(3),
+            None,
+            "a follower must be clearly less loaded than the leader"
+        );
+        assert_eq!(pick(4), Some("idle"));
+        let stale_contact = least_loaded_follower(&fs, 100, 20, 20, |_| false);
+        assert!(
+            stale_contact.is_none(),
+            "followers not heard from recently are skipped"
+        );
+    }
+}
