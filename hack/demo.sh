@@ -20,6 +20,10 @@ t_demo=$(stack_now)
 
 cleanup() {
   local rc=$?
+  # Stop everything even if stdout is gone (Ctrl-C also kills a `| tee`): a write error or
+  # SIGPIPE here must not abort the clean-up half-way.
+  set +e
+  trap '' PIPE
   trap - EXIT INT TERM
   [ -n "${SLEEP_PID:-}" ] && kill "$SLEEP_PID" 2>/dev/null
   echo

@@ -32,6 +32,9 @@ ONLY=" ${E2E_ONLY:-install orders cel restart failover sessions cascade} "
 
 finish() {
   local rc=$?
+  # Stop everything even if stdout is gone (a killed `| tee`): no abort half-way.
+  set +e
+  trap '' PIPE
   trap - EXIT INT TERM
   [ -n "${WRITER_PID:-}" ] && kill "$WRITER_PID" 2>/dev/null
   echo

@@ -159,6 +159,13 @@ impl Network {
         ])
         .await?;
         ip(&["link", "set", &net.host_veth, "master", &self.bridge, "up"]).await?;
+        // The MAC follows from the address: a pod re-created at the same IP (a StatefulSet pod
+        // keeps its slot) then has the same MAC, so its peers' neighbour caches stay right.
+        // With a random MAC they kept the old one and probed it for tens of seconds, and a new
+        // leader could not reach a returning follower.
+        let [a, b, c, d] = net.ip.octets();
+        let mac = format!("02:70:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
+        ip(&["-n", ns, "link", "set", "eth0", "address", &mac]).await?;
         let cidr = format!("{}/24", net.ip);
         ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
         ip(&["-n", ns, "link", "set", "eth0", "up"]).await?;
