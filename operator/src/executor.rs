@@ -57,3 +57,29 @@ pub(crate) async fn run<S: Steps>(steps: &mut S, max_steps: usize) -> Option<S::
     }
     None
 }
+
+/// Reads `/admin/status` of every member that has an address, concurrently, and stores each
+/// answer (or the error as text) through `slot`; members without an address keep what they had.
+pub(crate) async fn read_statuses<M>(
+    nodes: &dyn crate::node_client::NodeAdmin,
+    token: &str,
+    members: &mut [M],
+    address: impl Fn(&M) -> Option<&String>,
+    slot: impl Fn(&mut M) -> &mut Result<rc_api::NodeStatus, String>,
+) {
+    let calls = members.iter().map(|m| {
+        let address = address(m).cloned();
+        async move {
+            match address {
+                Some(a) => Some(nodes.status(&a, token).await.map_err(|e| e.to_string())),
+                None => None,
+            }
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    for (member, result) in members.iter_mut().zip(results) {
+        if let Some(result) = result {
+            *slot(member) = result;
+        }
+    }
+}

@@ -297,21 +297,12 @@ async fn follow_all(
 
 /// Re-reads every addressable member's status.
 pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
-    let calls = view.members.iter().map(|m| async move {
-        match &m.address {
-            Some(address) => Some(
-                nodes
-                    .status(address, token)
-                    .await
-                    .map_err(|e| e.to_string()),
-            ),
-            None => None,
-        }
-    });
-    let results = join_all(calls).await;
-    for (member, result) in view.members.iter_mut().zip(results) {
-        if let Some(result) = result {
-            member.node = result;
-        }
-    }
+    executor::read_statuses(
+        nodes,
+        token,
+        &mut view.members,
+        |m| m.address.as_ref(),
+        |m| &mut m.node,
+    )
+    .await;
 }

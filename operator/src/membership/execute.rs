@@ -237,21 +237,12 @@ fn change_note(ring: &Ring, change: &Change) -> Option<Note> {
 
 /// Re-reads every addressable pod's status.
 pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
-    let calls = view.pods.iter().map(|p| async move {
-        match &p.address {
-            Some(address) => Some(
-                nodes
-                    .status(address, token)
-                    .await
-                    .map_err(|e| e.to_string()),
-            ),
-            None => None,
-        }
-    });
-    let results = join_all(calls).await;
-    for (pod, result) in view.pods.iter_mut().zip(results) {
-        if let Some(result) = result {
-            pod.node = result;
-        }
-    }
+    executor::read_statuses(
+        nodes,
+        token,
+        &mut view.pods,
+        |m| m.address.as_ref(),
+        |m| &mut m.node,
+    )
+    .await;
 }
