@@ -115,39 +115,37 @@ pub fn container_env(
                         inputs.host_ip,
                     )?)
                 } else if let Some(r) = &src.config_map_key_ref {
-                    let optional = r.optional == Some(true);
-                    match inputs.config_maps.get(&r.name) {
-                        Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
-                            Some(v) => Some(v.clone()),
-                            None if optional => None,
-                            None => {
-                                return Err(EnvError::KeyMissing {
-                                    kind: "configmap",
-                                    name: r.name.clone(),
-                                    key: r.key.clone(),
-                                })
-                            }
+                    let object = inputs
+                        .config_maps
+                        .get(&r.name)
+                        .map(|cm| cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned());
+                    key_ref(
+                        object,
+                        r.optional == Some(true),
+                        || EnvError::KeyMissing {
+                            kind: "configmap",
+                            name: r.name.clone(),
+                            key: r.key.clone(),
                         },
-                        None if optional => None,
-                        None => return Err(EnvError::ConfigMapMissing(r.name.clone())),
-                    }
+                        || EnvError::ConfigMapMissing(r.name.clone()),
+                    )?
                 } else if let Some(r) = &src.secret_key_ref {
-                    let optional = r.optional == Some(true);
-                    match inputs.secrets.get(&r.name) {
-                        Some(s) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
-                            Some(v) => Some(String::from_utf8_lossy(&v.0).into_owned()),
-                            None if optional => None,
-                            None => {
-                                return Err(EnvError::KeyMissing {
-                                    kind: "secret",
-                                    name: r.name.clone(),
-                                    key: r.key.clone(),
-                                })
-                            }
+                    let object = inputs.secrets.get(&r.name).map(|s| {
+                        s.data
+                            .as_ref()
+                            .and_then(|d| d.get(&r.key))
+                            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                    });
+                    key_ref(
+                        object,
+                        r.optional == Some(true),
+                        || EnvError::KeyMissing {
+                            kind: "secret",
+                            name: r.name.clone(),
+                            key: r.key.clone(),
                         },
-                        None if optional => None,
-                        None => return Err(EnvError::SecretMissing(r.name.clone())),
-                    }
+                        || EnvError::SecretMissing(r.name.clone()),
+                    )?
                 } else if let Some(r) = &src.resource_field_ref {
                     Some(resource_value(container, &r.resource))
                 } else {
@@ -289,6 +287,22 @@ impl OrderedEnv {
             .into_iter()
             .filter_map(|k| self.map.remove(&k).map(|v| (k, v)))
             .collect()
+    }
+}
+
+/// A `configMapKeyRef`/`secretKeyRef` value: `object` is `None` when the object is missing and
+/// `Some(None)` when the key is; either is an error unless the reference is optional.
+fn key_ref(
+    object: Option<Option<String>>,
+    optional: bool,
+    key_missing: impl FnOnce() -> EnvError,
+    object_missing: impl FnOnce() -> EnvError,
+) -> Result<Option<String>, EnvError> {
+    match object {
+        Some(Some(v)) => Ok(Some(v)),
+        _ if optional => Ok(None),
+        Some(None) => Err(key_missing()),
+        None => Err(object_missing()),
     }
 }
 
