@@ -41,7 +41,7 @@ impl KvStore {
 
     pub fn apply(&mut self, index: u64, command: &Command) -> Applied {
         match command {
-            Command::Noop => Applied::default(),
+            Command::Noop | Command::Config(_) => Applied::default(),
             Command::Put { key, value } => {
                 self.map.insert(key.clone(), (value.clone(), index));
                 Applied::default()

@@ -109,6 +109,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every.max(1),
         max_batch_entries: 2048,
         max_batch_bytes: 8 << 20,
+        seed: rc_node::node::random_seed(),
     };
     let node = Node::open(runtime_cfg, replica_cfg).context("opening the data directory")?;
     let state = AppState {

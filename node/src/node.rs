@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch, Notify};
 
-use rc_api::{LogPosition, Mode, NodeStatus, Peer, Role};
+use rc_api::{EpochResponse, LogPosition, Mode, NodeStatus, Peer, Role, Voter, VoterConfig};
 
 use crate::kv::Applied;
 use crate::replication::peer;
@@ -39,6 +39,13 @@ pub enum OpFailure {
     Timeout,
 }
 
+/// Why a voter-set change did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VotersFailure {
+    Refused(AdminRefusal),
+    Op(OpFailure),
+}
+
 type WriteWaiter = oneshot::Sender<Result<Applied, OpFailure>>;
 
 struct ReadWaiter {
@@ -58,8 +65,8 @@ struct Inner {
     writes: BTreeMap<u64, (u64, WriteWaiter)>,
     reads: Vec<ReadWaiter>,
     senders: HashMap<String, SenderHandle>,
-    /// (last index, commit index, read round) the senders were last woken for.
-    announced: (u64, u64, u64),
+    /// (last index, commit index, read round, promotion durable) the senders were last woken for.
+    announced: (u64, u64, u64, bool),
 }
 
 pub struct Node {
@@ -101,7 +108,7 @@ impl Node {
                 writes: BTreeMap::new(),
                 reads: Vec::new(),
                 senders: HashMap::new(),
-                announced: (0, 0, 0),
+                announced: (0, 0, 0, false),
             }),
             durable,
             stats: Stats::default(),
@@ -109,6 +116,8 @@ impl Node {
             rt: tokio::runtime::Handle::current(),
         });
         let _ = slot.set(Arc::downgrade(&node));
+        // Persist what recovery decided (a new data directory's incarnation).
+        node.with_replica(|_, _| ());
         Ok(node)
     }
 
@@ -167,6 +176,7 @@ impl Node {
                 g.replica.last_log().index,
                 g.replica.commit_index(),
                 g.replica.read_round(),
+                g.replica.meta_durable(),
             );
             if work != g.announced {
                 g.announced = work;
@@ -330,17 +340,67 @@ impl Node {
 
     // ---- admin API -------------------------------------------------------------------------
 
-    pub async fn fence(&self, epoch: u64) -> (u64, LogPosition) {
+    pub async fn fence(&self, epoch: u64) -> EpochResponse {
         self.with_replica_durably(|r, _| {
             r.fence(epoch);
-            (r.epoch(), r.last_log())
+            EpochResponse {
+                epoch: r.epoch(),
+                last_log: r.last_log(),
+                incarnation: r.incarnation(),
+                config: r.config(),
+            }
         })
         .await
     }
 
-    pub async fn promote(&self, epoch: u64, followers: Vec<Peer>) -> Result<(), AdminRefusal> {
-        self.with_replica_durably(|r, now| r.promote(epoch, followers, now))
+    pub async fn promote(
+        &self,
+        epoch: u64,
+        followers: Vec<Peer>,
+        voters: Vec<Voter>,
+    ) -> Result<(), AdminRefusal> {
+        self.with_replica_durably(|r, now| r.promote(epoch, followers, voters, now))
             .await
+    }
+
+    /// Change the voter set by one member and wait until the new configuration is committed.
+    pub async fn change_voters(
+        &self,
+        epoch: u64,
+        voters: &[String],
+    ) -> Result<VoterConfig, VotersFailure> {
+        let (index, rx) = {
+            let mut g = self.lock();
+            let index = g
+                .replica
+                .change_voters(epoch, voters, Instant::now())
+                .map_err(VotersFailure::Refused)?;
+            let rx = if g.replica.applied_index() >= index {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                g.writes.insert(index, (epoch, tx));
+                Some(rx)
+            };
+            self.settle(&mut g);
+            (index, rx)
+        };
+        if let Some(rx) = rx {
+            match tokio::time::timeout(self.cfg.write_timeout, rx).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => return Err(VotersFailure::Op(e)),
+                Ok(Err(_)) => return Err(VotersFailure::Op(OpFailure::OutcomeUnknown)),
+                Err(_) => {
+                    self.lock().writes.remove(&index);
+                    return Err(VotersFailure::Op(OpFailure::Timeout));
+                }
+            }
+        }
+        let g = self.lock();
+        match g.replica.config() {
+            Some(c) if c.index == index => Ok(c),
+            _ => Err(VotersFailure::Op(OpFailure::OutcomeUnknown)),
+        }
     }
 
     pub async fn follow(&self, epoch: u64, leader: Peer) -> Result<(), AdminRefusal> {
@@ -355,6 +415,8 @@ impl Node {
         NodeStatus {
             node_id: r.id().to_string(),
             mode: Mode::SingleLeader,
+            incarnation: r.incarnation(),
+            config: r.config(),
             role: r.role(),
             epoch: r.epoch(),
             leader: r.leader().map(|l| l.id.clone()),
@@ -374,4 +436,19 @@ impl Node {
     pub fn self_fenced(&self) -> bool {
         self.lock().replica.self_fenced(Instant::now())
     }
+}
+
+/// Randomness for a replica's incarnations, without a dependency: the standard library seeds
+/// every `RandomState` from the operating system.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }

@@ -11,6 +11,8 @@ pub mod paths {
     pub const EPOCH: &str = "/admin/epoch";
     pub const PROMOTE: &str = "/admin/promote";
     pub const FOLLOW: &str = "/admin/follow";
+    /// Single-leader: change the voter set by one member (the leader only).
+    pub const VOTERS: &str = "/admin/voters";
     pub const RING: &str = "/admin/ring";
     pub const DECOMMISSION: &str = "/admin/decommission";
     /// Leaderless: start an anti-entropy round now.
@@ -72,6 +74,42 @@ pub struct Peer {
     pub address: String,
 }
 
+/// A voting member of a single-leader cluster: its id and the incarnation of its data directory.
+///
+/// A node draws a fresh random incarnation whenever it starts with an empty data directory (a
+/// lost or replaced volume) or throws its state away. A voter is counted (for a commit, a read
+/// confirmation or an election) only while the node still reports the incarnation recorded here:
+/// a node that lost what it acknowledged can never be counted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Voter {
+    pub id: String,
+    pub incarnation: u64,
+}
+
+/// The voter set in force on a node: the newest configuration entry in its log (in force from
+/// the moment it is appended, as in Raft).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterConfig {
+    /// Log index of the configuration entry.
+    pub index: u64,
+    pub voters: Vec<Voter>,
+    /// True once the node knows the entry is committed.
+    pub committed: bool,
+}
+
+impl VoterConfig {
+    /// Is (`id`, `incarnation`) a voter here?
+    pub fn counts(&self, id: &str, incarnation: u64) -> bool {
+        self.voters
+            .iter()
+            .any(|v| v.id == id && v.incarnation == incarnation)
+    }
+
+    pub fn has_id(&self, id: &str) -> bool {
+        self.voters.iter().any(|v| v.id == id)
+    }
+}
+
 /// `POST /admin/epoch`: fence the node at `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochRequest {
@@ -79,10 +117,16 @@ pub struct EpochRequest {
 }
 
 /// Answer to `POST /admin/epoch`: the node's epoch after the call and its last log position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochResponse {
     pub epoch: u64,
     pub last_log: LogPosition,
+    /// The incarnation of the node's data directory (see [`Voter`]).
+    #[serde(default)]
+    pub incarnation: u64,
+    /// The voter set in force on the node, if its log has one.
+    #[serde(default)]
+    pub config: Option<VoterConfig>,
 }
 
 /// `POST /admin/promote`: become leader of `epoch`, replicating to `followers`.
@@ -90,6 +134,21 @@ pub struct EpochResponse {
 pub struct PromoteRequest {
     pub epoch: u64,
     pub followers: Vec<Peer>,
+    /// The first voter set, written to the log right after the leader's no-op when its log has
+    /// none yet (a new cluster). Ignored when the log already has a configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<Voter>,
+}
+
+/// `POST /admin/voters`: the leader of `epoch` makes `voters` (ids) the voter set. Accepted only
+/// when it differs from the voter set in force by exactly one member, every earlier
+/// configuration is committed, and an added member is a caught-up learner; answered once the
+/// new configuration is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VotersRequest {
+    pub epoch: u64,
+    pub voters: Vec<String>,
 }
 
 /// `POST /admin/follow`: follow `leader` in `epoch`.
@@ -121,6 +180,13 @@ pub struct FollowerStatus {
     pub lag_entries: u64,
     /// Milliseconds since the follower last answered, if it ever did.
     pub last_ack_ms: Option<u64>,
+    /// The incarnation the follower last reported, if it answered in this epoch.
+    #[serde(default)]
+    pub incarnation: Option<u64>,
+    /// True when the follower counts as a voter (id and incarnation in the voter set); false for
+    /// a learner.
+    #[serde(default)]
+    pub voter: bool,
 }
 
 /// `GET /admin/status`.
@@ -128,6 +194,12 @@ pub struct FollowerStatus {
 pub struct NodeStatus {
     pub node_id: String,
     pub mode: Mode,
+    /// Single-leader: the incarnation of this node's data directory (see [`Voter`]).
+    #[serde(default)]
+    pub incarnation: u64,
+    /// Single-leader: the voter set in force on this node, if its log has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<VoterConfig>,
     pub role: Role,
     pub epoch: u64,
     /// The leader this node follows (or itself when leading), if known.

@@ -1,5 +1,6 @@
-//! Admin API (bearer token): status, epoch fencing, promote, follow. Probes and metrics are
-//! open. Every call is idempotent: repeating it leaves the node as the first call did.
+//! Admin API (bearer token): status, epoch fencing, promote, follow, voter-set changes. Probes
+//! and metrics are open. Every call is idempotent: repeating it leaves the node as the first
+//! call did.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest};
+use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest, VotersRequest};
 
 use super::auth::require_token;
 use super::error::ApiError;
 use super::input::json_body;
 use super::AppState;
+use crate::node::{OpFailure, VotersFailure};
 use crate::replication::replica::AdminRefusal;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -24,6 +26,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route(paths::EPOCH, post(epoch))
         .route(paths::PROMOTE, post(promote))
         .route(paths::FOLLOW, post(follow))
+        .route(paths::VOTERS, post(voters))
         .route_layer(middleware::from_fn_with_state(state, require_token));
     Router::new()
         .merge(protected)
@@ -36,6 +39,9 @@ fn refusal(e: AdminRefusal) -> ApiError {
     let code = match e {
         AdminRefusal::StaleEpoch { .. } => "stale_epoch",
         AdminRefusal::LeaderTaken { .. } => "leader_taken",
+        AdminRefusal::RestartedLeader { .. } => "restarted_leader",
+        AdminRefusal::NotLeader { .. } => "not_leader",
+        AdminRefusal::Busy(_) => "busy",
         AdminRefusal::Invalid(_) => return ApiError::bad_request("invalid", e.to_string()),
     };
     ApiError::new(StatusCode::CONFLICT, code, e.to_string())
@@ -50,8 +56,7 @@ async fn epoch(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EpochResponse>, ApiError> {
     let req: EpochRequest = json_body(b)?;
-    let (epoch, last_log) = s.node.fence(req.epoch).await;
-    Ok(Json(EpochResponse { epoch, last_log }))
+    Ok(Json(s.node.fence(req.epoch).await))
 }
 
 async fn promote(
@@ -69,11 +74,44 @@ async fn promote(
             "every follower needs an id and an address",
         ));
     }
+    if req.voters.iter().any(|v| v.id.is_empty() || v.incarnation == 0) {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "every voter needs an id and a non-zero incarnation",
+        ));
+    }
     s.node
-        .promote(req.epoch, req.followers)
+        .promote(req.epoch, req.followers, req.voters)
         .await
         .map_err(refusal)?;
     Ok(Json(s.node.status()).into_response())
+}
+
+/// Change the voter set by one member; answers the committed configuration.
+async fn voters(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<rc_api::VoterConfig>, ApiError> {
+    let req: VotersRequest = json_body(b)?;
+    if req.voters.is_empty() || req.voters.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "voters must name at least one member, each by a non-empty id",
+        ));
+    }
+    match s.node.change_voters(req.epoch, &req.voters).await {
+        Ok(config) => Ok(Json(config)),
+        Err(VotersFailure::Refused(e)) => Err(refusal(e)),
+        Err(VotersFailure::Op(OpFailure::Timeout)) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            "the new voter set was not committed in time; read /admin/status and retry",
+        )),
+        Err(VotersFailure::Op(_)) => Err(ApiError::unavailable(
+            "outcome_unknown",
+            "leadership changed before the new voter set committed; read /admin/status and retry",
+        )),
+    }
 }
 
 async fn follow(

@@ -204,6 +204,7 @@ impl LeaderlessNode {
             let snapshot = Snapshot {
                 last: LogPosition::default(),
                 items,
+                config: None,
             };
             let mut tail: Vec<WalRecord> = g.ring.iter().cloned().map(WalRecord::Ring).collect();
             tail.extend(g.hints.values().cloned().map(WalRecord::Hint));
@@ -333,6 +334,8 @@ impl LeaderlessNode {
         NodeStatus {
             node_id: self.cfg.id.clone(),
             mode: Mode::Leaderless,
+            incarnation: 0,
+            config: None,
             role: Role::Peer,
             epoch: 0,
             leader: None,

@@ -159,7 +159,7 @@ pub async fn run_sender(node: Arc<Node>, mut peer: Peer, epoch: u64, notify: Arc
             Ok(reply) => {
                 failures = 0;
                 force = false;
-                node.with_replica(|r, now| r.on_reply(&peer.id, reply, sent_at, now));
+                node.with_replica(|r, now| r.on_reply(&peer.id, epoch, reply, sent_at, now));
             }
             Err(e) => {
                 conn = None;

@@ -11,6 +11,7 @@ fn cfg(id: &str, replication: Replication) -> ReplicaConfig {
         snapshot_every: 1_000_000,
         max_batch_entries: 100,
         max_batch_bytes: 1 << 20,
+        seed: id.bytes().map(u64::from).sum::<u64>() * 7919,
     }
 }
 
@@ -23,6 +24,16 @@ fn peer(id: &str) -> Peer {
 
 fn node(id: &str) -> Replica {
     Replica::recover(cfg(id, Replication::Quorum), None, vec![])
+}
+
+fn voters_of(nodes: &[&Replica]) -> Vec<Voter> {
+    nodes
+        .iter()
+        .map(|r| Voter {
+            id: r.id().into(),
+            incarnation: r.incarnation(),
+        })
+        .collect()
 }
 
 fn put(k: &str) -> Command {
@@ -63,7 +74,8 @@ fn exchange(
     let reply = f.on_append(leader.epoch(), &me, prev, entries, commit, round, 0, now);
     sync(f, seq, now);
     let id = f.id().to_string();
-    leader.on_reply(&id, reply.clone(), now, now);
+    let epoch = leader.epoch();
+    leader.on_reply(&id, epoch, reply.clone(), now, now);
     Some(reply)
 }
 
@@ -74,7 +86,10 @@ fn three() -> (Replica, Replica, Replica, u64, Instant) {
         r.fence(1);
     }
     let mut seq = 0;
-    a.promote(1, vec![peer("b"), peer("c")], now)
+    sync(&mut b, &mut seq, now);
+    sync(&mut c, &mut seq, now);
+    let voters = voters_of(&[&a, &b, &c]);
+    a.promote(1, vec![peer("b"), peer("c")], voters, now)
         .unwrap_or_else(|e| unreachable!("{e}"));
     sync(&mut a, &mut seq, now);
     (a, b, c, seq, now)
@@ -114,7 +129,7 @@ fn a_follower_truncates_a_divergent_uncommitted_suffix() {
     sync(&mut a, &mut seq, now);
     b.fence(2);
     c.fence(2);
-    b.promote(2, vec![peer("a"), peer("c")], now)
+    b.promote(2, vec![peer("a"), peer("c")], vec![], now)
         .unwrap_or_else(|e| unreachable!("{e}"));
     b.propose(put("kept"), now)
         .unwrap_or_else(|e| unreachable!("{e:?}"));
@@ -146,7 +161,7 @@ fn a_node_accepts_one_leader_per_epoch_and_refuses_older_epochs() {
         })
     );
     assert_eq!(
-        n.promote(5, vec![], now),
+        n.promote(5, vec![], vec![], now),
         Err(AdminRefusal::LeaderTaken {
             epoch: 5,
             leader: "a".into()
@@ -197,10 +212,12 @@ fn a_leader_without_majority_contact_fences_itself() {
     assert!(out.is_some());
     a.on_reply(
         "b",
+        1,
         PeerReply::Ok {
             match_index: 0,
             round: 0,
             load: 0,
+            incarnation: b.incarnation(),
         },
         later,
         later,
@@ -231,6 +248,7 @@ fn replay_rebuilds_log_and_meta_and_never_resumes_leadership() {
     let mut records = vec![WalRecord::Meta(Meta {
         epoch: 1,
         leader: Some(peer("a")),
+        incarnation: 42,
     })];
     records.push(WalRecord::Entry(Entry {
         index: 1,
@@ -247,4 +265,284 @@ fn replay_rebuilds_log_and_meta_and_never_resumes_leadership() {
     assert_eq!(r.role(), Role::Follower);
     assert_eq!(r.epoch(), 1);
     assert_eq!(r.last_log(), LogPosition { epoch: 1, index: 1 });
+}
+
+/// Four nodes: a leads epoch 1 with voters {a, b, c}; d is a learner it also replicates to.
+fn three_and_a_learner() -> (Replica, Replica, Replica, Replica, u64, Instant) {
+    let (mut a, b, c, mut seq, now) = three();
+    let mut d = node("d");
+    d.fence(1);
+    sync(&mut d, &mut seq, now);
+    a.promote(1, vec![peer("b"), peer("c"), peer("d")], vec![], now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    (a, b, c, d, seq, now)
+}
+
+#[test]
+fn a_learner_receives_the_log_but_never_counts_for_a_commit() {
+    let (mut a, mut b, _c, mut d, mut seq, now) = three_and_a_learner();
+    assert_eq!(a.followers().len(), 3);
+    let pos = a
+        .propose(put("x"), now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    sync(&mut a, &mut seq, now);
+    for _ in 0..3 {
+        exchange(&mut a, 2, &mut d, &mut seq, now);
+    }
+    assert_eq!(d.last_log(), a.last_log(), "the learner holds the write");
+    assert!(
+        a.commit_index() < pos.index,
+        "leader + learner are not a majority of {{a, b, c}}"
+    );
+    assert!(a.follower_status(now).iter().any(|f| f.id == "d" && !f.voter));
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    assert_eq!(a.commit_index(), pos.index);
+}
+
+#[test]
+fn a_follower_that_lost_its_disk_answers_as_a_new_incarnation_and_stops_counting() {
+    let (mut a, mut b, _c, mut seq, now) = three();
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    let before = b.incarnation();
+    // b's volume is replaced: same id, empty directory, another seed.
+    let mut wiped = Replica::recover(
+        ReplicaConfig {
+            seed: 99,
+            ..cfg("b", Replication::Quorum)
+        },
+        None,
+        vec![],
+    );
+    assert_ne!(wiped.incarnation(), before);
+    let pos = a
+        .propose(put("x"), now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    sync(&mut a, &mut seq, now);
+    for _ in 0..3 {
+        exchange(&mut a, 0, &mut wiped, &mut seq, now);
+    }
+    assert_eq!(wiped.last_log(), a.last_log(), "it refills from the leader");
+    assert!(
+        a.commit_index() < pos.index,
+        "a refilled member is a learner until the voter set names its new incarnation"
+    );
+    assert!(a.self_fenced(now + Duration::from_millis(600)));
+}
+
+#[test]
+fn the_voter_set_changes_one_caught_up_member_at_a_time() {
+    let (mut a, mut b, mut c, mut d, mut seq, now) = three_and_a_learner();
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(matches!(
+        a.change_voters(1, &ids(&["a", "b", "c", "d"]), now),
+        Err(AdminRefusal::Busy(_))
+    ), "the no-op of the epoch is not committed yet");
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    exchange(&mut a, 1, &mut c, &mut seq, now);
+    assert!(matches!(
+        a.change_voters(1, &ids(&["a", "b", "c", "d"]), now),
+        Err(AdminRefusal::Busy(_))
+    ), "d has not answered yet");
+    for _ in 0..3 {
+        exchange(&mut a, 2, &mut d, &mut seq, now);
+    }
+    assert!(matches!(
+        a.change_voters(1, &ids(&["a"]), now),
+        Err(AdminRefusal::Invalid(_))
+    ), "two removals at once");
+    assert!(matches!(
+        a.change_voters(1, &ids(&["b", "c", "d"]), now),
+        Err(AdminRefusal::Invalid(_))
+    ), "a swap is two changes");
+    assert!(matches!(
+        a.change_voters(1, &ids(&["b", "c"]), now),
+        Err(AdminRefusal::Invalid(_))
+    ), "the leader cannot remove itself");
+    assert_eq!(
+        b.change_voters(1, &ids(&["a", "b"]), now),
+        Err(AdminRefusal::NotLeader { epoch: 1 })
+    );
+    let at = a
+        .change_voters(1, &ids(&["a", "b", "c", "d"]), now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    sync(&mut a, &mut seq, now);
+    let config = a.config().unwrap_or_else(|| unreachable!());
+    assert_eq!((config.index, config.voters.len(), config.committed), (at, 4, false));
+    assert!(matches!(
+        a.change_voters(1, &ids(&["a", "b", "c"]), now),
+        Err(AdminRefusal::Busy(_))
+    ), "the previous change is not committed");
+    assert_eq!(
+        a.change_voters(1, &ids(&["d", "c", "b", "a"]), now),
+        Ok(at),
+        "asking for the voter set in force is idempotent"
+    );
+    // In force at once: 4 voters need 3, so a and b alone do not commit it.
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    assert!(a.commit_index() < at);
+    exchange(&mut a, 2, &mut d, &mut seq, now);
+    assert_eq!(a.commit_index(), at);
+    // Followers learn the voter set from the log.
+    assert_eq!(d.config().map(|c| c.voters.len()), Some(4));
+}
+
+#[test]
+fn a_restarted_leader_is_never_promoted_again_in_its_own_epoch_and_redirects_nowhere() {
+    let (mut a, _b, _c, mut seq, now) = three();
+    sync(&mut a, &mut seq, now);
+    // What the WAL holds: a restart replays it.
+    let records = vec![
+        WalRecord::Meta(Meta {
+            epoch: 1,
+            leader: Some(peer("a")),
+            incarnation: a.incarnation(),
+        }),
+        WalRecord::Entry(Entry {
+            index: 1,
+            epoch: 1,
+            command: Command::Noop,
+        }),
+    ];
+    let mut restarted = Replica::recover(cfg("a", Replication::Quorum), None, records);
+    assert_eq!(
+        restarted.promote(1, vec![peer("b"), peer("c")], vec![], now),
+        Err(AdminRefusal::RestartedLeader { epoch: 1 })
+    );
+    assert_eq!(
+        restarted.propose(put("x"), now),
+        Err(WriteRefusal::NotLeader { leader: None }),
+        "never send a client to ourselves"
+    );
+    restarted.fence(2);
+    assert!(restarted
+        .promote(2, vec![peer("b"), peer("c")], vec![], now)
+        .is_ok());
+}
+
+#[test]
+fn a_leader_sends_nothing_before_its_promotion_is_durable() {
+    let now = Instant::now();
+    let mut a = node("a");
+    let mut seq = 0;
+    a.fence(1);
+    sync(&mut a, &mut seq, now);
+    a.promote(1, vec![peer("b")], vec![], now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(a.outgoing(0, true).is_none(), "promotion record not durable");
+    a.take_records();
+    seq += 1;
+    a.note_submitted(seq);
+    assert!(a.outgoing(0, true).is_none(), "submitted, not yet durable");
+    a.on_durable(seq, now);
+    assert!(a.outgoing(0, true).is_some());
+}
+
+#[test]
+fn an_answer_to_a_frame_of_an_earlier_epoch_is_dropped() {
+    let (mut a, mut b, _c, mut seq, now) = three();
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    a.fence(2);
+    a.promote(2, vec![peer("b"), peer("c")], vec![], now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let late = PeerReply::Ok {
+        match_index: 50,
+        round: 9,
+        load: 0,
+        incarnation: b.incarnation(),
+    };
+    a.on_reply("b", 1, late, now, now);
+    let f = a.followers().iter().find(|f| f.peer.id == "b");
+    assert_eq!(f.map(|f| f.match_index), Some(0));
+}
+
+#[test]
+fn an_async_leader_that_was_deposed_drops_its_unreplicated_commits_and_converges() {
+    let now = Instant::now();
+    let async_node = |id: &str| Replica::recover(cfg(id, Replication::Async), None, vec![]);
+    let (mut a, mut b, mut c) = (async_node("a"), async_node("b"), async_node("c"));
+    let mut seq = 0;
+    for r in [&mut a, &mut b, &mut c] {
+        r.fence(1);
+        sync(r, &mut seq, now);
+    }
+    let voters = voters_of(&[&a, &b, &c]);
+    a.promote(1, vec![peer("b"), peer("c")], voters, now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    sync(&mut a, &mut seq, now);
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    exchange(&mut a, 1, &mut c, &mut seq, now);
+    // a commits two writes on its own (Async) that nobody else receives.
+    a.propose(put("lost"), now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    a.propose(put("lost2"), now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    sync(&mut a, &mut seq, now);
+    a.apply_committed();
+    assert!(a.kv().get("lost").is_some());
+    b.fence(2);
+    c.fence(2);
+    b.promote(2, vec![peer("a"), peer("c")], vec![], now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    b.propose(put("kept"), now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    sync(&mut b, &mut seq, now);
+    b.apply_committed();
+    let old = a.incarnation();
+    for _ in 0..6 {
+        exchange(&mut b, 0, &mut a, &mut seq, now);
+        a.apply_committed();
+    }
+    assert_eq!(a.last_log(), b.last_log(), "converged instead of wedging");
+    assert!(a.kv().get("lost").is_none() && a.kv().get("kept").is_some());
+    assert_ne!(a.incarnation(), old, "it lost committed state: a new incarnation");
+}
+
+#[test]
+fn the_voter_set_survives_replay_and_compaction_and_a_truncated_one_is_undone() {
+    let (mut a, mut b, mut c, mut seq, now) = three();
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    exchange(&mut a, 1, &mut c, &mut seq, now);
+    let first = a.config().unwrap_or_else(|| unreachable!());
+    assert!(first.committed);
+    // b learns a 2-voter set that never commits, then a newer leader truncates it.
+    let ids = vec!["a".to_string(), "b".to_string()];
+    a.change_voters(1, &ids, now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    sync(&mut a, &mut seq, now);
+    exchange(&mut a, 0, &mut b, &mut seq, now);
+    assert_eq!(b.config().map(|c| c.voters.len()), Some(2));
+    c.fence(2);
+    b.fence(2);
+    c.promote(2, vec![peer("b")], vec![], now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    c.propose(put("x"), now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    sync(&mut c, &mut seq, now);
+    for _ in 0..4 {
+        exchange(&mut c, 0, &mut b, &mut seq, now);
+    }
+    assert_eq!(b.last_log(), c.last_log());
+    assert_eq!(b.config().map(|c| c.voters), Some(first.voters.clone()));
+    // Compaction keeps the configuration in the snapshot.
+    let mut small = cfg("c", Replication::Quorum);
+    small.snapshot_every = 1;
+    let mut records = Vec::new();
+    records.push(WalRecord::Meta(Meta {
+        epoch: 2,
+        leader: None,
+        incarnation: c.incarnation(),
+    }));
+    for i in 1..=c.last_log().index {
+        if let Some(e) = c.log.get(i) {
+            records.push(WalRecord::Entry((**e).clone()));
+        }
+    }
+    let mut replayed = Replica::recover(small, None, records);
+    assert_eq!(replayed.config().map(|c| c.voters), Some(first.voters.clone()));
+    replayed.commit = replayed.last_log().index;
+    replayed.apply_committed();
+    let (snap, _) = replayed
+        .take_compaction()
+        .unwrap_or_else(|| unreachable!("compaction due"));
+    assert_eq!(snap.config.map(|(_, v)| v), Some(first.voters));
 }

@@ -8,7 +8,7 @@ pub mod wal;
 
 use serde::{Deserialize, Serialize};
 
-use rc_api::{BatchOp, LogPosition, Peer};
+use rc_api::{BatchOp, LogPosition, Peer, Voter};
 
 /// A state-machine command carried by a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,9 @@ pub enum Command {
     },
     /// Applied atomically, in order.
     Batch(Vec<BatchOp>),
+    /// Single-leader membership: the voter set from this entry on (in force once appended, as
+    /// in Raft; the key-value state ignores it).
+    Config(Vec<Voter>),
 }
 
 /// One replicated log entry.
@@ -43,12 +46,14 @@ impl Entry {
     }
 }
 
-/// The fencing state that must survive a restart: the highest epoch adopted and the one leader
-/// this node accepted for it (a node follows at most one leader per epoch).
+/// The fencing state that must survive a restart: the highest epoch adopted, the one leader
+/// this node accepted for it (a node follows at most one leader per epoch), and the incarnation
+/// of this data directory (0: none yet; see `rc_api::Voter`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub epoch: u64,
     pub leader: Option<Peer>,
+    pub incarnation: u64,
 }
 
 /// A record in the write-ahead log. Replaying the records in order rebuilds the log and `Meta`.

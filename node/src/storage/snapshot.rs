@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use rc_api::LogPosition;
+use rc_api::{LogPosition, Voter};
 
 use super::wal::WalError;
 
@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub last: LogPosition,
     /// (key, value, index of the write that produced it), in key order.
     pub items: Vec<(String, String, u64)>,
+    /// Single-leader: the configuration entry in force at `last` (its index and voters).
+    pub config: Option<(u64, Vec<Voter>)>,
 }
 
 impl Snapshot {

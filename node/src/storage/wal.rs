@@ -1,12 +1,14 @@
 //! The write-ahead log: segment files of CRC-framed records, written by one thread with group
 //! commit, and replayed at start-up.
 //!
-//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload (postcard WalRecord)`. A torn or corrupt
-//! frame ends replay of that segment (the tail is cut off); it can only be the last frame written
-//! before a crash, because every acknowledged write was fsynced after its frame.
+//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload (postcard WalRecord)`. A torn tail of
+//! the last segment (a frame cut short by the end of the file, a bad last frame, or zeroes to
+//! the end) is what a crash during a write leaves, and is cut off: nothing in it was
+//! acknowledged, because every acknowledged write was fsynced after its frame. Damage anywhere
+//! else is corruption, and the node refuses to start rather than silently drop what follows.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -48,6 +50,12 @@ pub enum WalError {
     },
     #[error("encoding a log record: {0}")]
     Encode(#[from] postcard::Error),
+    #[error("write-ahead log {path} is corrupt at byte {offset} ({reason}), before its tail: refusing to start, since records after it would be lost silently. The data on this volume cannot be trusted: replace the member (delete its PersistentVolumeClaim and pod) so that it rejoins empty, as a learner")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -96,13 +104,12 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
     let segs = segments(dir)?;
     let mut records = Vec::new();
     for (i, (_, path)) in segs.iter().enumerate() {
-        let good_len = read_segment(path, &mut records)?;
-        let len = fs::metadata(path).map_err(io_err(path))?.len();
+        let last_segment = i + 1 == segs.len();
+        let (good_len, len) = read_segment(path, last_segment, &mut records)?;
         if good_len < len {
             tracing::warn!(
                 segment = %path.display(), kept_bytes = good_len, dropped_bytes = len - good_len,
-                last_segment = i + 1 == segs.len(),
-                "cutting a torn or corrupt tail off the write-ahead log"
+                "cutting a torn tail off the write-ahead log (a crash during a write)"
             );
             let f = OpenOptions::new()
                 .write(true)
@@ -120,28 +127,74 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
     })
 }
 
-/// Append the segment's valid records to `out`; return the length of its valid prefix.
-fn read_segment(path: &Path, out: &mut Vec<WalRecord>) -> Result<u64, WalError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut reader = BufReader::new(file);
-    let mut offset = 0u64;
-    let mut header = [0u8; 8];
-    loop {
-        if reader.read_exact(&mut header).is_err() {
-            return Ok(offset);
+/// Append the segment's valid records to `out`; return the length of its valid prefix and of
+/// the file. Only the last segment may end in a torn tail; any other damage is an error.
+fn read_segment(
+    path: &Path,
+    last_segment: bool,
+    out: &mut Vec<WalRecord>,
+) -> Result<(u64, u64), WalError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let total = bytes.len();
+    let mut offset = 0usize;
+    while offset < total {
+        let rest = &bytes[offset..];
+        let frame = parse_frame(rest);
+        let problem = match frame {
+            Ok((rec, used)) => {
+                out.push(rec);
+                offset += used;
+                continue;
+            }
+            Err(problem) => problem,
+        };
+        let torn = last_segment
+            && match problem {
+                FrameProblem::CutShort => true,
+                // A frame that ends exactly at the end of the file was the last one written.
+                FrameProblem::BadChecksum { len } => 8 + len == rest.len(),
+                FrameProblem::Undecodable => false,
+            }
+            || (last_segment && rest.iter().all(|b| *b == 0));
+        if !torn {
+            return Err(WalError::Corrupt {
+                path: path.to_path_buf(),
+                offset: offset as u64,
+                reason: problem.describe(),
+            });
         }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut payload = vec![0u8; len];
-        if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-            return Ok(offset);
-        }
-        match postcard::from_bytes::<WalRecord>(&payload) {
-            Ok(rec) => out.push(rec),
-            Err(_) => return Ok(offset),
-        }
-        offset += 8 + len as u64;
+        return Ok((offset as u64, total as u64));
     }
+    Ok((total as u64, total as u64))
+}
+
+enum FrameProblem {
+    CutShort,
+    BadChecksum { len: usize },
+    Undecodable,
+}
+
+impl FrameProblem {
+    fn describe(&self) -> &'static str {
+        match self {
+            FrameProblem::CutShort => "a frame cut short",
+            FrameProblem::BadChecksum { .. } => "a checksum mismatch",
+            FrameProblem::Undecodable => "a record that does not decode",
+        }
+    }
+}
+
+/// One frame at the start of `bytes`: the record and the bytes it used.
+fn parse_frame(bytes: &[u8]) -> Result<(WalRecord, usize), FrameProblem> {
+    let header = bytes.get(..8).ok_or(FrameProblem::CutShort)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let payload = bytes.get(8..8 + len).ok_or(FrameProblem::CutShort)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameProblem::BadChecksum { len });
+    }
+    let rec = postcard::from_bytes::<WalRecord>(payload).map_err(|_| FrameProblem::Undecodable)?;
+    Ok((rec, 8 + len))
 }
 
 pub fn encode_frame(rec: &WalRecord, buf: &mut Vec<u8>) -> Result<(), WalError> {
@@ -392,6 +445,7 @@ mod tests {
         wal.submit(WalOp::Append(vec![WalRecord::Meta(Meta {
             epoch: 3,
             leader: None,
+            incarnation: 7,
         })]));
         wal.submit(WalOp::Append(vec![entry(1, 3), entry(2, 3)]));
         let seq = wal.submit(WalOp::Append(vec![
@@ -434,6 +488,39 @@ mod tests {
     }
 
     #[test]
+    fn corruption_before_the_tail_refuses_to_start_and_zeroes_at_the_end_are_a_torn_tail(
+    ) -> Result<(), WalError> {
+        let dir = tempfile::tempdir().map_err(io_err(Path::new("tmp")))?;
+        let (mut wal, durable) = start(dir.path(), 1);
+        let seq = wal.submit(WalOp::Append(vec![entry(1, 1), entry(2, 1), entry(3, 1)]));
+        wait_durable(&durable, seq);
+        drop(wal);
+        let path = segment_path(dir.path(), 1);
+        let good = fs::read(&path).map_err(io_err(&path))?;
+        // Zeroes after the last frame (a file extended but never written): cut, start.
+        let mut zeroed = good.clone();
+        zeroed.extend_from_slice(&[0u8; 64]);
+        fs::write(&path, &zeroed).map_err(io_err(&path))?;
+        assert_eq!(recover(dir.path())?.records.len(), 3);
+        // One flipped byte in the first frame's payload: later frames are intact, so this is
+        // not a torn write. Refuse, and say where.
+        let mut flipped = good.clone();
+        flipped[10] ^= 0xff;
+        fs::write(&path, &flipped).map_err(io_err(&path))?;
+        match recover(dir.path()) {
+            Err(WalError::Corrupt { offset: 0, .. }) => {}
+            other => unreachable!("expected corruption at byte 0, got {other:?}"),
+        }
+        // The same damage in the last frame is a torn write: cut it, keep the rest.
+        let mut last = good.clone();
+        let n = last.len();
+        last[n - 2] ^= 0xff;
+        fs::write(&path, &last).map_err(io_err(&path))?;
+        assert_eq!(recover(dir.path())?.records, vec![entry(1, 1), entry(2, 1)]);
+        Ok(())
+    }
+
+    #[test]
     fn compaction_keeps_snapshot_and_tail_only() -> Result<(), WalError> {
         let dir = tempfile::tempdir().map_err(io_err(Path::new("tmp")))?;
         let (mut wal, durable) = start(dir.path(), 1);
@@ -441,6 +528,7 @@ mod tests {
         let snap = Snapshot {
             last: rc_api::LogPosition { epoch: 1, index: 8 },
             items: vec![("k1".into(), "v".into(), 1)],
+            config: None,
         };
         wal.submit(WalOp::Compact {
             snapshot: Box::new(snap.clone()),

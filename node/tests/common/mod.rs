@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use rc_api::{EpochResponse, NodeStatus, Peer, Role};
+use rc_api::{EpochResponse, NodeStatus, Peer, Role, Voter};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
@@ -184,6 +184,22 @@ impl Cluster {
         r.json().await.ok()
     }
 
+    /// `POST /admin/voters` on node `i`: (status code, body).
+    pub async fn set_voters(&self, i: usize, epoch: u64, voters: &[usize]) -> (u16, serde_json::Value) {
+        let ids: Vec<String> = voters.iter().map(|j| self.nodes[*j].id.clone()).collect();
+        let r = self
+            .http
+            .post(self.url(i, "/admin/voters"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "epoch": epoch, "voters": ids }))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or_default())
+    }
+
     pub async fn fence(&self, i: usize, epoch: u64) -> Option<EpochResponse> {
         let r = self
             .http
@@ -204,12 +220,17 @@ impl Cluster {
 
     /// Promote `i` with only `followers` (a leader that does not even try to reach the others).
     pub async fn promote_with(&self, i: usize, epoch: u64, followers: &[usize]) {
+        self.promote_voters(i, epoch, followers, &[]).await;
+    }
+
+    /// Promote `i` replicating to `followers`; `voters` is the first voter set (a new log).
+    pub async fn promote_voters(&self, i: usize, epoch: u64, followers: &[usize], voters: &[Voter]) {
         let followers: Vec<Peer> = followers.iter().map(|j| self.peer(*j)).collect();
         let r = self
             .http
             .post(self.url(i, "/admin/promote"))
             .bearer_auth(TOKEN)
-            .json(&json!({ "epoch": epoch, "followers": followers }))
+            .json(&json!({ "epoch": epoch, "followers": followers, "voters": voters }))
             .send()
             .await
             .unwrap();
@@ -236,10 +257,15 @@ impl Cluster {
     /// of the whole cluster to answer, promote the most up-to-date, point the others at it.
     pub async fn failover(&self, candidates: &[usize], epoch: u64) -> usize {
         let mut answered = Vec::new();
+        let mut voters = Vec::new();
         for &i in candidates {
             if let Some(r) = self.fence(i, epoch).await {
                 assert_eq!(r.epoch, epoch, "node {i} is already past epoch {epoch}");
                 answered.push((r.last_log, i));
+                voters.push(Voter {
+                    id: self.nodes[i].id.clone(),
+                    incarnation: r.incarnation,
+                });
             }
         }
         assert!(
@@ -251,7 +277,9 @@ impl Cluster {
             .iter()
             .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
             .unwrap();
-        self.promote(leader, epoch).await;
+        let all: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != leader).collect();
+        // The voters that answered become the first voter set of a new log (ignored otherwise).
+        self.promote_voters(leader, epoch, &all, &voters).await;
         for &(_, i) in &answered {
             if i != leader {
                 assert!(self.follow(i, epoch, leader).await);

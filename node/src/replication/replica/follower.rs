@@ -56,19 +56,32 @@ impl Replica {
         if let Err(reply) = self.accept_leader(epoch, leader, now) {
             return reply;
         }
+        let incarnation = self.meta.incarnation;
+        if self.contradicts_committed(prev, &entries) {
+            // Only an `Async` leader commits what a majority does not hold: its unreplicated
+            // writes are the documented loss. Start over from the leader's log.
+            self.discard_state("the leader's log contradicts entries this node committed");
+            return PeerReply::Mismatch {
+                hint: 0,
+                round,
+                incarnation: self.meta.incarnation,
+            };
+        }
         match self.log.check_prev(prev) {
             PrevCheck::Match => {}
             PrevCheck::Missing { last_index } => {
                 return PeerReply::Mismatch {
                     hint: last_index,
                     round,
+                    incarnation,
                 }
             }
             PrevCheck::Conflict { .. } => {
-                // Our committed prefix agrees with every leader's log; resend after it.
+                // Below our commit index it would have been caught above: resend after it.
                 return PeerReply::Mismatch {
                     hint: self.commit.max(self.log.base().index),
                     round,
+                    incarnation,
                 };
             }
         }
@@ -80,17 +93,7 @@ impl Replica {
             match self.log.epoch_at(e.index) {
                 Some(ep) if ep == e.epoch => continue,
                 Some(ep) => {
-                    if e.index <= self.commit {
-                        tracing::error!(
-                            index = e.index,
-                            "leader sent a conflicting committed entry; refusing"
-                        );
-                        return PeerReply::Rejected {
-                            epoch: self.meta.epoch,
-                            reason: "conflict below the commit index".into(),
-                        };
-                    }
-                    let dropped = self.log.truncate_from(e.index);
+                    let dropped = self.log_truncate(e.index);
                     tracing::warn!(
                         from = e.index,
                         dropped,
@@ -104,14 +107,33 @@ impl Replica {
                 None => {}
             }
             self.records.push(WalRecord::Entry(e.clone()));
-            self.log.append(e);
+            self.log_append(e);
         }
         self.commit = self.commit.max(leader_commit.min(new_match));
         PeerReply::Ok {
             match_index: new_match,
             round,
             load,
+            incarnation,
         }
+    }
+
+    /// Does a frame (prev, entries) from the leader contradict an entry this node counts as
+    /// committed (or compacted into its snapshot)? Epochs never decrease along a log, so an
+    /// entry of a newer epoch at or below our base also contradicts it.
+    fn contradicts_committed(&self, prev: LogPosition, entries: &[Entry]) -> bool {
+        let base = self.log.base();
+        let committed = self.commit.max(base.index);
+        let differs = |p: LogPosition| {
+            if p.index == 0 || p.index > committed {
+                return false;
+            }
+            if p.index <= base.index {
+                return (p.index == base.index && p.epoch != base.epoch) || p.epoch > base.epoch;
+            }
+            self.log.epoch_at(p.index).is_some_and(|e| e != p.epoch)
+        };
+        differs(prev) || entries.iter().any(|e| differs(e.position()))
     }
 
     /// A snapshot frame: replace state if it is ahead of what we have.
@@ -128,6 +150,9 @@ impl Replica {
             return reply;
         }
         let last = snap.last;
+        if self.contradicts_committed(last, &[]) {
+            self.discard_state("the leader's snapshot contradicts entries this node committed");
+        }
         if last.index > self.commit {
             tracing::info!(
                 snapshot_index = last.index,
@@ -135,6 +160,7 @@ impl Replica {
             );
             self.kv = KvStore::from_snapshot(&snap);
             self.log.reset(last);
+            self.configs = snap.config.clone().into_iter().collect();
             self.commit = last.index;
             self.applied = last.index;
             self.durable = self.durable.min(last.index);
@@ -145,6 +171,7 @@ impl Replica {
             match_index: last.index.max(self.commit.min(self.log.last().index)),
             round,
             load,
+            incarnation: self.meta.incarnation,
         }
     }
 }

@@ -7,8 +7,13 @@ impl Replica {
     // ---- leader: writes, commit, reads -----------------------------------------------------
 
     pub(super) fn fenced(&self, now: Instant) -> bool {
-        let contacts: Vec<Option<Instant>> = self.followers.iter().map(|f| f.contact).collect();
-        match quorum::quorum_contact(now, &contacts) {
+        let contacts: Vec<Option<Instant>> = self
+            .followers
+            .iter()
+            .filter(|f| self.counts(f) || self.may_count(f))
+            .map(|f| f.contact)
+            .collect();
+        match quorum::quorum_contact(now, self.voting(), &contacts) {
             Some(t) => now.saturating_duration_since(t) > self.cfg.fence_timeout,
             None => true,
         }
@@ -25,16 +30,14 @@ impl Replica {
             command,
         };
         self.records.push(WalRecord::Entry(entry.clone()));
-        self.log.append(entry.clone());
+        self.log_append(entry.clone());
         entry
     }
 
     /// Append a client write. The caller waits for the entry's index to be applied.
     pub fn propose(&mut self, command: Command, now: Instant) -> Result<LogPosition, WriteRefusal> {
         if self.role != Role::Leader {
-            return Err(WriteRefusal::NotLeader {
-                leader: self.meta.leader.clone(),
-            });
+            return Err(WriteRefusal::not_leader(&self.meta, &self.cfg.id));
         }
         if self.fenced(now) {
             return Err(WriteRefusal::SelfFenced);
@@ -46,17 +49,22 @@ impl Replica {
         if self.role != Role::Leader {
             return;
         }
-        let matches: Vec<u64> = self.followers.iter().map(|f| f.match_index).collect();
-        let in_sync: Vec<bool> = self
-            .followers
+        let voters: Vec<&Progress> = self.followers.iter().filter(|f| self.counts(f)).collect();
+        let matches: Vec<u64> = voters.iter().map(|f| f.match_index).collect();
+        let in_sync: Vec<bool> = voters
             .iter()
             .map(|f| {
                 f.contact
                     .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.fence_timeout)
             })
             .collect();
-        let candidate =
-            quorum::commit_candidate(self.cfg.replication, self.durable, &matches, &in_sync);
+        let candidate = quorum::commit_candidate(
+            self.cfg.replication,
+            self.voting(),
+            self.durable,
+            &matches,
+            &in_sync,
+        );
         // Raft's rule: only an entry of our own epoch is committed by counting replicas.
         if candidate > self.commit && self.log.epoch_at(candidate) == Some(self.meta.epoch) {
             self.commit = candidate;
@@ -93,9 +101,21 @@ impl Replica {
             epoch,
             index: self.applied,
         };
+        // The configuration in force at `last` goes into the snapshot; older ones are gone.
+        let config = self
+            .configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= last.index)
+            .cloned();
+        if let Some((at, _)) = &config {
+            let at = *at;
+            self.configs.retain(|(i, _)| *i >= at);
+        }
         let snapshot = Snapshot {
             last,
             items: self.kv.to_items(),
+            config,
         };
         let mut tail = vec![WalRecord::Meta(self.meta.clone())];
         tail.extend(
@@ -112,9 +132,7 @@ impl Replica {
     /// machine has applied the read index.
     pub fn begin_read(&mut self) -> Result<(u64, u64), WriteRefusal> {
         if self.role != Role::Leader {
-            return Err(WriteRefusal::NotLeader {
-                leader: self.meta.leader.clone(),
-            });
+            return Err(WriteRefusal::not_leader(&self.meta, &self.cfg.id));
         }
         if self.commit < self.epoch_start {
             // Not yet sure what is committed: the no-op of this epoch has not committed.
@@ -130,13 +148,14 @@ impl Replica {
         if self.role != Role::Leader {
             return false;
         }
+        let voting = self.voting();
         let acked = self
             .followers
             .iter()
-            .filter(|f| f.acked_round >= round)
+            .filter(|f| f.acked_round >= round && self.counts(f))
             .count()
-            + 1;
-        acked >= quorum::majority(self.followers.len() + 1)
+            + usize::from(voting.leader_votes);
+        acked >= quorum::majority(voting.voters)
     }
 
     // ---- leader: what to send, and the answers ---------------------------------------------
@@ -144,7 +163,7 @@ impl Replica {
     /// The frame follower `i` needs next, or `None` when it is up to date and no heartbeat is
     /// due (`force` asks for a heartbeat anyway).
     pub fn outgoing(&mut self, i: usize, force: bool) -> Option<Outgoing> {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || !self.meta_durable() {
             return None;
         }
         let last = self.log.last().index;
@@ -187,19 +206,43 @@ impl Replica {
         })
     }
 
-    /// Follower `peer_id` answered a frame sent at `sent_at` carrying read round `round`.
-    pub fn on_reply(&mut self, peer_id: &str, reply: PeerReply, sent_at: Instant, now: Instant) {
-        if self.role != Role::Leader {
+    /// Follower `peer_id` answered a frame of `epoch` sent at `sent_at`. An answer to a frame of
+    /// another epoch (a sender of an earlier leadership of this node) is dropped.
+    pub fn on_reply(
+        &mut self,
+        peer_id: &str,
+        epoch: u64,
+        reply: PeerReply,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        if self.role != Role::Leader || epoch != self.meta.epoch {
             return;
         }
         let Some(f) = self.followers.iter_mut().find(|f| f.peer.id == peer_id) else {
             return;
         };
+        // A follower with a new incarnation lost what it acknowledged before: start over.
+        if let PeerReply::Ok { incarnation, .. } | PeerReply::Mismatch { incarnation, .. } = &reply
+        {
+            if f.incarnation.is_some_and(|i| i != *incarnation) {
+                tracing::warn!(
+                    follower = peer_id,
+                    incarnation,
+                    "follower answers as a new incarnation (its data was lost): counting it as a learner"
+                );
+                f.match_index = 0;
+                f.acked_round = 0;
+                f.contact = None;
+            }
+            f.incarnation = Some(*incarnation);
+        }
         match reply {
             PeerReply::Ok {
                 match_index,
                 round,
                 load,
+                ..
             } => {
                 f.match_index = f.match_index.max(match_index);
                 f.next_index = f.match_index + 1;
@@ -208,7 +251,7 @@ impl Replica {
                 f.load = load;
                 self.advance_commit(now);
             }
-            PeerReply::Mismatch { hint, round } => {
+            PeerReply::Mismatch { hint, round, .. } => {
                 f.next_index = (hint + 1).min(f.next_index.saturating_sub(1)).max(1);
                 f.contact = Some(f.contact.map_or(sent_at, |c| c.max(sent_at)));
                 f.acked_round = f.acked_round.max(round);
@@ -277,6 +320,7 @@ mod tests {
             next_index: match_index + 1,
             contact,
             acked_round: 0,
+            incarnation: None,
             load,
             sent_commit: 0,
             sent_round: 0,
