@@ -21,7 +21,10 @@ async fn put_code(c: &Cluster, node: usize, key: &str) -> (u16, String) {
         Ok(r) => {
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
         }
         Err(e) => (0, e.to_string()),
     }
@@ -42,11 +45,18 @@ async fn a_restarted_leader_refuses_promotion_in_its_own_epoch_and_redirects_now
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 409, "re-promotion in epoch 1 must be refused");
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "re-promotion in epoch 1 must be refused"
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "restarted_leader", "{body}");
     // It knows no other leader of epoch 1: it must not redirect clients to itself.
-    assert_eq!(put_code(&c, leader, "b").await, (503, "no_leader".to_owned()));
+    assert_eq!(
+        put_code(&c, leader, "b").await,
+        (503, "no_leader".to_owned())
+    );
     // A new epoch elects normally, and nothing acknowledged is lost.
     let new = c.failover(&[0, 1, 2], 2).await;
     c.wait_leader_ready(new).await;
@@ -67,11 +77,17 @@ async fn a_member_that_lost_its_disk_is_a_learner_and_is_never_counted_for_a_com
     c.spawn(1);
     c.wait_up(1).await;
     let after = c.status(1).await.unwrap();
-    assert_ne!(after.incarnation, before, "an empty volume is a new incarnation");
+    assert_ne!(
+        after.incarnation, before,
+        "an empty volume is a new incarnation"
+    );
     // The leader refills n1 but must not count it: n0 + an empty n1 are not a majority of the
     // voters that hold "before".
     let (code, _) = put_code(&c, 0, "after").await;
-    assert!(code >= 500, "a write acknowledged without a real majority: {code}");
+    assert!(
+        code >= 500,
+        "a write acknowledged without a real majority: {code}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = c.status(0).await.unwrap();
@@ -112,11 +128,19 @@ async fn the_voter_set_changes_one_caught_up_member_at_a_time_through_the_admin_
         assert_eq!(put_code(&c, 0, &format!("k{n}")).await.0, 200);
     }
     let (code, body) = c.set_voters(0, 1, &[0]).await;
-    assert_eq!((code, body["error"]["code"].as_str()), (400, Some("invalid")), "{body}");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (400, Some("invalid")),
+        "{body}"
+    );
     let (code, body) = c.set_voters(0, 1, &[1, 2]).await;
     assert_eq!(code, 400, "two changes at once: {body}");
     let (code, body) = c.set_voters(1, 1, &[0, 1, 2, 3]).await;
-    assert_eq!((code, body["error"]["code"].as_str()), (409, Some("not_leader")), "{body}");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (409, Some("not_leader")),
+        "{body}"
+    );
     // Adding the learner succeeds once it has caught up.
     let deadline = Instant::now() + Duration::from_secs(10);
     let config = loop {
@@ -125,15 +149,25 @@ async fn the_voter_set_changes_one_caught_up_member_at_a_time_through_the_admin_
             break body;
         }
         assert_eq!(body["error"]["code"], "busy", "{body}");
-        assert!(Instant::now() < deadline, "the learner never caught up: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the learner never caught up: {body}"
+        );
         sleep_ms(50).await;
     };
-    assert_eq!(config["voters"].as_array().map(Vec::len), Some(4), "{config}");
+    assert_eq!(
+        config["voters"].as_array().map(Vec::len),
+        Some(4),
+        "{config}"
+    );
     assert_eq!(config["committed"], true);
     for i in 1..4 {
         let deadline = Instant::now() + Duration::from_secs(5);
         while c.status(i).await.unwrap().config.map(|v| v.voters.len()) != Some(4) {
-            assert!(Instant::now() < deadline, "n{i} never learned the voter set");
+            assert!(
+                Instant::now() < deadline,
+                "n{i} never learned the voter set"
+            );
             sleep_ms(20).await;
         }
     }
@@ -172,7 +206,10 @@ async fn a_log_corrupt_before_its_tail_refuses_to_start_with_a_clear_error() {
         if let Some(status) = c.nodes[0].child.as_mut().unwrap().try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "a node with a corrupt log started");
+        assert!(
+            Instant::now() < deadline,
+            "a node with a corrupt log started"
+        );
         sleep_ms(50).await;
     };
     assert!(!status.success());
@@ -186,7 +223,8 @@ async fn an_async_leader_that_returns_drops_its_unreplicated_writes_instead_of_w
     let leader = c.bootstrap().await;
     assert_eq!(leader, 0);
     assert_eq!(put_code(&c, 0, "kept").await.0, 200);
-    c.wait_applied(1, c.status(0).await.unwrap().commit_index).await;
+    c.wait_applied(1, c.status(0).await.unwrap().commit_index)
+        .await;
     // The followers stop; the Async leader acknowledges alone until it fences itself.
     c.pause(1);
     c.pause(2);
@@ -248,5 +286,8 @@ async fn an_async_leader_that_returns_drops_its_unreplicated_writes_instead_of_w
         assert_eq!(c.get(0, key, "stale").await, kept, "{key} differs");
         lost += usize::from(kept.is_none());
     }
-    eprintln!("Async loss: {lost} of {} writes acknowledged alone", acked.len());
+    eprintln!(
+        "Async loss: {lost} of {} writes acknowledged alone",
+        acked.len()
+    );
 }

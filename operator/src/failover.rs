@@ -14,8 +14,13 @@
 //!   corroborated by its followers        -> Failover { fence at E + 1 }
 //! leader serves, its follower list stale -> Promote it again in E with the full list
 //! members behind E or without a leader   -> Follow the leader of E
+//! voter set differs from spec.replicas    -> SetVoters (one member) or Switchover
 //! role labels differ                     -> Relabel
 //! ```
+//!
+//! Voters change one at a time through the leader (`voters.rs`): a voter that lost its data is
+//! removed first, a caught-up learner among the wanted members is added, then voters beyond
+//! `spec.replicas` are removed, highest ordinal first, the leader last after a switchover.
 //!
 //! Why this is safe (design.md §5): a node adopts an epoch only upwards and binds to at most one
 //! leader per epoch, and the candidate has the highest (lastEpoch, lastIndex) of a majority that
@@ -24,18 +29,21 @@
 
 mod choose;
 pub mod execute;
+mod voters;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod voters_tests;
 
 use std::time::Duration;
 
-use rc_api::{LogPosition, NodeStatus, Peer, Role};
+use rc_api::{NodeStatus, Peer, Role, Voter};
 
 use crate::controller::validate::{ROLE_FOLLOWER, ROLE_LEADER};
 
 pub use choose::after_fence;
-use choose::{fence_targets, follower_peers, peer, promote_best};
+use choose::{elect, electable, fence_targets, follower_peers, peer, Ballot};
 
 /// How a member's pod looks to Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +73,13 @@ pub struct Member {
 /// Everything [`decide`] looks at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {
-    /// Every member by ordinal.
+    /// Every member by ordinal: the wanted ones (`spec.replicas`) and any beyond them still
+    /// kept because they are voters.
     pub members: Vec<Member>,
+    /// `spec.replicas`: the members that should be voters (the first ones).
+    pub desired: usize,
+    /// The status recorded a voter set once: a cluster that had one is never bootstrapped again.
+    pub had_voters: bool,
     /// `spec.singleLeader.failoverDelaySeconds`.
     pub failover_delay: Duration,
     /// `status.epoch`: a floor for the epoch, in case no node with the newest one answers.
@@ -91,12 +104,30 @@ pub enum Action {
         /// The leader being replaced, when known.
         from: Option<String>,
     },
+    /// A planned change of leader: the serving leader `from` is leaving the voters. Fence at
+    /// `new_epoch`, then promote the best member that is not in `exclude`.
+    Switchover {
+        new_epoch: u64,
+        fence: Vec<Peer>,
+        from: String,
+        exclude: Vec<String>,
+    },
+    /// `POST /admin/voters` to the leader: the voter set becomes `voters` (one member added or
+    /// removed), for the reason `why`.
+    SetVoters {
+        leader: Peer,
+        epoch: u64,
+        voters: Vec<String>,
+        why: String,
+    },
     /// `POST /admin/promote`. `elected`: a new leader; otherwise the current leader is given a
     /// new follower list (scale-up, a member's new address).
     Promote {
         candidate: Peer,
         epoch: u64,
         followers: Vec<Peer>,
+        /// The first voter set, for a new cluster (empty otherwise).
+        voters: Vec<Voter>,
         elected: bool,
     },
     /// `POST /admin/follow` to each of `members`.
@@ -134,6 +165,8 @@ pub struct Decision {
     pub blocked: Option<Blocked>,
     /// Look again after this long (the rest of the failover delay).
     pub recheck: Option<Duration>,
+    /// A voter-set change under way and what it waits for (condition `Progressing`).
+    pub voters_pending: Option<String>,
 }
 
 /// Why a fence did not lead to a promotion.
@@ -144,6 +177,9 @@ pub enum FenceFailure {
     /// A node is already past the epoch: someone else moved on; look again.
     Superseded(String),
 }
+
+/// While a voter-set change waits (a learner catching up), look again this often.
+const VOTERS_RECHECK: Duration = Duration::from_secs(1);
 
 /// Nodes needed for a majority of `members`.
 pub fn majority(members: usize) -> usize {
@@ -171,6 +207,7 @@ pub fn decide(view: &View, now_ms: i64) -> Decision {
         failing_over: false,
         blocked: None,
         recheck: None,
+        voters_pending: None,
     };
     match leader_of(epoch, &reachable) {
         Some(leader) => match serving(view, &leader, epoch) {
@@ -262,6 +299,7 @@ fn healthy(
                 candidate: me,
                 epoch,
                 followers,
+                voters: Vec::new(),
                 elected: false,
             },
             ..decision
@@ -278,11 +316,20 @@ fn healthy(
             action: Action::Follow {
                 members: stragglers,
                 epoch,
-                leader: me,
+                leader: me.clone(),
             },
             ..decision
         };
     }
+    let decision = match voters::next_step(view, &me, status) {
+        voters::Step::Act(action) => return Decision { action, ..decision },
+        voters::Step::Wait(why) => Decision {
+            recheck: Some(VOTERS_RECHECK),
+            voters_pending: Some(why),
+            ..decision
+        },
+        voters::Step::Done => decision,
+    };
     let pods: Vec<(String, &'static str)> = view
         .members
         .iter()
@@ -348,13 +395,8 @@ fn leader_lost(
             ));
         }
     }
-    let answering = reachable.len();
-    let needed = majority(view.members.len());
-    if answering < needed {
-        return blocked(format!(
-            "leader {leader} is lost ({why}) but only {answering} of {} members answer; {needed} are needed to fence",
-            view.members.len()
-        ));
+    if let Err(shortfall) = could_elect(view, reachable) {
+        return blocked(format!("leader {leader} is lost ({why}) but {shortfall}"));
     }
     Decision {
         action: Action::Failover {
@@ -368,35 +410,28 @@ fn leader_lost(
 }
 
 fn no_leader(view: &View, reachable: &[(&Member, &NodeStatus)], base: Decision) -> Decision {
-    let needed = majority(view.members.len());
     let epoch = base.epoch;
     // Resume: a majority already adopted `epoch` and nobody leads it (an operator stopped
     // between fence and promote). Their logs cannot change until a leader of `epoch` exists.
     if epoch > 0 {
-        let fenced: Vec<(&Member, LogPosition)> = reachable
+        let fenced: Vec<Ballot> = reachable
             .iter()
             .filter(|(_, n)| n.epoch == epoch && n.leader.is_none())
-            .map(|(m, n)| (*m, n.last_log))
+            .map(|(m, n)| Ballot::of_status(m, n))
             .collect();
-        if fenced.len() >= needed {
-            if let Some(action) = promote_best(view, &fenced, epoch) {
-                return Decision {
-                    action,
-                    failing_over: true,
-                    ..base
-                };
-            }
+        if let Ok(action) = elect(view, &fenced, epoch, &[]) {
+            return Decision {
+                action,
+                failing_over: true,
+                ..base
+            };
         }
     }
-    if reachable.len() < needed {
+    if let Err(shortfall) = could_elect(view, reachable) {
         return Decision {
             failing_over: epoch > 0,
             blocked: Some(Blocked {
-                reason: format!(
-                    "no leader: {} of {} members answer, {needed} are needed to elect one",
-                    reachable.len(),
-                    view.members.len()
-                ),
+                reason: format!("no leader: {shortfall}"),
                 warn: epoch > 0,
             }),
             ..base
@@ -419,5 +454,32 @@ fn no_leader(view: &View, reachable: &[(&Member, &NodeStatus)], base: Decision) 
         action,
         failing_over: epoch > 0,
         ..base
+    }
+}
+
+/// Would a fence of the members that answer now elect somebody? `Err` says who is missing.
+fn could_elect(view: &View, reachable: &[(&Member, &NodeStatus)]) -> Result<(), String> {
+    let ballots: Vec<Ballot> = reachable
+        .iter()
+        .map(|(m, n)| Ballot::of_status(m, n))
+        .collect();
+    if ballots.iter().all(|b| b.config.is_none()) && !view.had_voters {
+        let needed = majority(view.members.len());
+        return if ballots.len() >= needed {
+            Ok(())
+        } else {
+            Err(format!(
+                "only {} of {} members answer; {needed} are needed to elect one",
+                ballots.len(),
+                view.members.len()
+            ))
+        };
+    }
+    if ballots.iter().any(|b| electable(b, &ballots)) {
+        return Ok(());
+    }
+    match elect(view, &ballots, 0, &[]) {
+        Err(FenceFailure::Minority(why) | FenceFailure::Superseded(why)) => Err(why),
+        Ok(_) => Ok(()),
     }
 }

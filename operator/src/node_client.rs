@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest, Ring};
+use rc_api::{
+    paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest, Ring,
+    VoterConfig, VotersRequest,
+};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -57,6 +60,14 @@ pub trait NodeAdmin: Send + Sync {
         token: &'a str,
         request: FollowRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
+    /// `POST /admin/voters` to the leader: change the voter set by one member; answers the
+    /// committed configuration.
+    fn voters<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+        request: VotersRequest,
+    ) -> BoxFuture<'a, Result<VoterConfig, NodeError>>;
     /// `PUT /admin/ring`: install `ring` unless the node has it or a newer one already.
     fn ring<'a>(
         &'a self,
@@ -214,6 +225,20 @@ impl NodeAdmin for HttpNodeAdmin {
         Box::pin(async move {
             self.command(Method::POST, address, paths::FOLLOW, token, &request)
                 .await
+        })
+    }
+
+    fn voters<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+        request: VotersRequest,
+    ) -> BoxFuture<'a, Result<VoterConfig, NodeError>> {
+        Box::pin(async move {
+            let call = self
+                .request(Method::POST, address, paths::VOTERS, token)
+                .json(&request);
+            required(self.send(call, address).await?, address)
         })
     }
 

@@ -24,6 +24,8 @@ impl Nodes {
     /// What the operator would see: every pod exists and is ready, each node at its address.
     fn view(&self) -> View {
         View {
+            desired: self.count(),
+            had_voters: false,
             members: (0..self.count())
                 .map(|i| Member {
                     name: format!("orders-{i}"),

@@ -74,7 +74,11 @@ async fn promote(
             "every follower needs an id and an address",
         ));
     }
-    if req.voters.iter().any(|v| v.id.is_empty() || v.incarnation == 0) {
+    if req
+        .voters
+        .iter()
+        .any(|v| v.id.is_empty() || v.incarnation == 0)
+    {
         return Err(ApiError::bad_request(
             "invalid",
             "every voter needs an id and a non-zero incarnation",

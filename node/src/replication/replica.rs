@@ -353,7 +353,10 @@ impl Replica {
     /// A voter's id that has not answered this leader yet: its contact is the promotion time,
     /// so that a fresh leader is not fenced before its first round.
     pub(super) fn may_count(&self, f: &Progress) -> bool {
-        f.incarnation.is_none() && self.voters().is_some_and(|v| v.iter().any(|v| v.id == f.peer.id))
+        f.incarnation.is_none()
+            && self
+                .voters()
+                .is_some_and(|v| v.iter().any(|v| v.id == f.peer.id))
     }
 
     pub(super) fn voting(&self) -> Voting {
@@ -580,8 +583,16 @@ impl Replica {
                 "the voter set at index {index} is not committed yet"
             )));
         }
-        let added: Vec<&str> = wanted.iter().filter(|id| !have.contains(id)).copied().collect();
-        let removed: Vec<&str> = have.iter().filter(|id| !wanted.contains(id)).copied().collect();
+        let added: Vec<&str> = wanted
+            .iter()
+            .filter(|id| !have.contains(id))
+            .copied()
+            .collect();
+        let removed: Vec<&str> = have
+            .iter()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
         if added.len() + removed.len() != 1 {
             return Err(AdminRefusal::Invalid(format!(
                 "the voter set changes one member at a time: {have:?} -> {wanted:?} adds {added:?} and removes {removed:?}"
@@ -595,7 +606,9 @@ impl Replica {
                 )));
             };
             let Some(incarnation) = f.incarnation else {
-                return Err(AdminRefusal::Busy(format!("{id} has not answered this leader yet")));
+                return Err(AdminRefusal::Busy(format!(
+                    "{id} has not answered this leader yet"
+                )));
             };
             if f.match_index < self.commit {
                 return Err(AdminRefusal::Busy(format!(
@@ -611,7 +624,8 @@ impl Replica {
         if let Some(id) = removed.first() {
             if *id == self.cfg.id {
                 return Err(AdminRefusal::Invalid(
-                    "the leader cannot remove itself: hand leadership to another voter first".into(),
+                    "the leader cannot remove itself: hand leadership to another voter first"
+                        .into(),
                 ));
             }
             voters.retain(|v| v.id != *id);

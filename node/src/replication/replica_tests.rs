@@ -294,7 +294,10 @@ fn a_learner_receives_the_log_but_never_counts_for_a_commit() {
         a.commit_index() < pos.index,
         "leader + learner are not a majority of {{a, b, c}}"
     );
-    assert!(a.follower_status(now).iter().any(|f| f.id == "d" && !f.voter));
+    assert!(a
+        .follower_status(now)
+        .iter()
+        .any(|f| f.id == "d" && !f.voter));
     exchange(&mut a, 0, &mut b, &mut seq, now);
     assert_eq!(a.commit_index(), pos.index);
 }
@@ -333,31 +336,46 @@ fn a_follower_that_lost_its_disk_answers_as_a_new_incarnation_and_stops_counting
 fn the_voter_set_changes_one_caught_up_member_at_a_time() {
     let (mut a, mut b, mut c, mut d, mut seq, now) = three_and_a_learner();
     let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert!(matches!(
-        a.change_voters(1, &ids(&["a", "b", "c", "d"]), now),
-        Err(AdminRefusal::Busy(_))
-    ), "the no-op of the epoch is not committed yet");
+    assert!(
+        matches!(
+            a.change_voters(1, &ids(&["a", "b", "c", "d"]), now),
+            Err(AdminRefusal::Busy(_))
+        ),
+        "the no-op of the epoch is not committed yet"
+    );
     exchange(&mut a, 0, &mut b, &mut seq, now);
     exchange(&mut a, 1, &mut c, &mut seq, now);
-    assert!(matches!(
-        a.change_voters(1, &ids(&["a", "b", "c", "d"]), now),
-        Err(AdminRefusal::Busy(_))
-    ), "d has not answered yet");
+    assert!(
+        matches!(
+            a.change_voters(1, &ids(&["a", "b", "c", "d"]), now),
+            Err(AdminRefusal::Busy(_))
+        ),
+        "d has not answered yet"
+    );
     for _ in 0..3 {
         exchange(&mut a, 2, &mut d, &mut seq, now);
     }
-    assert!(matches!(
-        a.change_voters(1, &ids(&["a"]), now),
-        Err(AdminRefusal::Invalid(_))
-    ), "two removals at once");
-    assert!(matches!(
-        a.change_voters(1, &ids(&["b", "c", "d"]), now),
-        Err(AdminRefusal::Invalid(_))
-    ), "a swap is two changes");
-    assert!(matches!(
-        a.change_voters(1, &ids(&["b", "c"]), now),
-        Err(AdminRefusal::Invalid(_))
-    ), "the leader cannot remove itself");
+    assert!(
+        matches!(
+            a.change_voters(1, &ids(&["a"]), now),
+            Err(AdminRefusal::Invalid(_))
+        ),
+        "two removals at once"
+    );
+    assert!(
+        matches!(
+            a.change_voters(1, &ids(&["b", "c", "d"]), now),
+            Err(AdminRefusal::Invalid(_))
+        ),
+        "a swap is two changes"
+    );
+    assert!(
+        matches!(
+            a.change_voters(1, &ids(&["b", "c"]), now),
+            Err(AdminRefusal::Invalid(_))
+        ),
+        "the leader cannot remove itself"
+    );
     assert_eq!(
         b.change_voters(1, &ids(&["a", "b"]), now),
         Err(AdminRefusal::NotLeader { epoch: 1 })
@@ -367,11 +385,17 @@ fn the_voter_set_changes_one_caught_up_member_at_a_time() {
         .unwrap_or_else(|e| unreachable!("{e}"));
     sync(&mut a, &mut seq, now);
     let config = a.config().unwrap_or_else(|| unreachable!());
-    assert_eq!((config.index, config.voters.len(), config.committed), (at, 4, false));
-    assert!(matches!(
-        a.change_voters(1, &ids(&["a", "b", "c"]), now),
-        Err(AdminRefusal::Busy(_))
-    ), "the previous change is not committed");
+    assert_eq!(
+        (config.index, config.voters.len(), config.committed),
+        (at, 4, false)
+    );
+    assert!(
+        matches!(
+            a.change_voters(1, &ids(&["a", "b", "c"]), now),
+            Err(AdminRefusal::Busy(_))
+        ),
+        "the previous change is not committed"
+    );
     assert_eq!(
         a.change_voters(1, &ids(&["d", "c", "b", "a"]), now),
         Ok(at),
@@ -428,7 +452,10 @@ fn a_leader_sends_nothing_before_its_promotion_is_durable() {
     sync(&mut a, &mut seq, now);
     a.promote(1, vec![peer("b")], vec![], now)
         .unwrap_or_else(|e| unreachable!("{e}"));
-    assert!(a.outgoing(0, true).is_none(), "promotion record not durable");
+    assert!(
+        a.outgoing(0, true).is_none(),
+        "promotion record not durable"
+    );
     a.take_records();
     seq += 1;
     a.note_submitted(seq);
@@ -494,7 +521,11 @@ fn an_async_leader_that_was_deposed_drops_its_unreplicated_commits_and_converges
     }
     assert_eq!(a.last_log(), b.last_log(), "converged instead of wedging");
     assert!(a.kv().get("lost").is_none() && a.kv().get("kept").is_some());
-    assert_ne!(a.incarnation(), old, "it lost committed state: a new incarnation");
+    assert_ne!(
+        a.incarnation(),
+        old,
+        "it lost committed state: a new incarnation"
+    );
 }
 
 #[test]
@@ -538,7 +569,10 @@ fn the_voter_set_survives_replay_and_compaction_and_a_truncated_one_is_undone() 
         }
     }
     let mut replayed = Replica::recover(small, None, records);
-    assert_eq!(replayed.config().map(|c| c.voters), Some(first.voters.clone()));
+    assert_eq!(
+        replayed.config().map(|c| c.voters),
+        Some(first.voters.clone())
+    );
     replayed.commit = replayed.last_log().index;
     replayed.apply_committed();
     let (snap, _) = replayed

@@ -148,14 +148,14 @@ fn read_segment(
             }
             Err(problem) => problem,
         };
-        let torn = last_segment
-            && match problem {
-                FrameProblem::CutShort => true,
-                // A frame that ends exactly at the end of the file was the last one written.
-                FrameProblem::BadChecksum { len } => 8 + len == rest.len(),
-                FrameProblem::Undecodable => false,
-            }
-            || (last_segment && rest.iter().all(|b| *b == 0));
+        // A frame cut short, or bad and ending exactly at the end of the file, was the last
+        // one written; zeroes to the end are a file extended but never written.
+        let last_frame = match problem {
+            FrameProblem::CutShort => true,
+            FrameProblem::BadChecksum { len } => 8 + len == rest.len(),
+            FrameProblem::Undecodable => false,
+        };
+        let torn = last_segment && (last_frame || rest.iter().all(|b| *b == 0));
         if !torn {
             return Err(WalError::Corrupt {
                 path: path.to_path_buf(),

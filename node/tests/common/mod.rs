@@ -185,7 +185,12 @@ impl Cluster {
     }
 
     /// `POST /admin/voters` on node `i`: (status code, body).
-    pub async fn set_voters(&self, i: usize, epoch: u64, voters: &[usize]) -> (u16, serde_json::Value) {
+    pub async fn set_voters(
+        &self,
+        i: usize,
+        epoch: u64,
+        voters: &[usize],
+    ) -> (u16, serde_json::Value) {
         let ids: Vec<String> = voters.iter().map(|j| self.nodes[*j].id.clone()).collect();
         let r = self
             .http
@@ -224,7 +229,13 @@ impl Cluster {
     }
 
     /// Promote `i` replicating to `followers`; `voters` is the first voter set (a new log).
-    pub async fn promote_voters(&self, i: usize, epoch: u64, followers: &[usize], voters: &[Voter]) {
+    pub async fn promote_voters(
+        &self,
+        i: usize,
+        epoch: u64,
+        followers: &[usize],
+        voters: &[Voter],
+    ) {
         let followers: Vec<Peer> = followers.iter().map(|j| self.peer(*j)).collect();
         let r = self
             .http

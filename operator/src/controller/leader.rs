@@ -34,14 +34,30 @@ pub struct LeaderOutcome {
     pub failing_over: bool,
     /// Reconcile again this soon (the rest of the failover delay, or a retry).
     pub recheck: Option<Duration>,
+    /// A voter-set change under way and what it waits for.
+    pub voters_pending: Option<String>,
 }
 
 impl LeaderOutcome {
     /// Writes the outcome into a freshly computed status.
-    pub fn record(&self, status: &mut ReplicatedClusterStatus) {
+    pub fn record(
+        &self,
+        status: &mut ReplicatedClusterStatus,
+        previous: Option<&ReplicatedClusterStatus>,
+        now: &Time,
+    ) {
         status.no_leader_since = self.no_leader_since.clone();
         if let Some(record) = &self.last_failover {
             status.last_failover = Some(record.clone());
+        }
+        if let Some(message) = &self.voters_pending {
+            super::status::mark_scaling(
+                status,
+                previous,
+                now,
+                crate::crd::reason::VOTERS_CHANGING,
+                message,
+            );
         }
         if self.failing_over {
             status.phase = Some(crate::crd::Phase::FailingOver);
@@ -92,14 +108,15 @@ pub async fn run(
     (Some(outcome(&report, &previous, clock())), labelled)
 }
 
-/// (pure) The failover view: one member per ordinal of `spec.replicas`.
+/// (pure) The failover view: one member per kept ordinal (`spec.replicas`, plus voters beyond
+/// it that are still leaving).
 pub fn build_view(
     valid: &ValidatedCluster,
     observed: &Observed,
     previous: &ReplicatedClusterStatus,
 ) -> View {
     let members = valid
-        .peers
+        .members
         .iter()
         .map(|peer| {
             let pod = observed.pods.iter().find(|p| p.name == peer.id);
@@ -127,6 +144,8 @@ pub fn build_view(
         .collect();
     View {
         members,
+        desired: usize::try_from(valid.replicas).unwrap_or(0),
+        had_voters: previous.voters.as_ref().is_some_and(|v| !v.is_empty()),
         failover_delay: valid.failover_delay,
         known_epoch: previous
             .epoch
@@ -187,6 +206,7 @@ fn outcome(report: &Report, previous: &ReplicatedClusterStatus, now_ms: i64) -> 
         last_failover,
         failing_over: decision.failing_over && decision.leader.is_none(),
         recheck: decision.recheck,
+        voters_pending: decision.voters_pending.clone(),
     }
 }
 

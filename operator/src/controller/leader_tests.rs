@@ -102,6 +102,7 @@ fn report(leader: Option<&str>, epoch: u64, promoted: Option<Promotion>) -> Repo
             failing_over: leader.is_none(),
             blocked: None,
             recheck: None,
+            voters_pending: None,
         },
         notes: Vec::new(),
         promoted,

@@ -240,7 +240,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
         now: now.clone(),
     }); // pure
     if let Some(leader) = &leader {
-        leader.record(&mut status);
+        leader.record(&mut status, cluster.status.as_ref(), &now);
     }
     if let Some(ring) = &ring {
         ring.record(&mut status, cluster.status.as_ref(), &now);

@@ -79,7 +79,20 @@ impl Observed {
                 None,
                 self.nodes.values().filter_map(|n| n.as_ref().ok()),
             ),
+            voters: self.voters(),
         }
+    }
+
+    /// SingleLeader: the ids of the voter set in force, from the node with the newest epoch
+    /// and configuration entry.
+    pub fn voters(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.as_ref().ok())
+            .filter_map(|n| Some((n.epoch, n.config.as_ref()?)))
+            .max_by_key(|(epoch, config)| (*epoch, config.index))
+            .map(|(_, config)| config.voters.iter().map(|v| v.id.clone()).collect())
+            .unwrap_or_default()
     }
 }
 

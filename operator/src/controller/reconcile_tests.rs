@@ -75,6 +75,14 @@ impl NodeAdmin for FakeNodes {
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by reconcile")
     }
+    fn voters<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: rc_api::VotersRequest,
+    ) -> BoxFuture<'a, Result<rc_api::VoterConfig, NodeError>> {
+        unimplemented!("not used by these tests")
+    }
     fn ring<'a>(
         &'a self,
         _: &'a str,
@@ -350,6 +358,10 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
     let mut leader =
         crate::controller::status::tests::node_status("orders-0", rc_api::Role::Leader, 2);
     leader.stats.count = 0;
+    // One member, one voter.
+    if let Some(config) = leader.config.as_mut() {
+        config.voters.truncate(1);
+    }
     nodes.statuses.insert("10.0.0.1:7400".into(), leader);
     let (ctx, mut server) = context(nodes);
     let mut existing = cluster(ClusterMode::SingleLeader);

@@ -16,9 +16,7 @@ use kube::Resource;
 use super::observe::Observed;
 use super::validate::ValidatedCluster;
 use super::Context;
-use crate::crd::{
-    condition, reason, ClusterMode, Phase, ReplicatedCluster, ReplicatedClusterStatus, RingRecord,
-};
+use crate::crd::{reason, ClusterMode, ReplicatedCluster, ReplicatedClusterStatus, RingRecord};
 use crate::membership::execute::{self, reason as event, Report};
 use crate::membership::{from_record, to_record, Pod, View};
 
@@ -45,28 +43,8 @@ impl RingOutcome {
         if self.ring.is_some() {
             status.ring = self.ring.clone();
         }
-        let Some(message) = &self.changing else {
-            return;
-        };
-        if status.phase == Some(Phase::Running) {
-            status.phase = Some(Phase::Scaling);
-        }
-        let since = previous
-            .into_iter()
-            .flat_map(|p| p.conditions.iter())
-            .find(|c| c.type_ == condition::PROGRESSING && c.status == "True")
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        if let Some(progressing) = status
-            .conditions
-            .iter_mut()
-            .find(|c| c.type_ == condition::PROGRESSING)
-        {
-            if progressing.status != "True" {
-                progressing.status = "True".to_owned();
-                progressing.last_transition_time = since;
-            }
-            progressing.reason = reason::RING_CHANGING.to_owned();
-            progressing.message = message.clone();
+        if let Some(message) = &self.changing {
+            super::status::mark_scaling(status, previous, now, reason::RING_CHANGING, message);
         }
     }
 }
@@ -155,6 +133,7 @@ mod tests {
     use crate::controller::fixtures::cluster;
     use crate::controller::observe::ObservedPod;
     use crate::controller::validate::{validate, ObservedFacts};
+    use crate::crd::{condition, Phase};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use k8s_openapi::jiff::Timestamp;
 

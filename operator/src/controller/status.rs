@@ -83,6 +83,7 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
         ClusterMode::SingleLeader => {
             let leader = current_leader(&reachable);
             status.leader = leader.map(|l| l.node_id.clone());
+            record_voters(&mut status, &reachable, &previous);
             status.epoch = reachable.iter().map(|n| n.epoch).max().map(to_i64);
             match leader {
                 Some(l) if has_quorum => (
@@ -390,4 +391,59 @@ fn stalled_followers(leader: Option<&NodeStatus>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A membership change is under way: phase `Scaling` (unless something worse is shown) and
+/// `Progressing` true with `reason` and `message`.
+pub fn mark_scaling(
+    status: &mut ReplicatedClusterStatus,
+    previous: Option<&ReplicatedClusterStatus>,
+    now: &Time,
+    reason: &str,
+    message: &str,
+) {
+    if status.phase == Some(Phase::Running) {
+        status.phase = Some(Phase::Scaling);
+    }
+    let since = previous
+        .into_iter()
+        .flat_map(|p| p.conditions.iter())
+        .find(|c| c.type_ == condition::PROGRESSING && c.status == "True")
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    if let Some(progressing) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == condition::PROGRESSING)
+    {
+        if progressing.status != "True" {
+            progressing.status = "True".to_owned();
+            progressing.last_transition_time = since;
+        }
+        progressing.reason = reason.to_owned();
+        progressing.message = message.to_owned();
+    }
+}
+
+/// SingleLeader: the voter set in force (from the node with the newest epoch and configuration
+/// entry; the last recorded one while no node answers) and whether each member counts in it.
+fn record_voters(
+    status: &mut ReplicatedClusterStatus,
+    nodes: &[&NodeStatus],
+    previous: &ReplicatedClusterStatus,
+) {
+    let newest = nodes
+        .iter()
+        .filter_map(|n| Some((n.epoch, n.config.as_ref()?)))
+        .max_by_key(|(epoch, config)| (*epoch, config.index))
+        .map(|(_, config)| config);
+    let Some(config) = newest else {
+        status.voters = previous.voters.clone();
+        return;
+    };
+    status.voters = Some(config.voters.iter().map(|v| v.id.clone()).collect());
+    for member in &mut status.members {
+        if let Some(node) = nodes.iter().find(|n| n.node_id == member.name) {
+            member.voter = Some(config.counts(&member.name, node.incarnation));
+        }
+    }
 }

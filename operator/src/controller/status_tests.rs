@@ -47,6 +47,17 @@ fn node(ordinal: i32, role: Role, epoch: u64, mean_ms: f64) -> NodeStatus {
     NodeStatus {
         node_id: format!("orders-{ordinal}"),
         mode: Mode::SingleLeader,
+        incarnation: u64::try_from(ordinal).unwrap() + 1,
+        config: Some(rc_api::VoterConfig {
+            index: 2,
+            voters: (0..3)
+                .map(|i| rc_api::Voter {
+                    id: format!("orders-{i}"),
+                    incarnation: i + 1,
+                })
+                .collect(),
+            committed: true,
+        }),
         role,
         epoch,
         leader: None,
@@ -97,6 +108,8 @@ fn healthy_single_leader() -> Observed {
             match_index: 9,
             lag_entries: 1,
             last_ack_ms: Some(5),
+            incarnation: Some(2),
+            voter: true,
         },
         FollowerStatus {
             id: "orders-2".into(),
@@ -104,6 +117,8 @@ fn healthy_single_leader() -> Observed {
             match_index: 8,
             lag_entries: 2,
             last_ack_ms: Some(5),
+            incarnation: Some(3),
+            voter: true,
         },
     ];
     Observed {
@@ -168,6 +183,7 @@ fn a_healthy_single_leader_cluster_is_running_with_its_leader_epoch_and_members(
             mean_response_ms: Some(4.0),
             load_ratio: Some(1.0),
             message: None,
+            voter: Some(true),
         }
     );
     let available = condition(&status, condition::AVAILABLE);

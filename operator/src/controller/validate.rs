@@ -130,6 +130,8 @@ pub struct ValidatedCluster {
     pub node_config: BTreeMap<String, String>,
     /// Every node by ordinal: pod name and the stable address peers and the operator dial.
     pub peers: Vec<Peer>,
+    /// `peers` plus the pods kept beyond `replicas` (`statefulset_replicas` in all).
+    pub members: Vec<Peer>,
     /// Nodes that must stay up for the cluster to serve every read and write.
     pub quorum: i32,
     /// SingleLeader mode: how long the leader may be lost before the operator fails over
@@ -181,6 +183,9 @@ pub struct ObservedFacts {
     pub existing_storage: Option<(Quantity, Option<String>)>,
     /// Leaderless mode: the newest ring the nodes report, if any.
     pub ring: Option<Ring>,
+    /// SingleLeader mode: the ids of the voter set in force, as the nodes report it (empty when
+    /// no node answered with one).
+    pub voters: Vec<String>,
 }
 
 /// Name of the Secret holding the admin token: the one the user named, else `<cluster>-admin`.
@@ -338,13 +343,12 @@ pub fn validate(
     if !admin_secret.managed && !facts.admin_secret_ready {
         return Err(SpecError::AdminSecret(admin_secret.name));
     }
-    let peers: Vec<Peer> = (0..spec.replicas)
-        .map(|ordinal| {
-            let id = format!("{name}-{ordinal}");
-            let address = format!("{id}.{peers_service_name}.{namespace}.svc:{NODE_PORT}");
-            Peer { id, address }
-        })
-        .collect();
+    let peer = |ordinal: i32| {
+        let id = format!("{name}-{ordinal}");
+        let address = format!("{id}.{peers_service_name}.{namespace}.svc:{NODE_PORT}");
+        Peer { id, address }
+    };
+    let peers: Vec<Peer> = (0..spec.replicas).map(peer).collect();
     let peer_list: Vec<String> = peers
         .iter()
         .map(|p| format!("{}={}", p.id, p.address))
@@ -356,14 +360,24 @@ pub fn validate(
             spec.storage.storage_class_name.clone(),
         )
     });
-    // A member is never stopped before it left the ring: keep pods up to its ordinal.
+    // A member is never stopped before it left the ring, or the voters: keep pods up to its
+    // ordinal (a voter's pod deleted early takes acknowledged writes with it).
     let prefix = format!("{name}-");
+    let recorded_voters = cluster.status.as_ref().and_then(|s| s.voters.clone());
+    let voters = match spec.mode {
+        ClusterMode::Leaderless => Vec::new(),
+        ClusterMode::SingleLeader if !facts.voters.is_empty() => facts.voters.clone(),
+        ClusterMode::SingleLeader => recorded_voters.unwrap_or_default(),
+    };
     let highest_member = ring
         .iter()
         .flat_map(|r| r.members.iter())
-        .filter_map(|m| m.id.strip_prefix(&prefix)?.parse::<i32>().ok())
+        .map(|m| &m.id)
+        .chain(voters.iter())
+        .filter_map(|id| id.strip_prefix(&prefix)?.parse::<i32>().ok())
         .max();
     let statefulset_replicas = highest_member.map_or(spec.replicas, |o| spec.replicas.max(o + 1));
+    let members: Vec<Peer> = (0..statefulset_replicas).map(peer).collect();
     Ok(ValidatedCluster {
         statefulset_replicas,
         replication_factor,
@@ -373,6 +387,7 @@ pub fn validate(
         admin_secret,
         node_config,
         peers,
+        members,
         quorum,
         failover_delay,
         owner,

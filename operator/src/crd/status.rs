@@ -43,6 +43,13 @@ pub struct ReplicatedClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
 
+    /// SingleLeader mode: the members that vote (count toward commits and elections), as the
+    /// nodes' logs record them. Other members are learners: they receive the log and serve stale
+    /// reads. A new or replaced member becomes a voter once it has caught up, one member at a
+    /// time; a member leaving (scale-down) stops voting before its pod is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voters: Option<Vec<String>>,
+
     /// Leaderless mode: the newest membership ring version any node reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_version: Option<i64>,
@@ -112,6 +119,11 @@ pub struct MemberStatus {
 
     /// Whether the operator reached the node's admin API at the last observation.
     pub reachable: bool,
+
+    /// SingleLeader mode: true when the node votes, false for a learner (still catching up, or
+    /// beyond `spec.replicas` and leaving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voter: Option<bool>,
 
     /// SingleLeader mode: the epoch the node has adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +255,8 @@ pub mod reason {
     pub const NO_RING: &str = "NoRing";
     /// Leaderless: members are joining or leaving the ring.
     pub const RING_CHANGING: &str = "RingChanging";
+    /// SingleLeader: a member is being added to or removed from the voters.
+    pub const VOTERS_CHANGING: &str = "VotersChanging";
     /// Leaderless: `spec.replicas` is below the replication factor; the members stay.
     pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
 }

@@ -7,16 +7,16 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest};
+use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest, VotersRequest};
 use tracing::{info, warn};
 
 use super::{after_fence, decide, Action, Blocked, Decision, FenceFailure, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
-use crate::node_client::NodeAdmin;
+use crate::node_client::{NodeAdmin, NodeError};
 
-/// Most steps in one pass: fence, promote, follow, relabel, plus slack for a re-promote.
-const MAX_STEPS: usize = 8;
+/// Most steps in one pass: fence, promote, follow, relabel, a few voter changes, plus slack.
+const MAX_STEPS: usize = 10;
 
 /// Event reasons (stable: users and alerts match on them).
 pub mod reason {
@@ -24,6 +24,9 @@ pub mod reason {
     pub const LEADER_PROMOTED: &str = "LeaderPromoted";
     pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
     pub const FOLLOWERS_UPDATED: &str = "FollowersUpdated";
+    pub const VOTERS_CHANGED: &str = "VotersChanged";
+    pub const VOTERS_CHANGE_WAITING: &str = "VotersChangeWaiting";
+    pub const SWITCHOVER_STARTED: &str = "SwitchoverStarted";
 }
 
 /// A leader elected in this pass.
@@ -122,15 +125,31 @@ impl Steps for Pass<'_> {
                     _ => None,
                 };
                 self.notes.push(started_note(action, &from, *new_epoch));
-                let answers = fence_all(self.nodes, self.token, fence, *new_epoch).await;
-                match after_fence(self.view, *new_epoch, &answers) {
-                    Ok(promote) => {
-                        self.pending_from = from;
-                        self.promote(&promote).await;
-                    }
-                    Err(failure) => return ControlFlow::Break(self.blocked(failure).await),
-                }
+                return self.fence_and_elect(fence, *new_epoch, from, &[]).await;
             }
+            Action::Switchover {
+                new_epoch,
+                fence,
+                from,
+                exclude,
+            } => {
+                self.notes.push(Note {
+                    reason: reason::SWITCHOVER_STARTED,
+                    warning: false,
+                    message: format!(
+                        "leader {from} is leaving the voters: fencing every member at epoch {new_epoch} to hand over to a voter that stays"
+                    ),
+                });
+                return self
+                    .fence_and_elect(fence, *new_epoch, Some(from.clone()), exclude)
+                    .await;
+            }
+            Action::SetVoters {
+                leader,
+                epoch,
+                voters,
+                why,
+            } => return self.set_voters(leader, *epoch, voters, why).await,
             Action::Promote { .. } => self.promote(action).await,
             Action::Follow {
                 members,
@@ -147,6 +166,81 @@ impl Steps for Pass<'_> {
 }
 
 impl Pass<'_> {
+    async fn fence_and_elect(
+        &mut self,
+        fence: &[Peer],
+        new_epoch: u64,
+        from: Option<String>,
+        exclude: &[String],
+    ) -> ControlFlow<Decision> {
+        let answers = fence_all(self.nodes, self.token, fence, new_epoch).await;
+        match after_fence(self.view, new_epoch, &answers, exclude) {
+            Ok(promote) => {
+                self.pending_from = from;
+                self.promote(&promote).await;
+                ControlFlow::Continue(())
+            }
+            Err(failure) => ControlFlow::Break(self.blocked(failure).await),
+        }
+    }
+
+    /// `POST /admin/voters` to the leader. A refusal that may pass later (a learner still
+    /// catching up, a change still committing) ends the pass and looks again soon.
+    async fn set_voters(
+        &mut self,
+        leader: &Peer,
+        epoch: u64,
+        voters: &[String],
+        why: &str,
+    ) -> ControlFlow<Decision> {
+        let request = VotersRequest {
+            epoch,
+            voters: voters.to_vec(),
+        };
+        match self
+            .nodes
+            .voters(&leader.address, self.token, request)
+            .await
+        {
+            Ok(config) => {
+                let ids: Vec<&str> = config.voters.iter().map(|v| v.id.as_str()).collect();
+                info!(leader = %leader.id, epoch, voters = ?ids, why, "voter set changed");
+                self.notes.push(Note {
+                    reason: reason::VOTERS_CHANGED,
+                    warning: false,
+                    message: format!("voters are now {}: {why}", ids.join(", ")),
+                });
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                let retry = matches!(
+                    &e,
+                    NodeError::Status {
+                        status: 409 | 503 | 504,
+                        ..
+                    }
+                );
+                warn!(error = %e, leader = %leader.id, epoch, "voter change not made");
+                self.notes.push(Note {
+                    reason: reason::VOTERS_CHANGE_WAITING,
+                    warning: !retry,
+                    message: format!("changing the voters to {} ({why}): {e}", voters.join(", ")),
+                });
+                refresh(self.nodes, self.token, self.view).await;
+                let decision = decide(self.view, (self.now_ms)());
+                ControlFlow::Break(Decision {
+                    action: Action::Nothing,
+                    recheck: Some(Duration::from_secs(1)),
+                    voters_pending: Some(format!(
+                        "changing the voters to {}: {e}",
+                        voters.join(", ")
+                    )),
+                    ..decision
+                })
+            }
+        }
+    }
+
     /// `POST /admin/promote` for an [`Action::Promote`]: a new leader (a [`Promotion`]) or the
     /// current one with a new follower list.
     async fn promote(&mut self, action: &Action) {
@@ -154,6 +248,7 @@ impl Pass<'_> {
             candidate,
             epoch,
             followers,
+            voters,
             elected,
         } = action
         else {
@@ -163,6 +258,7 @@ impl Pass<'_> {
         let request = PromoteRequest {
             epoch,
             followers: followers.clone(),
+            voters: voters.clone(),
         };
         match self
             .nodes

@@ -7,35 +7,54 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use rc_api::{
     EpochResponse, FollowerStatus, LogPosition, Mode, NodeStatus, Peer, Replication, RequestStats,
-    Role,
+    Role, Voter, VoterConfig,
 };
 
 use super::*;
 
-const NOW: i64 = 1_700_000_000_000;
-const DELAY: Duration = Duration::from_secs(2);
+pub(super) const NOW: i64 = 1_700_000_000_000;
+pub(super) const DELAY: Duration = Duration::from_secs(2);
 
-fn name(i: usize) -> String {
+pub(super) fn name(i: usize) -> String {
     format!("orders-{i}")
 }
 
-fn addr(i: usize) -> String {
+pub(super) fn addr(i: usize) -> String {
     format!("10.0.0.{i}:7400")
 }
 
-fn peer_of(i: usize) -> Peer {
+pub(super) fn peer_of(i: usize) -> Peer {
     Peer {
         id: name(i),
         address: addr(i),
     }
 }
 
-fn peers(ordinals: &[usize]) -> Vec<Peer> {
+/// The incarnation of member `i`'s data in these tests.
+pub(super) fn inc(i: usize) -> u64 {
+    i as u64 + 1
+}
+
+/// The voter set {orders-0, orders-1, orders-2} every initialized node holds here.
+pub(super) fn three_voters() -> VoterConfig {
+    VoterConfig {
+        index: 2,
+        voters: (0..3)
+            .map(|i| Voter {
+                id: name(i),
+                incarnation: inc(i),
+            })
+            .collect(),
+        committed: true,
+    }
+}
+
+pub(super) fn peers(ordinals: &[usize]) -> Vec<Peer> {
     ordinals.iter().map(|i| peer_of(*i)).collect()
 }
 
 /// A follower of `leader` in `epoch` that last heard from it `contact_ms` ago.
-fn follower(
+pub(super) fn follower(
     epoch: u64,
     leader: Option<usize>,
     last: (u64, u64),
@@ -44,6 +63,8 @@ fn follower(
     NodeStatus {
         node_id: String::new(),
         mode: Mode::SingleLeader,
+        incarnation: 0,
+        config: (epoch > 0).then(three_voters),
         role: Role::Follower,
         epoch,
         leader: leader.map(name),
@@ -64,7 +85,7 @@ fn follower(
 }
 
 /// The leader of `epoch` replicating to `followers`.
-fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
+pub(super) fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
     NodeStatus {
         role: Role::Leader,
         followers: followers
@@ -75,6 +96,8 @@ fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
                 match_index: 10,
                 lag_entries: 0,
                 last_ack_ms: Some(20),
+                incarnation: Some(inc(*i)),
+                voter: *i < 3,
             })
             .collect(),
         ms_since_leader_contact: Some(0),
@@ -82,7 +105,7 @@ fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
     }
 }
 
-fn member(i: usize, pod: PodState, node: Result<NodeStatus, String>) -> Member {
+pub(super) fn member(i: usize, pod: PodState, node: Result<NodeStatus, String>) -> Member {
     Member {
         name: name(i),
         address: (pod != PodState::Missing).then(|| addr(i)),
@@ -91,26 +114,33 @@ fn member(i: usize, pod: PodState, node: Result<NodeStatus, String>) -> Member {
         role_label: None,
         node: node.map(|mut n| {
             n.node_id = name(i);
+            n.incarnation = inc(i);
             n
         }),
     }
 }
 
-fn up(i: usize, node: NodeStatus) -> Member {
+pub(super) fn up(i: usize, node: NodeStatus) -> Member {
     member(i, PodState::Ready, Ok(node))
 }
 
-fn down(i: usize, pod: PodState) -> Member {
+pub(super) fn down(i: usize, pod: PodState) -> Member {
     member(i, pod, Err("connection refused".into()))
 }
 
-fn labelled(mut m: Member, role: &str) -> Member {
+pub(super) fn labelled(mut m: Member, role: &str) -> Member {
     m.role_label = Some(role.to_owned());
     m
 }
 
-fn view(members: Vec<Member>, known_epoch: u64, no_leader_since_ms: Option<i64>) -> View {
+pub(super) fn view(
+    members: Vec<Member>,
+    known_epoch: u64,
+    no_leader_since_ms: Option<i64>,
+) -> View {
     View {
+        desired: members.len(),
+        had_voters: known_epoch > 0,
         members,
         failover_delay: DELAY,
         known_epoch,
@@ -119,7 +149,7 @@ fn view(members: Vec<Member>, known_epoch: u64, no_leader_since_ms: Option<i64>)
 }
 
 /// A healthy 3-node cluster led by orders-0 in epoch 2, labels in place.
-fn healthy_cluster() -> Vec<Member> {
+pub(super) fn healthy_cluster() -> Vec<Member> {
     vec![
         labelled(up(0, leader(0, 2, &[1, 2])), "leader"),
         labelled(up(1, follower(2, Some(0), (2, 10), Some(30))), "follower"),
@@ -161,7 +191,7 @@ fn the_decision_table_holds() {
                 None,
             ),
             action: Action::Nothing,
-            blocked: Some("1 of 3 members answer, 2 are needed"),
+            blocked: Some("only 1 of 3 members answer; 2 are needed"),
         },
         Case {
             name: "a healthy leader is left alone",
@@ -251,7 +281,7 @@ fn the_decision_table_holds() {
                 Some(NOW - 3_000),
             ),
             action: Action::Nothing,
-            blocked: Some("only 1 of 3 members answer; 2 are needed to fence"),
+            blocked: Some("only 1 of 3 voters answer (orders-1); 2 are needed"),
         },
         Case {
             name: "an operator restarted after the fence promotes the most up-to-date",
@@ -268,6 +298,7 @@ fn the_decision_table_holds() {
                 candidate: peer_of(2),
                 epoch: 3,
                 followers: peers(&[0, 1]),
+                voters: vec![],
                 elected: true,
             },
             blocked: None,
@@ -330,6 +361,7 @@ fn the_decision_table_holds() {
                         address: "orders-4.orders-peers.shop.svc:7400".into(),
                     },
                 ],
+                voters: vec![],
                 elected: false,
             },
             blocked: None,
@@ -403,13 +435,15 @@ fn a_healthy_leader_clears_the_no_leader_time_and_a_lost_one_keeps_it() {
     assert_eq!(later.recheck, Some(Duration::from_millis(500)));
 }
 
-fn answer(epoch: u64, last: (u64, u64)) -> Result<EpochResponse, String> {
+pub(super) fn answer(i: usize, epoch: u64, last: (u64, u64)) -> Result<EpochResponse, String> {
     Ok(EpochResponse {
         epoch,
         last_log: LogPosition {
             epoch: last.0,
             index: last.1,
         },
+        incarnation: inc(i),
+        config: Some(three_voters()),
     })
 }
 
@@ -429,13 +463,13 @@ fn fenced_view() -> View {
 fn a_fence_answered_by_a_minority_is_blocked_with_the_count() {
     let answers = vec![
         (name(0), Err("connection refused".to_owned())),
-        (name(1), answer(3, (2, 10))),
+        (name(1), answer(1, 3, (2, 10))),
         (name(2), Err("timed out".to_owned())),
     ];
     assert_eq!(
-        after_fence(&fenced_view(), 3, &answers),
+        after_fence(&fenced_view(), 3, &answers, &[]),
         Err(FenceFailure::Minority(
-            "only 1 of 3 members answered the fence at epoch 3; 2 are needed".into()
+            "only 1 of 3 voters answered the fence at epoch 3 (orders-1); 2 are needed".into()
         ))
     );
 }
@@ -446,28 +480,39 @@ fn the_most_up_to_date_member_is_promoted_ties_to_the_lowest_ordinal() {
         &fenced_view(),
         3,
         &answers,
+        &[],
     ) {
         Ok(Action::Promote { candidate, .. }) => candidate.id,
         other => panic!("no promotion: {other:?}"),
     };
     // A longer log wins.
-    let longer = vec![(name(1), answer(3, (2, 10))), (name(2), answer(3, (2, 12)))];
+    let longer = vec![
+        (name(1), answer(1, 3, (2, 10))),
+        (name(2), answer(2, 3, (2, 12))),
+    ];
     assert_eq!(promote(longer), "orders-2");
     // A newer last epoch beats a longer log of an older epoch (Raft's up-to-date order).
     let newer = vec![
-        (name(0), answer(3, (1, 50))),
-        (name(1), answer(3, (2, 11))),
-        (name(2), answer(3, (1, 60))),
+        (name(0), answer(0, 3, (1, 50))),
+        (name(1), answer(1, 3, (2, 11))),
+        (name(2), answer(2, 3, (1, 60))),
     ];
     assert_eq!(promote(newer), "orders-1");
     // Equal logs: the lowest ordinal, whatever order the answers came in.
-    let tie = vec![(name(2), answer(3, (2, 10))), (name(1), answer(3, (2, 10)))];
+    let tie = vec![
+        (name(2), answer(2, 3, (2, 10))),
+        (name(1), answer(1, 3, (2, 10))),
+    ];
     assert_eq!(promote(tie), "orders-1");
     // The promoted node is given every other member, the lost leader included.
     let full = after_fence(
         &fenced_view(),
         3,
-        &[(name(1), answer(3, (2, 10))), (name(2), answer(3, (2, 10)))],
+        &[
+            (name(1), answer(1, 3, (2, 10))),
+            (name(2), answer(2, 3, (2, 10))),
+        ],
+        &[],
     );
     assert_eq!(
         full,
@@ -475,6 +520,7 @@ fn the_most_up_to_date_member_is_promoted_ties_to_the_lowest_ordinal() {
             candidate: peer_of(1),
             epoch: 3,
             followers: peers(&[0, 2]),
+            voters: vec![],
             elected: true,
         })
     );
@@ -482,9 +528,12 @@ fn the_most_up_to_date_member_is_promoted_ties_to_the_lowest_ordinal() {
 
 #[test]
 fn a_node_already_past_the_fence_epoch_stops_the_failover() {
-    let answers = vec![(name(1), answer(3, (2, 10))), (name(2), answer(4, (2, 10)))];
+    let answers = vec![
+        (name(1), answer(1, 3, (2, 10))),
+        (name(2), answer(2, 4, (2, 10))),
+    ];
     assert!(matches!(
-        after_fence(&fenced_view(), 3, &answers),
+        after_fence(&fenced_view(), 3, &answers, &[]),
         Err(FenceFailure::Superseded(_))
     ));
 }

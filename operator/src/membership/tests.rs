@@ -48,6 +48,8 @@ fn node(i: usize, ring: Option<&Ring>, stream: StreamState) -> NodeStatus {
     NodeStatus {
         node_id: name(i),
         mode: Mode::Leaderless,
+        incarnation: 0,
+        config: None,
         role: Role::Peer,
         epoch: 0,
         leader: None,

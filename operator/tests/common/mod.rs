@@ -5,7 +5,7 @@
 //! Needs the rc-node binary of the same build: `cargo build -p rc-node` (a workspace `cargo
 //! test` builds it), or its path in `RC_NODE_BIN`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -152,12 +152,37 @@ impl Nodes {
         }
     }
 
+    /// Waits (up to 20 s) until node `i` answers `/healthz`.
+    pub async fn wait_up_one(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://{}/healthz", self.addr(i));
+        while !self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "orders-{i} did not start\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL, like a node lost with its machine.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Deletes node `i`'s data directory (a replaced volume); kill it first.
+    pub fn wipe(&self, i: usize) {
+        let _ = std::fs::remove_dir_all(self.dir.join(format!("orders-{i}")));
     }
 
     /// `PUT /v1/kv/{key}` on node `i`: the HTTP status, or 0 when no answer came.

@@ -1,0 +1,160 @@
+//! (pure) The next voter-set change of a single-leader cluster whose leader serves.
+//!
+//! The voter set lives in the nodes' logs (a configuration entry the leader appends and
+//! commits); this only chooses the next one-member step towards "the first `spec.replicas`
+//! members vote, each with the data it acknowledged", in this order:
+//!
+//! ```text
+//! a change is still committing                      -> wait
+//! a voter answers as a new incarnation (lost data)  -> remove it (it rejoins as a learner)
+//! a wanted member is a caught-up learner            -> add it (lowest ordinal first)
+//! a voter is beyond spec.replicas                   -> remove it (highest ordinal first);
+//!                                                      the leader is switched away first
+//! a wanted learner is still catching up             -> wait
+//! ```
+//!
+//! The node enforces the same rules (one change at a time, a caught-up learner, never the
+//! leader, a live majority after the change), so a stale view can only be refused, never unsafe.
+
+use rc_api::{NodeStatus, Peer, VoterConfig};
+
+use super::{choose::fence_targets, Action, View};
+
+/// What [`next_step`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The voter set is what the spec wants.
+    Done,
+    /// Nothing can be done now; the reason, for the `Progressing` condition.
+    Wait(String),
+    Act(Action),
+}
+
+/// The next step, from the serving leader `leader`'s status.
+pub(super) fn next_step(view: &View, leader: &Peer, status: &NodeStatus) -> Step {
+    let Some(config) = &status.config else {
+        return Step::Done;
+    };
+    if !config.committed {
+        return Step::Wait(format!(
+            "the voter set at log index {} is committing",
+            config.index
+        ));
+    }
+    let wanted: Vec<&str> = view
+        .members
+        .iter()
+        .take(view.desired)
+        .map(|m| m.name.as_str())
+        .collect();
+    let change = |voters: Vec<String>, why: String| {
+        Step::Act(Action::SetVoters {
+            leader: leader.clone(),
+            epoch: status.epoch,
+            voters,
+            why,
+        })
+    };
+    if let Some(lost) = lost_voter(view, &leader.id, config) {
+        let why = format!(
+            "{lost} lost its data (it answers as a new incarnation): removing it from the voters; it rejoins as a learner"
+        );
+        return change(without(config, lost), why);
+    }
+    let mut catching_up = None;
+    for name in &wanted {
+        if config.has_id(name) {
+            continue;
+        }
+        let follower = status.followers.iter().find(|f| f.id == *name);
+        match follower {
+            Some(f) if f.incarnation.is_some() && f.match_index >= status.commit_index => {
+                let why = format!(
+                    "{name} caught up as a learner (log index {}): adding it to the voters",
+                    f.match_index
+                );
+                return change(with(config, name), why);
+            }
+            Some(f) => {
+                catching_up.get_or_insert(format!(
+                    "{name} is a learner catching up (log index {} of {})",
+                    f.match_index, status.commit_index
+                ));
+            }
+            None => {
+                catching_up.get_or_insert(format!("{name} is not replicated to yet"));
+            }
+        }
+    }
+    let mut extra: Vec<&str> = config
+        .voters
+        .iter()
+        .map(|v| v.id.as_str())
+        .filter(|id| !wanted.contains(id))
+        .collect();
+    extra.sort_by_key(|id| std::cmp::Reverse(ordinal(id)));
+    if let Some(leaving) = extra.first() {
+        if *leaving != leader.id {
+            let why = format!(
+                "{leaving} is beyond spec.replicas ({}): removing it from the voters",
+                view.desired
+            );
+            return change(without(config, leaving), why);
+        }
+        // The leader leaves last, after handing over to a caught-up voter that stays.
+        let ready = status.followers.iter().any(|f| {
+            f.voter && wanted.contains(&f.id.as_str()) && f.match_index >= status.last_log.index
+        });
+        if ready {
+            return Step::Act(Action::Switchover {
+                new_epoch: status.epoch + 1,
+                fence: fence_targets(view),
+                from: leader.id.clone(),
+                exclude: view
+                    .members
+                    .iter()
+                    .skip(view.desired)
+                    .map(|m| m.name.clone())
+                    .collect(),
+            });
+        }
+        return Step::Wait(format!(
+            "leader {} is leaving the voters: waiting for a voter that stays to catch up before handing over",
+            leader.id
+        ));
+    }
+    catching_up.map_or(Step::Done, Step::Wait)
+}
+
+/// A voter (not the leader) whose node now reports another incarnation than the voter set.
+fn lost_voter<'a>(view: &View, leader: &str, config: &'a VoterConfig) -> Option<&'a str> {
+    config.voters.iter().find_map(|v| {
+        let member = view.members.iter().find(|m| m.name == v.id)?;
+        let node = member.node.as_ref().ok()?;
+        (v.id != leader && node.incarnation != 0 && node.incarnation != v.incarnation)
+            .then_some(v.id.as_str())
+    })
+}
+
+fn without(config: &VoterConfig, id: &str) -> Vec<String> {
+    config
+        .voters
+        .iter()
+        .filter(|v| v.id != id)
+        .map(|v| v.id.clone())
+        .collect()
+}
+
+fn with(config: &VoterConfig, id: &str) -> Vec<String> {
+    let mut ids: Vec<String> = config.voters.iter().map(|v| v.id.clone()).collect();
+    ids.push(id.to_owned());
+    ids
+}
+
+/// The StatefulSet ordinal at the end of a pod name (`orders-3` -> 3).
+fn ordinal(name: &str) -> u32 {
+    name.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
