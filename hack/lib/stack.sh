@@ -54,7 +54,7 @@ stack_build() {
   stack_log "cargo build -p rc-node -p rc-operator -p rc-process-kubelet"
   (cd "$STACK_REPO" && cargo build --quiet -p rc-node -p rc-operator -p rc-process-kubelet)
   local b
-  for b in rc-node rc-operator rc-process-kubelet; do
+  for b in rc-node rc-history rc-operator rc-process-kubelet; do
     [ -x "$STACK_TARGET/$b" ] || stack_die "$STACK_TARGET/$b missing after cargo build"
   done
   stack_log "build done in $(stack_since "$t0") s"
