@@ -4,6 +4,7 @@
 //! (the pure replica core, quorum maths, and the peer protocol), `node` (the runtime tying them
 //! together), `http` (client and admin APIs), `config`, `stats`, `metrics`.
 
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod kv;

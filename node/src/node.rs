@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Notify};
 
 use rc_api::{EpochResponse, LogPosition, Mode, NodeStatus, Peer, Role, Voter, VoterConfig};
 
+use crate::clock::Instant;
 use crate::kv::Applied;
 use crate::replication::peer;
 use crate::replication::replica::{leader, AdminRefusal, Replica, ReplicaConfig, WriteRefusal};

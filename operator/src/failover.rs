@@ -1,4 +1,4 @@
-//! (pure decision + thin executor) Single-leader leader bootstrap and failover (design.md §5).
+//! (pure decision + thin executor) Single-leader leader bootstrap and failover (docs/design.md §5).
 //!
 //! [`decide`] is pure: from what the operator sees of every member (pod state, `GET
 //! /admin/status` or why it failed), the epoch and "no leader since" time kept in the cluster's
@@ -22,7 +22,7 @@
 //! removed first, a caught-up learner among the wanted members is added, then voters beyond
 //! `spec.replicas` are removed, highest ordinal first, the leader last after a switchover.
 //!
-//! Why this is safe (design.md §5): a node adopts an epoch only upwards and binds to at most one
+//! Why this is safe (docs/design.md §5): a node adopts an epoch only upwards and binds to at most one
 //! leader per epoch, and the candidate has the highest (lastEpoch, lastIndex) of a majority that
 //! adopted the new epoch, so it holds every entry committed before. Timing (the delay, the
 //! followers' corroboration) only decides *when* to fail over, never whether it is safe.

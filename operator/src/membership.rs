@@ -1,5 +1,5 @@
 //! (pure decision + thin executor) Leaderless membership: the versioned ring the operator
-//! installs on the nodes (design.md §6).
+//! installs on the nodes (docs/design.md §6).
 //!
 //! [`decide`] is pure: from the members the spec asks for, what every pod's node reports in `GET
 //! /admin/status` (its ring and streaming state) and the ring recorded in the cluster's status,

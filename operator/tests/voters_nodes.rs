@@ -162,6 +162,31 @@ async fn assert_readable(nodes: &Nodes, i: usize, keys: &[String]) {
     }
 }
 
+/// Bootstraps orders-0..2 (the first three of `nodes`) as the voters.
+async fn three_voters(admin: &HttpNodeAdmin, nodes: &Nodes) -> View {
+    let mut view = view_of(nodes, 3, 3);
+    settle(admin, &mut view, &[0, 1, 2], nodes).await;
+    view
+}
+
+/// Passes until a leader is elected (15 s); its ordinal.
+async fn until_promoted(admin: &HttpNodeAdmin, view: &mut View, nodes: &Nodes) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let report = pass(admin, view).await;
+        if let Some(p) = report.promoted {
+            return p.to.trim_start_matches("orders-").parse().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover: {:?}\n{}",
+            report.decision,
+            nodes.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn leader_of(view: &View) -> usize {
     view.members
         .iter()
@@ -178,8 +203,7 @@ async fn scaling_3_to_5_adds_learners_as_voters_one_at_a_time_and_a_failover_kee
     let mut nodes = Nodes::start("voters-up", 5, SINGLE_LEADER);
     nodes.wait_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
-    let mut view = view_of(&nodes, 3, 3);
-    settle(&admin, &mut view, &[0, 1, 2], &nodes).await;
+    let view = three_voters(&admin, &nodes).await;
     let mut keys = write(&nodes, &view, "three", 20).await;
 
     let mut view = resize(&nodes, &view, 5, 5);
@@ -204,20 +228,7 @@ async fn scaling_3_to_5_adds_learners_as_voters_one_at_a_time_and_a_failover_kee
     // Kill the leader: a new one is elected among the five voters with every write.
     let old = leader_of(&view);
     nodes.kill9(old);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let new = loop {
-        let report = pass(&admin, &mut view).await;
-        if let Some(p) = report.promoted {
-            break p.to;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failover: {:?}",
-            report.decision
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let new: usize = new.trim_start_matches("orders-").parse().unwrap();
+    let new = until_promoted(&admin, &mut view, &nodes).await;
     assert_readable(&nodes, new, &keys).await;
 }
 
@@ -226,8 +237,7 @@ async fn empty_learners_never_elect_a_leader_without_the_latest_writes() {
     let mut nodes = Nodes::start("voters-empty", 5, SINGLE_LEADER);
     nodes.wait_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
-    let mut view = view_of(&nodes, 3, 3);
-    settle(&admin, &mut view, &[0, 1, 2], &nodes).await;
+    let view = three_voters(&admin, &nodes).await;
     let keys = write(&nodes, &view, "k", 20).await;
     // Two voters die; the cluster is scaled to 5 at the same time: orders-3 and orders-4 join
     // as learners, and cannot become voters (the new set would have no live majority).
@@ -253,24 +263,8 @@ async fn empty_learners_never_elect_a_leader_without_the_latest_writes() {
     // Voters come back: one of them is elected, with the data.
     nodes.spawn(1);
     nodes.spawn(2);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let new = loop {
-        let report = pass(&admin, &mut view).await;
-        if let Some(p) = report.promoted {
-            break p.to;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failover: {:?}",
-            report.decision
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        new == "orders-1" || new == "orders-2",
-        "a learner was elected: {new}"
-    );
-    let new: usize = new.trim_start_matches("orders-").parse().unwrap();
+    let new = until_promoted(&admin, &mut view, &nodes).await;
+    assert!(new == 1 || new == 2, "a learner was elected: orders-{new}");
     assert_readable(&nodes, new, &keys).await;
 }
 
@@ -317,8 +311,7 @@ async fn a_replaced_volume_while_another_member_is_down_loses_nothing_and_rejoin
     let mut nodes = Nodes::start("voters-wipe", 3, SINGLE_LEADER);
     nodes.wait_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
-    let mut view = view_of(&nodes, 3, 3);
-    settle(&admin, &mut view, &[0, 1, 2], &nodes).await;
+    let mut view = three_voters(&admin, &nodes).await;
     let keys = write(&nodes, &view, "k", 20).await;
     // orders-2 is down; orders-1's volume is replaced.
     nodes.kill9(2);

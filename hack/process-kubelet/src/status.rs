@@ -1,7 +1,7 @@
 //! (pure) What the kubelet knows about a pod's processes, and the `Pod.status` it reports from
-//! that (phase, IPs, conditions, containerStatuses), following the field guide in
-//! /work/shared/control-plane.md 5.5. `lastTransitionTime` of a condition changes only when its
-//! status flips ([`Transitions`]).
+//! that (phase, IPs, conditions, containerStatuses), as the real kubelet reports them (the
+//! kubelet's status manager): `lastTransitionTime` of a condition changes only when its status
+//! flips ([`Transitions`]).
 
 use std::collections::BTreeMap;
 

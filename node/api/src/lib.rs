@@ -158,7 +158,7 @@ pub struct FollowRequest {
     pub leader: Peer,
 }
 
-/// Request statistics a node measures about itself, for the load figures of design.md §8.
+/// Request statistics a node measures about itself, for the load figures of docs/design.md §8.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct RequestStats {
     /// Client requests served since start.

@@ -1,4 +1,4 @@
-//! Leaderless mode (design.md §6): a consistent-hash ring with virtual nodes, quorum reads and
+//! Leaderless mode (docs/design.md §6): a consistent-hash ring with virtual nodes, quorum reads and
 //! writes coordinated by any node, read repair, hinted handoff, digest-based anti-entropy, and
 //! operator-driven membership (`PUT /admin/ring`, `POST /admin/decommission`).
 //!

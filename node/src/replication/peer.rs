@@ -7,7 +7,7 @@
 //! `serve_connection`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -19,6 +19,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use rc_api::{LogPosition, Peer};
 
 use super::replica::{Outgoing, PeerReply};
+use crate::clock::Instant;
 use crate::node::Node;
 use crate::storage::snapshot::{self, Snapshot};
 use crate::storage::Entry;

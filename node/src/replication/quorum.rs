@@ -1,6 +1,6 @@
 //! Quorum arithmetic for single-leader replication. Pure.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use rc_api::Replication;
 

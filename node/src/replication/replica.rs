@@ -5,7 +5,7 @@
 //! This file holds the state, recovery, durability tracking and the admin calls (epochs, roles);
 //! `replica/leader.rs` the leader's side, `replica/follower.rs` the follower's.
 //!
-//! Safety rules enforced here (design.md §5):
+//! Safety rules enforced here (docs/design.md §5):
 //! - the epoch only moves up, and is durable before any answer that depends on it;
 //! - a node accepts at most one leader per epoch (the first `promote`/`follow`/stream wins);
 //! - a follower accepts entries only from its epoch's leader and only when (prevIndex, prevEpoch)
@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rc_api::{FollowerStatus, LogPosition, Peer, Replication, Role, Voter, VoterConfig};
 
@@ -30,6 +30,7 @@ pub mod leader;
 
 use super::log::Log;
 use super::quorum::{self, Voting};
+use crate::clock::Instant;
 use crate::kv::{Applied, KvStore};
 use crate::storage::snapshot::Snapshot;
 use crate::storage::{Command, Entry, Meta, WalRecord};

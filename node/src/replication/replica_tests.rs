@@ -79,6 +79,23 @@ fn exchange(
     Some(reply)
 }
 
+/// Exchange frames until `f` has caught up with the leader (a few rounds: backing up, then
+/// sending).
+fn catch_up(leader: &mut Replica, i: usize, f: &mut Replica, seq: &mut u64, now: Instant) {
+    for _ in 0..4 {
+        exchange(leader, i, f, seq, now);
+    }
+}
+
+/// Propose `command` on the leader and make it durable there; its position.
+fn write(leader: &mut Replica, command: Command, seq: &mut u64, now: Instant) -> LogPosition {
+    let pos = leader
+        .propose(command, now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    sync(leader, seq, now);
+    pos
+}
+
 fn three() -> (Replica, Replica, Replica, u64, Instant) {
     let now = Instant::now();
     let (mut a, mut b, mut c) = (node("a"), node("b"), node("c"));
@@ -98,10 +115,7 @@ fn three() -> (Replica, Replica, Replica, u64, Instant) {
 #[test]
 fn a_quorum_write_commits_only_once_a_majority_holds_it() {
     let (mut a, mut b, _c, mut seq, now) = three();
-    let pos = a
-        .propose(put("x"), now)
-        .unwrap_or_else(|e| unreachable!("{e:?}"));
-    sync(&mut a, &mut seq, now);
+    let pos = write(&mut a, put("x"), &mut seq, now);
     assert!(
         a.commit_index() < pos.index,
         "leader alone is not a majority"
@@ -282,13 +296,8 @@ fn three_and_a_learner() -> (Replica, Replica, Replica, Replica, u64, Instant) {
 fn a_learner_receives_the_log_but_never_counts_for_a_commit() {
     let (mut a, mut b, _c, mut d, mut seq, now) = three_and_a_learner();
     assert_eq!(a.followers().len(), 3);
-    let pos = a
-        .propose(put("x"), now)
-        .unwrap_or_else(|e| unreachable!("{e:?}"));
-    sync(&mut a, &mut seq, now);
-    for _ in 0..3 {
-        exchange(&mut a, 2, &mut d, &mut seq, now);
-    }
+    let pos = write(&mut a, put("x"), &mut seq, now);
+    catch_up(&mut a, 2, &mut d, &mut seq, now);
     assert_eq!(d.last_log(), a.last_log(), "the learner holds the write");
     assert!(
         a.commit_index() < pos.index,
@@ -317,13 +326,8 @@ fn a_follower_that_lost_its_disk_answers_as_a_new_incarnation_and_stops_counting
         vec![],
     );
     assert_ne!(wiped.incarnation(), before);
-    let pos = a
-        .propose(put("x"), now)
-        .unwrap_or_else(|e| unreachable!("{e:?}"));
-    sync(&mut a, &mut seq, now);
-    for _ in 0..3 {
-        exchange(&mut a, 0, &mut wiped, &mut seq, now);
-    }
+    let pos = write(&mut a, put("x"), &mut seq, now);
+    catch_up(&mut a, 0, &mut wiped, &mut seq, now);
     assert_eq!(wiped.last_log(), a.last_log(), "it refills from the leader");
     assert!(
         a.commit_index() < pos.index,
@@ -352,9 +356,7 @@ fn the_voter_set_changes_one_caught_up_member_at_a_time() {
         ),
         "d has not answered yet"
     );
-    for _ in 0..3 {
-        exchange(&mut a, 2, &mut d, &mut seq, now);
-    }
+    catch_up(&mut a, 2, &mut d, &mut seq, now);
     assert!(
         matches!(
             a.change_voters(1, &ids(&["a"]), now),

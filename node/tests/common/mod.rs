@@ -264,7 +264,7 @@ impl Cluster {
         r.is_ok_and(|r| r.status().is_success())
     }
 
-    /// What the operator does (design.md §5): fence `candidates` at `epoch`, require a majority
+    /// What the operator does (docs/design.md §5): fence `candidates` at `epoch`, require a majority
     /// of the whole cluster to answer, promote the most up-to-date, point the others at it.
     pub async fn failover(&self, candidates: &[usize], epoch: u64) -> usize {
         let mut answered = Vec::new();
