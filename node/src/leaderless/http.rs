@@ -138,10 +138,10 @@ fn view(key: String, state: &KeyState) -> Option<LeaderlessValue> {
     }
     let value = (siblings.len() == 1).then(|| siblings[0].clone());
     Some(LeaderlessValue {
-        key,
         value,
         siblings,
-        context: encode_context(&state.clock),
+        context: encode_context(&key, &state.clock),
+        key,
     })
 }
 
@@ -165,12 +165,16 @@ async fn get_key(
 
 fn parse_put(
     s: &LeaderlessState,
+    key: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, Clock), ApiError> {
     let req: PutRequest = json_body(body)?;
     check_value(&s.cfg, &req.value)?;
-    let context = decode_context(req.context.as_deref().unwrap_or("")).ok_or_else(|| {
-        ApiError::bad_request("bad_context", "context is not a token this cluster issued")
+    let context = decode_context(key, req.context.as_deref().unwrap_or("")).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_context",
+            "context is not a token this cluster issued for this key",
+        )
     })?;
     Ok((req.value, context))
 }
@@ -183,7 +187,7 @@ async fn put_key(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&s.cfg, p)?;
     let (_, w) = quorum(&s.node, q)?;
-    let (value, context) = parse_put(&s, body)?;
+    let (value, context) = parse_put(&s, &key, body)?;
     let out = s
         .node
         .put(&key, Some(value), context, w)
@@ -214,9 +218,13 @@ async fn delete_key(
         })),
     )?
     .1;
-    let context = decode_context(params.context.as_deref().unwrap_or("")).ok_or_else(|| {
-        ApiError::bad_request("bad_context", "context is not a token this cluster issued")
-    })?;
+    let context =
+        decode_context(&key, params.context.as_deref().unwrap_or("")).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_context",
+                "context is not a token this cluster issued for this key",
+            )
+        })?;
     let out = s.node.put(&key, None, context, w).await.map_err(failure)?;
     Ok(Json(json!({ "acks": out.acks, "w": out.w })).into_response())
 }

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub hints: BTreeMap<u64, Hint>,
     next_hint: u64,
     pub hlc: Hlc,
+    /// Counter of the last dot this incarnation issued, for any key (dots are never reused).
+    pub dots_issued: u64,
     pub stream: StreamState,
     pub keys_streamed: u64,
     pub ae_rounds: u64,
@@ -95,6 +97,9 @@ pub struct LeaderlessNode {
     pub http: reqwest::Client,
     pub stats: Stats,
     pub(crate) me: Weak<LeaderlessNode>,
+    /// The dot actor of this process run: the node id and a random incarnation. A restarted or
+    /// wiped node is a new actor, so it can never issue a dot an earlier run issued.
+    pub actor: String,
 }
 
 pub fn now_ms() -> u64 {
@@ -168,6 +173,7 @@ impl LeaderlessNode {
                 hints,
                 next_hint,
                 hlc,
+                dots_issued: 0,
                 stream: StreamState::Idle,
                 keys_streamed: 0,
                 ae_rounds: 0,
@@ -180,6 +186,7 @@ impl LeaderlessNode {
             http,
             stats: Stats::default(),
             me: me.clone(),
+            actor: format!("{}~{:016x}", cfg.id, crate::node::random_seed()),
             cfg,
         });
         super::tasks::spawn_all(&node);
@@ -259,10 +266,12 @@ impl LeaderlessNode {
                 }
             }
             let changed = records.len();
+            // Nothing new: an identical state may still be on its way to the disk (submitted by
+            // an earlier call); answer only once everything submitted so far is durable.
             let seq = if changed > 0 {
                 self.persist(&mut g, records)
             } else {
-                0
+                g.wal.last_seq()
             };
             (changed, seq)
         };
@@ -296,6 +305,17 @@ impl LeaderlessNode {
                 members = ring.members.len(),
                 "installed a new ring"
             );
+            // Named `joining` by a ring that did not already have it joining (a new member, or
+            // one added back after a decommission): stream its ranges in anew.
+            let joining = |r: Option<&Ring>| {
+                r.into_iter()
+                    .flat_map(|r| r.members.iter())
+                    .any(|m| m.id == self.cfg.id && m.state == MemberState::Joining)
+            };
+            if joining(Some(&ring)) && !joining(g.ring.as_ref()) && g.stream != StreamState::Idle {
+                tracing::info!(was = ?g.stream, "joining again: streaming this node's ranges in anew");
+                g.stream = StreamState::Idle;
+            }
             g.layout = Layout::new(&ring, self.cfg.n);
             g.ring = Some(ring.clone());
             self.persist(&mut g, vec![WalRecord::Ring(ring)])

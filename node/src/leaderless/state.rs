@@ -4,9 +4,13 @@
 //! dot `(node, counter)` and a hybrid-logical-clock timestamp, plus a *clock*: per node, the
 //! highest counter this state has seen. This is Riak's dotted-version-vector set:
 //!
-//! - a coordinator (always an owner of the key, so its local state holds every dot it issued)
-//!   writes with the client's context: siblings the context covers are superseded, the rest stay
-//!   as concurrent values, and the new value gets dot `(coordinator, clock[coordinator] + 1)`;
+//! - a coordinator writes with the client's context: siblings the context covers are superseded,
+//!   the rest stay as concurrent values, and the new value gets a dot `(actor, counter)`. Dots
+//!   are never reused (Riak's KV679): the actor is the coordinating node *and its incarnation*
+//!   (a process run: a node restarted, or with a wiped disk, is a new actor), and the counter is
+//!   above the local clock, the context and every dot this incarnation issued before (for any
+//!   key), so neither a lost state nor a purged tombstone can make a node issue a dot that some
+//!   replica's clock already covers;
 //! - replicas merge whole states: a sibling survives unless the other side's clock covers it
 //!   without holding it. Merging is commutative, associative and idempotent, so repair, hints
 //!   and anti-entropy can deliver states in any order, any number of times.
@@ -93,24 +97,28 @@ impl KeyState {
         self
     }
 
-    /// Coordinate a write (a delete when `value` is `None`) on this owner's local state.
+    /// Coordinate a write (a delete when `value` is `None`) on this owner's local state, as
+    /// `actor`, whose previous dot (for any key) had counter `issued`. The new dot's counter is
+    /// `max(local, context, issued) + 1`: read it back from the result's clock.
     pub fn put(
         &self,
         mode: Conflict,
-        node: &str,
+        actor: &str,
+        issued: u64,
         context: &Clock,
         value: Option<String>,
         ts: u64,
     ) -> KeyState {
-        let counter = self.clock.get(node).copied().unwrap_or(0) + 1;
+        let seen = |c: &Clock| c.get(actor).copied().unwrap_or(0);
+        let counter = seen(&self.clock).max(seen(context)).max(issued) + 1;
         let new = Sibling {
-            node: node.to_string(),
+            node: actor.to_string(),
             counter,
             ts,
             value,
         };
         let mut clock = join(&self.clock, context);
-        clock.insert(node.to_string(), counter);
+        clock.insert(actor.to_string(), counter);
         let siblings = match mode {
             Conflict::LastWriteWins => {
                 lww_winner(self.siblings.iter().cloned().chain(std::iter::once(new)))
@@ -158,16 +166,18 @@ impl KeyState {
     }
 }
 
-/// Opaque causal-context token handed to clients: hex of the postcard-encoded clock.
-pub fn encode_context(clock: &Clock) -> String {
-    postcard::to_allocvec(clock)
+/// Opaque causal-context token handed to clients: hex of the postcard-encoded (key hash,
+/// clock). It is bound to its key: a context read from one key cannot supersede another's values.
+pub fn encode_context(key: &str, clock: &Clock) -> String {
+    postcard::to_allocvec(&(hash(key.as_bytes()), clock))
         .unwrap_or_default()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-pub fn decode_context(token: &str) -> Option<Clock> {
+/// The clock of a token issued for `key`; `None` for garbage or another key's token.
+pub fn decode_context(key: &str, token: &str) -> Option<Clock> {
     if token.is_empty() {
         return Some(Clock::new());
     }
@@ -178,7 +188,8 @@ pub fn decode_context(token: &str) -> Option<Clock> {
         .step_by(2)
         .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
         .collect();
-    postcard::from_bytes(&bytes?).ok()
+    let (bound, clock): (u64, Clock) = postcard::from_bytes(&bytes?).ok()?;
+    (bound == hash(key.as_bytes())).then_some(clock)
 }
 
 /// Hybrid logical clock: never goes backwards, and moves past every timestamp it has seen, so
@@ -211,15 +222,15 @@ mod tests {
     fn siblings_keep_concurrent_writes_and_a_context_write_supersedes_them() {
         let empty = KeyState::default();
         // Two coordinators write concurrently (neither saw the other).
-        let a = empty.put(Conflict::Siblings, "n1", &Clock::new(), v("a"), 10);
-        let b = empty.put(Conflict::Siblings, "n2", &Clock::new(), v("b"), 11);
+        let a = empty.put(Conflict::Siblings, "n1", 0, &Clock::new(), v("a"), 10);
+        let b = empty.put(Conflict::Siblings, "n2", 0, &Clock::new(), v("b"), 11);
         let merged = a.merge(&b, Conflict::Siblings);
         assert_eq!(merged.values(), vec!["a".to_string(), "b".to_string()]);
         // Merge is order-independent and idempotent.
         assert_eq!(merged, b.merge(&a, Conflict::Siblings));
         assert_eq!(merged, merged.merge(&a, Conflict::Siblings));
         // A client that read both and writes with that context replaces both.
-        let resolved = merged.put(Conflict::Siblings, "n1", &merged.clock, v("ab"), 12);
+        let resolved = merged.put(Conflict::Siblings, "n1", 0, &merged.clock, v("ab"), 12);
         assert_eq!(resolved.values(), vec!["ab".to_string()]);
         // Stale replicas merging in old states cannot resurrect a superseded sibling.
         assert_eq!(
@@ -234,8 +245,8 @@ mod tests {
 
     #[test]
     fn a_write_without_context_never_drops_an_acknowledged_value_in_sibling_mode() {
-        let s1 = KeyState::default().put(Conflict::Siblings, "n1", &Clock::new(), v("first"), 1);
-        let s2 = s1.put(Conflict::Siblings, "n1", &Clock::new(), v("second"), 2);
+        let s1 = KeyState::default().put(Conflict::Siblings, "n1", 0, &Clock::new(), v("first"), 1);
+        let s2 = s1.put(Conflict::Siblings, "n1", 0, &Clock::new(), v("second"), 2);
         assert_eq!(
             s2.values().len(),
             2,
@@ -245,8 +256,10 @@ mod tests {
 
     #[test]
     fn last_write_wins_keeps_the_highest_timestamp_only() {
-        let a = KeyState::default().put(Conflict::LastWriteWins, "n1", &Clock::new(), v("a"), 10);
-        let b = KeyState::default().put(Conflict::LastWriteWins, "n2", &Clock::new(), v("b"), 20);
+        let a =
+            KeyState::default().put(Conflict::LastWriteWins, "n1", 0, &Clock::new(), v("a"), 10);
+        let b =
+            KeyState::default().put(Conflict::LastWriteWins, "n2", 0, &Clock::new(), v("b"), 20);
         assert_eq!(
             a.merge(&b, Conflict::LastWriteWins).values(),
             vec!["b".to_string()]
@@ -255,7 +268,7 @@ mod tests {
             b.merge(&a, Conflict::LastWriteWins).values(),
             vec!["b".to_string()]
         );
-        let deleted = b.put(Conflict::LastWriteWins, "n1", &Clock::new(), None, 30);
+        let deleted = b.put(Conflict::LastWriteWins, "n1", 0, &Clock::new(), None, 30);
         assert!(deleted.values().is_empty());
         assert!(deleted.is_dead_before(31) && !deleted.is_dead_before(30));
         assert_eq!(
@@ -269,10 +282,18 @@ mod tests {
         let mut c = Clock::new();
         c.insert("n1".into(), 7);
         c.insert("n2".into(), 300);
-        assert_eq!(decode_context(&encode_context(&c)), Some(c));
-        assert_eq!(decode_context(""), Some(Clock::new()));
-        assert_eq!(decode_context("zz"), None);
-        assert_eq!(decode_context("abc"), None);
+        assert_eq!(
+            decode_context("k", &encode_context("k", &c)),
+            Some(c.clone())
+        );
+        assert_eq!(decode_context("k", ""), Some(Clock::new()));
+        assert_eq!(decode_context("k", "zz"), None);
+        assert_eq!(decode_context("k", "abc"), None);
+        assert_eq!(
+            decode_context("other", &encode_context("k", &c)),
+            None,
+            "a context is bound to its key"
+        );
     }
 
     #[test]
@@ -285,3 +306,7 @@ mod tests {
         assert!(h.now(1001) > (5000 << 16) + 3);
     }
 }
+
+#[cfg(test)]
+#[path = "state_props.rs"]
+mod props;

@@ -99,11 +99,25 @@ async fn gossip_loop(node: Arc<LeaderlessNode>) {
 async fn hint_loop(node: Arc<LeaderlessNode>) {
     loop {
         tokio::time::sleep(HINTS_EVERY).await;
-        let hints: Vec<_> = node.lock().hints.values().take(512).cloned().collect();
+        // Up to 512 hints per target that is up: a target that stays down must not hold back
+        // the hints of the others.
         let ring = node.ring();
+        let in_ring = |id: &str| {
+            ring.as_ref()
+                .is_some_and(|r| r.members.iter().any(|m| m.id == id))
+        };
         let mut by_target: std::collections::BTreeMap<String, Vec<_>> = Default::default();
-        for h in hints {
-            by_target.entry(h.target.clone()).or_default().push(h);
+        {
+            let g = node.lock();
+            for h in g.hints.values() {
+                if in_ring(&h.target) && !node.is_alive(&h.target) {
+                    continue;
+                }
+                let queue = by_target.entry(h.target.clone()).or_default();
+                if queue.len() < 512 {
+                    queue.push(h.clone());
+                }
+            }
         }
         for (target, hints) in by_target {
             let Some(member) = ring

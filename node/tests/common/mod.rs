@@ -16,6 +16,8 @@ use serde_json::json;
 
 use rc_api::{EpochResponse, NodeStatus, Peer, Role, Voter};
 
+pub mod leaderless;
+
 pub const TOKEN: &str = "test-token-0123456789";
 
 pub struct NodeProc {

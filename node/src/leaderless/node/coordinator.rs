@@ -25,7 +25,15 @@ impl LeaderlessNode {
             let mut g = self.lock();
             let ts = g.hlc.now(now_ms());
             let current = g.store.get(key).cloned().unwrap_or_default();
-            let new = current.put(self.cfg.conflict, &self.cfg.id, &context, value, ts);
+            let new = current.put(
+                self.cfg.conflict,
+                &self.actor,
+                g.dots_issued,
+                &context,
+                value,
+                ts,
+            );
+            g.dots_issued = new.clock.get(&self.actor).copied().unwrap_or(g.dots_issued);
             g.store.insert(key.to_string(), new.clone());
             let seq = self.persist(
                 &mut g,
@@ -37,14 +45,22 @@ impl LeaderlessNode {
             (new, seq)
         };
         // Replicas write in parallel with our own fsync; we count ourselves once durable.
-        let targets: Vec<(Member, bool)> = layout
-            .write_targets(key)
+        // While a range moves, a pending owner (joining, or taking over from a leaving member)
+        // must hold the write too: W + pending acknowledgements (Cassandra's rule), so a
+        // member that becomes an owner holds every write acknowledged before.
+        let all_targets = layout.write_targets(key);
+        let pending = all_targets
+            .iter()
+            .filter(|m| !owners.iter().any(|o| o.id == m.id))
+            .count();
+        let need = w + pending;
+        let targets: Vec<Member> = all_targets
             .into_iter()
             .filter(|m| m.id != self.cfg.id)
-            .map(|m| (m.clone(), owners.iter().any(|o| o.id == m.id)))
+            .cloned()
             .collect();
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
-        for (member, is_owner) in targets.clone() {
+        for member in targets {
             let (tx, key, state) = (tx.clone(), key.to_string(), state.clone());
             let Some(node) = self.me.upgrade() else { break };
             tokio::spawn(async move {
@@ -55,22 +71,22 @@ impl LeaderlessNode {
                 if !ok {
                     node.add_hint(&member.id, key, state).await;
                 }
-                let _ = tx.send(is_owner && ok).await;
+                let _ = tx.send(ok).await;
             });
         }
         drop(tx);
         self.wait_durable(seq).await;
         let mut acks = 1;
         let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
-        while acks < w {
+        while acks < need {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(true)) => acks += 1,
                 Ok(Some(false)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
-        if acks < w {
-            return Err(LeaderlessError::WriteQuorum { acks, need: w });
+        if acks < need {
+            return Err(LeaderlessError::WriteQuorum { acks, need });
         }
         Ok(PutOutcome { acks, w })
     }

@@ -1,0 +1,198 @@
+//! Multi-process tests of leaderless safety cases that lost or hid acknowledged writes: a wiped
+//! coordinator reusing dots, a joining owner not counted by writes, a member added back after a
+//! decommission, and hint replay stuck behind a dead member. Real rc-node processes on loopback,
+//! N=3 W=2 R=2, driven through the public and admin APIs only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::leaderless::*;
+use common::{Cluster, TOKEN};
+use rc_api::{MemberState, StreamState};
+use serde_json::Value;
+
+async fn get_r(c: &Cluster, i: usize, key: &str, r: usize) -> Option<Value> {
+    let resp = c
+        .http
+        .get(c.url(i, &format!("/v1/kv/{key}?r={r}")))
+        .send()
+        .await
+        .ok()?;
+    match resp.status().as_u16() {
+        200 => resp.json().await.ok(),
+        404 => Some(Value::Null),
+        _ => None,
+    }
+}
+
+/// Start `n` nodes; ring v1 makes the first `members` of them `normal`.
+async fn cluster(n: usize, members: usize, extra: &[&str]) -> Cluster {
+    let args: Vec<&str> = LEADERLESS.iter().chain(extra).copied().collect();
+    let c = Cluster::start(n, &args);
+    for i in 0..n {
+        c.wait_up(i).await;
+    }
+    let normal: Vec<(usize, MemberState)> =
+        (0..members).map(|i| (i, MemberState::Normal)).collect();
+    let v1 = ring(&c, 1, &normal);
+    for i in 0..members {
+        assert!(push_ring(&c, i, &v1).await.status().is_success());
+    }
+    c
+}
+
+async fn push_everywhere(c: &Cluster, nodes: &[usize], ring: &Value) {
+    for i in nodes {
+        assert!(push_ring(c, *i, ring).await.status().is_success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_coordinator_never_reuses_a_dot_and_loses_no_acknowledged_value() {
+    let mut c = cluster(3, 3, &["--conflict-resolution", "siblings"]).await;
+    assert!(put(&c, 2, "cart", "v1", None).await);
+    // n2 loses its disk and comes back empty; the operator gives it the ring again.
+    c.kill9(2);
+    std::fs::remove_dir_all(&c.nodes[2].data).unwrap();
+    c.spawn(2);
+    c.wait_up(2).await;
+    let v1 = ring(
+        &c,
+        1,
+        &(0..3).map(|i| (i, MemberState::Normal)).collect::<Vec<_>>(),
+    );
+    assert!(push_ring(&c, 2, &v1).await.status().is_success());
+    // A blind write through n2: concurrent with v1, so both must stay.
+    assert!(put(&c, 2, "cart", "v2", None).await);
+    let read = get_r(&c, 0, "cart", 3).await.unwrap();
+    assert_eq!(values(&read), vec!["v1", "v2"], "{read}\n{}", c.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_join_count_the_joining_owner_so_none_is_lost_when_it_takes_over() {
+    let mut c = cluster(4, 3, &[]).await;
+    let joining: Vec<(usize, MemberState)> = vec![
+        (0, MemberState::Normal),
+        (1, MemberState::Normal),
+        (2, MemberState::Normal),
+        (3, MemberState::Joining),
+    ];
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 2, &joining)).await;
+    wait_status(&c, 3, "n3 joined", |s| s.stream == StreamState::Joined).await;
+    // n3 (joined, not yet normal) and n1 go down; writes through n0.
+    c.kill9(3);
+    c.kill9(1);
+    let mut acked = Vec::new();
+    for k in 0..60 {
+        let key = format!("j{k}");
+        if put(&c, 0, &key, "v", None).await {
+            acked.push(key);
+        }
+    }
+    // They come back and n0 stops, before it can hand them its hints; n3 becomes a
+    // normal owner. One node down: every acknowledged write must still be readable.
+    c.spawn(1);
+    c.spawn(3);
+    c.wait_up(1).await;
+    c.wait_up(3).await;
+    c.pause(0);
+    let normal: Vec<(usize, MemberState)> = (0..4).map(|i| (i, MemberState::Normal)).collect();
+    push_everywhere(&c, &[1, 2, 3], &ring(&c, 3, &normal)).await;
+    let mut missing = Vec::new();
+    for key in &acked {
+        // 404 is a lost write; a read that found too few owners yet (a member just resumed) is
+        // retried.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let resp = c
+                .http
+                .get(c.url(3, &format!("/v1/kv/{key}?r=2")))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            if status == 200 {
+                break;
+            }
+            if status == 404 || Instant::now() > deadline {
+                missing.push(format!("{key}: {}", resp.text().await.unwrap_or_default()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.resume(0);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged keys unreadable with one node down: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    eprintln!(
+        "{} of 60 writes acknowledged while n1 and the joiner were stopped",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_back_after_a_decommission_streams_its_ranges_again() {
+    let c = cluster(4, 4, &[]).await;
+    for k in 0..30 {
+        assert!(put(&c, 0, &format!("d{k}"), "v", None).await);
+    }
+    let mut leaving: Vec<(usize, MemberState)> = (0..3).map(|i| (i, MemberState::Normal)).collect();
+    leaving.push((3, MemberState::Leaving));
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 2, &leaving)).await;
+    let r = c
+        .http
+        .post(c.url(3, "/admin/decommission"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_status(&c, 3, "n3 decommissioned", |s| {
+        s.stream == StreamState::Decommissioned
+    })
+    .await;
+    let three: Vec<(usize, MemberState)> = (0..3).map(|i| (i, MemberState::Normal)).collect();
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 3, &three)).await;
+    let mut back = three.clone();
+    back.push((3, MemberState::Joining));
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 4, &back)).await;
+    wait_status(&c, 3, "n3 joined again", |s| {
+        s.stream == StreamState::Joined
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_for_a_live_member_are_delivered_while_many_wait_for_a_dead_one() {
+    let mut c = cluster(3, 3, &[]).await;
+    c.kill9(2);
+    for k in 0..600 {
+        assert!(
+            put(&c, 0, &format!("h{k}"), "v", None).await,
+            "{}",
+            c.logs()
+        );
+    }
+    wait_status(&c, 0, "600 hints for n2", |s| s.hints_queued >= 600).await;
+    // n1 misses one write too.
+    c.pause(1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = put(&c, 0, "late", "v", None).await;
+    c.resume(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local(&c, 1, "late").await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the hint for n1 was never delivered while n2 stayed down\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
