@@ -30,7 +30,13 @@ async fn get_r(c: &Cluster, i: usize, key: &str, r: usize) -> Option<Value> {
 
 /// Start `n` nodes; ring v1 makes the first `members` of them `normal`.
 async fn cluster(n: usize, members: usize, extra: &[&str]) -> Cluster {
-    let args: Vec<&str> = LEADERLESS.iter().chain(extra).copied().collect();
+    // The default of these tests (no anti-entropy) unless `extra` sets its own interval.
+    let own_interval = extra.contains(&"--anti-entropy-interval-seconds");
+    let defaults = LEADERLESS
+        .iter()
+        .copied()
+        .take(if own_interval { 2 } else { 4 });
+    let args: Vec<&str> = defaults.chain(extra.iter().copied()).collect();
     let c = Cluster::start(n, &args);
     for i in 0..n {
         c.wait_up(i).await;
@@ -195,4 +201,188 @@ async fn hints_for_a_live_member_are_delivered_while_many_wait_for_a_dead_one() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_is_purged_only_once_every_owner_holds_it_and_the_value_never_returns() {
+    let flags = [
+        "--anti-entropy-interval-seconds",
+        "1",
+        "--tombstone-grace-seconds",
+        "1",
+    ];
+    let mut c = cluster(3, 3, &flags).await;
+    assert!(put(&c, 0, "gone", "v", None).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local(&c, 2, "gone").await.is_none() {
+        assert!(Instant::now() < deadline, "n2 never got the value");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // n2 is away (holding the value) while the key is deleted.
+    c.kill9(2);
+    let r = c.http.delete(c.url(0, "/v1/kv/gone")).send().await.unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    // Well past the grace period and several anti-entropy rounds: n2 has not agreed, so the
+    // tombstone stays (purging it would let n2's value come back).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for i in [0, 1] {
+        assert!(
+            local(&c, i, "gone").await.is_some(),
+            "n{i} purged the tombstone while an owner was away\n{}",
+            c.logs()
+        );
+    }
+    c.spawn(2);
+    c.wait_up(2).await;
+    // A quorum read through the stale node still sees the delete.
+    assert_eq!(get(&c, 2, "gone").await, Some(Value::Null));
+    // n2 gets the tombstone; then all three purge it, and the value never reappears on the
+    // owners that saw the delete. (n2 holds the stale value until a hint or anti-entropy
+    // brings it the tombstone; that is expected and is exactly why the purge must wait.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut present = Vec::new();
+        for i in 0..3 {
+            if let Some(state) = local(&c, i, "gone").await {
+                let live = state["siblings"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| !s["value"].is_null()));
+                assert!(
+                    i == 2 || !live,
+                    "the deleted value came back on n{i}: {state}"
+                );
+                present.push(i);
+            }
+        }
+        if present.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tombstone was never purged everywhere (still on {present:?})\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        assert!(local(&c, i, "gone").await.is_none(), "it came back on n{i}");
+    }
+    assert_eq!(get(&c, 0, "gone").await, Some(Value::Null));
+}
+
+/// A member that stopped owning a key after a join can still hold an old copy of it. If the
+/// new owners purged the key's tombstone without asking that member, the copy would come back
+/// the day ownership returns to it (here: the joiner is decommissioned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_owners_copy_keeps_the_tombstone_and_never_comes_back() {
+    let flags = [
+        "--anti-entropy-interval-seconds",
+        "1",
+        "--tombstone-grace-seconds",
+        "1",
+    ];
+    let c = cluster(4, 3, &flags).await;
+    let keys: Vec<String> = (0..30).map(|k| format!("j{k}")).collect();
+    for k in &keys {
+        assert!(put(&c, 0, k, "v0", None).await);
+    }
+    let normal3: Vec<(usize, MemberState)> = (0..3).map(|i| (i, MemberState::Normal)).collect();
+    let mut joining = normal3.clone();
+    joining.push((3, MemberState::Joining));
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 2, &joining)).await;
+    wait_status(&c, 3, "n3 joined", |s| s.stream == StreamState::Joined).await;
+    let normal4: Vec<(usize, MemberState)> = (0..4).map(|i| (i, MemberState::Normal)).collect();
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 3, &normal4)).await;
+    // A key n3 took over; delete it through n3. The member it took the key from keeps v0.
+    let mut key = None;
+    for k in &keys {
+        if local(&c, 3, k).await.is_some() {
+            key = Some(k.clone());
+            break;
+        }
+    }
+    let key = key.expect("n3 took over no key");
+    let v0 = get(&c, 3, &key).await.unwrap();
+    let r = c
+        .http
+        .delete(c.url(3, &format!("/v1/kv/{key}")))
+        .query(&[("context", v0["context"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    assert_eq!(get(&c, 3, &key).await, Some(Value::Null));
+    // Past the grace period and several rounds in which a purge could run.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // n3 leaves: its ranges go back to the member that held them before.
+    let mut leaving = normal3.clone();
+    leaving.push((3, MemberState::Leaving));
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 4, &leaving)).await;
+    let r = c
+        .http
+        .post(c.url(3, "/admin/decommission"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_status(&c, 3, "n3 decommissioned", |s| {
+        s.stream == StreamState::Decommissioned
+    })
+    .await;
+    push_everywhere(&c, &[0, 1, 2], &ring(&c, 5, &normal3)).await;
+    for _ in 0..3 {
+        for i in 0..3 {
+            assert_eq!(
+                get(&c, i, &key).await,
+                Some(Value::Null),
+                "the deleted value came back via n{i}\n{}",
+                c.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+}
+
+/// A write through a member that does not own the key goes to the next live owner when the
+/// first one cannot be reached, before the failure detector has noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_non_owner_skips_an_owner_it_cannot_reach() {
+    let mut c = cluster(4, 4, &[]).await;
+    for k in 0..40 {
+        let key = format!("f{k}");
+        assert!(put(&c, 0, &key, "v0", None).await);
+    }
+    // Keys n3 does not own, and the owner each one is forwarded to first is down.
+    c.kill9(0);
+    let mut written = 0;
+    for k in 0..40 {
+        let key = format!("f{k}");
+        if local(&c, 3, &key).await.is_some() {
+            continue;
+        }
+        let r = c
+            .http
+            .put(c.url(3, &format!("/v1/kv/{key}")))
+            .json(&serde_json::json!({"value": "v1"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{key}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        written += 1;
+    }
+    assert!(written > 0, "n3 owned every key");
 }

@@ -55,6 +55,7 @@ pub fn router(state: LeaderlessState) -> Router {
         .route("/internal/v1/digest", post(digest))
         .route("/internal/v1/stream", post(stream_out))
         .route("/internal/v1/scan", post(scan_local))
+        .route("/internal/v1/purge", post(purge))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(client)
@@ -428,6 +429,15 @@ async fn stream_out(
     Ok(Json(s.node.local_states_where(|l, k| {
         l.future_owners(k).iter().any(|m| m.id == for_node)
     })))
+}
+
+/// A purge round from a key's first owner: the keys this node agrees to (check) or dropped.
+async fn purge(
+    State(s): State<LeaderlessState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let req: super::purge::PurgeRequest = json_body(b)?;
+    Ok(Json(s.node.purge_agreed(&req.keys, req.commit)))
 }
 
 async fn scan_local(

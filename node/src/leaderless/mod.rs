@@ -2,10 +2,12 @@
 //! writes coordinated by any node, read repair, hinted handoff, digest-based anti-entropy, and
 //! operator-driven membership (`PUT /admin/ring`, `POST /admin/decommission`).
 //!
-//! `ring` and `state` are pure; `node` does the I/O; `http` serves it.
+//! `ring` and `state` are pure; `node` does the I/O; `http` serves it; `tasks` and `purge` are
+//! the background work.
 
 pub mod http;
 pub mod node;
+pub mod purge;
 pub mod ring;
 pub mod state;
 pub mod tasks;

@@ -408,29 +408,29 @@ impl LeaderlessNode {
             .collect()
     }
 
-    /// Drop keys whose every sibling is a tombstone older than the grace period.
-    pub(crate) fn purge_tombstones(&self) {
-        let grace_ts = now_ms().saturating_sub(self.cfg.tombstone_grace.as_millis() as u64) << 16;
+    /// Keys (with the digest of the state a purge would drop) whose local state is that one,
+    /// or absent, and that have no hint queued here; with `purge`, drop them. Purged keys are
+    /// compacted out of the log at once, so a restart does not bring them back.
+    pub(crate) fn purge_agreed(&self, keys: &[(String, u64)], purge: bool) -> Vec<String> {
         let mut g = self.lock();
-        let dead: Vec<String> = g
-            .store
+        let agreed: Vec<String> = keys
             .iter()
-            .filter(|(_, s)| s.is_dead_before(grace_ts))
+            .filter(|(k, d)| g.store.get(k).is_none_or(|s| s.digest(k) == *d))
+            .filter(|(k, _)| !g.hints.values().any(|h| &h.key == k))
             .map(|(k, _)| k.clone())
             .collect();
-        for k in &dead {
-            g.store.remove(k);
+        if purge {
+            let dropped = agreed
+                .iter()
+                .filter(|k| g.store.remove(*k).is_some())
+                .count();
+            if dropped > 0 {
+                let compact = self.cfg.compact_every;
+                g.since_compaction = compact;
+                self.persist(&mut g, Vec::new());
+            }
         }
-        if !dead.is_empty() {
-            tracing::info!(
-                keys = dead.len(),
-                "purged tombstones older than the grace period"
-            );
-            // Force a compaction so purged keys do not come back from the log on restart.
-            let compact = self.cfg.compact_every;
-            g.since_compaction = compact;
-            self.persist(&mut g, Vec::new());
-        }
+        agreed
     }
 
     pub(crate) fn set_stream(&self, state: StreamState, streamed: u64) {

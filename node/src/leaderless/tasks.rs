@@ -153,7 +153,7 @@ async fn anti_entropy_loop(node: Arc<LeaderlessNode>) {
     loop {
         tokio::time::sleep(node.cfg.anti_entropy_every).await;
         run_anti_entropy(&node).await;
-        node.purge_tombstones();
+        super::purge::run(&node).await;
     }
 }
 

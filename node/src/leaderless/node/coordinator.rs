@@ -15,11 +15,22 @@ impl LeaderlessNode {
         let layout = self.layout()?;
         let owners: Vec<Member> = layout.owners(key).into_iter().cloned().collect();
         if !owners.iter().any(|m| m.id == self.cfg.id) {
-            let owner = owners
-                .iter()
-                .find(|m| self.is_alive(&m.id))
-                .ok_or(LeaderlessError::NoOwner)?;
-            return self.forward_put(owner, key, value, &context, w).await;
+            // Owners in ring order; one that refuses the connection never saw the write, so
+            // the next is tried (the failure detector may not have noticed it yet).
+            let mut last = LeaderlessError::NoOwner;
+            for owner in &owners {
+                if !self.is_alive(&owner.id) {
+                    continue;
+                }
+                match self
+                    .forward_put(owner, key, value.clone(), &context, w)
+                    .await
+                {
+                    Err(e) if !self.is_alive(&owner.id) => last = e,
+                    other => return other,
+                }
+            }
+            return Err(last);
         }
         let (state, seq) = {
             let mut g = self.lock();
@@ -112,7 +123,12 @@ impl LeaderlessNode {
             .json(&body)
             .send()
             .await
-            .map_err(|e| LeaderlessError::Forward(owner.id.clone(), e.to_string()))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    self.set_alive(&owner.id, false);
+                }
+                LeaderlessError::Forward(owner.id.clone(), e.to_string())
+            })?;
         let status = resp.status();
         let text = resp
             .text()
