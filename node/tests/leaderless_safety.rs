@@ -47,6 +47,9 @@ async fn cluster(n: usize, members: usize, extra: &[&str]) -> Cluster {
     for i in 0..members {
         assert!(push_ring(&c, i, &v1).await.status().is_success());
     }
+    for i in 0..members {
+        wait_status(&c, i, "restored", |s| !s.restoring).await;
+    }
     c
 }
 
@@ -73,6 +76,8 @@ async fn a_wiped_coordinator_never_reuses_a_dot_and_loses_no_acknowledged_value(
     assert!(push_ring(&c, 2, &v1).await.status().is_success());
     // A blind write through n2: concurrent with v1, so both must stay.
     assert!(put(&c, 2, "cart", "v2", None).await);
+    // (n2 answers reads again once it has streamed its ranges back.)
+    wait_status(&c, 2, "n2 restored", |s| !s.restoring).await;
     let read = get_r(&c, 0, "cart", 3).await.unwrap();
     assert_eq!(values(&read), vec!["v1", "v2"], "{read}\n{}", c.logs());
 }
@@ -385,4 +390,89 @@ async fn a_write_through_a_non_owner_skips_an_owner_it_cannot_reach() {
         written += 1;
     }
     assert!(written > 0, "n3 owned every key");
+}
+
+/// A member that lost its disk must not answer reads as an owner before it has its ranges
+/// back: with another owner down, its empty answer would make an acknowledged write read as
+/// absent. It waits (reads fail with too few owners) until the only other copy is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_member_answers_no_reads_until_it_has_streamed_its_ranges_back() {
+    let mut c = cluster(3, 3, &[]).await;
+    // n1 is away: writes are acknowledged by n0 and n2 (n0 keeps hints for n1).
+    c.pause(1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let keys: Vec<String> = (0..20).map(|k| format!("w{k}")).collect();
+    for k in &keys {
+        assert!(put(&c, 0, k, "v", None).await, "{}", c.logs());
+    }
+    // n0 (and its hints) goes down, n1 is back, and n2 loses its disk.
+    c.kill9(0);
+    c.resume(1);
+    c.kill9(2);
+    std::fs::remove_dir_all(&c.nodes[2].data).unwrap();
+    c.spawn(2);
+    c.wait_up(2).await;
+    wait_status(&c, 2, "n2 has the ring again", |s| s.ring_version == 1).await;
+    // The only intact copy is on n0: no read may answer "absent".
+    for _ in 0..3 {
+        for k in &keys {
+            let got = get(&c, 1, k).await;
+            assert_ne!(got, Some(Value::Null), "{k} read as absent\n{}", c.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(lstatus(&c, 2).await.restoring);
+    // n0 returns: n2 streams from it and serves again; every write reads back.
+    c.spawn(0);
+    c.wait_up(0).await;
+    wait_status(&c, 2, "n2 restored", |s| !s.restoring).await;
+    for k in &keys {
+        let got = get(&c, 1, k).await.unwrap();
+        assert_eq!(values(&got), vec!["v".to_string()], "{k}\n{}", c.logs());
+    }
+}
+
+/// After a join settles, the members that stopped owning a range hand it to its owners and
+/// drop their copies: every key ends on exactly N members and still reads back from all N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn former_owners_drop_ranges_they_no_longer_own_once_the_owners_hold_them() {
+    let c = cluster(4, 3, &["--anti-entropy-interval-seconds", "1"]).await;
+    let keys: Vec<String> = (0..40).map(|k| format!("c{k}")).collect();
+    for k in &keys {
+        assert!(put(&c, 0, k, "v", None).await);
+    }
+    let mut joining: Vec<(usize, MemberState)> = (0..3).map(|i| (i, MemberState::Normal)).collect();
+    joining.push((3, MemberState::Joining));
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 2, &joining)).await;
+    wait_status(&c, 3, "n3 joined", |s| s.stream == StreamState::Joined).await;
+    let normal: Vec<(usize, MemberState)> = (0..4).map(|i| (i, MemberState::Normal)).collect();
+    push_everywhere(&c, &[0, 1, 2, 3], &ring(&c, 3, &normal)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut copies = Vec::new();
+        for k in &keys {
+            let mut n = 0;
+            for i in 0..4 {
+                n += usize::from(local(&c, i, k).await.is_some());
+            }
+            copies.push(n);
+        }
+        assert!(
+            copies.iter().all(|n| *n >= 3),
+            "a key lost a copy: {copies:?}"
+        );
+        if copies.iter().all(|n| *n == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "former owners kept their copies: {copies:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for k in &keys {
+        let got = get_r(&c, 3, k, 3).await.unwrap();
+        assert_eq!(values(&got), vec!["v".to_string()], "{k}");
+    }
 }

@@ -288,6 +288,10 @@ pub struct LeaderlessStatus {
     pub keys_streamed: u64,
     pub anti_entropy_rounds: u64,
     pub keys_repaired: u64,
+    /// The node lost (or never had) its data and is streaming its ranges back in; it answers
+    /// no reads as an owner until then.
+    #[serde(default)]
+    pub restoring: bool,
 }
 
 /// Leaderless read: every concurrent value (one unless `Siblings` mode kept several) and the

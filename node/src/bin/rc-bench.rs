@@ -38,6 +38,9 @@ struct Args {
     /// What to measure: single-leader `async`, `quorum`, and `leaderless` (N=3, W=2, R=2).
     #[arg(long, value_delimiter = ',', default_value = "async,quorum,leaderless")]
     modes: Vec<String>,
+    /// Keys (1 KiB values) on the 3 members before a fourth joins, for the join's streaming rate.
+    #[arg(long, default_value_t = 50_000)]
+    join_keys: usize,
 }
 
 /// Processes started here; killed by PID on drop.
@@ -105,11 +108,19 @@ fn node_bin() -> anyhow::Result<PathBuf> {
 
 /// Start three rc-node processes with `flags` on free loopback ports; wait until they answer.
 async fn spawn_nodes(http: &reqwest::Client, flags: &[&str]) -> anyhow::Result<RcCluster> {
+    spawn_n_nodes(http, 3, flags).await
+}
+
+async fn spawn_n_nodes(
+    http: &reqwest::Client,
+    n: usize,
+    flags: &[&str],
+) -> anyhow::Result<RcCluster> {
     let dir = tempfile::tempdir()?;
     let bin = node_bin()?;
     let mut procs = Procs(Vec::new());
     let mut addrs = Vec::new();
-    for i in 0..3 {
+    for i in 0..n {
         let addr = format!("127.0.0.1:{}", free_port()?);
         procs.0.push(
             Command::new(&bin)
@@ -435,13 +446,7 @@ async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Result
         .enumerate()
         .map(|(i, a)| json!({"id": format!("n{i}"), "address": a, "state": "normal"}))
         .collect();
-    for a in &addrs {
-        http.put(format!("http://{a}/admin/ring"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"version": 1, "members": members}))
-            .send()
-            .await?;
-    }
+    push_ring(http, &addrs, 1, &members).await?;
     println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always");
     for &clients in &args.clients {
         let w = load(Target::Rc, &addrs, clients, args.seconds, true).await;
@@ -457,6 +462,117 @@ async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Result
     row("leaderless put, 16 clients, 1 node down", w, None);
     let r = load(Target::Rc, alive, 16, args.seconds, false).await;
     row("leaderless get, 16 clients, 1 node down", r, None);
+    Ok(())
+}
+
+/// Push ring `version` to every node at `addrs`, then wait until each has it and has restored
+/// (a node with an empty disk streams its ranges before it serves reads).
+async fn push_ring(
+    http: &reqwest::Client,
+    addrs: &[String],
+    version: u64,
+    members: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    for a in addrs {
+        http.put(format!("http://{a}/admin/ring"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"version": version, "members": members}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    for a in addrs {
+        wait_leaderless(http, a, |s| {
+            s["ring_version"] == version && s["restoring"] == false
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Poll `/admin/status` of a leaderless node until `check` holds for its `leaderless` part.
+async fn wait_leaderless(
+    http: &reqwest::Client,
+    addr: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if let Ok(r) = http
+            .get(format!("http://{addr}/admin/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if check(&v["leaderless"]) {
+                    return Ok(v["leaderless"].clone());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{addr}: leaderless status never reached the expected state")
+}
+
+/// A join's streaming rate: 3 members hold `keys` keys of `value_bytes`; a fourth joins and
+/// streams every range it will own (page by page from each member).
+async fn bench_join(http: &reqwest::Client, keys: usize, value_bytes: usize) -> anyhow::Result<()> {
+    let RcCluster {
+        addrs,
+        procs: _procs,
+        _dir,
+    } = spawn_n_nodes(http, 4, &["--mode", "leaderless"]).await?;
+    let member =
+        |i: usize, state: &str| json!({"id": format!("n{i}"), "address": addrs[i], "state": state});
+    let three: Vec<_> = (0..3).map(|i| member(i, "normal")).collect();
+    push_ring(http, &addrs[..3], 1, &three).await?;
+    let value = "x".repeat(value_bytes);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let (http, addr, value, next) = (
+            http.clone(),
+            addrs[c % 3].clone(),
+            value.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= keys {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                http.put(format!("http://{addr}/v1/kv/bulk-{i:08}"))
+                    .json(&json!({ "value": value }))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let mut joining = three.clone();
+    joining.push(member(3, "joining"));
+    let started = Instant::now();
+    for a in &addrs {
+        http.put(format!("http://{a}/admin/ring"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"version": 2, "members": joining}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let status = wait_leaderless(http, &addrs[3], |s| s["stream"] == "joined").await?;
+    let secs = started.elapsed().as_secs_f64();
+    let streamed = status["keys_streamed"].as_u64().unwrap_or(0);
+    let mb = streamed as f64 * (value_bytes + 20) as f64 / 1e6;
+    println!(
+        "leaderless join: {streamed} key copies ({mb:.0} MB of values) streamed into the 4th member in {secs:.1} s = {:.1} MB/s ({keys} keys of {value_bytes} B on 3 members)",
+        mb / secs
+    );
     Ok(())
 }
 
@@ -506,6 +622,7 @@ async fn main() -> anyhow::Result<()> {
     for mode in &args.modes {
         if mode == "leaderless" {
             bench_leaderless(&http, &args).await?;
+            bench_join(&http, args.join_keys, 1024).await?;
             continue;
         }
         let c = start_rc(&http, mode).await?;

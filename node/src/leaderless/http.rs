@@ -323,6 +323,13 @@ async fn decommission(State(s): State<LeaderlessState>) -> Result<Response, ApiE
             "decommission needs a ring in which this node is leaving",
         ));
     }
+    if s.node.is_restoring() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "restoring",
+            "this node is streaming its ranges back in; decommission once it is done",
+        ));
+    }
     let stream = s.node.lock().stream;
     if !matches!(stream, StreamState::Streaming | StreamState::Decommissioned) {
         tokio::spawn(tasks::decommission(s.node.clone()));
@@ -331,8 +338,18 @@ async fn decommission(State(s): State<LeaderlessState>) -> Result<Response, ApiE
 }
 
 async fn repair(State(s): State<LeaderlessState>) -> Response {
-    let repaired = tasks::run_anti_entropy(&s.node).await;
-    Json(json!({ "keys_repaired": repaired })).into_response()
+    // Rounds until no bucket differs with any live member (each round moves a page per pair),
+    // bounded so a member that keeps changing cannot hold the call for ever.
+    let (mut repaired, mut rounds) = (0, 0);
+    loop {
+        let (n, differed) = tasks::run_anti_entropy(&s.node).await;
+        repaired += n;
+        rounds += 1;
+        if !differed || rounds >= 64 {
+            break;
+        }
+    }
+    Json(json!({ "keys_repaired": repaired, "rounds": rounds })).into_response()
 }
 
 async fn metrics(State(s): State<LeaderlessState>) -> impl IntoResponse {
@@ -362,6 +379,13 @@ async fn read_local(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Option<KeyState>>, ApiError> {
     let key: String = json_body(b)?;
+    if s.node.is_restoring() {
+        // Empty or partial data must not count as an owner's answer.
+        return Err(ApiError::unavailable(
+            "restoring",
+            "this node is streaming its ranges back in and answers no reads yet",
+        ));
+    }
     Ok(Json(s.node.local_state(&key)))
 }
 
@@ -413,10 +437,10 @@ async fn digest(
         Vec::new()
     } else {
         s.node
-            .local_states_where(|l, k| tasks::shared(l, k, &me, &req.from))
-            .into_iter()
-            .filter(|(k, _)| mismatched.contains(&tasks::bucket(k)))
-            .collect()
+            .page_where(None, |l, k| {
+                tasks::shared(l, k, &me, &req.from) && mismatched.contains(&tasks::bucket(k))
+            })
+            .0
     };
     Ok(Json(DigestAnswer { mismatched, states }))
 }
@@ -424,11 +448,12 @@ async fn digest(
 async fn stream_out(
     State(s): State<LeaderlessState>,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Json<Vec<(String, KeyState)>>, ApiError> {
-    let for_node: String = json_body(b)?;
-    Ok(Json(s.node.local_states_where(|l, k| {
-        l.future_owners(k).iter().any(|m| m.id == for_node)
-    })))
+) -> Result<Json<tasks::StreamPage>, ApiError> {
+    let req: tasks::StreamRequest = json_body(b)?;
+    let (items, next) = s.node.page_where(req.after.as_deref(), |l, k| {
+        l.future_owners(k).iter().any(|m| m.id == req.for_node)
+    });
+    Ok(Json(tasks::StreamPage { items, next }))
 }
 
 /// A purge round from a key's first owner: the keys this node agrees to (check) or dropped.

@@ -84,9 +84,22 @@ pub(crate) struct Inner {
     pub keys_streamed: u64,
     pub ae_rounds: u64,
     pub keys_repaired: u64,
+    /// This node lost (or never had) its data while the ring may name it an owner: it answers
+    /// no reads until it has streamed its ranges back (see `RESTORE_MARKER`).
+    pub restoring: bool,
     wal: Wal,
     since_compaction: u64,
 }
+
+/// File in the data directory while the node's data is incomplete: created when the node starts
+/// on an empty directory or drops its data after a decommission, removed once it has streamed
+/// its ranges in. It is a file, not a log record, so a crash in between leaves it in place.
+const RESTORE_MARKER: &str = "restore-pending";
+
+/// Most keys, and about the most bytes, per page of streaming, anti-entropy or cleanup: every
+/// exchange stays small whatever the data size.
+pub const PAGE_KEYS: usize = 1000;
+pub const PAGE_BYTES: usize = 4 << 20;
 
 pub struct LeaderlessNode {
     pub cfg: LeaderlessConfig,
@@ -112,6 +125,11 @@ pub fn now_ms() -> u64 {
 impl LeaderlessNode {
     pub fn open(cfg: LeaderlessConfig) -> Result<Arc<LeaderlessNode>, WalError> {
         let recovered = wal::recover(&cfg.data_dir)?;
+        let marker = cfg.data_dir.join(RESTORE_MARKER);
+        if recovered.snapshot.is_none() && recovered.records.is_empty() {
+            write_marker(&cfg.data_dir)?;
+        }
+        let restoring = marker.exists();
         let mut store = BTreeMap::new();
         if let Some(snap) = &recovered.snapshot {
             for (key, encoded, _) in &snap.items {
@@ -149,6 +167,7 @@ impl LeaderlessNode {
             keys = store.len(),
             hints = hints.len(),
             ring_version = ring.as_ref().map(|r| r.version),
+            restoring,
             "recovered leaderless store from disk"
         );
         let (durable, _) = watch::channel(0);
@@ -178,6 +197,7 @@ impl LeaderlessNode {
                 keys_streamed: 0,
                 ae_rounds: 0,
                 keys_repaired: 0,
+                restoring,
                 wal,
                 since_compaction: 0,
             }),
@@ -380,21 +400,9 @@ impl LeaderlessNode {
                 keys_streamed: g.keys_streamed,
                 anti_entropy_rounds: g.ae_rounds,
                 keys_repaired: g.keys_repaired,
+                restoring: g.restoring,
             }),
         }
-    }
-
-    /// States of local keys for which `pick` holds, for streaming and anti-entropy.
-    pub(crate) fn local_states_where(
-        &self,
-        pick: impl Fn(&Layout, &str) -> bool,
-    ) -> Vec<(String, KeyState)> {
-        let g = self.lock();
-        g.store
-            .iter()
-            .filter(|(k, _)| pick(&g.layout, k))
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect()
     }
 
     /// Local keys starting with `prefix`, in order, at most `limit`.
@@ -433,6 +441,76 @@ impl LeaderlessNode {
         agreed
     }
 
+    /// Up to a page of local keys after `after` (in key order) for which `pick` holds, and the
+    /// cursor to continue from if there may be more.
+    pub(crate) fn page_where(
+        &self,
+        after: Option<&str>,
+        pick: impl Fn(&Layout, &str) -> bool,
+    ) -> (Vec<(String, KeyState)>, Option<String>) {
+        use std::ops::Bound;
+        let g = self.lock();
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for (k, s) in g.store.range((start, Bound::Unbounded)) {
+            if out.len() >= PAGE_KEYS || bytes >= PAGE_BYTES {
+                let next = out.last().map(|(k, _): &(String, KeyState)| k.clone());
+                return (out, next);
+            }
+            if pick(&g.layout, k) {
+                bytes += k.len() + s.approx_bytes();
+                out.push((k.clone(), s.clone()));
+            }
+        }
+        (out, None)
+    }
+
+    pub fn is_restoring(&self) -> bool {
+        self.lock().restoring
+    }
+
+    /// The node's ranges are streamed back in: it may answer reads again.
+    pub(crate) fn finish_restore(&self) {
+        let path = self.cfg.data_dir.join(RESTORE_MARKER);
+        if let Err(e) = std::fs::remove_file(&path).and_then(|_| sync_dir(&self.cfg.data_dir)) {
+            tracing::error!(error = %e, "could not remove the restore marker; will stream again");
+            return;
+        }
+        let mut g = self.lock();
+        if g.restoring {
+            tracing::info!("restored: every range this node owns is streamed in; serving reads");
+        }
+        g.restoring = false;
+    }
+
+    /// After a decommission handed every range to its next owners: drop the data, so that if
+    /// this member is added back it streams current data instead of offering stale copies (a
+    /// key deleted and purged meanwhile would otherwise come back through it).
+    pub(crate) async fn drop_all_data(&self) {
+        if let Err(e) = write_marker(&self.cfg.data_dir) {
+            tracing::error!(error = %e, "could not write the restore marker; keeping the data");
+            return;
+        }
+        let seq = {
+            let mut g = self.lock();
+            g.restoring = true;
+            let keys = g.store.len();
+            g.store.clear();
+            g.hints.clear();
+            tracing::info!(
+                keys,
+                "dropped local data after handing it to the next owners"
+            );
+            let compact = self.cfg.compact_every;
+            g.since_compaction = compact;
+            self.persist(&mut g, Vec::new())
+        };
+        self.wait_durable(seq).await;
+    }
+
     pub(crate) fn set_stream(&self, state: StreamState, streamed: u64) {
         let mut g = self.lock();
         g.stream = state;
@@ -447,6 +525,18 @@ pub struct ForwardedPut {
     pub value: Option<String>,
     pub context: Clock,
     pub w: usize,
+}
+
+fn write_marker(dir: &std::path::Path) -> Result<(), WalError> {
+    let path = dir.join(RESTORE_MARKER);
+    std::fs::File::create(&path)
+        .and_then(|f| f.sync_all())
+        .and_then(|_| sync_dir(dir))
+        .map_err(|source| WalError::Io { path, source })
+}
+
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn encode_state(s: &KeyState) -> String {

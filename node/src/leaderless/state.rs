@@ -65,6 +65,15 @@ fn lww_winner(siblings: impl Iterator<Item = Sibling>) -> Option<Sibling> {
 }
 
 impl KeyState {
+    /// Rough encoded size, to bound pages.
+    pub fn approx_bytes(&self) -> usize {
+        self.siblings
+            .iter()
+            .map(|s| 48 + s.node.len() + s.value.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + self.clock.keys().map(|k| k.len() + 12).sum::<usize>()
+    }
+
     /// Values currently visible (tombstones excluded).
     pub fn values(&self) -> Vec<String> {
         self.siblings

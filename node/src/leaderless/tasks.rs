@@ -154,6 +154,7 @@ async fn anti_entropy_loop(node: Arc<LeaderlessNode>) {
         tokio::time::sleep(node.cfg.anti_entropy_every).await;
         run_anti_entropy(&node).await;
         super::purge::run(&node).await;
+        super::cleanup::run(&node).await;
     }
 }
 
@@ -161,8 +162,13 @@ async fn anti_entropy_loop(node: Arc<LeaderlessNode>) {
 pub fn digests(node: &LeaderlessNode, peer: &str) -> Vec<u64> {
     let mut buckets = vec![0u64; BUCKETS];
     let me = node.cfg.id.clone();
-    for (key, state) in node.local_states_where(|l, k| shared(l, k, &me, peer)) {
-        buckets[bucket(&key)] = buckets[bucket(&key)].wrapping_add(state.digest(&key));
+    let g = node.lock();
+    for (key, state) in g
+        .store
+        .iter()
+        .filter(|(k, _)| shared(&g.layout, k, &me, peer))
+    {
+        buckets[bucket(key)] = buckets[bucket(key)].wrapping_add(state.digest(key));
     }
     buckets
 }
@@ -190,9 +196,10 @@ pub struct DigestAnswer {
 }
 
 /// One anti-entropy round with every live member: compare bucket digests of the keys both
-/// own; for buckets that differ, pull the peer's states and push ours (merges are idempotent).
-pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> usize {
-    let mut repaired = 0;
+/// own; for buckets that differ, pull a page of the peer's states and push a page of ours
+/// (merges are idempotent). Returns the keys changed here and whether any bucket differed.
+pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
+    let (mut repaired, mut differed) = (0, false);
     for m in others(node) {
         if !node.is_alive(&m.id) {
             continue;
@@ -215,14 +222,15 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> usize {
         if answer.mismatched.is_empty() {
             continue;
         }
+        differed = true;
         repaired += node.apply_local(answer.states).await;
         let me = node.cfg.id.clone();
         let peer = m.id.clone();
-        let mine: Vec<(String, KeyState)> = node
-            .local_states_where(|l, k| shared(l, k, &me, &peer))
-            .into_iter()
-            .filter(|(k, _)| answer.mismatched.contains(&bucket(k)))
-            .collect();
+        // A page per round each way: what is left differs again next round.
+        let mismatched = &answer.mismatched;
+        let (mine, _) = node.page_where(None, |l, k| {
+            shared(l, k, &me, &peer) && mismatched.contains(&bucket(k))
+        });
         if !mine.is_empty() {
             node.send_states(&m, mine).await;
         }
@@ -230,73 +238,118 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> usize {
     let mut g = node.lock();
     g.ae_rounds += 1;
     g.keys_repaired += repaired as u64;
-    repaired
+    (repaired, differed)
 }
 
-/// A joining node streams every key it will own from the current members, once per ring.
+/// A joining node streams every key it will own from the current members, once per ring; a
+/// member that lost its data (restoring) streams its ranges back before answering reads.
 async fn join_watch(node: Arc<LeaderlessNode>) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let idle = node.lock().stream == StreamState::Idle;
-        if idle && node.my_state() == Some(MemberState::Joining) {
+        let state = node.my_state();
+        let joining = idle && state == Some(MemberState::Joining);
+        let restoring = node.is_restoring()
+            && matches!(state, Some(MemberState::Normal | MemberState::Leaving));
+        if !joining && !restoring {
+            continue;
+        }
+        if joining {
             node.set_stream(StreamState::Streaming, 0);
-            match stream_in(&node).await {
-                Some(n) => {
+        }
+        // A joiner may skip a member that is down: every write it will own has another copy
+        // on a live member (W >= 2). A restoring member lost its copy, so a range whose only
+        // other intact copy is on the member that is down must wait for it.
+        match stream_in(&node, !restoring).await {
+            Some(n) => {
+                if joining {
                     tracing::info!(keys = n, "joined: streamed every range this node will own");
                     node.set_stream(StreamState::Joined, n as u64);
                 }
-                None => {
-                    // Never claim `joined` with a range missing: go back to idle and retry.
-                    tracing::warn!("streaming in failed from a live member; retrying");
+                node.finish_restore();
+            }
+            None => {
+                // Never claim `joined` (or restored) with a range missing: retry.
+                tracing::warn!("streaming in failed from a live member; retrying");
+                if joining {
                     node.set_stream(StreamState::Idle, 0);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
 }
 
-/// Pull every key this node will own from each current member. `None` if a member that the
-/// failure detector reports alive could not be streamed from; members reported dead are
-/// skipped (their keys have other owners, and anti-entropy covers the rest).
-async fn stream_in(node: &Arc<LeaderlessNode>) -> Option<usize> {
+/// `/internal/v1/stream`: a page of the keys `for_node` will own, after `after`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamRequest {
+    pub for_node: String,
+    pub after: Option<String>,
+}
+
+/// One page of a stream; `next` is the cursor of the following page, if any.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamPage {
+    pub items: Vec<(String, KeyState)>,
+    pub next: Option<String>,
+}
+
+/// Pull every key this node will own from each current member, page by page. `None` if a
+/// member could not be streamed from; with `skip_dead`, members reported dead are skipped.
+async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize> {
     let mut total = 0;
     for m in others(node) {
         if m.state == MemberState::Joining {
             continue;
         }
-        let mut done = false;
-        for attempt in 0..20u64 {
+        let mut after: Option<String> = None;
+        let mut failures = 0u64;
+        loop {
             if !node.is_alive(&m.id) {
+                if !skip_dead {
+                    tracing::warn!(member = %m.id, "restoring waits for a member that is down: it may hold the only other copy of a range");
+                    return None;
+                }
                 tracing::warn!(member = %m.id, "skipping a member reported down while streaming in");
-                done = true;
                 break;
             }
-            let r = node
+            let req = StreamRequest {
+                for_node: node.cfg.id.clone(),
+                after: after.clone(),
+            };
+            let page = match node
                 .http
                 .post(format!("http://{}/internal/v1/stream", m.address))
                 .bearer_auth(&node.cfg.token)
-                .json(&node.cfg.id)
+                .json(&req)
                 .send()
-                .await;
-            if let Ok(resp) = r {
-                if let Ok(items) = resp.json::<Vec<(String, KeyState)>>().await {
-                    total += items.len();
-                    node.apply_local(items).await;
-                    done = true;
-                    break;
+                .await
+            {
+                Ok(resp) if resp.status().is_success() => resp.json::<StreamPage>().await.ok(),
+                _ => None,
+            };
+            let Some(page) = page else {
+                failures += 1;
+                if failures >= 20 {
+                    return None;
                 }
+                tokio::time::sleep(Duration::from_millis(100 * failures)).await;
+                continue;
+            };
+            failures = 0;
+            total += page.items.len();
+            node.apply_local(page.items).await;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
-            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-        }
-        if !done {
-            return None;
         }
     }
     Some(total)
 }
 
-/// `POST /admin/decommission` on a leaving node: push every local key to its future owners.
+/// `POST /admin/decommission` on a leaving node: push every local key to its future owners,
+/// page by page, then drop the local data (it lives on the next owners now).
 pub async fn decommission(node: Arc<LeaderlessNode>) {
     node.set_stream(StreamState::Streaming, 0);
     let ring = node.ring();
@@ -308,32 +361,37 @@ pub async fn decommission(node: Arc<LeaderlessNode>) {
         .filter(|m| m.id != me && m.state != MemberState::Leaving)
     {
         let id = m.id.clone();
-        let items = node.local_states_where(|l, k| l.future_owners(k).iter().any(|f| f.id == id));
-        let mut ok = items.is_empty();
-        for attempt in 0..50u64 {
-            if ok {
-                break;
-            }
-            for chunk in items.chunks(1000) {
-                ok = node.send_states(m, chunk.to_vec()).await;
-                if !ok {
+        let mut after: Option<String> = None;
+        loop {
+            let (items, next) = node.page_where(after.as_deref(), |l, k| {
+                l.future_owners(k).iter().any(|f| f.id == id)
+            });
+            let mut ok = items.is_empty();
+            for attempt in 0..50u64 {
+                if ok {
                     break;
+                }
+                ok = node.send_states(m, items.clone()).await;
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
                 }
             }
             if !ok {
-                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
+                tracing::error!(member = %m.id, "decommission could not hand data to a next owner; POST /admin/decommission retries");
+                node.set_stream(StreamState::Failed, sent);
+                return;
+            }
+            sent += items.len() as u64;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
-        if !ok {
-            tracing::error!(member = %m.id, "decommission could not hand data to a next owner; POST /admin/decommission retries");
-            node.set_stream(StreamState::Failed, sent);
-            return;
-        }
-        sent += items.len() as u64;
     }
     tracing::info!(
         keys = sent,
         "decommissioned: every range is on its next owners"
     );
+    node.drop_all_data().await;
     node.set_stream(StreamState::Decommissioned, sent);
 }

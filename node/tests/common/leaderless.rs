@@ -69,9 +69,12 @@ pub async fn start(n: usize, extra: &[&str]) -> Cluster {
         &(0..n).map(|i| (i, MemberState::Normal)).collect::<Vec<_>>(),
     );
     assert!(push_ring(&c, 0, &r).await.status().is_success());
-    // Gossip carries the ring to the others.
+    // Gossip carries the ring to the others; each (empty) node then restores before serving.
     for i in 0..n {
-        wait_status(&c, i, "ring v1 arrives", |s| s.ring_version == 1).await;
+        wait_status(&c, i, "ring v1 arrives", |s| {
+            s.ring_version == 1 && !s.restoring
+        })
+        .await;
     }
     c
 }
@@ -103,17 +106,30 @@ pub async fn get(c: &Cluster, i: usize, key: &str) -> Option<Value> {
     }
 }
 
-/// Node `i`'s own copy of `key` (internal API), without quorum or repair.
+/// Node `i`'s own copy of `key` (internal API), without quorum or repair. Waits while the node
+/// is restoring (it answers no reads then); panics if it never answers.
 pub async fn local(c: &Cluster, i: usize, key: &str) -> Option<Value> {
-    let r = c
-        .http
-        .post(c.url(i, "/internal/v1/read"))
-        .bearer_auth(TOKEN)
-        .json(&key)
-        .send()
-        .await
-        .ok()?;
-    r.json::<Option<Value>>().await.ok().flatten()
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .http
+            .post(c.url(i, "/internal/v1/read"))
+            .bearer_auth(TOKEN)
+            .json(&key)
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status().is_success() {
+                return r.json::<Option<Value>>().await.unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{i} never answered a local read of {key}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn values(v: &Value) -> Vec<String> {

@@ -422,6 +422,7 @@ fn ring_node(ordinal: i32, version: u64) -> NodeStatus {
             keys_streamed: 0,
             anti_entropy_rounds: 0,
             keys_repaired: 0,
+            restoring: false,
         }),
         ..node(ordinal, Role::Peer, 0, 1.0)
     }

@@ -83,6 +83,7 @@ fn node(i: usize, ring: Option<&Ring>, stream: StreamState) -> NodeStatus {
             keys_streamed: 0,
             anti_entropy_rounds: 0,
             keys_repaired: 0,
+            restoring: false,
         }),
     }
 }

@@ -298,6 +298,9 @@ impl LeaderlessNode {
 
     pub(super) async fn fetch_state(&self, m: &Member, key: &str) -> Option<KeyState> {
         if m.id == self.cfg.id {
+            if self.is_restoring() {
+                return None;
+            }
             return Some(self.local_state(key).unwrap_or_default());
         }
         let r = self
