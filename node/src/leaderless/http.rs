@@ -56,6 +56,7 @@ pub fn router(state: LeaderlessState) -> Router {
         .route("/internal/v1/stream", post(stream_out))
         .route("/internal/v1/scan", post(scan_local))
         .route("/internal/v1/purge", post(purge))
+        .route("/internal/v1/probe", post(probe))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(client)
@@ -454,6 +455,15 @@ async fn stream_out(
         l.future_owners(k).iter().any(|m| m.id == req.for_node)
     });
     Ok(Json(tasks::StreamPage { items, next }))
+}
+
+/// An indirect probe for a member's failure detector.
+async fn probe(
+    State(s): State<LeaderlessState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<bool>, ApiError> {
+    let req: tasks::ProbeRequest = json_body(b)?;
+    Ok(Json(tasks::reaches(&s.node, &req.address).await))
 }
 
 /// A purge round from a key's first owner: the keys this node agrees to (check) or dropped.

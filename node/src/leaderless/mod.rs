@@ -2,10 +2,11 @@
 //! writes coordinated by any node, read repair, hinted handoff, digest-based anti-entropy, and
 //! operator-driven membership (`PUT /admin/ring`, `POST /admin/decommission`).
 //!
-//! `ring` and `state` are pure; `node` does the I/O; `http` serves it; `tasks`, `purge` and
+//! `ring`, `state` and `fd` (failure detector) are pure; `node` does the I/O; `http` serves it; `tasks`, `purge` and
 //! `cleanup` are the background work.
 
 pub mod cleanup;
+pub mod fd;
 pub mod http;
 pub mod node;
 pub mod purge;

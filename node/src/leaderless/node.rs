@@ -106,6 +106,8 @@ pub struct LeaderlessNode {
     inner: Mutex<Inner>,
     /// Last failure-detector verdict per member id (absent = not probed yet = assumed up).
     alive: Mutex<HashMap<String, bool>>,
+    /// Probe results turned into verdicts (misses in a row, indirect probes).
+    pub(crate) detector: Mutex<super::fd::Detector>,
     durable: watch::Sender<u64>,
     pub http: reqwest::Client,
     pub stats: Stats,
@@ -202,6 +204,7 @@ impl LeaderlessNode {
                 since_compaction: 0,
             }),
             alive: Mutex::new(HashMap::new()),
+            detector: Mutex::new(super::fd::Detector::default()),
             durable,
             http,
             stats: Stats::default(),

@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use rc_api::{Member, MemberState, Ring, StreamState};
 
+use super::fd::Next;
 use super::node::LeaderlessNode;
 use super::ring::{hash, Layout};
 use super::state::KeyState;
 
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 const HINTS_EVERY: Duration = Duration::from_millis(300);
 /// Digest buckets per anti-entropy exchange: a two-level Merkle tree (root -> buckets -> keys).
 pub const BUCKETS: usize = 256;
@@ -52,47 +54,122 @@ fn others(node: &LeaderlessNode) -> Vec<Member> {
     }
 }
 
-/// Heartbeat failure detector: every member is probed every 200 ms; the latest probe decides
-/// up or down, so a coordinator routes around a dead owner within a probe interval. The probe
-/// also exchanges rings, so a newer ring reaches every node without the operator calling all.
+/// Failure detection: every member is probed every 200 ms; `fd::Detector` turns the results
+/// into verdicts (three misses in a row, then an indirect probe through up to two other
+/// members). The probe also exchanges rings, so a newer ring reaches every node without the
+/// operator calling all.
 async fn gossip_loop(node: Arc<LeaderlessNode>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         for m in others(&node) {
             let node = node.clone();
             tokio::spawn(async move {
-                let body = Gossip {
-                    from: node.cfg.id.clone(),
-                    ring: node.ring(),
-                };
-                let r = node
-                    .http
-                    .post(format!("http://{}/internal/v1/gossip", m.address))
-                    .bearer_auth(&node.cfg.token)
-                    .timeout(Duration::from_millis(400))
-                    .json(&body)
-                    .send()
-                    .await;
-                match r {
-                    Ok(resp) if resp.status().is_success() => {
-                        node.set_alive(&m.id, true);
-                        if let Ok(Gossip {
-                            ring: Some(ring), ..
-                        }) = resp.json::<Gossip>().await
-                        {
-                            let newer = node.ring().is_none_or(|r| ring.version > r.version);
-                            if newer {
-                                if let Err(e) = node.install_ring(ring).await {
-                                    tracing::warn!(error = %e, from = %m.id, "refused a ring offered by a peer");
-                                }
-                            }
+                let ok = probe(&node, &m).await;
+                let next = node
+                    .detector
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .on_probe(&m.id, ok);
+                match next {
+                    Next::Up => node.set_alive(&m.id, true),
+                    Next::Wait => {}
+                    Next::ProbeIndirectly => {
+                        let reached = probe_indirectly(&node, &m).await;
+                        let up = node
+                            .detector
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .on_indirect(&m.id, &reached);
+                        if !up {
+                            node.set_alive(&m.id, false);
+                        } else {
+                            tracing::debug!(member = %m.id, "direct probes fail but another member reaches it");
                         }
                     }
-                    _ => node.set_alive(&m.id, false),
                 }
             });
         }
     }
+}
+
+/// One direct probe (a gossip exchange). `true` if the member answered.
+async fn probe(node: &Arc<LeaderlessNode>, m: &Member) -> bool {
+    let body = Gossip {
+        from: node.cfg.id.clone(),
+        ring: node.ring(),
+    };
+    let r = node
+        .http
+        .post(format!("http://{}/internal/v1/gossip", m.address))
+        .bearer_auth(&node.cfg.token)
+        .timeout(PROBE_TIMEOUT)
+        .json(&body)
+        .send()
+        .await;
+    let Ok(resp) = r else { return false };
+    if !resp.status().is_success() {
+        return false;
+    }
+    if let Ok(Gossip {
+        ring: Some(ring), ..
+    }) = resp.json::<Gossip>().await
+    {
+        let newer = node.ring().is_none_or(|r| ring.version > r.version);
+        if newer {
+            if let Err(e) = node.install_ring(ring).await {
+                tracing::warn!(error = %e, from = %m.id, "refused a ring offered by a peer");
+            }
+        }
+    }
+    true
+}
+
+/// `/internal/v1/probe`: ask this node whether it reaches `address`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub address: String,
+}
+
+/// Ask up to two other members (that this node believes up) to probe `m`.
+async fn probe_indirectly(node: &Arc<LeaderlessNode>, m: &Member) -> Vec<bool> {
+    let helpers: Vec<Member> = others(node)
+        .into_iter()
+        .filter(|h| h.id != m.id && node.is_alive(&h.id))
+        .take(2)
+        .collect();
+    let asks = helpers.iter().map(|h| async move {
+        let r = node
+            .http
+            .post(format!("http://{}/internal/v1/probe", h.address))
+            .bearer_auth(&node.cfg.token)
+            .timeout(PROBE_TIMEOUT * 2)
+            .json(&ProbeRequest {
+                address: m.address.clone(),
+            })
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => resp.json::<bool>().await.unwrap_or(false),
+            _ => false,
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// Serve an indirect probe: can this node reach `address`?
+pub async fn reaches(node: &LeaderlessNode, address: &str) -> bool {
+    // Only ring members: the endpoint must not make this node call arbitrary addresses.
+    let member = node
+        .ring()
+        .is_some_and(|r| r.members.iter().any(|m| m.address == address));
+    member
+        && node
+            .http
+            .get(format!("http://{address}/healthz"))
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
 }
 
 /// Replay hints to members that are up again.
