@@ -32,6 +32,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/v1/batch", post(batch))
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::from_fn({
+            let limit = state.cfg.max_body_bytes;
+            move |req, next| super::input::refuse_oversized(limit, req, next)
+        }))
         .route_layer(middleware::from_fn_with_state(state, track))
 }
 

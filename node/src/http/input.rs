@@ -57,3 +57,28 @@ fn too_large(what: &'static str, len: usize, limit: usize) -> Result<(), ApiErro
         format!("{what} is {len} bytes; the limit is {limit}"),
     ))
 }
+
+/// Refuses a request whose declared `Content-Length` exceeds `limit` before reading any of its
+/// body: the client learns at once, and the node never buffers bytes it will throw away.
+/// (Bodies without a length are still cut off by `DefaultBodyLimit` as they stream in.)
+pub async fn refuse_oversized(
+    limit: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_body",
+            format!("request body of {len} bytes exceeds the limit of {limit} bytes"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
