@@ -11,7 +11,8 @@
 //! no ring anywhere, every wanted pod has an address -> ring v1, all Normal
 //! a member's pod has a new address                  -> ring v+1 with it (then /admin/repair)
 //! a member reports an older ring (or none)          -> the current ring again, to it
-//! a Joining member reports stream=joined            -> ring v+1 with it Normal
+//! a Joining member reports stream=joined, every     -> ring v+1 with it Normal
+//!   member is on the ring and holds no hint for it
 //! a Leaving member reports stream=decommissioned    -> ring v+1 without it
 //! a Leaving member has not started                  -> POST /admin/decommission
 //! spec.replicas above the members                   -> ring v+1 with the new pods Joining
@@ -271,6 +272,40 @@ pub fn decide(view: &View) -> Decision {
         .map(|m| m.id.clone())
         .collect();
     if !joined.is_empty() {
+        // Serving before every node counts it as a pending owner, or while writes for it wait
+        // in hints, would let a read through it miss an acknowledged write.
+        if let Some(why) = not_all_current(view, &ring) {
+            return wait(
+                format!(
+                    "{} streamed its ranges but cannot serve yet: {why}",
+                    joined.join(", ")
+                ),
+                false,
+                false,
+            );
+        }
+        let hinted: Vec<String> = ring
+            .members
+            .iter()
+            .filter_map(|m| {
+                let queued: u64 = joined
+                    .iter()
+                    .filter_map(|j| view.status(&m.id)?.hints_for.get(j))
+                    .sum();
+                (queued > 0).then(|| format!("{} holds {queued} hints for it", m.id))
+            })
+            .collect();
+        if !hinted.is_empty() {
+            return wait(
+                format!(
+                    "{} streamed its ranges but cannot serve yet: {}",
+                    joined.join(", "),
+                    hinted.join("; ")
+                ),
+                false,
+                false,
+            );
+        }
         let members = ring
             .members
             .iter()

@@ -292,6 +292,9 @@ pub struct LeaderlessStatus {
     /// no reads as an owner until then.
     #[serde(default)]
     pub restoring: bool,
+    /// Hints queued on this node, by the member they are for.
+    #[serde(default)]
+    pub hints_for: std::collections::BTreeMap<String, u64>,
 }
 
 /// Leaderless read: every concurrent value (one unless `Siblings` mode kept several) and the

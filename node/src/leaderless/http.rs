@@ -35,6 +35,8 @@ pub struct LeaderlessState {
 }
 
 pub fn router(state: LeaderlessState) -> Router {
+    // Internal streams carry pages of up to 4 MiB of keys; client bodies stay at the configured cap.
+    let body_limit = state.cfg.max_body_bytes.max(64 << 20);
     let client = Router::new()
         .route("/v1/kv", get(scan))
         .route(
@@ -64,9 +66,10 @@ pub fn router(state: LeaderlessState) -> Router {
         .route(paths::HEALTHZ, get(|| async { "ok" }))
         .route(paths::READYZ, get(|| async { "ok" }))
         .route(paths::METRICS, get(metrics))
-        .layer(DefaultBodyLimit::max(
-            state.cfg.max_body_bytes.max(64 << 20),
-        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |req, next| {
+            crate::http::input::refuse_oversized(body_limit, req, next)
+        }))
         .fallback(error::not_found)
         .with_state(state)
 }
@@ -451,6 +454,26 @@ async fn stream_out(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<tasks::StreamPage>, ApiError> {
     let req: tasks::StreamRequest = json_body(b)?;
+    let mine = s.node.ring().map_or(0, |r| r.version);
+    if mine < req.ring_version {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ring_behind",
+            format!(
+                "this node is on ring v{mine}, the requester on v{}",
+                req.ring_version
+            ),
+        ));
+    }
+    if let Some(wait) = s.node.ring_settles_in() {
+        return Err(ApiError::unavailable(
+            "ring_settling",
+            format!(
+                "writes coordinated under the previous ring may still be in flight for {} ms",
+                wait.as_millis()
+            ),
+        ));
+    }
     let (items, next) = s.node.page_where(req.after.as_deref(), |l, k| {
         l.future_owners(k).iter().any(|m| m.id == req.for_node)
     });

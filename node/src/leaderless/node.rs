@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     /// This node lost (or never had) its data while the ring may name it an owner: it answers
     /// no reads until it has streamed its ranges back (see `RESTORE_MARKER`).
     pub restoring: bool,
+    /// When the current ring replaced an older one: writes this process coordinated under
+    /// that one may be in flight for up to a request timeout after it. `None`: none can be.
+    pub ring_installed: Option<std::time::Instant>,
     wal: Wal,
     since_compaction: u64,
 }
@@ -200,6 +203,7 @@ impl LeaderlessNode {
                 ae_rounds: 0,
                 keys_repaired: 0,
                 restoring,
+                ring_installed: None,
                 wal,
                 since_compaction: 0,
             }),
@@ -339,6 +343,9 @@ impl LeaderlessNode {
                 tracing::info!(was = ?g.stream, "joining again: streaming this node's ranges in anew");
                 g.stream = StreamState::Idle;
             }
+            if g.ring.is_some() {
+                g.ring_installed = Some(std::time::Instant::now());
+            }
             g.layout = Layout::new(&ring, self.cfg.n);
             g.ring = Some(ring.clone());
             self.persist(&mut g, vec![WalRecord::Ring(ring)])
@@ -404,6 +411,10 @@ impl LeaderlessNode {
                 anti_entropy_rounds: g.ae_rounds,
                 keys_repaired: g.keys_repaired,
                 restoring: g.restoring,
+                hints_for: g.hints.values().fold(BTreeMap::new(), |mut m, h| {
+                    *m.entry(h.target.clone()).or_insert(0) += 1;
+                    m
+                }),
             }),
         }
     }
@@ -469,6 +480,17 @@ impl LeaderlessNode {
             }
         }
         (out, None)
+    }
+
+    /// How long until writes this node coordinated under an older ring have all finished (each
+    /// is bounded by the request timeout), or `None` if they have. Ranges are streamed in and
+    /// handed over only after that, so no such write misses a range's new owner.
+    pub fn ring_settles_in(&self) -> Option<Duration> {
+        let since = self.lock().ring_installed?.elapsed();
+        self.cfg
+            .request_timeout
+            .checked_sub(since)
+            .filter(|d| !d.is_zero())
     }
 
     pub fn is_restoring(&self) -> bool {

@@ -362,6 +362,9 @@ async fn join_watch(node: Arc<LeaderlessNode>) {
 pub struct StreamRequest {
     pub for_node: String,
     pub after: Option<String>,
+    /// The requester's ring: a member on an older one has not counted it in writes yet.
+    #[serde(default)]
+    pub ring_version: u64,
 }
 
 /// One page of a stream; `next` is the cursor of the following page, if any.
@@ -393,6 +396,7 @@ async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize>
             let req = StreamRequest {
                 for_node: node.cfg.id.clone(),
                 after: after.clone(),
+                ring_version: node.ring().map_or(0, |r| r.version),
             };
             let page = match node
                 .http
@@ -406,11 +410,12 @@ async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize>
                 _ => None,
             };
             let Some(page) = page else {
+                // Also while the member is not on our ring yet or its older-ring writes drain.
                 failures += 1;
-                if failures >= 20 {
+                if failures >= 30 {
                     return None;
                 }
-                tokio::time::sleep(Duration::from_millis(100 * failures)).await;
+                tokio::time::sleep(Duration::from_millis(100 * failures.min(5))).await;
                 continue;
             };
             failures = 0;
@@ -429,6 +434,11 @@ async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize>
 /// page by page, then drop the local data (it lives on the next owners now).
 pub async fn decommission(node: Arc<LeaderlessNode>) {
     node.set_stream(StreamState::Streaming, 0);
+    // Writes this node coordinated under the ring before `leaving` did not go to the next
+    // owners: let them finish first, so the hand-over below carries them.
+    if let Some(wait) = node.ring_settles_in() {
+        tokio::time::sleep(wait).await;
+    }
     let ring = node.ring();
     let members: Vec<Member> = ring.map(|r| r.members).unwrap_or_default();
     let me = node.cfg.id.clone();

@@ -423,6 +423,7 @@ fn ring_node(ordinal: i32, version: u64) -> NodeStatus {
             anti_entropy_rounds: 0,
             keys_repaired: 0,
             restoring: false,
+            hints_for: Default::default(),
         }),
         ..node(ordinal, Role::Peer, 0, 1.0)
     }

@@ -84,6 +84,7 @@ fn node(i: usize, ring: Option<&Ring>, stream: StreamState) -> NodeStatus {
             anti_entropy_rounds: 0,
             keys_repaired: 0,
             restoring: false,
+            hints_for: Default::default(),
         }),
     }
 }
@@ -94,6 +95,18 @@ fn up(i: usize, ring: Option<&Ring>, stream: StreamState) -> Pod {
         address: Some(addr(i)),
         node: Ok(node(i, ring, stream)),
     }
+}
+
+/// Member `i` on `ring`, holding `n` hints for member `target`.
+fn hinting(i: usize, ring: &Ring, target: usize, n: u64) -> Pod {
+    let mut pod = up(i, Some(ring), Idle);
+    if let Ok(status) = &mut pod.node {
+        if let Some(l) = status.leaderless.as_mut() {
+            l.hints_for.insert(name(target), n);
+            l.hints_queued = n;
+        }
+    }
+    pod
 }
 
 fn no_address(i: usize) -> Pod {
@@ -222,6 +235,40 @@ fn each_situation_leads_to_the_expected_next_step() {
             ),
             push(v3_four.clone(), &[0, 1, 2, 3], Change::Joined(names(&[3]))),
             None,
+        ),
+        (
+            "a joined member waits while another member holds hints for it",
+            view(
+                4,
+                Some(v2_join.clone()),
+                with(
+                    vec![
+                        up(0, Some(&v2_join), Idle),
+                        hinting(1, &v2_join, 3, 7),
+                        up(2, Some(&v2_join), Idle),
+                    ],
+                    up(3, Some(&v2_join), Joined),
+                ),
+            ),
+            Action::Nothing,
+            Some((false, false)),
+        ),
+        (
+            "a joined member waits while a member does not answer (it may be on an older ring)",
+            view(
+                4,
+                Some(v2_join.clone()),
+                with(
+                    vec![
+                        up(0, Some(&v2_join), Idle),
+                        unreachable(1),
+                        up(2, Some(&v2_join), Idle),
+                    ],
+                    up(3, Some(&v2_join), Joined),
+                ),
+            ),
+            Action::Nothing,
+            Some((false, false)),
         ),
         (
             "scale down marks the highest ordinal leaving",
