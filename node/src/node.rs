@@ -434,6 +434,22 @@ impl Node {
         }
     }
 
+    /// What the operator's health feed compares (see [`rc_api::Health`]); cheaper than
+    /// [`Node::status`], so a waiting feed request can look often.
+    pub fn health(&self, leader_loss_ms: u64) -> rc_api::Health {
+        let now = Instant::now();
+        let g = self.lock();
+        let r = &g.replica;
+        rc_api::Health::new(
+            r.role(),
+            r.epoch(),
+            r.leader().map(|l| l.id.clone()),
+            r.self_fenced(now),
+            r.ms_since_leader_contact(now),
+            leader_loss_ms,
+        )
+    }
+
     pub fn self_fenced(&self) -> bool {
         self.lock().replica.self_fenced(Instant::now())
     }

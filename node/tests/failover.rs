@@ -394,3 +394,71 @@ async fn a_re_promote_with_a_new_follower_address_reconnects_to_it() {
         assert_eq!(c.get(2, key, "stale").await.as_deref(), Some("v"));
     }
 }
+
+/// `GET /admin/status?waitForChange=<token>` on node `i`: the answer and how long it took.
+async fn watch(
+    c: &Cluster,
+    i: usize,
+    token: &str,
+    timeout_ms: u64,
+) -> (rc_api::NodeStatus, Duration) {
+    let started = std::time::Instant::now();
+    let r = c
+        .http
+        .get(c.url(i, "/admin/status"))
+        .query(&[
+            ("waitForChange", token.to_owned()),
+            ("timeoutMs", timeout_ms.to_string()),
+            ("leaderLossMs", "500".to_owned()),
+        ])
+        .bearer_auth(common::TOKEN)
+        .timeout(Duration::from_millis(timeout_ms + 5000))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    (r.json().await.unwrap(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_feed_answers_when_a_follower_loses_its_leader() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.bootstrap().await;
+    let follower = (leader + 1) % 3;
+    let health = |s: &rc_api::NodeStatus| rc_api::Health::of(s, 500);
+    let now = health(&c.status(follower).await.unwrap());
+    assert!(!now.leader_contact_lost, "{now:?}");
+
+    // Unchanged: the request waits out its timeout and answers the same health.
+    let (same, took) = watch(&c, follower, &now.token(), 400).await;
+    assert_eq!(health(&same), now);
+    assert!(
+        took >= Duration::from_millis(400),
+        "answered after {took:?}"
+    );
+    // A token the node does not have: answered at once.
+    let (at_once, _) = watch(&c, follower, "Leader/0/-/serving/contact", 20_000).await;
+    assert_eq!(health(&at_once), now);
+
+    // The leader hangs: the follower's feed answers once contact is 500 ms old, well before
+    // the 20 s timeout, and says so.
+    c.pause(leader);
+    let (lost, took) = watch(&c, follower, &now.token(), 20_000).await;
+    c.resume(leader);
+    let lost = health(&lost);
+    assert!(lost.leader_contact_lost, "{lost:?} after {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "answered only after {took:?}"
+    );
+
+    // Bad feed parameters are a 400, not a hang.
+    let r = c
+        .http
+        .get(c.url(follower, "/admin/status?timeoutMs=soon"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

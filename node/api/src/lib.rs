@@ -223,6 +223,85 @@ pub struct NodeStatus {
     pub leaderless: Option<LeaderlessStatus>,
 }
 
+/// `GET /admin/status?waitForChange=<token>&timeoutMs=<ms>&leaderLossMs=<ms>`: the operator's
+/// health feed. The node answers as soon as its [`Health`] differs from `token` (at once if it
+/// already does), or after `timeoutMs` with its status unchanged. One request in flight per node
+/// keeps the operator informed of exactly what a failover decision reads, with no polling.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_change: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_loss_ms: Option<u64>,
+}
+
+/// The part of a node's status a failover decision depends on. Its [`token`](Health::token) is
+/// what the health feed compares: both sides compute it with this one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub role: Role,
+    pub epoch: u64,
+    pub leader: Option<String>,
+    pub self_fenced: bool,
+    /// A follower that has no leader, or has not heard from it for `leader_loss_ms` or longer.
+    pub leader_contact_lost: bool,
+}
+
+impl Health {
+    pub fn new(
+        role: Role,
+        epoch: u64,
+        leader: Option<String>,
+        self_fenced: bool,
+        ms_since_leader_contact: Option<u64>,
+        leader_loss_ms: u64,
+    ) -> Self {
+        let leader_contact_lost = role == Role::Follower
+            && (leader.is_none() || ms_since_leader_contact.is_none_or(|ms| ms >= leader_loss_ms));
+        Self {
+            role,
+            epoch,
+            leader,
+            self_fenced,
+            leader_contact_lost,
+        }
+    }
+
+    pub fn of(status: &NodeStatus, leader_loss_ms: u64) -> Self {
+        Self::new(
+            status.role,
+            status.epoch,
+            status.leader.clone(),
+            status.self_fenced,
+            status.ms_since_leader_contact,
+            leader_loss_ms,
+        )
+    }
+
+    /// A short, readable identity: `Follower/4/orders-1/serving/lost`.
+    pub fn token(&self) -> String {
+        format!(
+            "{:?}/{}/{}/{}/{}",
+            self.role,
+            self.epoch,
+            self.leader.as_deref().unwrap_or("-"),
+            if self.self_fenced {
+                "fenced"
+            } else {
+                "serving"
+            },
+            if self.leader_contact_lost {
+                "lost"
+            } else {
+                "contact"
+            },
+        )
+    }
+}
+
 /// A member's place in the leaderless ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -381,6 +460,21 @@ pub struct BatchRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_marks_a_follower_lost_at_the_timeout_and_a_leader_never() {
+        let follower = |ms| Health::new(Role::Follower, 3, Some("n0".into()), false, ms, 1000);
+        assert!(!follower(Some(999)).leader_contact_lost);
+        assert!(follower(Some(1000)).leader_contact_lost);
+        assert!(follower(None).leader_contact_lost);
+        assert!(Health::new(Role::Follower, 3, None, false, Some(5), 1000).leader_contact_lost);
+        assert!(
+            !Health::new(Role::Leader, 3, Some("n0".into()), true, None, 1000).leader_contact_lost
+        );
+        assert_ne!(follower(Some(10)).token(), follower(Some(2000)).token());
+        assert_eq!(follower(Some(10)).token(), follower(Some(900)).token());
+        assert_eq!(follower(Some(10)).token(), "Follower/3/n0/serving/contact");
+    }
 
     #[test]
     fn log_positions_order_by_epoch_before_index() {

@@ -3,19 +3,23 @@
 //! call did.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use rc_api::{paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest, VotersRequest};
+use rc_api::{
+    paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest, StatusQuery, VotersRequest,
+};
 
 use super::auth::require_token;
 use super::error::ApiError;
-use super::input::json_body;
+use super::input::{json_body, query};
 use super::AppState;
 use crate::node::{OpFailure, VotersFailure};
 use crate::replication::replica::AdminRefusal;
@@ -47,8 +51,29 @@ fn refusal(e: AdminRefusal) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, e.to_string())
 }
 
-async fn status(State(s): State<AppState>) -> Json<rc_api::NodeStatus> {
-    Json(s.node.status())
+/// Longest a health-feed request waits before answering unchanged.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting feed request looks at the node: the most it adds to detection.
+const WAIT_STEP: Duration = Duration::from_millis(20);
+/// `leaderLossMs` when the operator does not say.
+const DEFAULT_LEADER_LOSS_MS: u64 = 1000;
+
+/// `GET /admin/status`, or with `waitForChange` the health feed (see [`rc_api::StatusQuery`]):
+/// answers once the node's health token differs from the one given, or after `timeoutMs`.
+async fn status(
+    State(s): State<AppState>,
+    q: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Json<rc_api::NodeStatus>, ApiError> {
+    let q = query(q)?;
+    if let Some(seen) = q.wait_for_change {
+        let loss = q.leader_loss_ms.unwrap_or(DEFAULT_LEADER_LOSS_MS);
+        let wait = Duration::from_millis(q.timeout_ms.unwrap_or(10_000)).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        while s.node.health(loss).token() == seen && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(WAIT_STEP).await;
+        }
+    }
+    Ok(Json(s.node.status()))
 }
 
 async fn epoch(
