@@ -100,6 +100,10 @@ pub struct Args {
     /// A leader that has not heard from a majority for this long refuses writes.
     #[arg(long, env = "RC_FENCE_TIMEOUT_MS", default_value_t = 1500)]
     pub fence_timeout_ms: u64,
+    /// On SIGTERM, how long a leader keeps serving while the operator hands leadership to a
+    /// follower (0: stop at once). Keep it below the pod's termination grace period.
+    #[arg(long, env = "RC_HANDOVER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handover_timeout_ms: u64,
     /// Interval of leader heartbeats to followers.
     #[arg(long, env = "RC_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,

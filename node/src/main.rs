@@ -125,7 +125,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         replication = ?args.replication, fence_timeout_ms = args.fence_timeout_ms,
         "rc-node serving (single-leader mode; waiting for the operator to promote or follow)"
     );
-    http::serve(listener, http::router(state), Some(node), shutdown_signal()).await;
+    let handover = Duration::from_millis(args.handover_timeout_ms);
+    let stop = hand_over_then_stop(node.clone(), handover);
+    http::serve(listener, http::router(state), Some(node), stop).await;
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
 }
@@ -176,6 +178,45 @@ fn leaderless_config(
         seeds,
         compact_every: args.snapshot_every.max(1),
     })
+}
+
+/// Resolves when the node should stop serving. A follower stops at SIGTERM. A leader keeps
+/// serving until the operator, seeing its pod terminate, has fenced it and promoted a
+/// follower (a planned hand-over: no election timeout for clients to wait out), or until
+/// `limit`; a second signal stops it at once.
+async fn hand_over_then_stop(node: std::sync::Arc<Node>, limit: Duration) {
+    shutdown_signal().await;
+    let leading = node.health(u64::MAX);
+    if leading.role != rc_api::Role::Leader || limit.is_zero() {
+        return;
+    }
+    tracing::info!(
+        epoch = leading.epoch,
+        limit_ms = limit.as_millis() as u64,
+        "SIGTERM while leading: serving until the operator hands leadership to a follower"
+    );
+    let handed_over = async {
+        loop {
+            let now = node.health(u64::MAX);
+            if now.role != rc_api::Role::Leader || now.epoch != leading.epoch {
+                tracing::info!(
+                    epoch = now.epoch,
+                    leader = now.leader.as_deref().unwrap_or("-"),
+                    "leadership handed over; stopping"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = handed_over => {}
+        () = tokio::time::sleep(limit) => tracing::warn!(
+            limit_ms = limit.as_millis() as u64,
+            "no hand-over in time; stopping as leader (the operator fails over)"
+        ),
+        () = shutdown_signal() => tracing::warn!("second signal; stopping as leader"),
+    }
 }
 
 async fn shutdown_signal() {

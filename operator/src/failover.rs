@@ -2,7 +2,7 @@
 //!
 //! [`decide`] is pure: from what the operator sees of every member (pod state, `GET
 //! /admin/status` or why it failed), the epoch and "no leader since" time kept in the cluster's
-//! status, the failover delay and `now`, it returns the one next [`Action`]. The executor
+//! status, the timing settings and `now`, it returns the one next [`Action`]. The executor
 //! ([`execute::drive`]) performs it against the nodes' admin API, re-reads the nodes and asks
 //! again until nothing is left to do, so the whole job is a sequence of idempotent steps and an
 //! operator restarted at any point finishes it from what the nodes report:
@@ -10,8 +10,10 @@
 //! ```text
 //! no node knows a leader, epoch 0        -> Bootstrap { fence at 1 }
 //! a majority fenced at E, nobody leads   -> Promote the most up-to-date of them in E
-//! leader of E not serving for the delay,
-//!   corroborated by its followers        -> Failover { fence at E + 1 }
+//! leader of E gone, restarted or fenced  -> Failover { fence at E + 1 } at once
+//! leader of E unreachable, and a majority
+//!   lost it for leaderLossTimeoutMs      -> Failover { fence at E + 1 } at once
+//! leader of E's pod terminating          -> Switchover to the best other member
 //! leader serves, its follower list stale -> Promote it again in E with the full list
 //! members behind E or without a leader   -> Follow the leader of E
 //! voter set differs from spec.replicas    -> SetVoters (one member) or Switchover
@@ -24,8 +26,9 @@
 //!
 //! Why this is safe (docs/design.md §5): a node adopts an epoch only upwards and binds to at most one
 //! leader per epoch, and the candidate has the highest (lastEpoch, lastIndex) of a majority that
-//! adopted the new epoch, so it holds every entry committed before. Timing (the delay, the
-//! followers' corroboration) only decides *when* to fail over, never whether it is safe.
+//! adopted the new epoch, so it holds every entry committed before. Timing (the leader-loss
+//! timeout, the followers' corroboration, the least interval between failovers) only decides
+//! *when* to fail over, never whether it is safe.
 
 mod choose;
 pub mod execute;
@@ -80,12 +83,26 @@ pub struct View {
     pub desired: usize,
     /// The status recorded a voter set once: a cluster that had one is never bootstrapped again.
     pub had_voters: bool,
-    /// `spec.singleLeader.failoverDelaySeconds`.
-    pub failover_delay: Duration,
+    /// When to fail over (`spec.singleLeader`).
+    pub timing: Timing,
+    /// When the last failover happened (`status.lastFailover.time`), in ms since the Unix epoch.
+    pub last_failover_ms: Option<i64>,
     /// `status.epoch`: a floor for the epoch, in case no node with the newest one answers.
     pub known_epoch: u64,
     /// `status.noLeaderSince`, in milliseconds since the Unix epoch.
     pub no_leader_since_ms: Option<i64>,
+}
+
+/// When the operator fails over (`spec.singleLeader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// `leaderLossTimeoutMs`: followers that have not heard from the leader this long have
+    /// lost it.
+    pub leader_loss: Duration,
+    /// `minFailoverIntervalSeconds`: least time between two failovers decided on reachability.
+    pub min_interval: Duration,
+    /// `failoverDelaySeconds`, when still set: deprecated and ignored, reported once.
+    pub deprecated_delay: Option<i32>,
 }
 
 /// The next step.
@@ -160,13 +177,15 @@ pub struct Decision {
     pub epoch: u64,
     /// Since when no leader has served (kept in status); `None` while one serves.
     pub no_leader_since_ms: Option<i64>,
-    /// True once the delay has run out without a serving leader (phase `FailingOver`).
+    /// True once the leader is known lost and no leader serves yet (phase `FailingOver`).
     pub failing_over: bool,
     pub blocked: Option<Blocked>,
-    /// Look again after this long (the rest of the failover delay).
+    /// Look again after this long (when the evidence may be complete).
     pub recheck: Option<Duration>,
     /// A voter-set change under way and what it waits for (condition `Progressing`).
     pub voters_pending: Option<String>,
+    /// Why the action is a failover, when it is one.
+    pub cause: Option<Cause>,
 }
 
 /// Why a fence did not lead to a promotion.
@@ -208,11 +227,12 @@ pub fn decide(view: &View, now_ms: i64) -> Decision {
         blocked: None,
         recheck: None,
         voters_pending: None,
+        cause: None,
     };
     match leader_of(epoch, &reachable) {
         Some(leader) => match serving(view, &leader, epoch) {
             Ok(()) => healthy(view, &leader, epoch, &reachable, base),
-            Err(why) => leader_lost(view, &leader, &why, &reachable, now_ms, base),
+            Err(loss) => leader_lost(view, &leader, &loss, &reachable, now_ms, base),
         },
         None => no_leader(view, &reachable, base),
     }
@@ -235,24 +255,69 @@ fn leader_of(epoch: u64, reachable: &[(&Member, &NodeStatus)]) -> Option<String>
         .find_map(|(_, n)| n.leader.clone())
 }
 
+/// Why the leader of the newest epoch does not serve, and how the operator knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Loss {
+    why: String,
+    kind: LossKind,
+}
+
+/// Why a failover was decided, for its record, Event and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `pod-gone`, `restarted`, `self-fenced`, `unreachable` or `no-leader` (a metrics label).
+    pub kind: &'static str,
+    /// Who saw what, in words.
+    pub evidence: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LossKind {
+    /// Its pod is gone or being deleted, or it answers but restarted: certain, replace it now.
+    Gone,
+    /// It answers that it fenced itself: certain, but a flapping network causes it too.
+    Fenced,
+    /// The operator cannot reach it or its pod is not ready: needs the followers' word.
+    Silent,
+}
+
+impl LossKind {
+    fn label(self) -> &'static str {
+        match self {
+            LossKind::Gone => "gone",
+            LossKind::Fenced => "self-fenced",
+            LossKind::Silent => "unreachable",
+        }
+    }
+}
+
 /// `Ok` when `leader` serves: its pod is ready and it leads `epoch` without being self-fenced.
-fn serving(view: &View, leader: &str, epoch: u64) -> Result<(), String> {
+fn serving(view: &View, leader: &str, epoch: u64) -> Result<(), Loss> {
+    let loss = |kind, why: &str| {
+        Err(Loss {
+            why: why.to_owned(),
+            kind,
+        })
+    };
     let Some(member) = view.members.iter().find(|m| m.name == leader) else {
-        return Err("it is not a member any more".to_owned());
+        return loss(LossKind::Gone, "it is not a member any more");
     };
     match member.pod {
-        PodState::Missing => return Err("its pod does not exist".to_owned()),
-        PodState::Terminating => return Err("its pod is being deleted".to_owned()),
-        PodState::NotReady => return Err("its pod is not ready".to_owned()),
-        PodState::Ready => {}
+        PodState::Missing => return loss(LossKind::Gone, "its pod does not exist"),
+        PodState::Terminating => return loss(LossKind::Gone, "its pod is being deleted"),
+        PodState::NotReady | PodState::Ready => {}
     }
     match &member.node {
-        Err(e) => Err(format!("its admin API is unreachable ({e})")),
-        Ok(n) if n.role != Role::Leader || n.epoch != epoch => Err(format!(
-            "it reports {:?} in epoch {} (restarted)",
-            n.role, n.epoch
-        )),
-        Ok(n) if n.self_fenced => Err("it fenced itself (no majority)".to_owned()),
+        Err(e) => loss(
+            LossKind::Silent,
+            &format!("its admin API is unreachable ({e})"),
+        ),
+        Ok(n) if n.role != Role::Leader || n.epoch != epoch => loss(
+            LossKind::Gone,
+            &format!("it reports {:?} in epoch {} (restarted)", n.role, n.epoch),
+        ),
+        Ok(n) if n.self_fenced => loss(LossKind::Fenced, "it fenced itself (no majority)"),
+        Ok(_) if member.pod == PodState::NotReady => loss(LossKind::Silent, "its pod is not ready"),
         Ok(_) => Ok(()),
     }
 }
@@ -352,59 +417,122 @@ fn healthy(
     }
 }
 
+/// The leader of `base.epoch` does not serve: fail over now if the evidence is enough (see
+/// docs/design.md §5), with no fixed wait.
 fn leader_lost(
     view: &View,
     leader: &str,
-    why: &str,
+    loss: &Loss,
     reachable: &[(&Member, &NodeStatus)],
     now_ms: i64,
     base: Decision,
 ) -> Decision {
-    let since = base.no_leader_since_ms.unwrap_or(now_ms);
-    let delay_ms = i64::try_from(view.failover_delay.as_millis()).unwrap_or(i64::MAX);
-    let waited = now_ms.saturating_sub(since);
-    if waited < delay_ms {
-        let rest = u64::try_from(delay_ms - waited).unwrap_or(0);
-        return Decision {
-            recheck: Some(Duration::from_millis(rest)),
-            ..base
-        };
-    }
-    let blocked = |reason: String| Decision {
-        failing_over: true,
-        blocked: Some(Blocked { reason, warn: true }),
-        recheck: Some(view.failover_delay),
+    let why = &loss.why;
+    let held = |reason: String, warn: bool, recheck: Duration| Decision {
+        failing_over: warn,
+        blocked: Some(Blocked { reason, warn }),
+        recheck: Some(recheck),
         ..base.clone()
     };
-    // Corroboration: unless the operator sees for itself that the leader does not lead (it
-    // answers, but restarted or fenced itself), every follower it can reach must have lost the
-    // leader too, so that an operator cut off from a healthy leader does not depose it.
-    let seen_directly = reachable.iter().any(|(m, n)| {
-        m.name == leader && (n.role != Role::Leader || n.epoch != base.epoch || n.self_fenced)
-    });
-    if !seen_directly {
-        let fresh = reachable.iter().find_map(|(m, n)| {
-            let ms = n.ms_since_leader_contact?;
+    let loss_ms = u64::try_from(view.timing.leader_loss.as_millis()).unwrap_or(u64::MAX);
+    let waited = now_ms.saturating_sub(base.no_leader_since_ms.unwrap_or(now_ms));
+    if loss.kind == LossKind::Silent {
+        // Corroboration: the operator's own silence from the leader is one vote. Members that
+        // have not heard from it for leaderLossTimeoutMs are the others; together they must be a
+        // majority, and those still in contact (with the leader) must not be. So an operator cut
+        // off from a healthy leader never deposes it.
+        let mut lost = vec![format!("{leader} (unreachable to the operator)")];
+        let mut in_contact = Vec::new();
+        for (m, n) in reachable.iter().filter(|(m, _)| m.name != leader) {
+            let health = rc_api::Health::of(n, loss_ms);
             let follows = n.epoch == base.epoch && n.leader.as_deref() == Some(leader);
-            (m.name != leader && follows && i64::try_from(ms).unwrap_or(i64::MAX) <= delay_ms)
-                .then(|| format!("{} heard from it {ms} ms ago", m.name))
-        });
-        if let Some(evidence) = fresh {
-            return blocked(format!(
-                "leader {leader} seems down ({why}) but {evidence}: not failing over"
-            ));
+            if follows && !health.leader_contact_lost {
+                in_contact.push((m.name.clone(), n.ms_since_leader_contact.unwrap_or(0)));
+            } else {
+                lost.push(match n.ms_since_leader_contact {
+                    Some(ms) if follows => format!("{} ({ms} ms without contact)", m.name),
+                    _ => format!("{} (no leader)", m.name),
+                });
+            }
+        }
+        let needed = majority(view.members.len());
+        if lost.len() < needed || in_contact.len() + 1 >= needed {
+            let contact: Vec<String> = in_contact
+                .iter()
+                .map(|(name, ms)| format!("{name} heard from it {ms} ms ago"))
+                .collect();
+            // Look again when the freshest contact reaches the timeout (the feed usually says
+            // so first).
+            let freshest = in_contact.iter().map(|(_, ms)| *ms).max().unwrap_or(0);
+            let rest = Duration::from_millis(loss_ms.saturating_sub(freshest).max(50));
+            return held(
+                format!(
+                    "leader {leader} seems down ({why}) but only {} of {} members lost it ({}; {needed} needed){}: not failing over",
+                    lost.len(),
+                    view.members.len(),
+                    lost.join(", "),
+                    if contact.is_empty() { String::new() } else { format!("; {}", contact.join(", ")) },
+                ),
+                // Still undecided after twice the timeout: the operator may be the one cut off,
+                // or too few members answer. Worth a Warning; before that it is the normal wait.
+                i64::try_from(loss_ms.saturating_mul(2)).is_ok_and(|twice| waited >= twice),
+                rest,
+            );
+        }
+    }
+    if loss.kind != LossKind::Gone {
+        if let Some(last) = view.last_failover_ms {
+            let interval = i64::try_from(view.timing.min_interval.as_millis()).unwrap_or(i64::MAX);
+            let since = now_ms.saturating_sub(last);
+            if since < interval {
+                let rest = Duration::from_millis(u64::try_from(interval - since).unwrap_or(0));
+                return held(
+                    format!(
+                        "leader {leader} is lost ({why}) but the last failover was {:.1} s ago: waiting out minFailoverIntervalSeconds ({} s) so a flapping network cannot cause a failover storm",
+                        since as f64 / 1000.0,
+                        view.timing.min_interval.as_secs()
+                    ),
+                    true,
+                    rest,
+                );
+            }
         }
     }
     if let Err(shortfall) = could_elect(view, reachable) {
-        return blocked(format!("leader {leader} is lost ({why}) but {shortfall}"));
+        return held(
+            format!("leader {leader} is lost ({why}) but {shortfall}"),
+            true,
+            view.timing.leader_loss.max(Duration::from_millis(500)),
+        );
     }
-    Decision {
-        action: Action::Failover {
+    let cause = Cause {
+        kind: loss.kind.label(),
+        evidence: format!("{leader} {why}"),
+    };
+    let terminating = view
+        .members
+        .iter()
+        .any(|m| m.name == leader && m.pod == PodState::Terminating);
+    let action = if terminating {
+        // A planned hand-over: the old leader may still run (it serves until it is fenced), so
+        // it must not win the election with the longest log.
+        Action::Switchover {
+            new_epoch: base.epoch + 1,
+            fence: fence_targets(view),
+            from: leader.to_owned(),
+            exclude: vec![leader.to_owned()],
+        }
+    } else {
+        Action::Failover {
             new_epoch: base.epoch + 1,
             fence: fence_targets(view),
             from: Some(leader.to_owned()),
-        },
+        }
+    };
+    Decision {
+        action,
         failing_over: true,
+        cause: Some(cause),
         ..base
     }
 }
@@ -453,6 +581,10 @@ fn no_leader(view: &View, reachable: &[(&Member, &NodeStatus)], base: Decision) 
     Decision {
         action,
         failing_over: epoch > 0,
+        cause: (epoch > 0).then(|| Cause {
+            kind: "no-leader",
+            evidence: format!("no member leads epoch {epoch}"),
+        }),
         ..base
     }
 }

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod failover;
+pub mod feed;
 pub mod http;
 pub mod membership;
 pub mod metrics;

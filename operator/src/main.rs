@@ -101,6 +101,15 @@ struct RunArgs {
         default_value_t = 2000
     )]
     node_timeout_ms: u64,
+    /// Timeout of one status read, in milliseconds: a failover decision waits for these, so a
+    /// hung leader must not hold it up long (a healthy node answers in milliseconds).
+    #[arg(
+        long,
+        global = true,
+        env = "RC_OPERATOR_STATUS_TIMEOUT_MS",
+        default_value_t = 250
+    )]
+    status_timeout_ms: u64,
     /// Log line format.
     #[arg(
         long,
@@ -208,7 +217,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: "rc-operator".into(),
         instance: Some(identity.clone()),
     };
-    let nodes = HttpNodeAdmin::new(Duration::from_millis(args.node_timeout_ms))?;
+    let nodes = HttpNodeAdmin::new(
+        Duration::from_millis(args.node_timeout_ms),
+        Duration::from_millis(args.status_timeout_ms),
+    )?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         Recorder::new(client.clone(), reporter),

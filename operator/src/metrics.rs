@@ -17,6 +17,23 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 25 ms to ~100 s: a failover, or one of its phases.
+fn failover_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.025, 2.0, 13))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub namespace: String,
     pub cluster: String,
@@ -33,6 +50,12 @@ pub struct Metrics {
     pub ready_replicas: Family<ClusterLabels, Gauge>,
     pub balance_coefficient: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     pub mean_response_ms: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    /// Client-visible unavailability of each failover, by reason.
+    pub failover_duration: Histograms<ReasonLabels>,
+    /// Each failover's detect, fence and promote phases.
+    pub failover_phase: Histograms<PhaseLabels>,
+    /// Health-feed answers that woke a reconcile.
+    pub feed_triggers: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +69,26 @@ impl Default for Metrics {
         let ready_replicas = Family::<ClusterLabels, Gauge>::default();
         let balance_coefficient = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
         let mean_response_ms = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
+        let failover_duration: Histograms<ReasonLabels> =
+            Family::new_with_constructor(failover_buckets);
+        let failover_phase: Histograms<PhaseLabels> =
+            Family::new_with_constructor(failover_buckets);
+        let feed_triggers = Counter::default();
+        registry.register(
+            "failover_duration_seconds",
+            "Write unavailability of a failover: from the old leader's last known contact to the new leader's promotion, by reason",
+            failover_duration.clone(),
+        );
+        registry.register(
+            "failover_phase_seconds",
+            "Phases of a failover: detect, fence, promote",
+            failover_phase.clone(),
+        );
+        registry.register(
+            "feed_triggers",
+            "Node health-feed changes that started a reconcile",
+            feed_triggers.clone(),
+        );
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -92,6 +135,9 @@ impl Default for Metrics {
             ready_replicas,
             balance_coefficient,
             mean_response_ms,
+            failover_duration,
+            failover_phase,
+            feed_triggers,
         }
     }
 }
@@ -118,6 +164,31 @@ impl Metrics {
             self.mean_response_ms
                 .get_or_create(&labels)
                 .set(load.mean_response_ms);
+        }
+    }
+
+    /// Records a completed failover's figures (`status.lastFailover`).
+    pub fn observe_failover(&self, record: &crate::crd::FailoverRecord) {
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        if let Some(ms) = record.unavailable_ms {
+            let reason = record
+                .reason
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned());
+            self.failover_duration
+                .get_or_create(&ReasonLabels { reason })
+                .observe(secs(ms));
+        }
+        for (phase, ms) in [
+            ("detect", record.detect_ms),
+            ("fence", record.fence_ms),
+            ("promote", record.promote_ms),
+        ] {
+            if let Some(ms) = ms {
+                self.failover_phase
+                    .get_or_create(&PhaseLabels { phase })
+                    .observe(secs(ms));
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rc_api::{
     paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest, Ring,
-    VoterConfig, VotersRequest,
+    StatusQuery, VoterConfig, VotersRequest,
 };
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -39,6 +39,22 @@ pub trait NodeAdmin: Send + Sync {
         address: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>>;
+    /// `GET /admin/status?waitForChange=...`: the health feed (see `crate::feed`). Waits up
+    /// to `query.timeout_ms` plus a margin; a node that does not answer by then is unreachable.
+    fn watch_status<'a>(
+        &'a self,
+        address: &'a str,
+        _token: &'a str,
+        _query: &'a StatusQuery,
+    ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
+        Box::pin(async move {
+            Err(NodeError::Status {
+                address: address.to_owned(),
+                status: 501,
+                body: "this client has no health feed".to_owned(),
+            })
+        })
+    }
     /// `POST /admin/epoch`: fence the node at `epoch`.
     fn epoch<'a>(
         &'a self,
@@ -94,15 +110,25 @@ pub trait NodeAdmin: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct HttpNodeAdmin {
     http: reqwest::Client,
+    status_timeout: Duration,
 }
 
+/// How long past its wait a health-feed request may take before the node counts as hung.
+const FEED_MARGIN: Duration = Duration::from_secs(2);
+
 impl HttpNodeAdmin {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// `timeout` bounds every call; `status_timeout` (usually shorter) bounds status reads,
+    /// which a failover decision waits for: a hung node must not hold it up for long, and a
+    /// healthy one answers in milliseconds.
+    pub fn new(timeout: Duration, status_timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            status_timeout: status_timeout.min(timeout),
+        })
     }
 
     async fn send<T: DeserializeOwned>(
@@ -185,7 +211,25 @@ impl NodeAdmin for HttpNodeAdmin {
         token: &'a str,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move {
-            let request = self.request(Method::GET, address, paths::STATUS, token);
+            let request = self
+                .request(Method::GET, address, paths::STATUS, token)
+                .timeout(self.status_timeout);
+            required(self.send(request, address).await?, address)
+        })
+    }
+
+    fn watch_status<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+        query: &'a StatusQuery,
+    ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
+        Box::pin(async move {
+            let wait = Duration::from_millis(query.timeout_ms.unwrap_or(0));
+            let request = self
+                .request(Method::GET, address, paths::STATUS, token)
+                .query(query)
+                .timeout(wait + FEED_MARGIN);
             required(self.send(request, address).await?, address)
         })
     }

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use common::{Nodes, TOKEN};
 use rc_api::{EpochRequest, NodeStatus, Role};
 use rc_operator::failover::execute::{drive, refresh, Report};
-use rc_operator::failover::{Action, Member, PodState, View};
+use rc_operator::failover::{Action, Member, PodState, Timing, View};
+use rc_operator::feed::{cluster_ref, Feed, Target};
+use rc_operator::metrics::Metrics;
 use rc_operator::node_client::{HttpNodeAdmin, NodeAdmin};
 
-const DELAY: Duration = Duration::from_secs(1);
+/// `leaderLossTimeoutMs`: followers that have not heard from the leader this long lost it.
+const LOSS: Duration = Duration::from_secs(1);
 /// Single-leader nodes; a leader fences itself 500 ms after it stops hearing a majority.
 const SINGLE_LEADER: &[&str] = &["--fence-timeout-ms", "500"];
 
@@ -36,7 +39,12 @@ impl Nodes {
                     node: Err("not observed yet".into()),
                 })
                 .collect(),
-            failover_delay: DELAY,
+            timing: Timing {
+                leader_loss: LOSS,
+                min_interval: Duration::ZERO,
+                deprecated_delay: None,
+            },
+            last_failover_ms: None,
             known_epoch: 0,
             no_leader_since_ms: None,
         }
@@ -86,7 +94,7 @@ async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
 async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor() {
     let mut nodes = Nodes::start("failover", 3, SINGLE_LEADER);
     nodes.wait_up().await;
-    let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = nodes.view();
 
     // Bootstrap: every node starts as a follower without a leader; orders-0 is promoted in
@@ -161,9 +169,12 @@ async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor()
         (first.decision.action, first.promoted),
         (Action::Nothing, None)
     );
-    assert!(first.decision.recheck.is_some(), "waits out the delay");
+    assert!(
+        first.decision.recheck.is_some(),
+        "waits until orders-2, which still heard from the leader, lost it too"
+    );
 
-    // The operator notices, waits out the delay, then fences, promotes orders-2 (it holds the
+    // Once orders-2 has not heard from the leader for the timeout, the operator fences, promotes orders-2 (it holds the
     // acknowledged write; orders-1 does not) and points orders-1 at it.
     let failover = loop {
         let report = pass(&admin, &mut view).await;
@@ -178,7 +189,10 @@ async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor()
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let (promoted, report) = failover;
-    assert!(killed.elapsed() >= DELAY, "failed over before the delay");
+    assert!(
+        killed.elapsed() >= LOSS,
+        "failed over while orders-2 still heard from the leader"
+    );
     assert_eq!(
         (
             promoted.to.as_str(),
@@ -244,4 +258,124 @@ async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor()
         (3, Some("orders-1"))
     );
     assert_eq!(nodes.read(1, "after").await.as_deref(), Some("failover"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_followers_word() {
+    use futures::StreamExt;
+    let nodes = Nodes::start("feed", 3, SINGLE_LEADER);
+    nodes.wait_up().await;
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(300)).unwrap();
+    let mut view = nodes.view();
+    let boot = pass(&admin, &mut view).await;
+    assert_eq!(boot.promoted.map(|p| p.to), Some("orders-0".to_owned()));
+    for (member, role) in view
+        .members
+        .iter_mut()
+        .zip(["leader", "follower", "follower"])
+    {
+        member.role_label = Some(role.to_owned());
+    }
+    let loss_ms = u64::try_from(LOSS.as_millis()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes.put(0, "before", "pause").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no write accepted\n{}",
+            nodes.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The feed follows all three; nothing changes while the cluster is healthy.
+    let feed = Feed::new(
+        std::sync::Arc::new(admin.clone()),
+        std::sync::Arc::new(Metrics::default()),
+    );
+    let mut triggers = Box::pin(feed.triggers(None));
+    let cluster = cluster_ref("orders", "shop");
+    refresh(&admin, TOKEN, &mut view).await;
+    let targets: Vec<Target> = view
+        .members
+        .iter()
+        .map(|m| Target {
+            name: m.name.clone(),
+            address: m.address.clone().unwrap(),
+            seen: m
+                .node
+                .as_ref()
+                .ok()
+                .map(|n| rc_api::Health::of(n, loss_ms).token()),
+        })
+        .collect();
+    feed.watch(&cluster, TOKEN, loss_ms, &targets);
+    assert_eq!(feed.followed(), 3);
+    let quiet = tokio::time::timeout(Duration::from_millis(700), triggers.next()).await;
+    assert!(quiet.is_err(), "a trigger while healthy: {quiet:?}");
+
+    // The leader hangs. Its followers' feeds fire once they lost it for the timeout; the
+    // operator reads the nodes (the leader's status times out) and fails over on their word.
+    nodes.pause(0);
+    let paused = Instant::now();
+    let woke = tokio::time::timeout(Duration::from_secs(10), triggers.next()).await;
+    assert_eq!(
+        woke.ok().flatten(),
+        Some(cluster.clone()),
+        "no trigger\n{}",
+        nodes.logs()
+    );
+    let report = loop {
+        let report = pass(&admin, &mut view).await;
+        if report.promoted.is_some() {
+            break report;
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(15),
+            "no failover: {report:?}\n{}",
+            nodes.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    nodes.resume(0);
+    let promoted = report.promoted.unwrap();
+    assert_ne!(promoted.to, "orders-0");
+    assert_eq!(promoted.epoch, 2);
+    assert_eq!(promoted.cause.as_ref().map(|c| c.kind), Some("unreachable"));
+    assert!(
+        promoted.last_served_ms <= promoted.decided_ms
+            && promoted.decided_ms <= promoted.fenced_ms
+            && promoted.fenced_ms <= promoted.at_ms,
+        "{promoted:?}"
+    );
+    eprintln!(
+        "SUMMARY feed failover: unavailable {} ms (detect {}, fence {}, promote {})",
+        promoted.at_ms - promoted.last_served_ms,
+        promoted.decided_ms - promoted.last_served_ms,
+        promoted.fenced_ms - promoted.decided_ms,
+        promoted.at_ms - promoted.fenced_ms
+    );
+    let new = usize::from(promoted.to == "orders-2") + 1;
+    assert_eq!(nodes.read(new, "before").await.as_deref(), Some("pause"));
+
+    // Resumed, the old leader learns of epoch 2 and follows: it can acknowledge nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        refresh(&admin, TOKEN, &mut view).await;
+        let old = view.members[0]
+            .node
+            .as_ref()
+            .ok()
+            .map(|n| (n.role, n.epoch));
+        if old == Some((Role::Follower, 2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old leader still {old:?}\n{}",
+            nodes.logs()
+        );
+        let _ = drive(&admin, TOKEN, &mut view, &now_ms).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(nodes.put(0, "on-the-old-leader", "x").await, 200);
 }

@@ -99,7 +99,8 @@ async fn bootstrap_then_scale_out_and_back_in_keeps_every_acknowledged_write() {
     // Four processes: orders-3 stands for the pod the StatefulSet adds on scale-up.
     let mut nodes = Nodes::start("membership", 4, LEADERLESS);
     nodes.wait_up().await;
-    let admin = HttpNodeAdmin::new(Duration::from_millis(2000)).unwrap();
+    let admin =
+        HttpNodeAdmin::new(Duration::from_millis(2000), Duration::from_millis(2000)).unwrap();
     let normal = |n: usize| -> Vec<(String, MemberState)> {
         (0..n)
             .map(|i| (format!("orders-{i}"), MemberState::Normal))

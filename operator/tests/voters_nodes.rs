@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Nodes, TOKEN};
 use rc_api::{EpochRequest, NodeStatus, PromoteRequest, Role};
 use rc_operator::failover::execute::{drive, refresh, Report};
-use rc_operator::failover::{Action, Member, PodState, View};
+use rc_operator::failover::{Action, Member, PodState, Timing, View};
 use rc_operator::node_client::{HttpNodeAdmin, NodeAdmin};
 
 const SINGLE_LEADER: &[&str] = &["--fence-timeout-ms", "500", "--write-timeout-ms", "1500"];
@@ -32,7 +32,12 @@ fn view_of(nodes: &Nodes, members: usize, desired: usize) -> View {
             .collect(),
         desired,
         had_voters: false,
-        failover_delay: Duration::from_millis(600),
+        timing: Timing {
+            leader_loss: Duration::from_millis(600),
+            min_interval: Duration::ZERO,
+            deprecated_delay: None,
+        },
+        last_failover_ms: None,
         known_epoch: 0,
         no_leader_since_ms: None,
     }
@@ -202,7 +207,7 @@ fn leader_of(view: &View) -> usize {
 async fn scaling_3_to_5_adds_learners_as_voters_one_at_a_time_and_a_failover_keeps_every_write() {
     let mut nodes = Nodes::start("voters-up", 5, SINGLE_LEADER);
     nodes.wait_up().await;
-    let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let view = three_voters(&admin, &nodes).await;
     let mut keys = write(&nodes, &view, "three", 20).await;
 
@@ -236,7 +241,7 @@ async fn scaling_3_to_5_adds_learners_as_voters_one_at_a_time_and_a_failover_kee
 async fn empty_learners_never_elect_a_leader_without_the_latest_writes() {
     let mut nodes = Nodes::start("voters-empty", 5, SINGLE_LEADER);
     nodes.wait_up().await;
-    let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let view = three_voters(&admin, &nodes).await;
     let keys = write(&nodes, &view, "k", 20).await;
     // Two voters die; the cluster is scaled to 5 at the same time: orders-3 and orders-4 join
@@ -272,7 +277,7 @@ async fn empty_learners_never_elect_a_leader_without_the_latest_writes() {
 async fn scaling_5_to_3_removes_voters_one_at_a_time_and_hands_over_from_a_leaving_leader() {
     let nodes = Nodes::start("voters-down", 5, SINGLE_LEADER);
     nodes.wait_up().await;
-    let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = view_of(&nodes, 5, 5);
     settle(&admin, &mut view, &[0, 1, 2, 3, 4], &nodes).await;
     // Move leadership to orders-4 by hand (fence at 2, promote it), as a switchover would.
@@ -310,7 +315,7 @@ async fn scaling_5_to_3_removes_voters_one_at_a_time_and_hands_over_from_a_leavi
 async fn a_replaced_volume_while_another_member_is_down_loses_nothing_and_rejoins_as_a_voter() {
     let mut nodes = Nodes::start("voters-wipe", 3, SINGLE_LEADER);
     nodes.wait_up().await;
-    let admin = HttpNodeAdmin::new(Duration::from_millis(500)).unwrap();
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = three_voters(&admin, &nodes).await;
     let keys = write(&nodes, &view, "k", 20).await;
     // orders-2 is down; orders-1's volume is replaced.

@@ -179,7 +179,7 @@ spec:
     size: 64Mi
   singleLeader:
     replication: Quorum
-    failoverDelaySeconds: 2
+    leaderLossTimeoutMs: 1000
 EOF
   if wait_ready orders 3 120; then
     for obj in statefulset/orders configmap/orders-config service/orders-peers service/orders-leader \
@@ -272,13 +272,17 @@ $base"
   replicas: 3
   singleLeader: { replication: Quorum }
 $base"
-  reject bad-failover-delay "singleLeader.failoverDelaySeconds must be between 1 and 3600" "  mode: SingleLeader
+  reject bad-leader-loss "singleLeader.leaderLossTimeoutMs must be between 200 and 60000" "  mode: SingleLeader
   replicas: 3
-  singleLeader: { failoverDelaySeconds: 0 }
+  singleLeader: { leaderLossTimeoutMs: 100 }
 $base"
-  reject fence-too-long "singleLeader.fenceTimeoutMs must be shorter than failoverDelaySeconds" "  mode: SingleLeader
+  reject loss-within-heartbeats "singleLeader.leaderLossTimeoutMs must be at least five heartbeatIntervalMs" "  mode: SingleLeader
   replicas: 3
-  singleLeader: { failoverDelaySeconds: 2, fenceTimeoutMs: 5000 }
+  singleLeader: { leaderLossTimeoutMs: 500, heartbeatIntervalMs: 200 }
+$base"
+  reject fence-too-long "singleLeader.fenceTimeoutMs must be at least three heartbeatIntervalMs and at most leaderLossTimeoutMs" "  mode: SingleLeader
+  replicas: 3
+  singleLeader: { leaderLossTimeoutMs: 2000, fenceTimeoutMs: 5000 }
 $base"
   reject empty-image "spec.image must not be empty" "  mode: SingleLeader
   replicas: 3

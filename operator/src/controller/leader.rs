@@ -21,8 +21,9 @@ use super::observe::Observed;
 use super::validate::{ValidatedCluster, ROLE_LABEL};
 use super::{Context, Error};
 use crate::crd::{ClusterMode, FailoverRecord, ReplicatedCluster, ReplicatedClusterStatus};
-use crate::failover::execute::{self, reason, Report};
+use crate::failover::execute::{self, reason, Promotion, Report};
 use crate::failover::{Action, Member, PodState, View};
+use crate::feed::Target;
 
 /// What the status must record after the leader step.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +37,8 @@ pub struct LeaderOutcome {
     pub recheck: Option<Duration>,
     /// A voter-set change under way and what it waits for.
     pub voters_pending: Option<String>,
+    /// No leader serves and a failover is held back: why (condition `Available`).
+    pub held: Option<String>,
 }
 
 impl LeaderOutcome {
@@ -61,6 +64,16 @@ impl LeaderOutcome {
         }
         if self.failing_over {
             status.phase = Some(crate::crd::Phase::FailingOver);
+        }
+        if let Some(why) = &self.held {
+            let unavailable = status
+                .conditions
+                .iter_mut()
+                .find(|c| c.type_ == crate::crd::condition::AVAILABLE && c.status == "False");
+            if let Some(condition) = unavailable {
+                crate::crd::reason::FAILOVER_HELD.clone_into(&mut condition.reason);
+                condition.message.clone_from(why);
+            }
         }
     }
 }
@@ -93,6 +106,7 @@ pub async fn run(
                 .insert(member.name.clone(), member.node.clone());
         }
     }
+    follow_health(ctx, valid, &token, &view);
     let mut labelled = Ok(());
     if let Action::Relabel { pods } = &report.decision.action {
         labelled = relabel(ctx, &valid.namespace, pods).await;
@@ -105,7 +119,52 @@ pub async fn run(
         }
     }
     publish(ctx, cluster, &report).await;
-    (Some(outcome(&report, &previous, clock())), labelled)
+    if let Some(seconds) = valid.failover.deprecated_delay {
+        // Once per spec change, not on every pass.
+        let seen = previous.observed_generation == cluster.metadata.generation;
+        if !seen {
+            let note = format!("spec.singleLeader.failoverDelaySeconds ({seconds}) is deprecated and ignored: the operator fails over as soon as a majority of members lost the leader for leaderLossTimeoutMs ({} ms); remove the field", valid.failover.leader_loss.as_millis());
+            ctx.publish(
+                &cluster.object_ref(&()),
+                EventType::Warning,
+                "DeprecatedField",
+                note,
+            )
+            .await;
+        }
+    }
+    let outcome = outcome(&report, &previous, clock());
+    if let (Some(_), Some(record)) = (&report.promoted, &outcome.last_failover) {
+        ctx.metrics.observe_failover(record);
+    }
+    (Some(outcome), labelled)
+}
+
+/// Keeps one health-feed request open to every member with an address (crate::feed), so a
+/// change of what a failover decision reads wakes the next reconcile at once.
+fn follow_health(ctx: &Context, valid: &ValidatedCluster, token: &str, view: &View) {
+    let loss_ms = u64::try_from(valid.failover.leader_loss.as_millis()).unwrap_or(u64::MAX);
+    let targets: Vec<Target> = view
+        .members
+        .iter()
+        .filter_map(|m| {
+            Some(Target {
+                name: m.name.clone(),
+                address: m.address.clone()?,
+                seen: m
+                    .node
+                    .as_ref()
+                    .ok()
+                    .map(|n| rc_api::Health::of(n, loss_ms).token()),
+            })
+        })
+        .collect();
+    ctx.feed.watch(
+        &crate::feed::cluster_ref(&valid.name, &valid.namespace),
+        token,
+        loss_ms,
+        &targets,
+    );
 }
 
 /// (pure) The failover view: one member per kept ordinal (`spec.replicas`, plus voters beyond
@@ -146,7 +205,11 @@ pub fn build_view(
         members,
         desired: usize::try_from(valid.replicas).unwrap_or(0),
         had_voters: previous.voters.as_ref().is_some_and(|v| !v.is_empty()),
-        failover_delay: valid.failover_delay,
+        timing: valid.failover,
+        last_failover_ms: previous
+            .last_failover
+            .as_ref()
+            .map(|r| r.time.0.as_millisecond()),
         known_epoch: previous
             .epoch
             .and_then(|e| u64::try_from(e).ok())
@@ -170,15 +233,33 @@ fn outcome(report: &Report, previous: &ReplicatedClusterStatus, now_ms: i64) -> 
             to,
             epoch: i64::try_from(epoch).unwrap_or(i64::MAX),
             duration_ms: at_ms.saturating_sub(since_ms).max(0),
+            unavailable_ms: None,
+            detect_ms: None,
+            fence_ms: None,
+            promote_ms: None,
+            reason: None,
         };
     let last_failover = match (&report.promoted, &decision.leader) {
-        (Some(p), _) => Some(record(
-            p.to.clone(),
-            p.from.clone(),
-            p.epoch,
-            p.at_ms,
-            p.no_leader_since_ms,
-        )),
+        (Some(p), _) => Some(FailoverRecord {
+            unavailable_ms: p
+                .from
+                .as_ref()
+                .map(|_| p.at_ms.saturating_sub(p.last_served_ms).max(0)),
+            detect_ms: p
+                .from
+                .as_ref()
+                .map(|_| p.decided_ms.saturating_sub(p.last_served_ms).max(0)),
+            fence_ms: Some(p.fenced_ms.saturating_sub(p.decided_ms).max(0)),
+            promote_ms: Some(p.at_ms.saturating_sub(p.fenced_ms).max(0)),
+            reason: reason_of(p),
+            ..record(
+                p.to.clone(),
+                p.from.clone(),
+                p.epoch,
+                p.at_ms,
+                p.no_leader_since_ms,
+            )
+        }),
         (None, Some(leader)) => {
             // Only a leader of an epoch the status has not shown yet: a leader that comes back
             // in its own epoch (a readiness blip) is no failover.
@@ -207,6 +288,21 @@ fn outcome(report: &Report, previous: &ReplicatedClusterStatus, now_ms: i64) -> 
         failing_over: decision.failing_over && decision.leader.is_none(),
         recheck: decision.recheck,
         voters_pending: decision.voters_pending.clone(),
+        held: decision
+            .blocked
+            .as_ref()
+            .filter(|_| decision.leader.is_none())
+            .map(|b| b.reason.clone()),
+    }
+}
+
+/// The `reason` of a failover record (and the metrics label): the cause the decision gave,
+/// `switchover` for a planned hand-over without one, nothing for the first election.
+pub fn reason_of(p: &Promotion) -> Option<String> {
+    match (&p.cause, &p.from) {
+        (Some(cause), _) => Some(cause.kind.to_owned()),
+        (None, Some(_)) => Some("switchover".to_owned()),
+        (None, None) => None,
     }
 }
 

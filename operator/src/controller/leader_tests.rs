@@ -45,7 +45,8 @@ fn the_view_has_one_member_per_ordinal_with_its_pod_and_node() {
         ..ReplicatedClusterStatus::default()
     };
     let view = build_view(&valid, &observed, &previous);
-    assert_eq!(view.failover_delay, Duration::from_secs(2));
+    assert_eq!(view.timing.leader_loss, Duration::from_millis(1000));
+    assert_eq!(view.timing.min_interval, Duration::from_secs(5));
     assert_eq!(
         (view.known_epoch, view.no_leader_since_ms),
         (4, Some(1_000))
@@ -103,6 +104,7 @@ fn report(leader: Option<&str>, epoch: u64, promoted: Option<Promotion>) -> Repo
             blocked: None,
             recheck: None,
             voters_pending: None,
+            cause: None,
         },
         notes: Vec::new(),
         promoted,
@@ -117,6 +119,13 @@ fn a_promotion_is_recorded_with_the_time_without_a_leader() {
         epoch: 3,
         at_ms: 12_345,
         no_leader_since_ms: 9_000,
+        last_served_ms: 8_700,
+        decided_ms: 12_100,
+        fenced_ms: 12_300,
+        cause: Some(crate::failover::Cause {
+            kind: "unreachable",
+            evidence: "orders-0 its admin API is unreachable".into(),
+        }),
     };
     let out = outcome(
         &report(Some("orders-2"), 3, Some(promoted)),
@@ -131,6 +140,11 @@ fn a_promotion_is_recorded_with_the_time_without_a_leader() {
             to: "orders-2".into(),
             epoch: 3,
             duration_ms: 3_345,
+            unavailable_ms: Some(3_645),
+            detect_ms: Some(3_400),
+            fence_ms: Some(200),
+            promote_ms: Some(45),
+            reason: Some("unreachable".into()),
         })
     );
     assert_eq!((out.no_leader_since, out.failing_over), (None, false));

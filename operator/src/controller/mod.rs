@@ -56,6 +56,7 @@ use validate::{SpecError, CLUSTER_LABEL};
 
 use crate::crd::{Phase, ReplicatedCluster, ReplicatedClusterStatus};
 use crate::executor::Note;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::node_client::NodeAdmin;
 
@@ -75,8 +76,12 @@ pub struct Context {
     pub nodes: Arc<dyn NodeAdmin>,
     pub metrics: Arc<Metrics>,
     pub addressing: NodeAddressing,
+    /// Single-leader clusters' node health feeds, which wake reconciles (`crate::feed`).
+    pub feed: Arc<Feed>,
     /// Consecutive failures per cluster, for backoff. A std Mutex: never held across `.await`.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per (object, Event reason): the last note and how many distinct notes came before.
+    event_notes: Mutex<HashMap<(String, String), (String, u32)>>,
 }
 
 impl Context {
@@ -90,11 +95,33 @@ impl Context {
         Self {
             client,
             recorder,
+            feed: Feed::new(nodes.clone(), metrics.clone()),
             nodes,
             metrics,
             addressing,
             failures: Mutex::default(),
+            event_notes: Mutex::default(),
         }
+    }
+
+    /// The Event `action`, which with the reason is the Event's identity: kube's recorder folds
+    /// repeats of one identity into a series that keeps the *first* message, so `kubectl
+    /// describe` would show "LeaderPromoted (x4) ... epoch 1" after the fourth promotion. A note
+    /// that differs from the previous one under the same reason gets a new identity
+    /// (`Reconcile`, `Reconcile-2`, ...); only true repeats are counted as a series.
+    fn event_action(&self, reference: &ObjectReference, reason: &str, note: &str) -> String {
+        let Ok(mut seen) = self.event_notes.lock() else {
+            return "Reconcile".to_owned();
+        };
+        let key = (
+            reference
+                .uid
+                .clone()
+                .or_else(|| reference.name.clone())
+                .unwrap_or_default(),
+            reason.to_owned(),
+        );
+        event_identity(&mut seen, key, note)
     }
 
     fn record_outcome(&self, key: &str, failed: bool) -> u32 {
@@ -118,11 +145,12 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        let action = self.event_action(reference, reason, &note);
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(note),
-            action: "Reconcile".to_owned(),
+            action,
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, reference).await {
@@ -142,6 +170,50 @@ impl Context {
                 .await;
         }
     }
+}
+
+/// (pure) See [`Context::event_action`].
+fn event_identity(
+    seen: &mut HashMap<(String, String), (String, u32)>,
+    key: (String, String),
+    note: &str,
+) -> String {
+    let entry = seen.entry(key).or_insert_with(|| (note.to_owned(), 1));
+    if entry.0 != note {
+        *entry = (note.to_owned(), entry.1 + 1);
+    }
+    match entry.1 {
+        1 => "Reconcile".to_owned(),
+        n => format!("Reconcile-{n}"),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn a_new_note_under_one_reason_gets_a_new_event_identity_and_a_repeat_does_not() {
+    let mut seen = HashMap::new();
+    let key = || ("uid-1".to_owned(), "LeaderPromoted".to_owned());
+    let other = ("uid-2".to_owned(), "LeaderPromoted".to_owned());
+    assert_eq!(
+        event_identity(&mut seen, key(), "orders-0 leads epoch 1"),
+        "Reconcile"
+    );
+    assert_eq!(
+        event_identity(&mut seen, key(), "orders-0 leads epoch 1"),
+        "Reconcile"
+    );
+    assert_eq!(
+        event_identity(&mut seen, key(), "orders-1 leads epoch 2"),
+        "Reconcile-2"
+    );
+    assert_eq!(
+        event_identity(&mut seen, key(), "orders-0 leads epoch 3"),
+        "Reconcile-3"
+    );
+    assert_eq!(
+        event_identity(&mut seen, other, "orders-0 leads epoch 1"),
+        "Reconcile"
+    );
 }
 
 /// Reconciles one ReplicatedCluster. See the module documentation for the steps.
@@ -177,8 +249,11 @@ pub async fn reconcile(
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     if cluster.metadata.deletion_timestamp.is_some() {
-        // Owner references delete every owned object; nothing to do but forget the metrics.
+        // Owner references delete every owned object; nothing to do but forget the metrics
+        // and stop following its nodes.
         ctx.metrics.forget_cluster(&namespace, &name);
+        ctx.feed
+            .forget(&crate::feed::cluster_ref(&name, &namespace));
         return Ok(Action::await_change());
     }
     let started = Instant::now();
@@ -368,6 +443,8 @@ pub async fn run(
             let cluster = pod.labels().get(CLUSTER_LABEL)?;
             Some(ObjectRef::new(cluster).within(&pod.namespace()?))
         })
+        // A node's health feed wakes its cluster's reconcile at once (crate::feed).
+        .reconcile_on(ctx.feed.triggers(namespace.clone()))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -496,6 +496,11 @@ fn the_last_failover_record_is_carried_over() {
         to: "orders-0".into(),
         epoch: 3,
         duration_ms: 840,
+        unavailable_ms: Some(1_200),
+        detect_ms: Some(1_050),
+        fence_ms: Some(90),
+        promote_ms: Some(60),
+        reason: Some("unreachable".into()),
     });
     let next = compute(&v, &healthy_single_leader(), Some(&previous), 200);
     assert_eq!(next.last_failover, previous.last_failover);

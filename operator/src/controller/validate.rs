@@ -69,10 +69,10 @@ pub enum SpecError {
         n: i32,
         members: usize,
     },
-    #[error("spec.singleLeader.failoverDelaySeconds must be between 1 and 3600, got {0}")]
-    FailoverDelay(i32),
-    #[error("spec.singleLeader.fenceTimeoutMs ({fence_ms}) must be at least 100 and shorter than failoverDelaySeconds ({delay_s} s)")]
-    FenceTimeout { fence_ms: i32, delay_s: i32 },
+    /// The single-leader timing fields out of range or inconsistent (the same rules as the
+    /// CRD's CEL, for objects that bypassed it).
+    #[error("spec.singleLeader.{0}")]
+    SingleLeaderTiming(String),
     #[error("spec.image must not be empty")]
     Image,
     #[error("admin Secret {0:?} does not exist or has no key \"token\"")]
@@ -134,9 +134,8 @@ pub struct ValidatedCluster {
     pub members: Vec<Peer>,
     /// Nodes that must stay up for the cluster to serve every read and write.
     pub quorum: i32,
-    /// SingleLeader mode: how long the leader may be lost before the operator fails over
-    /// (zero in Leaderless mode).
-    pub failover_delay: Duration,
+    /// SingleLeader mode: when the operator fails over (zero in Leaderless mode).
+    pub failover: crate::failover::Timing,
 }
 
 impl ValidatedCluster {
@@ -245,28 +244,23 @@ pub fn validate(
         .max_by_key(|r| r.version)
         .filter(|_| spec.mode == ClusterMode::Leaderless);
     let members = ring.as_ref().map_or(0, |r| r.members.len());
-    let (quorum, client_services, failover_delay, replication_factor) = match spec.mode {
+    let (quorum, client_services, failover, replication_factor) = match spec.mode {
         ClusterMode::SingleLeader => {
             if spec.leaderless.is_some() {
                 return Err(SpecError::WrongModeSettings("leaderless", "Leaderless"));
             }
             let settings = spec.single_leader.clone().unwrap_or_default();
-            let delay_s = settings.failover_delay_seconds;
-            if !(1..=3600).contains(&delay_s) {
-                return Err(SpecError::FailoverDelay(delay_s));
-            }
-            // The leader must fence itself before the operator may promote another node, or two
-            // leaders could accept writes at once: default to half the failover delay.
-            let fence_ms = settings.fence_timeout_ms.unwrap_or(delay_s * 500);
-            if fence_ms < 100 || fence_ms >= delay_s * 1000 {
-                return Err(SpecError::FenceTimeout { fence_ms, delay_s });
-            }
+            let timing = single_leader_timing(&settings).map_err(SpecError::SingleLeaderTiming)?;
             node_config.insert("RC_MODE".into(), "single-leader".into());
             node_config.insert(
                 "RC_REPLICATION".into(),
                 replication(settings.replication).into(),
             );
-            node_config.insert("RC_FENCE_TIMEOUT_MS".into(), fence_ms.to_string());
+            node_config.insert("RC_FENCE_TIMEOUT_MS".into(), timing.fence_ms.to_string());
+            node_config.insert(
+                "RC_HEARTBEAT_MS".into(),
+                settings.heartbeat_interval_ms.to_string(),
+            );
             let services = vec![
                 ClientService {
                     name: format!("{name}-leader"),
@@ -277,8 +271,7 @@ pub fn validate(
                     role: Some(ROLE_FOLLOWER),
                 },
             ];
-            let delay = Duration::from_secs(u64::try_from(delay_s).unwrap_or(1));
-            (spec.replicas / 2 + 1, services, delay, 0)
+            (spec.replicas / 2 + 1, services, timing.failover, 0)
         }
         ClusterMode::Leaderless => {
             if spec.single_leader.is_some() {
@@ -324,7 +317,7 @@ pub fn validate(
                     name: name.clone(),
                     role: None,
                 }],
-                Duration::ZERO,
+                crate::failover::Timing::default(),
                 n,
             )
         }
@@ -389,7 +382,7 @@ pub fn validate(
         peers,
         members,
         quorum,
-        failover_delay,
+        failover,
         owner,
         namespace,
         mode: spec.mode,
@@ -459,3 +452,52 @@ fn pull_policy(policy: PullPolicy) -> &'static str {
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
+
+/// The single-leader timing fields, checked (the CRD's CEL rules again, for objects that
+/// bypassed them), and the fence timeout with its default.
+struct SingleLeaderTiming {
+    failover: crate::failover::Timing,
+    fence_ms: i32,
+}
+
+fn single_leader_timing(
+    settings: &crate::crd::SingleLeaderSpec,
+) -> Result<SingleLeaderTiming, String> {
+    let loss = settings.leader_loss_timeout_ms;
+    let beat = settings.heartbeat_interval_ms;
+    let interval = settings.min_failover_interval_seconds;
+    if !(200..=60_000).contains(&loss) {
+        return Err(format!(
+            "leaderLossTimeoutMs must be between 200 and 60000, got {loss}"
+        ));
+    }
+    if !(10..=10_000).contains(&beat) {
+        return Err(format!(
+            "heartbeatIntervalMs must be between 10 and 10000, got {beat}"
+        ));
+    }
+    if loss < 5 * beat {
+        return Err(format!(
+            "leaderLossTimeoutMs ({loss}) must be at least five heartbeatIntervalMs ({beat})"
+        ));
+    }
+    if !(0..=3600).contains(&interval) {
+        return Err(format!(
+            "minFailoverIntervalSeconds must be between 0 and 3600, got {interval}"
+        ));
+    }
+    // A cut-off leader must stop accepting writes no later than its followers give up on it.
+    let fence_ms = settings.fence_timeout_ms.unwrap_or(loss);
+    if fence_ms < 30 || fence_ms < 3 * beat || fence_ms > loss {
+        return Err(format!("fenceTimeoutMs ({fence_ms}) must be at least 30 and three heartbeatIntervalMs ({beat}), and at most leaderLossTimeoutMs ({loss})"));
+    }
+    let ms = |v: i32| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    Ok(SingleLeaderTiming {
+        failover: crate::failover::Timing {
+            leader_loss: ms(loss),
+            min_interval: ms(interval.saturating_mul(1000)),
+            deprecated_delay: settings.failover_delay_seconds,
+        },
+        fence_ms,
+    })
+}

@@ -9,7 +9,7 @@ fn ok(cluster: &ReplicatedCluster) -> ValidatedCluster {
 }
 
 #[test]
-fn a_default_single_leader_cluster_gets_majority_quorum_and_half_the_failover_delay_as_fence() {
+fn a_default_single_leader_cluster_gets_majority_quorum_and_the_leader_loss_timeout_as_fence() {
     let v = ok(&cluster(ClusterMode::SingleLeader));
     assert_eq!(v.quorum, 2);
     assert_eq!(v.max_unavailable(), 1);
@@ -121,19 +121,63 @@ fn quorums_outside_their_bounds_are_rejected() {
 }
 
 #[test]
-fn a_fence_timeout_at_or_above_the_failover_delay_is_rejected() {
-    let mut c = cluster(ClusterMode::SingleLeader);
-    c.spec.single_leader = Some(SingleLeaderSpec {
-        failover_delay_seconds: 2,
-        fence_timeout_ms: Some(2000),
-        ..SingleLeaderSpec::default()
-    });
+fn single_leader_timing_out_of_range_or_inconsistent_is_rejected() {
+    let check = |settings: SingleLeaderSpec| {
+        let mut c = cluster(ClusterMode::SingleLeader);
+        c.spec.single_leader = Some(settings);
+        validate(&c, &ObservedFacts::default()).map(|v| (v.failover, v.node_config))
+    };
+    let rejected = |settings: SingleLeaderSpec, want: &str| match check(settings) {
+        Err(SpecError::SingleLeaderTiming(why)) => assert!(why.contains(want), "{why}"),
+        other => panic!("accepted or wrong error: {other:?}"),
+    };
+    let d = SingleLeaderSpec::default;
+    rejected(
+        SingleLeaderSpec {
+            leader_loss_timeout_ms: 100,
+            ..d()
+        },
+        "leaderLossTimeoutMs must be between 200 and 60000",
+    );
+    rejected(
+        SingleLeaderSpec {
+            leader_loss_timeout_ms: 400,
+            heartbeat_interval_ms: 100,
+            ..d()
+        },
+        "at least five heartbeatIntervalMs",
+    );
+    rejected(
+        SingleLeaderSpec {
+            fence_timeout_ms: Some(1500),
+            ..d()
+        },
+        "at most leaderLossTimeoutMs (1000)",
+    );
+    rejected(
+        SingleLeaderSpec {
+            min_failover_interval_seconds: -1,
+            ..d()
+        },
+        "minFailoverIntervalSeconds",
+    );
+    // Defaults: fence at the leader-loss timeout, heartbeats passed to the nodes, and the
+    // deprecated field carried only to be reported.
+    let (timing, config) = check(SingleLeaderSpec {
+        failover_delay_seconds: Some(2),
+        ..d()
+    })
+    .unwrap();
+    assert_eq!(timing.leader_loss, Duration::from_millis(1000));
+    assert_eq!(timing.min_interval, Duration::from_secs(5));
+    assert_eq!(timing.deprecated_delay, Some(2));
     assert_eq!(
-        validate(&c, &ObservedFacts::default()),
-        Err(SpecError::FenceTimeout {
-            fence_ms: 2000,
-            delay_s: 2
-        })
+        config.get("RC_FENCE_TIMEOUT_MS").map(String::as_str),
+        Some("1000")
+    );
+    assert_eq!(
+        config.get("RC_HEARTBEAT_MS").map(String::as_str),
+        Some("100")
     );
 }
 

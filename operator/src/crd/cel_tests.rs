@@ -88,7 +88,7 @@ fn fully_specified_clusters_of_both_modes_are_accepted() {
     let single = json!({
         "mode": "SingleLeader", "replicas": 5, "image": "rc-node:dev",
         "storage": { "size": "10Gi", "storageClassName": "fast" },
-        "singleLeader": { "replication": "All", "failoverDelaySeconds": 5, "fenceTimeoutMs": 2000 },
+        "singleLeader": { "replication": "All", "leaderLossTimeoutMs": 3000, "heartbeatIntervalMs": 200, "minFailoverIntervalSeconds": 30, "fenceTimeoutMs": 2000 },
         "adminSecretRef": { "name": "orders-admin" },
     });
     assert_eq!(rejections(single), Vec::<String>::new());
@@ -210,23 +210,51 @@ fn a_single_node_single_leader_cluster_is_accepted() {
 }
 
 #[test]
-fn a_fence_timeout_not_shorter_than_the_failover_delay_is_rejected() {
+fn a_fence_timeout_above_the_leader_loss_timeout_is_rejected() {
+    let why = "singleLeader.fenceTimeoutMs must be at least three heartbeatIntervalMs and at most leaderLossTimeoutMs";
     assert_rejected_with(
-        json!({ "mode": "SingleLeader", "singleLeader": { "failoverDelaySeconds": 2, "fenceTimeoutMs": 2000 } }),
-        "singleLeader.fenceTimeoutMs must be shorter than failoverDelaySeconds",
+        json!({ "mode": "SingleLeader", "singleLeader": { "leaderLossTimeoutMs": 2000, "fenceTimeoutMs": 2500 } }),
+        why,
     );
-    // Checked against the default failover delay (2 s) too.
+    // Checked against the default leader-loss timeout (1000 ms) and heartbeat (100 ms) too.
     assert_rejected_with(
-        json!({ "mode": "SingleLeader", "singleLeader": { "fenceTimeoutMs": 2500 } }),
-        "singleLeader.fenceTimeoutMs must be shorter than failoverDelaySeconds",
+        json!({ "mode": "SingleLeader", "singleLeader": { "fenceTimeoutMs": 1500 } }),
+        why,
+    );
+    assert_rejected_with(
+        json!({ "mode": "SingleLeader", "singleLeader": { "fenceTimeoutMs": 250 } }),
+        why,
     );
 }
 
 #[test]
-fn a_failover_delay_of_zero_is_rejected() {
+fn a_leader_loss_timeout_out_of_range_or_within_a_few_heartbeats_is_rejected() {
     assert_rejected_with(
-        json!({ "mode": "SingleLeader", "singleLeader": { "failoverDelaySeconds": 0 } }),
-        "singleLeader.failoverDelaySeconds must be between 1 and 3600",
+        json!({ "mode": "SingleLeader", "singleLeader": { "leaderLossTimeoutMs": 150 } }),
+        "singleLeader.leaderLossTimeoutMs must be between 200 and 60000",
+    );
+    assert_rejected_with(
+        json!({ "mode": "SingleLeader", "singleLeader": { "leaderLossTimeoutMs": 70000 } }),
+        "singleLeader.leaderLossTimeoutMs must be between 200 and 60000",
+    );
+    assert_rejected_with(
+        json!({ "mode": "SingleLeader", "singleLeader": { "leaderLossTimeoutMs": 400 } }),
+        "singleLeader.leaderLossTimeoutMs must be at least five heartbeatIntervalMs",
+    );
+    assert_rejected_with(
+        json!({ "mode": "SingleLeader", "singleLeader": { "heartbeatIntervalMs": 5 } }),
+        "singleLeader.heartbeatIntervalMs must be between 10 and 10000",
+    );
+    assert_rejected_with(
+        json!({ "mode": "SingleLeader", "singleLeader": { "minFailoverIntervalSeconds": -1 } }),
+        "singleLeader.minFailoverIntervalSeconds must be between 0 and 3600",
+    );
+    // 500 ms over 50 ms heartbeats, and the deprecated delay still accepted (and ignored).
+    assert_eq!(
+        rejections(json!({ "mode": "SingleLeader", "singleLeader": {
+            "leaderLossTimeoutMs": 500, "heartbeatIntervalMs": 50, "fenceTimeoutMs": 400,
+            "failoverDelaySeconds": 2 } })),
+        Vec::<String>::new()
     );
 }
 

@@ -15,8 +15,12 @@ use super::status::ReplicatedClusterStatus;
 pub const DEFAULT_IMAGE: &str = "ghcr.io/replicated-dev/rc-node:0.1.0";
 /// Default number of nodes.
 pub const DEFAULT_REPLICAS: i32 = 3;
-/// Default time a leader may be unreachable before the operator fails over.
-pub const DEFAULT_FAILOVER_DELAY_SECONDS: i32 = 2;
+/// Default time followers may go without hearing from the leader before it counts as lost.
+pub const DEFAULT_LEADER_LOSS_TIMEOUT_MS: i32 = 1000;
+/// Default interval of the leader's heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: i32 = 100;
+/// Default least time between two failovers decided on reachability.
+pub const DEFAULT_MIN_FAILOVER_INTERVAL_SECONDS: i32 = 5;
 /// Default size of each node's volume.
 pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
 /// Default leaderless replication factor (N); write and read quorums default to a majority of it.
@@ -195,8 +199,11 @@ impl Default for StorageSpec {
 /// Settings of `SingleLeader` mode.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.fenceTimeoutMs) || self.fenceTimeoutMs < self.failoverDelaySeconds * 1000")
-    .message("singleLeader.fenceTimeoutMs must be shorter than failoverDelaySeconds, so that a cut-off leader stops accepting writes before a new one is promoted")
+#[x_kube(validation = Rule::new("self.leaderLossTimeoutMs >= 5 * self.heartbeatIntervalMs")
+    .message("singleLeader.leaderLossTimeoutMs must be at least five heartbeatIntervalMs, or a few late heartbeats would look like a lost leader")
+    .reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("!has(self.fenceTimeoutMs) || (self.fenceTimeoutMs <= self.leaderLossTimeoutMs && self.fenceTimeoutMs >= 3 * self.heartbeatIntervalMs)")
+    .message("singleLeader.fenceTimeoutMs must be at least three heartbeatIntervalMs and at most leaderLossTimeoutMs, so that a cut-off leader stops accepting writes no later than its followers give up on it")
     .reason(Reason::FieldValueInvalid))]
 pub struct SingleLeaderSpec {
     /// When the leader acknowledges a write: `Async` (after its own durable append; writes not
@@ -205,26 +212,47 @@ pub struct SingleLeaderSpec {
     #[serde(default)]
     pub replication: ReplicationMode,
 
-    /// How long, in seconds, the leader may be unreachable before the operator promotes another
-    /// node.
-    #[serde(default = "default_failover_delay_seconds")]
-    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("singleLeader.failoverDelaySeconds must be between 1 and 3600"))]
-    pub failover_delay_seconds: i32,
+    /// How long, in milliseconds, followers may go without hearing from the leader before it
+    /// counts as lost; the operator promotes another node as soon as a majority of members
+    /// agree (see docs/operator.md). The counterpart of etcd's election timeout. Default 1000.
+    #[serde(default = "default_leader_loss_timeout_ms")]
+    #[x_kube(validation = Rule::new("self >= 200 && self <= 60000").message("singleLeader.leaderLossTimeoutMs must be between 200 and 60000"))]
+    pub leader_loss_timeout_ms: i32,
+
+    /// Interval, in milliseconds, of the leader's heartbeats to its followers. Default 100.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 10000").message("singleLeader.heartbeatIntervalMs must be between 10 and 10000"))]
+    pub heartbeat_interval_ms: i32,
+
+    /// Least time, in seconds, between two failovers of this cluster that depose a leader the
+    /// operator cannot reach or that fenced itself, so that a flapping network cannot cause a
+    /// failover storm. A leader whose pod is gone or that restarted is replaced at once. 0
+    /// disables it. Default 5.
+    #[serde(default = "default_min_failover_interval_seconds")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("singleLeader.minFailoverIntervalSeconds must be between 0 and 3600"))]
+    pub min_failover_interval_seconds: i32,
 
     /// How long, in milliseconds, a leader keeps accepting writes without hearing from a
-    /// majority before it fences itself. Must be shorter than `failoverDelaySeconds`. Defaults to
-    /// half of `failoverDelaySeconds`.
+    /// majority before it fences itself. At most `leaderLossTimeoutMs`, its default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 100").message("singleLeader.fenceTimeoutMs must be at least 100"))]
+    #[x_kube(validation = Rule::new("self >= 30").message("singleLeader.fenceTimeoutMs must be at least 30"))]
     pub fence_timeout_ms: Option<i32>,
+
+    /// Deprecated and ignored: failover no longer waits a fixed delay. Detection is
+    /// `leaderLossTimeoutMs`; flapping is bounded by `minFailoverIntervalSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_delay_seconds: Option<i32>,
 }
 
 impl Default for SingleLeaderSpec {
     fn default() -> Self {
         Self {
             replication: ReplicationMode::default(),
-            failover_delay_seconds: default_failover_delay_seconds(),
+            leader_loss_timeout_ms: default_leader_loss_timeout_ms(),
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            min_failover_interval_seconds: default_min_failover_interval_seconds(),
             fence_timeout_ms: None,
+            failover_delay_seconds: None,
         }
     }
 }
@@ -344,6 +372,14 @@ fn default_storage_size() -> Quantity {
     Quantity(DEFAULT_STORAGE_SIZE.to_owned())
 }
 
-fn default_failover_delay_seconds() -> i32 {
-    DEFAULT_FAILOVER_DELAY_SECONDS
+fn default_leader_loss_timeout_ms() -> i32 {
+    DEFAULT_LEADER_LOSS_TIMEOUT_MS
+}
+
+fn default_heartbeat_interval_ms() -> i32 {
+    DEFAULT_HEARTBEAT_INTERVAL_MS
+}
+
+fn default_min_failover_interval_seconds() -> i32 {
+    DEFAULT_MIN_FAILOVER_INTERVAL_SECONDS
 }

@@ -176,10 +176,26 @@ pub struct FailoverRecord {
     pub to: String,
     /// The epoch the new leader leads.
     pub epoch: i64,
-    /// Milliseconds without a serving leader: from when the operator first saw the leader lost
-    /// (or, for the first election, no leader) to the promotion. Includes
-    /// `failoverDelaySeconds`.
+    /// Milliseconds from when the operator first saw the leader lost (or, for the first
+    /// election, no leader) to the promotion.
     pub duration_ms: i64,
+    /// What the clients saw: milliseconds from the last moment the old leader was known to
+    /// serve (its followers' last contact with it) to the new leader's promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_ms: Option<i64>,
+    /// Of those: until the operator decided to fail over...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_ms: Option<i64>,
+    /// ...fencing a majority at the new epoch...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_ms: Option<i64>,
+    /// ...and promoting the most up-to-date member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_ms: Option<i64>,
+    /// Why: `gone` (pod deleted or node restarted), `self-fenced`, `unreachable` (corroborated
+    /// by a majority), `no-leader`, or `switchover`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Leaderless mode: a versioned ring of members.
@@ -242,6 +258,9 @@ pub mod reason {
     pub const QUORUM_READY: &str = "QuorumReady";
     pub const NO_QUORUM: &str = "NoQuorum";
     pub const NO_LEADER: &str = "NoLeader";
+    /// SingleLeader: the leader is lost but a failover waits (corroboration, too few members,
+    /// or `minFailoverIntervalSeconds`); the message says which.
+    pub const FAILOVER_HELD: &str = "FailoverHeld";
     pub const LEADER_SERVING: &str = "LeaderServing";
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const UP_TO_DATE: &str = "UpToDate";

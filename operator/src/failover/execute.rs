@@ -7,10 +7,11 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest, VotersRequest};
 use tracing::{info, warn};
 
-use super::{after_fence, decide, Action, Blocked, Decision, FenceFailure, View};
+use super::{after_fence, decide, Action, Blocked, Cause, Decision, FenceFailure, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
 use crate::node_client::{NodeAdmin, NodeError};
@@ -39,6 +40,14 @@ pub struct Promotion {
     /// the Unix epoch).
     pub at_ms: i64,
     pub no_leader_since_ms: i64,
+    /// The last moment the old leader was known to serve: its followers' last contact, or
+    /// when the operator first saw it lost.
+    pub last_served_ms: i64,
+    /// When the failover was decided, and when the fence had its answers.
+    pub decided_ms: i64,
+    pub fenced_ms: i64,
+    /// Why (a metrics label and words), for failovers; `None` for the first election.
+    pub cause: Option<Cause>,
 }
 
 /// What one pass did and what is left for the caller.
@@ -67,6 +76,8 @@ pub async fn drive(
         notes: Vec::new(),
         promoted: None,
         pending_from: None,
+        cause: None,
+        phases: None,
     };
     let decision = match executor::run(&mut pass, MAX_STEPS).await {
         Some(decision) => decision,
@@ -89,6 +100,10 @@ struct Pass<'a> {
     promoted: Option<Promotion>,
     /// The lost leader of a failover whose new leader is not promoted yet.
     pending_from: Option<String>,
+    /// Why the last decision fails over.
+    cause: Option<Cause>,
+    /// (last served, decided, fenced) of the failover under way, ms since the Unix epoch.
+    phases: Option<(i64, i64, i64)>,
 }
 
 impl Steps for Pass<'_> {
@@ -102,6 +117,7 @@ impl Steps for Pass<'_> {
         let decision = decide(self.view, (self.now_ms)());
         self.view.no_leader_since_ms = decision.no_leader_since_ms;
         self.view.known_epoch = self.view.known_epoch.max(decision.epoch);
+        self.cause.clone_from(&decision.cause);
         decision
     }
 
@@ -173,7 +189,24 @@ impl Pass<'_> {
         from: Option<String>,
         exclude: &[String],
     ) -> ControlFlow<Decision> {
-        let answers = fence_all(self.nodes, self.token, fence, new_epoch).await;
+        let decided = (self.now_ms)();
+        let last_served = from
+            .as_deref()
+            .and_then(|leader| last_contact_ms(self.view, leader, decided))
+            .or(self.view.no_leader_since_ms)
+            .unwrap_or(decided)
+            .min(decided);
+        // Members that answered their last status read are waited for (briefly) even after a
+        // majority answered: the most up-to-date may be among them. Silent ones are not.
+        let answering: Vec<&str> = self
+            .view
+            .members
+            .iter()
+            .filter(|m| m.node.is_ok())
+            .map(|m| m.name.as_str())
+            .collect();
+        let answers = fence_all(self.nodes, self.token, fence, new_epoch, &answering).await;
+        self.phases = Some((last_served, decided, (self.now_ms)()));
         match after_fence(self.view, new_epoch, &answers, exclude) {
             Ok(promote) => {
                 self.pending_from = from;
@@ -282,12 +315,18 @@ impl Pass<'_> {
                         at_ms.saturating_sub(since)
                     ),
                 });
+                let (last_served, decided, fenced) =
+                    self.phases.take().unwrap_or((since, at_ms, at_ms));
                 self.promoted = Some(Promotion {
                     to: candidate.id.clone(),
                     from,
                     epoch,
                     at_ms,
                     no_leader_since_ms: since,
+                    last_served_ms: last_served,
+                    decided_ms: decided,
+                    fenced_ms: fenced,
+                    cause: self.cause.clone(),
                 });
             }
             Ok(()) => self.notes.push(Note {
@@ -355,21 +394,82 @@ fn names(peers: &[Peer]) -> Vec<String> {
     peers.iter().map(|p| p.id.clone()).collect()
 }
 
-/// `POST /admin/epoch` to every target at once; a failure is an answer that did not come.
+/// Once a majority of the targets answered a fence, how long the others get: a hung node must
+/// not hold up the promotion for a whole call timeout, and the answers that came are enough
+/// to elect (a majority that adopted the epoch holds every committed entry).
+const FENCE_STRAGGLER_WAIT: Duration = Duration::from_millis(150);
+
+/// `POST /admin/epoch` to every target at once; a failure is an answer that did not come. Once
+/// a majority answered, the rest is waited for only while some of `answering` (members that
+/// answered their last status read) are still out, and at most [`FENCE_STRAGGLER_WAIT`].
 async fn fence_all(
     nodes: &dyn NodeAdmin,
     token: &str,
     targets: &[Peer],
     epoch: u64,
+    answering: &[&str],
 ) -> Vec<(String, Result<rc_api::EpochResponse, String>)> {
-    let calls = targets.iter().map(|p| async move {
-        let answer = nodes
-            .epoch(&p.address, token, EpochRequest { epoch })
-            .await
-            .map_err(|e| e.to_string());
-        (p.id.clone(), answer)
-    });
-    join_all(calls).await
+    let mut calls: FuturesUnordered<_> = targets
+        .iter()
+        .map(|p| async move {
+            let answer = nodes
+                .epoch(&p.address, token, EpochRequest { epoch })
+                .await
+                .map_err(|e| e.to_string());
+            (p.id.clone(), answer)
+        })
+        .collect();
+    let needed = super::majority(targets.len());
+    let mut answers = Vec::with_capacity(targets.len());
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            None => calls.next().await,
+            Some(at) => match tokio::time::timeout_at(at, calls.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(answer) = next else { break };
+        answers.push(answer);
+        let ok = answers.iter().filter(|(_, a)| a.is_ok()).count();
+        if ok >= needed {
+            let awaited = targets.iter().any(|p| {
+                answering.contains(&p.id.as_str()) && !answers.iter().any(|(id, _)| *id == p.id)
+            });
+            if !awaited {
+                break;
+            }
+            if deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + FENCE_STRAGGLER_WAIT);
+            }
+        }
+    }
+    for p in targets {
+        if !answers.iter().any(|(id, _)| *id == p.id) {
+            answers.push((
+                p.id.clone(),
+                Err(format!(
+                    "no answer within {} ms of a majority",
+                    FENCE_STRAGGLER_WAIT.as_millis()
+                )),
+            ));
+        }
+    }
+    answers
+}
+
+/// When `leader`'s followers last heard from it: now minus the freshest contact among the
+/// members following it.
+fn last_contact_ms(view: &View, leader: &str, now_ms: i64) -> Option<i64> {
+    view.members
+        .iter()
+        .filter(|m| m.name != leader)
+        .filter_map(|m| m.node.as_ref().ok())
+        .filter(|n| n.leader.as_deref() == Some(leader))
+        .filter_map(|n| n.ms_since_leader_contact)
+        .min()
+        .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
 async fn follow_all(

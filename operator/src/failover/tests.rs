@@ -13,7 +13,8 @@ use rc_api::{
 use super::*;
 
 pub(super) const NOW: i64 = 1_700_000_000_000;
-pub(super) const DELAY: Duration = Duration::from_secs(2);
+pub(super) const LOSS: Duration = Duration::from_millis(1000);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(super) fn name(i: usize) -> String {
     format!("orders-{i}")
@@ -142,7 +143,12 @@ pub(super) fn view(
         desired: members.len(),
         had_voters: known_epoch > 0,
         members,
-        failover_delay: DELAY,
+        timing: Timing {
+            leader_loss: LOSS,
+            min_interval: MIN_INTERVAL,
+            deprecated_delay: None,
+        },
+        last_failover_ms: None,
         known_epoch,
         no_leader_since_ms,
     }
@@ -200,21 +206,25 @@ fn the_decision_table_holds() {
             blocked: None,
         },
         Case {
-            name: "a leader pod not ready for less than the delay is waited for",
+            name: "an unreachable leader its followers heard from within the timeout is waited for",
             view: view(
-                vec![down(0, PodState::NotReady), stale(1), stale(2)],
+                vec![
+                    down(0, PodState::NotReady),
+                    up(1, follower(2, Some(0), (2, 10), Some(600))),
+                    up(2, follower(2, Some(0), (2, 10), Some(700))),
+                ],
                 2,
-                Some(NOW - 1_000),
+                Some(NOW - 300),
             ),
             action: Action::Nothing,
-            blocked: None,
+            blocked: Some("only 1 of 3 members lost it"),
         },
         Case {
-            name: "a leader pod not ready for longer, corroborated, is failed over",
+            name: "an unreachable leader that a majority lost for the timeout is failed over at once",
             view: view(
                 vec![down(0, PodState::NotReady), stale(1), stale(2)],
                 2,
-                Some(NOW - 2_000),
+                None,
             ),
             action: Action::Failover {
                 new_epoch: 3,
@@ -222,6 +232,17 @@ fn the_decision_table_holds() {
                 from: Some(name(0)),
             },
             blocked: None,
+        },
+        Case {
+            name: "one follower that lost the leader plus the operator's silence is a majority of 3",
+            view: view(
+                vec![down(0, PodState::Ready), stale(1), down(2, PodState::NotReady)],
+                2,
+                None,
+            ),
+            action: Action::Nothing,
+            // Corroborated, but a fence needs two voters to answer.
+            blocked: Some("only 1 of 3 voters answer"),
         },
         Case {
             name: "a deleted leader pod is failed over",
@@ -238,6 +259,25 @@ fn the_decision_table_holds() {
             blocked: None,
         },
         Case {
+            name: "a terminating leader hands over to the best other member, even before its followers notice",
+            view: view(
+                vec![
+                    member(0, PodState::Terminating, Ok(leader(0, 2, &[1, 2]))),
+                    up(1, follower(2, Some(0), (2, 10), Some(20))),
+                    up(2, follower(2, Some(0), (2, 10), Some(20))),
+                ],
+                2,
+                None,
+            ),
+            action: Action::Switchover {
+                new_epoch: 3,
+                fence: peers(&[0, 1, 2]),
+                from: name(0),
+                exclude: vec![name(0)],
+            },
+            blocked: None,
+        },
+        Case {
             name: "an unreachable leader that a follower still hears is not deposed",
             view: view(
                 vec![
@@ -250,6 +290,42 @@ fn the_decision_table_holds() {
             ),
             action: Action::Nothing,
             blocked: Some("orders-2 heard from it 100 ms ago"),
+        },
+        Case {
+            name: "of 5, a leader still heard by one follower is deposed when three lost it",
+            view: view(
+                vec![
+                    down(0, PodState::Ready),
+                    up(1, follower(2, Some(0), (2, 10), Some(50))),
+                    up(2, follower(2, Some(0), (2, 10), Some(2_500))),
+                    up(3, follower(2, Some(0), (2, 10), Some(2_500))),
+                    down(4, PodState::NotReady),
+                ],
+                2,
+                None,
+            ),
+            action: Action::Failover {
+                new_epoch: 3,
+                fence: peers(&[0, 1, 2, 3, 4]),
+                from: Some(name(0)),
+            },
+            blocked: None,
+        },
+        Case {
+            name: "of 5, a leader still heard by two followers keeps a majority and stays",
+            view: view(
+                vec![
+                    down(0, PodState::Ready),
+                    up(1, follower(2, Some(0), (2, 10), Some(50))),
+                    up(2, follower(2, Some(0), (2, 10), Some(50))),
+                    up(3, follower(2, Some(0), (2, 10), Some(2_500))),
+                    up(4, follower(2, Some(0), (2, 10), Some(2_500))),
+                ],
+                2,
+                None,
+            ),
+            action: Action::Nothing,
+            blocked: Some("3 of 5 members lost it"),
         },
         Case {
             name: "a leader that restarted as a follower needs no corroboration",
@@ -428,11 +504,68 @@ fn a_healthy_leader_clears_the_no_leader_time_and_a_lost_one_keeps_it() {
     ];
     let first = decide(&view(members.clone(), 2, None), NOW);
     assert_eq!(first.no_leader_since_ms, Some(NOW), "the clock starts now");
-    assert_eq!(first.recheck, Some(DELAY), "look again when the delay ends");
+    assert_eq!(
+        first.recheck,
+        Some(Duration::from_millis(100)),
+        "look again when the freshest contact reaches the timeout"
+    );
     assert!(!first.failing_over);
-    let later = decide(&view(members, 2, Some(NOW - 1_500)), NOW);
-    assert_eq!(later.no_leader_since_ms, Some(NOW - 1_500));
-    assert_eq!(later.recheck, Some(Duration::from_millis(500)));
+    assert!(
+        !first.blocked.unwrap().warn,
+        "waiting for the timeout is normal"
+    );
+    // Still undecided after twice the timeout: the operator may be the one cut off.
+    let later = decide(&view(members, 2, Some(NOW - 2_500)), NOW);
+    assert_eq!(later.no_leader_since_ms, Some(NOW - 2_500));
+    assert!(later.blocked.unwrap().warn);
+}
+
+#[test]
+fn failovers_decided_on_reachability_keep_the_least_interval_and_gone_leaders_do_not() {
+    let recent = |members: Vec<Member>| View {
+        last_failover_ms: Some(NOW - 2_000),
+        ..view(members, 2, None)
+    };
+    // Unreachable and corroborated, but the last failover was 2 s ago (least interval 5 s).
+    let flapping = decide(
+        &recent(vec![
+            down(0, PodState::NotReady),
+            up(1, follower(2, Some(0), (2, 10), Some(2_500))),
+            up(2, follower(2, Some(0), (2, 10), Some(2_500))),
+        ]),
+        NOW,
+    );
+    assert_eq!(flapping.action, Action::Nothing);
+    assert_eq!(flapping.recheck, Some(Duration::from_secs(3)));
+    assert!(flapping.failing_over);
+    assert!(flapping
+        .blocked
+        .unwrap()
+        .reason
+        .contains("minFailoverIntervalSeconds (5 s)"),);
+    // Fenced itself: the same.
+    let mut fenced = leader(0, 2, &[1, 2]);
+    fenced.self_fenced = true;
+    let self_fenced = decide(
+        &recent(vec![
+            up(0, fenced),
+            up(1, follower(2, Some(0), (2, 10), Some(2_500))),
+            up(2, follower(2, Some(0), (2, 10), Some(2_500))),
+        ]),
+        NOW,
+    );
+    assert_eq!(self_fenced.action, Action::Nothing);
+    // Its pod is gone: no flapping to fear, replaced at once.
+    let gone = decide(
+        &recent(vec![
+            down(0, PodState::Missing),
+            up(1, follower(2, Some(0), (2, 10), Some(2_500))),
+            up(2, follower(2, Some(0), (2, 10), Some(2_500))),
+        ]),
+        NOW,
+    );
+    assert!(matches!(gone.action, Action::Failover { .. }), "{gone:?}");
+    assert_eq!(gone.cause.map(|c| c.kind), Some("gone"));
 }
 
 pub(super) fn answer(i: usize, epoch: u64, last: (u64, u64)) -> Result<EpochResponse, String> {

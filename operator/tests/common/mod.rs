@@ -180,6 +180,26 @@ impl Nodes {
         }
     }
 
+    /// SIGSTOP (`resume`: SIGCONT), like a hung machine: the process holds its sockets but
+    /// answers nothing.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        if let Some(child) = &self.children[i] {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {signal} orders-{i}");
+        }
+    }
+
     /// Deletes node `i`'s data directory (a replaced volume); kill it first.
     pub fn wipe(&self, i: usize) {
         let _ = std::fs::remove_dir_all(self.dir.join(format!("orders-{i}")));
