@@ -356,6 +356,17 @@ elif want restart; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# node_pid POD: the PID of the pod's rc-node process (the process kubelet runs it directly).
+node_pid() {
+  local p
+  for p in $(pgrep -x rc-node); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RC_NODE_ID=$1"; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
 if want failover && [ -n "${leader:-}" ] && is_available orders; then
   section "failover: the leader pod is deleted"
   old_leader=$(jp replicatedcluster/orders '{.status.leader}')
@@ -382,6 +393,7 @@ if want failover && [ -n "${leader:-}" ] && is_available orders; then
     eventually "orders back to 3 ready nodes, Available, not Degraded" 120 healthy orders 3
     old_back() { kv_get_is "$(pod_ip "$old_leader")" after-failover yes consistency=stale; }
     eventually "re-created pod $old_leader has the write made after the failover" 60 old_back
+    expect "status.lastFailover.reason after a pod delete" "$(jp replicatedcluster/orders '{.status.lastFailover.reason}')" gone
     leader=$new_leader
   else
     fail "failover" "no leader in a higher epoch within 60 s (leader '$(jp replicatedcluster/orders '{.status.leader}')', epoch '$(jp replicatedcluster/orders '{.status.epoch}')': $(cond_reason orders Available))"
@@ -392,17 +404,49 @@ elif want failover; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# node_pid POD: the PID of the pod's rc-node process (the process kubelet runs it directly).
-node_pid() {
-  local p
-  for p in $(pgrep -x rc-node); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RC_NODE_ID=$1"; then
-      echo "$p"
-      return 0
+if want failover && [ -n "${leader:-}" ] && is_available orders; then
+  section "failover: the leader hangs (SIGSTOP) while its pod stays Running"
+  old_leader=$(jp replicatedcluster/orders '{.status.leader}')
+  old_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
+  kv_put "$(pod_ip "$old_leader")" before-hang acknowledged || fail "PUT before-hang" "$(kv_error "$(pod_ip "$old_leader")" before-hang)"
+  if hung=$(node_pid "$old_leader"); then
+    new_leader_elected() {
+      local l e
+      l=$(jp replicatedcluster/orders '{.status.leader}')
+      e=$(jp replicatedcluster/orders '{.status.epoch}')
+      [ -n "$l" ] && [ "$l" != "$old_leader" ] && [ "${e:-0}" -gt "$old_epoch" ]
+    }
+    t0=$(stack_now)
+    kill -STOP "$hung"
+    if stack_wait "a new leader while $old_leader hangs" 60 new_leader_elected; then
+      new_leader=$(jp replicatedcluster/orders '{.status.leader}')
+      new_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
+      pass "leader $new_leader in epoch $new_epoch (was $old_leader, hung), $(stack_since "$t0") s after SIGSTOP; status.lastFailover: $(jp replicatedcluster/orders '{.status.lastFailover}')"
+      expect "status.lastFailover.reason after a hang" "$(jp replicatedcluster/orders '{.status.lastFailover.reason}')" unreachable
+      [ -n "$(jp replicatedcluster/orders '{.status.lastFailover.unavailableMs}')" ] && pass "status.lastFailover.unavailableMs recorded" || fail "status.lastFailover.unavailableMs" "missing"
+      nip=$(pod_ip "$new_leader")
+      eventually "acknowledged write before-hang readable from the new leader" 15 kv_get_is "$nip" before-hang acknowledged
+      eventually "PUT on the new leader" 15 kv_put "$nip" after-hang yes
+      promoted_note() {
+        kubectl -n "$NS" get events.events.k8s.io -o jsonpath='{range .items[?(@.reason=="LeaderPromoted")]}{.note}{"\n"}{end}' | grep -q "leads epoch $new_epoch"
+      }
+      eventually "a LeaderPromoted Event names epoch $new_epoch (not an earlier promotion's message)" 15 promoted_note
+    else
+      fail "failover after a hang" "no new leader within 60 s (leader '$(jp replicatedcluster/orders '{.status.leader}')', epoch '$(jp replicatedcluster/orders '{.status.epoch}')': $(cond_reason orders Available))"
     fi
-  done
-  return 1
-}
+    kill -CONT "$hung"
+    if [ -n "${new_leader:-}" ]; then
+      old_follows() { kv_get_is "$(pod_ip "$old_leader")" after-hang yes consistency=stale; }
+      eventually "$old_leader resumed rejoins as a follower with the write made meanwhile" 60 old_follows
+      eventually "orders back to 3 ready nodes, Available, not Degraded" 120 healthy orders 3
+      leader=$new_leader
+    fi
+  else
+    fail "SIGSTOP of the leader" "no rc-node process for '$old_leader'"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # kill_leader: kill -9 the rc-node process of the leader orders reports now.
 kill_leader() {
   local l pid

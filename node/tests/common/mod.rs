@@ -91,14 +91,14 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(&node.data)
-            .args([
-                "--admin-token",
-                TOKEN,
-                "--fence-timeout-ms",
-                "1000",
-                "--log-level",
-                "info",
-            ])
+            .args(["--admin-token", TOKEN, "--log-level", "info"])
+            // 1 s unless the test chooses its own.
+            .args(
+                (!self.args.iter().any(|a| a == "--fence-timeout-ms"))
+                    .then_some(["--fence-timeout-ms", "1000"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
