@@ -45,7 +45,13 @@ async fn cluster(n: usize, members: usize, extra: &[&str]) -> Cluster {
         (0..members).map(|i| (i, MemberState::Normal)).collect();
     let v1 = ring(&c, 1, &normal);
     for i in 0..members {
-        assert!(push_ring(&c, i, &v1).await.status().is_success());
+        let r = push_ring(&c, i, &v1).await;
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "ring v1 on n{i}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
     }
     for i in 0..members {
         wait_status(&c, i, "restored", |s| !s.restoring).await;

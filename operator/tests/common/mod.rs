@@ -32,12 +32,22 @@ fn rc_node_binary() -> PathBuf {
     path
 }
 
+/// A free loopback port never handed out before in this test binary. Tests run in parallel and
+/// every cluster shares the test admin token, so a port reused while an earlier test's nodes
+/// still list it in their ring would let those nodes gossip their ring into a new test's node.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// rc-node processes `orders-0..n`, killed by PID on drop (their data directories removed).
