@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README.md).
-.PHONY: test demo e2e
+.PHONY: test demo e2e failover-bench
 
 # Every gate CI runs: fmt, clippy, unit/multi-process/controller tests, chart checks, e2e.
 test:
@@ -15,3 +15,9 @@ demo:
 # everything it needs. State and logs: /tmp/rc-e2e (STACK_KEEP=1 keeps them).
 e2e:
 	tests/e2e/e2e.sh
+
+# Failover benchmark (not a test): client-visible write unavailability when the leader is killed,
+# hung or its pod deleted, REPS times each through the local control plane, and etcd 3.6 killed
+# and hung the same way (tests/failover-bench/bench.sh). Needs root; ~15 min.
+failover-bench:
+	tests/failover-bench/bench.sh

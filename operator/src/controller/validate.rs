@@ -261,6 +261,14 @@ pub fn validate(
                 "RC_HEARTBEAT_MS".into(),
                 settings.heartbeat_interval_ms.to_string(),
             );
+            node_config.insert(
+                "RC_FORWARDING".into(),
+                match settings.client_forwarding {
+                    crate::crd::ClientForwarding::Redirect => "redirect",
+                    crate::crd::ClientForwarding::Proxy => "proxy",
+                }
+                .into(),
+            );
             let services = vec![
                 ClientService {
                     name: format!("{name}-leader"),

@@ -179,6 +179,19 @@ fn single_leader_timing_out_of_range_or_inconsistent_is_rejected() {
         config.get("RC_HEARTBEAT_MS").map(String::as_str),
         Some("100")
     );
+    assert_eq!(
+        config.get("RC_FORWARDING").map(String::as_str),
+        Some("redirect")
+    );
+    let (_, proxied) = check(SingleLeaderSpec {
+        client_forwarding: crate::crd::ClientForwarding::Proxy,
+        ..d()
+    })
+    .unwrap();
+    assert_eq!(
+        proxied.get("RC_FORWARDING").map(String::as_str),
+        Some("proxy")
+    );
 }
 
 #[test]

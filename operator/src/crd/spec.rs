@@ -238,6 +238,13 @@ pub struct SingleLeaderSpec {
     #[x_kube(validation = Rule::new("self >= 30").message("singleLeader.fenceTimeoutMs must be at least 30"))]
     pub fence_timeout_ms: Option<i32>,
 
+    /// What a follower does with a write or a linearizable read: `Redirect` (307 to the
+    /// leader's address, as the operator gave it: the pod IP, or the pod DNS name with the
+    /// operator's `--node-address dns`) or `Proxy` (it forwards the request to the leader and
+    /// relays the answer, for clients that can reach only a Service). Default `Redirect`.
+    #[serde(default)]
+    pub client_forwarding: ClientForwarding,
+
     /// Deprecated and ignored: failover no longer waits a fixed delay. Detection is
     /// `leaderLossTimeoutMs`; flapping is bounded by `minFailoverIntervalSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,9 +259,22 @@ impl Default for SingleLeaderSpec {
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             min_failover_interval_seconds: default_min_failover_interval_seconds(),
             fence_timeout_ms: None,
+            client_forwarding: ClientForwarding::default(),
             failover_delay_seconds: None,
         }
     }
+}
+
+/// How a follower passes on requests only the leader serves.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ClientForwarding {
+    /// 307 Temporary Redirect to the leader.
+    #[default]
+    Redirect,
+    /// Forward to the leader and relay its answer.
+    Proxy,
 }
 
 /// When the leader acknowledges a write to its client.

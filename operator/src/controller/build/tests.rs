@@ -62,6 +62,7 @@ fn the_single_leader_config_map_holds_every_node_setting() {
             "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin-token",
             "RC_DATA_DIR": "/data",
             "RC_FENCE_TIMEOUT_MS": "1000",
+            "RC_FORWARDING": "redirect",
             "RC_HEARTBEAT_MS": "100",
             "RC_LISTEN": "0.0.0.0:7400",
             "RC_LOG_FORMAT": "json",

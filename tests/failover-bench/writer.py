@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""The client of the failover benchmark: one writer that keeps writing and follows the leader.
+
+    writer.py rc   TARGETS_FILE OUT   # rc-node: PUT /v1/kv/probe, follows 307 to the leader
+    writer.py etcd TARGETS_FILE OUT   # etcd: POST /v3/kv/put through any member
+
+TARGETS_FILE holds host:port lines (re-read every 0.5 s: pod IPs change). Each acknowledged
+write appends its completion time (seconds since the Unix epoch) to OUT. Every request has a
+0.5 s timeout; after a failure the writer tries the next target, so a dead or hung node costs
+at most that. Standard library only. Runs until killed.
+"""
+
+import base64
+import http.client
+import json
+import sys
+import time
+
+TIMEOUT = 0.5
+
+
+def targets(path):
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def request(addr, method, path, body):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    try:
+        conn.request(method, path, body=body, headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("location")
+    finally:
+        conn.close()
+
+
+def write_rc(addr, n):
+    body = json.dumps({"value": str(n)})
+    status, location = request(addr, "PUT", "/v1/kv/probe", body)
+    if status == 307 and location:
+        # http://host:port/v1/kv/probe: the leader, as the follower names it.
+        leader = location.split("//", 1)[1].split("/", 1)[0]
+        status, _ = request(leader, "PUT", "/v1/kv/probe", body)
+        return status == 200, leader
+    return status == 200, addr
+
+
+def write_etcd(addr, n):
+    body = json.dumps(
+        {
+            "key": base64.b64encode(b"probe").decode(),
+            "value": base64.b64encode(str(n).encode()).decode(),
+        }
+    )
+    status, _ = request(addr, "POST", "/v3/kv/put", body)
+    return status == 200, addr
+
+
+def main():
+    mode, targets_path, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    write = write_rc if mode == "rc" else write_etcd
+    preferred = None
+    known, read_at = [], 0.0
+    n = 0
+    with open(out_path, "a", buffering=1) as out:
+        while True:
+            now = time.time()
+            if now - read_at > 0.5:
+                known, read_at = targets(targets_path), now
+            order = ([preferred] if preferred in known else []) + [t for t in known if t != preferred]
+            if not order:
+                time.sleep(0.05)
+                continue
+            for addr in order:
+                n += 1
+                try:
+                    ok, served = write(addr, n)
+                except (OSError, http.client.HTTPException):
+                    ok, served = False, None
+                if ok:
+                    preferred = served if served in known else addr
+                    out.write(f"{time.time():.6f}\n")
+                    break
+            else:
+                time.sleep(0.01)
+
+
+if __name__ == "__main__":
+    main()
