@@ -436,6 +436,7 @@ fn leader_lost(
     };
     let loss_ms = u64::try_from(view.timing.leader_loss.as_millis()).unwrap_or(u64::MAX);
     let waited = now_ms.saturating_sub(base.no_leader_since_ms.unwrap_or(now_ms));
+    let mut corroboration = None;
     if loss.kind == LossKind::Silent {
         // Corroboration: the operator's own silence from the leader is one vote. Members that
         // have not heard from it for leaderLossTimeoutMs are the others; together they must be a
@@ -479,6 +480,7 @@ fn leader_lost(
                 rest,
             );
         }
+        corroboration = Some(lost.join(", "));
     }
     if loss.kind != LossKind::Gone {
         if let Some(last) = view.last_failover_ms {
@@ -507,7 +509,10 @@ fn leader_lost(
     }
     let cause = Cause {
         kind: loss.kind.label(),
-        evidence: format!("{leader} {why}"),
+        evidence: match &corroboration {
+            Some(lost) => format!("{why}; lost it: {lost}"),
+            None => why.clone(),
+        },
     };
     let terminating = view
         .members

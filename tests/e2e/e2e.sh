@@ -9,8 +9,10 @@
 #   cel       invalid specs rejected by `kubectl apply` with each CEL rule's message
 #   restart   operator pod deleted: no node pod restarted, leader/epoch unchanged, Available
 #             throughout, writes keep succeeding, the new operator reconciles
-#   failover  the leader pod is deleted: a new leader in a higher epoch, no acknowledged write lost,
-#             the old pod returns as a follower with the data
+#   failover  the leader pod is deleted (a planned hand-over), hangs (SIGSTOP), loses its network
+#             link, and hangs while the operator pod is deleted: each time a new leader in a higher
+#             epoch, no acknowledged write lost, lastFailover and a LeaderPromoted Event recorded,
+#             and the old leader back as a follower with the data
 #   membership  orders scaled 3 -> 5 -> 3 with the leader killed in the middle of each step,
 #             3 -> 1 -> 3, and a member's PVC deleted (an empty volume) while another member is
 #             down; a live writer's history (rc-history) must be linearizable (Porcupine) and
@@ -40,6 +42,8 @@ finish() {
   set +e
   trap '' PIPE
   trap - EXIT INT TERM
+  [ -n "${FAULT_PID:-}" ] && kill -CONT "$FAULT_PID" 2>/dev/null
+  [ -n "${FAULT_LINK:-}" ] && ip link set "$FAULT_LINK" up 2>/dev/null
   [ -n "${WRITER_PID:-}" ] && kill "$WRITER_PID" 2>/dev/null
   [ -n "${HISTORY_PID:-}" ] && kill "$HISTORY_PID" 2>/dev/null
   [ -n "${TARGETS_PID:-}" ] && kill "$TARGETS_PID" 2>/dev/null
@@ -404,49 +408,82 @@ elif want failover; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-if want failover && [ -n "${leader:-}" ] && is_available orders; then
-  section "failover: the leader hangs (SIGSTOP) while its pod stays Running"
+# Faults that leave the leader's pod Running: the operator learns of them only from the nodes.
+# fault_hang/fault_partition/fault_hang_and_restart_operator POD inject; fault_heal undoes.
+fault_hang() { FAULT_PID=$(node_pid "$1") && kill -STOP "$FAULT_PID"; }
+fault_partition() {
+  # The pod's host-side veth (the process kubelet names the namespace <bridge>-<n> and the
+  # veth <bridge>v<n>): down cuts the leader off from its peers and from the operator.
+  local pid ns
+  pid=$(node_pid "$1") && ns=$(ip netns identify "$pid") && [ -n "$ns" ] || return 1
+  FAULT_LINK="${ns%-*}v${ns##*-}"
+  ip link set "$FAULT_LINK" down
+}
+fault_hang_and_restart_operator() {
+  fault_hang "$1" || return 1
+  kubectl -n "$STACK_OPERATOR_NS" delete pod -l app.kubernetes.io/name=rc-operator --wait=false >/dev/null
+}
+fault_heal() {
+  [ -n "${FAULT_PID:-}" ] && kill -CONT "$FAULT_PID" 2>/dev/null
+  [ -n "${FAULT_LINK:-}" ] && ip link set "$FAULT_LINK" up
+  FAULT_PID= FAULT_LINK=
+}
+# leader_fault NAME INJECT [REASON]: write, inject the fault into the leader, expect a new leader in a
+# higher epoch with the write, write again, heal, and expect the old leader back as a follower
+# holding the new write.
+leader_fault() {
+  local fault=$1 inject=$2 want_reason=${3:-} old_leader old_epoch t0 new_leader new_epoch nip
   old_leader=$(jp replicatedcluster/orders '{.status.leader}')
   old_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
-  kv_put "$(pod_ip "$old_leader")" before-hang acknowledged || fail "PUT before-hang" "$(kv_error "$(pod_ip "$old_leader")" before-hang)"
-  if hung=$(node_pid "$old_leader"); then
-    new_leader_elected() {
-      local l e
-      l=$(jp replicatedcluster/orders '{.status.leader}')
-      e=$(jp replicatedcluster/orders '{.status.epoch}')
-      [ -n "$l" ] && [ "$l" != "$old_leader" ] && [ "${e:-0}" -gt "$old_epoch" ]
+  kv_put "$(pod_ip "$old_leader")" "before-$fault" acknowledged || { fail "PUT before-$fault" "$(kv_error "$(pod_ip "$old_leader")" "before-$fault")"; return; }
+  new_leader_elected() {
+    local l e
+    l=$(jp replicatedcluster/orders '{.status.leader}')
+    e=$(jp replicatedcluster/orders '{.status.epoch}')
+    [ -n "$l" ] && [ "$l" != "$old_leader" ] && [ "${e:-0}" -gt "$old_epoch" ]
+  }
+  t0=$(stack_now)
+  "$inject" "$old_leader" || { fail "$fault" "could not inject the fault into $old_leader"; fault_heal; return; }
+  if stack_wait "a new leader after $fault of $old_leader" 90 new_leader_elected; then
+    new_leader=$(jp replicatedcluster/orders '{.status.leader}')
+    new_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
+    pass "$fault: leader $new_leader in epoch $new_epoch (was $old_leader), $(stack_since "$t0") s after the fault; lastFailover: $(jp replicatedcluster/orders '{.status.lastFailover}')"
+    expect "$fault: status.lastFailover.to" "$(jp replicatedcluster/orders '{.status.lastFailover.to}')" "$new_leader"
+    if [ -n "$want_reason" ]; then
+      expect "$fault: status.lastFailover.reason" "$(jp replicatedcluster/orders '{.status.lastFailover.reason}')" "$want_reason"
+      [ -n "$(jp replicatedcluster/orders '{.status.lastFailover.unavailableMs}')" ] && pass "$fault: status.lastFailover.unavailableMs recorded" || fail "$fault: status.lastFailover.unavailableMs" "missing"
+    fi
+    nip=$(pod_ip "$new_leader")
+    eventually "$fault: acknowledged write before-$fault readable from the new leader" 15 kv_get_is "$nip" "before-$fault" acknowledged
+    eventually "$fault: PUT on the new leader" 15 kv_put "$nip" "after-$fault" yes
+    promoted_note() {
+      kubectl -n "$NS" get events.events.k8s.io -o jsonpath='{range .items[?(@.reason=="LeaderPromoted")]}{.note}{"\n"}{end}' | grep -q "leads epoch $new_epoch"
     }
-    t0=$(stack_now)
-    kill -STOP "$hung"
-    if stack_wait "a new leader while $old_leader hangs" 60 new_leader_elected; then
-      new_leader=$(jp replicatedcluster/orders '{.status.leader}')
-      new_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
-      pass "leader $new_leader in epoch $new_epoch (was $old_leader, hung), $(stack_since "$t0") s after SIGSTOP; status.lastFailover: $(jp replicatedcluster/orders '{.status.lastFailover}')"
-      expect "status.lastFailover.reason after a hang" "$(jp replicatedcluster/orders '{.status.lastFailover.reason}')" unreachable
-      [ -n "$(jp replicatedcluster/orders '{.status.lastFailover.unavailableMs}')" ] && pass "status.lastFailover.unavailableMs recorded" || fail "status.lastFailover.unavailableMs" "missing"
-      nip=$(pod_ip "$new_leader")
-      eventually "acknowledged write before-hang readable from the new leader" 15 kv_get_is "$nip" before-hang acknowledged
-      eventually "PUT on the new leader" 15 kv_put "$nip" after-hang yes
-      promoted_note() {
-        kubectl -n "$NS" get events.events.k8s.io -o jsonpath='{range .items[?(@.reason=="LeaderPromoted")]}{.note}{"\n"}{end}' | grep -q "leads epoch $new_epoch"
-      }
-      eventually "a LeaderPromoted Event names epoch $new_epoch (not an earlier promotion's message)" 15 promoted_note
-    else
-      fail "failover after a hang" "no new leader within 60 s (leader '$(jp replicatedcluster/orders '{.status.leader}')', epoch '$(jp replicatedcluster/orders '{.status.epoch}')': $(cond_reason orders Available))"
-    fi
-    kill -CONT "$hung"
-    if [ -n "${new_leader:-}" ]; then
-      old_follows() { kv_get_is "$(pod_ip "$old_leader")" after-hang yes consistency=stale; }
-      eventually "$old_leader resumed rejoins as a follower with the write made meanwhile" 60 old_follows
-      eventually "orders back to 3 ready nodes, Available, not Degraded" 120 healthy orders 3
-      leader=$new_leader
-    fi
+    eventually "$fault: a LeaderPromoted Event names epoch $new_epoch" 15 promoted_note
   else
-    fail "SIGSTOP of the leader" "no rc-node process for '$old_leader'"
+    fail "$fault" "no new leader within 90 s (leader '$(jp replicatedcluster/orders '{.status.leader}')', epoch '$(jp replicatedcluster/orders '{.status.epoch}')': $(cond_reason orders Available))"
   fi
+  fault_heal
+  if [ -n "${new_leader:-}" ]; then
+    old_follows() { kv_get_is "$(pod_ip "$old_leader")" "after-$fault" yes consistency=stale; }
+    eventually "$fault: $old_leader healed rejoins as a follower with the write made meanwhile" 60 old_follows
+    eventually "$fault: orders back to 3 ready nodes, Available, not Degraded" 120 healthy orders 3
+    leader=$new_leader
+  fi
+}
+
+if want failover && [ -n "${leader:-}" ] && is_available orders; then
+  section "failover: the leader hangs (SIGSTOP) while its pod stays Running"
+  leader_fault hang fault_hang unreachable
+  section "failover: the leader's network link is down (partition)"
+  leader_fault partition fault_partition unreachable
+  section "failover: the leader hangs and the operator pod is deleted at once"
+  # The old operator may finish the failover before it stops (the new one then records it without
+  # the phases it did not see), so only the new leader is checked in the record.
+  leader_fault operator-restart fault_hang_and_restart_operator
+  eventually "operator pod Ready again" 120 kubectl -n "$STACK_OPERATOR_NS" wait --for=condition=Ready pod -l app.kubernetes.io/name=rc-operator --timeout=2s
 fi
 
-# ---------------------------------------------------------------------------------------------
 # kill_leader: kill -9 the rc-node process of the leader orders reports now.
 kill_leader() {
   local l pid

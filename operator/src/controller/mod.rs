@@ -258,7 +258,21 @@ pub async fn reconcile(
     }
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = reconcile_cluster(cluster, &ctx).await;
+    // The controller hands over its cached copy, which may not show our own status write of a
+    // moment ago yet (a node's health feed can wake us that fast). A status computed from it
+    // would undo that write (an older lastFailover, epoch, ring): read the object afresh.
+    let api: Api<ReplicatedCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let fresh = match api.get_opt(&name).await {
+        Ok(Some(fresh)) => fresh,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(source) => {
+            return Err(Error::Observe {
+                kind: "ReplicatedCluster",
+                source,
+            })
+        }
+    };
+    let result = reconcile_cluster(&fresh, &ctx).await;
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());

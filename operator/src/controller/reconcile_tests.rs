@@ -181,6 +181,18 @@ fn guard(cluster: ReplicatedCluster) -> Arc<DeserializeGuard<ReplicatedCluster>>
 
 const NS: &str = "/api/v1/namespaces/shop";
 
+/// Answers the reconcile's first request: it reads the cluster afresh (the cached copy may
+/// lag behind its own last status write).
+async fn read_fresh(server: &mut ApiServer, cluster: &ReplicatedCluster) {
+    let (_, send) = expect(
+        server,
+        Method::GET,
+        "/apis/replicated.dev/v1alpha1/namespaces/shop/replicatedclusters/orders",
+    )
+    .await;
+    reply(send, 200, &serde_json::to_value(cluster).unwrap());
+}
+
 /// Answers the observe step's reads for a cluster that has nothing yet, in the order they come:
 /// no admin Secret, no StatefulSet, no pods.
 async fn observe_nothing_yet(server: &mut ApiServer) {
@@ -211,6 +223,7 @@ fn stored(status: &Value) -> Value {
 async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status() {
     let (ctx, mut server) = context(FakeNodes::default());
     let reconciling = tokio::spawn(reconcile(guard(cluster(ClusterMode::SingleLeader)), ctx));
+    read_fresh(&mut server, &cluster(ClusterMode::SingleLeader)).await;
 
     observe_nothing_yet(&mut server).await;
 
@@ -275,6 +288,7 @@ async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status()
 async fn server_side_apply_uses_one_forced_field_manager() {
     let (ctx, mut server) = context(FakeNodes::default());
     let reconciling = tokio::spawn(reconcile(guard(cluster(ClusterMode::Leaderless)), ctx));
+    read_fresh(&mut server, &cluster(ClusterMode::Leaderless)).await;
     for _ in 0..2 {
         let (_, send) = server.next_request().await.unwrap();
         not_found(send);
@@ -316,7 +330,8 @@ async fn an_invalid_spec_is_reported_with_an_event_and_a_condition_and_nothing_i
     let (ctx, mut server) = context(FakeNodes::default());
     let mut invalid = cluster(ClusterMode::SingleLeader);
     invalid.spec.replicas = 0;
-    let reconciling = tokio::spawn(reconcile(guard(invalid), ctx));
+    let reconciling = tokio::spawn(reconcile(guard(invalid.clone()), ctx));
+    read_fresh(&mut server, &invalid).await;
     observe_nothing_yet(&mut server).await;
     let (event, send) = expect(
         &mut server,
@@ -418,6 +433,7 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
         }
     };
     let task = tokio::spawn(reconcile(guard(existing.clone()), ctx.clone()));
+    read_fresh(&mut server, &existing).await;
     server = world(&mut server, None).await;
     // The leader's pod gets the role label the leader Service selects, by server-side apply.
     let (label, send) = expect(&mut server, Method::PATCH, &format!("{NS}/pods/orders-0")).await;
@@ -439,7 +455,8 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
 
     // Second pass with that status stored: everything is re-applied (idempotent), no status write.
     existing.status = Some(serde_json::from_value(patch["status"].clone()).unwrap());
-    let task = tokio::spawn(reconcile(guard(existing), ctx.clone()));
+    let task = tokio::spawn(reconcile(guard(existing.clone()), ctx.clone()));
+    read_fresh(&mut server, &existing).await;
     server = world(&mut server, Some("leader")).await;
     task.await.unwrap().unwrap();
     drop(ctx);

@@ -140,7 +140,8 @@ impl Steps for Pass<'_> {
                     Action::Failover { from, .. } => from.clone(),
                     _ => None,
                 };
-                self.notes.push(started_note(action, &from, *new_epoch));
+                self.notes
+                    .push(started_note(action, &from, *new_epoch, self.cause.as_ref()));
                 return self.fence_and_elect(fence, *new_epoch, from, &[]).await;
             }
             Action::Switchover {
@@ -375,13 +376,17 @@ impl Pass<'_> {
     }
 }
 
-fn started_note(action: &Action, from: &Option<String>, epoch: u64) -> Note {
+/// The `FailoverStarted` note: who is replaced, and what the operator saw.
+fn started_note(action: &Action, from: &Option<String>, epoch: u64, cause: Option<&Cause>) -> Note {
+    let evidence = cause.map_or_else(String::new, |c| format!(" ({}: {})", c.kind, c.evidence));
     let message = match (action, from) {
         (Action::Bootstrap { .. }, _) => {
             format!("no leader yet: fencing every member at epoch {epoch} to elect the first")
         }
-        (_, Some(from)) => format!("leader {from} is lost: fencing every member at epoch {epoch}"),
-        (_, None) => format!("no leader: fencing every member at epoch {epoch}"),
+        (_, Some(from)) => {
+            format!("leader {from} is lost{evidence}: fencing every member at epoch {epoch}")
+        }
+        (_, None) => format!("no leader{evidence}: fencing every member at epoch {epoch}"),
     };
     Note {
         reason: reason::FAILOVER_STARTED,
