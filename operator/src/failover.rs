@@ -308,6 +308,10 @@ fn serving(view: &View, leader: &str, epoch: u64) -> Result<(), Loss> {
         PodState::NotReady | PodState::Ready => {}
     }
     match &member.node {
+        // Nothing listens at its address: the process is not running (restarting in place).
+        Err(e) if e.ends_with(crate::node_client::REFUSED) => {
+            loss(LossKind::Gone, &format!("its process is not running ({e})"))
+        }
         Err(e) => loss(
             LossKind::Silent,
             &format!("its admin API is unreachable ({e})"),

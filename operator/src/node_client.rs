@@ -17,7 +17,7 @@ use serde::Serialize;
 /// A failed admin call.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("request to {address} failed: {source}")]
+    #[error("request to {address} failed: {source}{}", if refused(source) { REFUSED } else { "" })]
     Transport {
         address: String,
         #[source]
@@ -29,6 +29,24 @@ pub enum NodeError {
         status: u16,
         body: String,
     },
+}
+
+/// Appended to a transport error whose cause is a refused connection: nothing listens at the
+/// node's address, so its process is not running (a partition or a hung process times out
+/// instead). The failover decision reads it as certain evidence (`crate::failover`).
+pub const REFUSED: &str = " (connection refused)";
+
+fn refused(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The admin calls the operator makes. `address` is `host:port`; `token` the bearer token.

@@ -61,9 +61,12 @@ node_pid() {
   done
   return 1
 }
-# gap ACKS T: seconds from the last acknowledged write at or before T to the first after T.
+# gap ACKS T: the longest time without an acknowledged write around the fault injected at T:
+# the largest interval between consecutive acknowledgements that ends after T and starts
+# before T + 30 s (a write in flight at T may still be acknowledged just after it).
 gap() {
-  awk -v t="$2" '$1 <= t { before = $1 } $1 > t { print ($1 - before); exit }' "$1"
+  awk -v t="$2" 'NR > 1 && $1 > t && prev < t + 30 { g = $1 - prev; if (g > max) max = g } { prev = $1 }
+    END { if (max > 0) print max }' "$1"
 }
 # summary NAME FILE: p50, p99 and max of the gaps in FILE (one per line, seconds), in ms.
 summary() {
@@ -95,8 +98,8 @@ stack_wait "orders Ready" 180 healthy || stack_die "orders never became healthy"
 # The writer's targets: every pod IP, refreshed as pods come and go.
 (while true; do
   kubectl -n "$NS" get pods -l replicated.dev/cluster=orders \
-    -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' 2>/dev/null |
-    sed -n 's/^\(.\+\)$/\1:7400/p' >"$OUT/targets.tmp" && mv "$OUT/targets.tmp" "$OUT/targets"
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}' 2>/dev/null |
+    sed -n 's/^\([^ ]\+\) \([0-9.]\+\)$/\1 \2:7400/p' >"$OUT/targets.tmp" && mv "$OUT/targets.tmp" "$OUT/targets"
   sleep 0.5
 done) &
 TARGETS_PID=$!
@@ -142,7 +145,7 @@ if [ "$ETCD" = 1 ]; then
       --election-timeout "$LOSS_MS" --heartbeat-interval 100 >"$OUT/etcd-$i.log" 2>&1 &
     ETCD_PIDS[i]=$!
   done
-  printf '127.0.0.1:%s\n' 23790 23791 23792 >"$OUT/etcd-targets"
+  printf 'e%s 127.0.0.1:2379%s\n' 0 0 1 1 2 2 >"$OUT/etcd-targets"
   etcd_leader() {
     local i s
     for i in 0 1 2; do

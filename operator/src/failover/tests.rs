@@ -278,6 +278,28 @@ fn the_decision_table_holds() {
             blocked: None,
         },
         Case {
+            name: "a leader whose address refuses connections is replaced at once, even while a follower still hears it",
+            view: view(
+                vec![
+                    member(
+                        0,
+                        PodState::Ready,
+                        Err("request to 10.0.0.0:7400 failed: error sending request (connection refused)".into()),
+                    ),
+                    up(1, follower(2, Some(0), (2, 10), Some(100))),
+                    up(2, follower(2, Some(0), (2, 10), Some(100))),
+                ],
+                2,
+                None,
+            ),
+            action: Action::Failover {
+                new_epoch: 3,
+                fence: peers(&[0, 1, 2]),
+                from: Some(name(0)),
+            },
+            blocked: None,
+        },
+        Case {
             name: "an unreachable leader that a follower still hears is not deposed",
             view: view(
                 vec![
