@@ -15,10 +15,12 @@ at most that. Standard library only. Runs until killed.
 import base64
 import http.client
 import json
+import os
 import sys
 import time
 
-TIMEOUT = 0.5
+# Per request: a dead or hung node costs the client at most this (WRITER_TIMEOUT_S).
+TIMEOUT = float(os.environ.get("WRITER_TIMEOUT_S", "0.25"))
 
 
 def targets(path):
