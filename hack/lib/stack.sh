@@ -127,6 +127,18 @@ stack_install_operator() {
   stack_log "operator installed by Helm and Ready in $(stack_since "$t0") s ($(kubectl -n "$STACK_OPERATOR_NS" get pods -o jsonpath='{.items[0].metadata.name} on {.items[0].spec.nodeName} at {.items[0].status.podIP}'))"
 }
 
+# stack_node_pid POD: the PID of the pod's rc-node process (the process kubelet runs it directly).
+stack_node_pid() {
+  local p
+  for p in $(pgrep -x rc-node); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RC_NODE_ID=$1"; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
 # stack_pod_ip NS POD
 stack_pod_ip() { kubectl -n "$1" get pod "$2" -o jsonpath='{.status.podIP}'; }
 

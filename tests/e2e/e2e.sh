@@ -360,17 +360,6 @@ elif want restart; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# node_pid POD: the PID of the pod's rc-node process (the process kubelet runs it directly).
-node_pid() {
-  local p
-  for p in $(pgrep -x rc-node); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RC_NODE_ID=$1"; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
 if want failover && [ -n "${leader:-}" ] && is_available orders; then
   section "failover: the leader pod is deleted"
   old_leader=$(jp replicatedcluster/orders '{.status.leader}')
@@ -410,12 +399,12 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Faults that leave the leader's pod Running: the operator learns of them only from the nodes.
 # fault_hang/fault_partition/fault_hang_and_restart_operator POD inject; fault_heal undoes.
-fault_hang() { FAULT_PID=$(node_pid "$1") && kill -STOP "$FAULT_PID"; }
+fault_hang() { FAULT_PID=$(stack_node_pid "$1") && kill -STOP "$FAULT_PID"; }
 fault_partition() {
   # The pod's host-side veth (the process kubelet names the namespace <bridge>-<n> and the
   # veth <bridge>v<n>): down cuts the leader off from its peers and from the operator.
   local pid ns
-  pid=$(node_pid "$1") && ns=$(ip netns identify "$pid") && [ -n "$ns" ] || return 1
+  pid=$(stack_node_pid "$1") && ns=$(ip netns identify "$pid") && [ -n "$ns" ] || return 1
   FAULT_LINK="${ns%-*}v${ns##*-}"
   ip link set "$FAULT_LINK" down
 }
@@ -488,7 +477,7 @@ fi
 kill_leader() {
   local l pid
   l=$(jp replicatedcluster/orders '{.status.leader}')
-  pid=$(node_pid "$l") || { fail "kill -9 of the leader" "no rc-node process for '$l'"; return; }
+  pid=$(stack_node_pid "$l") || { fail "kill -9 of the leader" "no rc-node process for '$l'"; return; }
   kill -9 "$pid"
   pass "kill -9 of leader $l (pid $pid) in epoch $(jp replicatedcluster/orders '{.status.epoch}')"
 }

@@ -53,16 +53,6 @@ jp() { kubectl -n "$NS" get "$1" -o jsonpath="$2" 2>/dev/null; }
 healthy() {
   [ "$(jp replicatedcluster/orders '{.status.readyReplicas}/{.status.conditions[?(@.type=="Available")].status}/{.status.conditions[?(@.type=="Degraded")].status}')" = "3/True/False" ]
 }
-node_pid() {
-  local p
-  for p in $(pgrep -x rc-node); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RC_NODE_ID=$1"; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
 # gap ACKS T: the longest time without an acknowledged write around the fault injected at T:
 # the largest interval between consecutive acknowledgements that ends after T and starts
 # before T + 30 s (a write in flight at T may still be acknowledged just after it).
@@ -116,7 +106,7 @@ for fault in $FAULTS; do
     sleep 2
     leader=$(jp replicatedcluster/orders '{.status.leader}')
     epoch=$(jp replicatedcluster/orders '{.status.epoch}')
-    pid=$(node_pid "$leader") || stack_die "no rc-node process for $leader"
+    pid=$(stack_node_pid "$leader") || stack_die "no rc-node process for $leader"
     t=$(date +%s.%N)
     case $fault in
       kill) kill -9 "$pid" ;;
