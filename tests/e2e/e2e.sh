@@ -9,7 +9,7 @@
 #   cel       invalid specs rejected by `kubectl apply` with each CEL rule's message
 #   restart   operator pod deleted: no node pod restarted, leader/epoch unchanged, Available
 #             throughout, writes keep succeeding, the new operator reconciles
-#   failover  the leader pod is deleted (a planned hand-over), hangs (SIGSTOP), loses its network
+#   failover  the leader pod is deleted (a planned hand-over), is killed, hangs (SIGSTOP), loses its network
 #             link, and hangs while the operator pod is deleted: each time a new leader in a higher
 #             epoch, no acknowledged write lost, lastFailover and a LeaderPromoted Event recorded,
 #             and the old leader back as a follower with the data
@@ -399,6 +399,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Faults that leave the leader's pod Running: the operator learns of them only from the nodes.
 # fault_hang/fault_partition/fault_hang_and_restart_operator POD inject; fault_heal undoes.
+fault_kill() { local pid; pid=$(stack_node_pid "$1") && kill -9 "$pid"; }
 fault_hang() { FAULT_PID=$(stack_node_pid "$1") && kill -STOP "$FAULT_PID"; }
 fault_partition() {
   # The pod's host-side veth (the process kubelet names the namespace <bridge>-<n> and the
@@ -462,6 +463,8 @@ leader_fault() {
 }
 
 if want failover && [ -n "${leader:-}" ] && is_available orders; then
+  section "failover: the leader's process is killed (kill -9; its container restarts in place)"
+  leader_fault kill fault_kill gone
   section "failover: the leader hangs (SIGSTOP) while its pod stays Running"
   leader_fault hang fault_hang unreachable
   section "failover: the leader's network link is down (partition)"
