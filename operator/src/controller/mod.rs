@@ -178,8 +178,20 @@ fn event_identity(
     key: (String, String),
     note: &str,
 ) -> String {
+    // A situation that persists (a blocked failover, a waiting voter change) reports changing
+    // figures ("heard from it 130 ms ago") on every pass: the same situation, counted as a
+    // series, not a new Event each time. Only its words, not its numbers, make it new.
+    let waiting = key.1.ends_with("Blocked") || key.1.ends_with("Waiting");
+    let same = |a: &str, b: &str| {
+        let words = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "");
+        if waiting {
+            words(a) == words(b)
+        } else {
+            a == b
+        }
+    };
     let entry = seen.entry(key).or_insert_with(|| (note.to_owned(), 1));
-    if entry.0 != note {
+    if !same(&entry.0, note) {
         *entry = (note.to_owned(), entry.1 + 1);
     }
     match entry.1 {
@@ -213,6 +225,25 @@ fn a_new_note_under_one_reason_gets_a_new_event_identity_and_a_repeat_does_not()
     assert_eq!(
         event_identity(&mut seen, other, "orders-0 leads epoch 1"),
         "Reconcile"
+    );
+    let blocked = || ("uid-1".to_owned(), "FailoverBlocked".to_owned());
+    let note =
+        |ms: u32| format!("leader orders-0 seems down but orders-2 heard from it {ms} ms ago");
+    assert_eq!(
+        event_identity(&mut seen, blocked(), &note(100)),
+        "Reconcile"
+    );
+    assert_eq!(
+        event_identity(&mut seen, blocked(), &note(130)),
+        "Reconcile"
+    );
+    assert_eq!(
+        event_identity(
+            &mut seen,
+            blocked(),
+            "leader orders-0 is lost but only 1 of 3 voters answer"
+        ),
+        "Reconcile-2"
     );
 }
 
