@@ -91,6 +91,9 @@ pub struct View {
     pub known_epoch: u64,
     /// `status.noLeaderSince`, in milliseconds since the Unix epoch.
     pub no_leader_since_ms: Option<i64>,
+    /// When the members' statuses were read (ms since the Unix epoch), if known: their
+    /// `ms_since_leader_contact` counts from then.
+    pub statuses_read_ms: Option<i64>,
 }
 
 /// When the operator fails over (`spec.singleLeader`).

@@ -47,6 +47,7 @@ impl Nodes {
             last_failover_ms: None,
             known_epoch: 0,
             no_leader_since_ms: None,
+            statuses_read_ms: None,
         }
     }
 

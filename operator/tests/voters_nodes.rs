@@ -40,6 +40,7 @@ fn view_of(nodes: &Nodes, members: usize, desired: usize) -> View {
         last_failover_ms: None,
         known_epoch: 0,
         no_leader_since_ms: None,
+        statuses_read_ms: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn resize(nodes: &Nodes, view: &View, members: usize, desired: usize) -> View {
         had_voters: true,
         known_epoch: view.known_epoch,
         no_leader_since_ms: view.no_leader_since_ms,
+        statuses_read_ms: None,
         ..view_of(nodes, members, desired)
     }
 }

@@ -218,6 +218,7 @@ pub fn build_view(
             .no_leader_since
             .as_ref()
             .map(|t| t.0.as_millisecond()),
+        statuses_read_ms: observed.nodes_read_ms,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Observed {
     pub pods: Vec<ObservedPod>,
     /// Each reachable node's status, by pod name; `Err` holds why a node could not be read.
     pub nodes: BTreeMap<String, Result<NodeStatus, String>>,
+    /// When those reads were sent (ms since the Unix epoch): their "ms since" figures count
+    /// from about then.
+    pub nodes_read_ms: Option<i64>,
 }
 
 impl Observed {
@@ -135,8 +138,12 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
         .collect();
     pods.sort_by_key(|p| (p.ordinal.unwrap_or(i32::MAX), p.name.clone()));
 
+    let mut nodes_read_ms = None;
     let nodes = match &admin_token {
-        Some(token) => observe_nodes(ctx, &pods, token).await,
+        Some(token) => {
+            nodes_read_ms = Some(k8s_openapi::jiff::Timestamp::now().as_millisecond());
+            observe_nodes(ctx, &pods, token).await
+        }
         None => BTreeMap::new(),
     };
     Ok(Observed {
@@ -144,6 +151,7 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
         statefulset,
         pods,
         nodes,
+        nodes_read_ms,
     })
 }
 

@@ -130,6 +130,7 @@ fn healthy_single_leader() -> Observed {
             ("orders-1".into(), Ok(node(1, Role::Follower, 3, 4.0))),
             ("orders-2".into(), Ok(node(2, Role::Follower, 3, 6.0))),
         ]),
+        nodes_read_ms: None,
     }
 }
 

@@ -191,9 +191,12 @@ impl Pass<'_> {
         exclude: &[String],
     ) -> ControlFlow<Decision> {
         let decided = (self.now_ms)();
+        // Contact ages count from when the statuses were read, not from now: the reads may be
+        // a status timeout and a few API calls old.
+        let read = self.view.statuses_read_ms.unwrap_or(decided);
         let last_served = from
             .as_deref()
-            .and_then(|leader| last_contact_ms(self.view, leader, decided))
+            .and_then(|leader| last_contact_ms(self.view, leader, read))
             .or(self.view.no_leader_since_ms)
             .unwrap_or(decided)
             .min(decided);
@@ -498,6 +501,7 @@ async fn follow_all(
 
 /// Re-reads every addressable member's status.
 pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
+    view.statuses_read_ms = Some(k8s_openapi::jiff::Timestamp::now().as_millisecond());
     executor::read_statuses(
         nodes,
         token,

@@ -151,6 +151,7 @@ pub(super) fn view(
         last_failover_ms: None,
         known_epoch,
         no_leader_since_ms,
+        statuses_read_ms: None,
     }
 }
 
