@@ -3,10 +3,10 @@
 //! ```text
 //! observe   (client) admin Secret, StatefulSet, Pods, each node's /admin/status
 //! validate  (pure)   spec + observations -> ValidatedCluster, or a SpecError
+//! leader    (client) SingleLeader: bootstrap and failover (pure decision in `crate::failover`),
+//!                    role labels on pods, Events; first, so a failover waits for no apply
 //! build     (pure)   ValidatedCluster -> every owned object
 //! apply     (client) server-side apply, fixed order
-//! leader    (client) SingleLeader: bootstrap and failover (pure decision in `crate::failover`),
-//!                    role labels on pods, Events
 //! ring      (client) Leaderless: the membership ring (pure decision in `crate::membership`),
 //!                    Events
 //! status    (pure)   compute_status -> one server-side apply of status, only when changed
@@ -322,9 +322,14 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     let mut ring = None;
     let action = match &validated {
         Ok(valid) => {
+            // The leader step goes first: a failover needs nothing the applies change, and must
+            // not wait for half a dozen API round trips.
+            (leader, leader_result) = leader::run(ctx, cluster, valid, &mut observed).await; // client
             let desired = build::build_all(valid); // pure
             let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
                 .then(|| build::build_admin_secret(valid, &new_token()));
+            // A failed apply is a transient error: no status write this pass (the next one
+            // records what the leader step did, from what the nodes report).
             let created =
                 apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await?; // client
             if created {
@@ -332,7 +337,6 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
                 ctx.publish(&reference, EventType::Normal, "AdminSecretCreated", note)
                     .await;
             }
-            (leader, leader_result) = leader::run(ctx, cluster, valid, &mut observed).await; // client
             ring = ring::run(ctx, cluster, valid, &mut observed).await; // client
             None
         }

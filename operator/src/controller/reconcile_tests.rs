@@ -419,6 +419,12 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
                 "status": { "podIP": "10.0.0.1", "conditions": [{ "type": "Ready", "status": "True" }] },
             }] }),
             );
+            server
+        }
+    };
+    let applies = |server: &mut ApiServer| {
+        let mut server = std::mem::replace(server, tower_test::mock::pair().1);
+        async move {
             for path in [
                 format!("{NS}/configmaps/orders-config"),
                 format!("{NS}/services/orders-peers"),
@@ -442,6 +448,8 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
         json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "orders-0", "labels": { "replicated.dev/role": "leader" } } })
     );
     reply(send, 200, &label);
+    // Then the owned objects (after the leader step, which must not wait for them).
+    server = applies(&mut server).await;
     let (patch, send) = expect(
         &mut server,
         Method::PATCH,
@@ -458,6 +466,7 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
     let task = tokio::spawn(reconcile(guard(existing.clone()), ctx.clone()));
     read_fresh(&mut server, &existing).await;
     server = world(&mut server, Some("leader")).await;
+    server = applies(&mut server).await;
     task.await.unwrap().unwrap();
     drop(ctx);
     assert!(
