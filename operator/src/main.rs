@@ -107,7 +107,7 @@ struct RunArgs {
         long,
         global = true,
         env = "RC_OPERATOR_STATUS_TIMEOUT_MS",
-        default_value_t = 250
+        default_value_t = 120
     )]
     status_timeout_ms: u64,
     /// Log line format.
