@@ -9,6 +9,7 @@
 # times while tests/failover-bench/writer.py writes continuously, following the leader:
 #   kill    kill -9 of the leader's rc-node process (its container restarts in place)
 #   hang    SIGSTOP of the leader for HANG_S seconds (its pod stays Running), then SIGCONT
+#   partition  the leader pod's link down for HANG_S seconds (FAULTS="... partition")
 #   delete  kubectl delete pod of the leader (graceful: a planned hand-over)
 # Unavailability of one fault = first acknowledged write after the fault - last one before it.
 # Then etcd 3.6 (the control plane's own build), 3 members on loopback with
@@ -111,11 +112,18 @@ for fault in $FAULTS; do
     case $fault in
       kill) kill -9 "$pid" ;;
       hang) kill -STOP "$pid" ;;
+      partition)
+        # The pod's host-side veth (namespace <bridge>-<n>, veth <bridge>v<n>) goes down.
+        ns=$(ip netns identify "$pid")
+        link="${ns%-*}v${ns##*-}"
+        ip link set "$link" down
+        ;;
       delete) kubectl -n "$NS" delete pod "$leader" --wait=false >/dev/null ;;
     esac
     new_epoch() { [ "$(jp replicatedcluster/orders '{.status.epoch}')" -gt "$epoch" ]; }
     stack_wait "a new epoch after $fault #$rep" 60 new_epoch || stack_log "no new epoch after $fault #$rep"
     [ "$fault" = hang ] && { sleep "$HANG_S"; kill -CONT "$pid"; }
+    [ "$fault" = partition ] && { sleep "$HANG_S"; ip link set "$link" up; }
     sleep 1
     g=$(gap "$OUT/acks-rc" "$t")
     [ -n "$g" ] && echo "$g" >>"$OUT/gaps-$fault"
