@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::{Nodes, TOKEN};
 use rc_api::{EpochRequest, NodeStatus, Role};
+use rc_operator::controller::leader::health_targets;
 use rc_operator::failover::execute::{drive, refresh, Report};
 use rc_operator::failover::{Action, Member, PodState, Timing, View};
-use rc_operator::feed::{cluster_ref, Feed, Target};
+use rc_operator::feed::{cluster_ref, Feed};
 use rc_operator::metrics::Metrics;
 use rc_operator::node_client::{HttpNodeAdmin, NodeAdmin};
 
@@ -282,19 +283,7 @@ async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_follower
     let mut triggers = Box::pin(feed.triggers(None));
     let cluster = cluster_ref("orders", "shop");
     refresh(&admin, TOKEN, &mut view).await;
-    let targets: Vec<Target> = view
-        .members
-        .iter()
-        .map(|m| Target {
-            name: m.name.clone(),
-            address: m.address.clone().unwrap(),
-            seen: m
-                .node
-                .as_ref()
-                .ok()
-                .map(|n| rc_api::Health::of(n, loss_ms).token()),
-        })
-        .collect();
+    let targets = health_targets(&view, loss_ms);
     feed.watch(&cluster, TOKEN, loss_ms, &targets);
     assert_eq!(feed.followed(), 3);
     let quiet = tokio::time::timeout(Duration::from_millis(700), triggers.next()).await;

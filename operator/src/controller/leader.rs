@@ -144,8 +144,19 @@ pub async fn run(
 /// change of what a failover decision reads wakes the next reconcile at once.
 fn follow_health(ctx: &Context, valid: &ValidatedCluster, token: &str, view: &View) {
     let loss_ms = u64::try_from(valid.failover.leader_loss.as_millis()).unwrap_or(u64::MAX);
-    let targets: Vec<Target> = view
-        .members
+    let targets = health_targets(view, loss_ms);
+    ctx.feed.watch(
+        &crate::feed::cluster_ref(&valid.name, &valid.namespace),
+        token,
+        loss_ms,
+        &targets,
+    );
+}
+
+/// (pure) The health-feed targets of a view: every member with an address, and the health the
+/// operator last read from it.
+pub fn health_targets(view: &View, loss_ms: u64) -> Vec<Target> {
+    view.members
         .iter()
         .filter_map(|m| {
             Some(Target {
@@ -158,13 +169,7 @@ fn follow_health(ctx: &Context, valid: &ValidatedCluster, token: &str, view: &Vi
                     .map(|n| rc_api::Health::of(n, loss_ms).token()),
             })
         })
-        .collect();
-    ctx.feed.watch(
-        &crate::feed::cluster_ref(&valid.name, &valid.namespace),
-        token,
-        loss_ms,
-        &targets,
-    );
+        .collect()
 }
 
 /// (pure) The failover view: one member per kept ordinal (`spec.replicas`, plus voters beyond
