@@ -32,10 +32,13 @@
 
 mod choose;
 pub mod execute;
+pub mod switchover;
 mod voters;
 
 #[cfg(test)]
-mod tests;
+mod switchover_tests;
+#[cfg(test)]
+pub(crate) mod tests;
 #[cfg(test)]
 mod voters_tests;
 
@@ -45,8 +48,9 @@ use rc_api::{NodeStatus, Peer, Role, Voter};
 
 use crate::controller::validate::{ROLE_FOLLOWER, ROLE_LEADER};
 
-pub use choose::after_fence;
+pub use choose::{after_fence, after_fence_preferring};
 use choose::{elect, electable, fence_targets, follower_peers, peer, Ballot};
+pub use switchover::{SwitchoverRequest, SwitchoverState};
 
 /// How a member's pod looks to Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +98,8 @@ pub struct View {
     /// When the members' statuses were read (ms since the Unix epoch), if known: their
     /// `ms_since_leader_contact` counts from then.
     pub statuses_read_ms: Option<i64>,
+    /// A switchover asked for (by annotation or by a rollout), if any.
+    pub switchover: Option<SwitchoverRequest>,
 }
 
 /// When the operator fails over (`spec.singleLeader`).
@@ -124,13 +130,15 @@ pub enum Action {
         /// The leader being replaced, when known.
         from: Option<String>,
     },
-    /// A planned change of leader: the serving leader `from` is leaving the voters. Fence at
-    /// `new_epoch`, then promote the best member that is not in `exclude`.
+    /// A planned change of leader (the serving leader `from` is leaving the voters, its pod
+    /// is being deleted, or a switchover was asked for). Fence at `new_epoch`, then promote
+    /// `prefer` if it is electable, else the best member that is not in `exclude`.
     Switchover {
         new_epoch: u64,
         fence: Vec<Peer>,
         from: String,
         exclude: Vec<String>,
+        prefer: Option<String>,
     },
     /// `POST /admin/voters` to the leader: the voter set becomes `voters` (one member added or
     /// removed), for the reason `why`.
@@ -189,6 +197,8 @@ pub struct Decision {
     pub voters_pending: Option<String>,
     /// Why the action is a failover, when it is one.
     pub cause: Option<Cause>,
+    /// Where a requested switchover stands, when one was asked for.
+    pub switchover: Option<SwitchoverState>,
 }
 
 /// Why a fence did not lead to a promotion.
@@ -231,10 +241,11 @@ pub fn decide(view: &View, now_ms: i64) -> Decision {
         recheck: None,
         voters_pending: None,
         cause: None,
+        switchover: None,
     };
     match leader_of(epoch, &reachable) {
         Some(leader) => match serving(view, &leader, epoch) {
-            Ok(()) => healthy(view, &leader, epoch, &reachable, base),
+            Ok(()) => healthy(view, &leader, epoch, &reachable, now_ms, base),
             Err(loss) => leader_lost(view, &leader, &loss, &reachable, now_ms, base),
         },
         None => no_leader(view, &reachable, base),
@@ -334,6 +345,7 @@ fn healthy(
     leader: &str,
     epoch: u64,
     reachable: &[(&Member, &NodeStatus)],
+    now_ms: i64,
     base: Decision,
 ) -> Decision {
     let decision = Decision {
@@ -400,7 +412,35 @@ fn healthy(
             voters_pending: Some(why),
             ..decision
         },
-        voters::Step::Done => decision,
+        voters::Step::Done => match &view.switchover {
+            Some(request) => {
+                let (state, action) = switchover::next_step(view, leader, status, request, now_ms);
+                let waiting = matches!(state, SwitchoverState::Waiting(_));
+                let decision = Decision {
+                    switchover: Some(state),
+                    recheck: waiting.then_some(switchover::RECHECK),
+                    ..decision
+                };
+                match action {
+                    Some(action) => {
+                        let cause = Cause {
+                            kind: "switchover",
+                            evidence: match &request.target {
+                                Some(t) => format!("requested to {t}"),
+                                None => "requested to the most caught-up follower".to_owned(),
+                            },
+                        };
+                        return Decision {
+                            action,
+                            cause: Some(cause),
+                            ..decision
+                        };
+                    }
+                    None => decision,
+                }
+            }
+            None => decision,
+        },
     };
     let pods: Vec<(String, &'static str)> = view
         .members
@@ -533,6 +573,7 @@ fn leader_lost(
             fence: fence_targets(view),
             from: leader.to_owned(),
             exclude: vec![leader.to_owned()],
+            prefer: None,
         }
     } else {
         Action::Failover {
@@ -559,7 +600,7 @@ fn no_leader(view: &View, reachable: &[(&Member, &NodeStatus)], base: Decision) 
             .filter(|(_, n)| n.epoch == epoch && n.leader.is_none())
             .map(|(m, n)| Ballot::of_status(m, n))
             .collect();
-        if let Ok(action) = elect(view, &fenced, epoch, &[]) {
+        if let Ok(action) = elect(view, &fenced, epoch, &[], None) {
             return Decision {
                 action,
                 failing_over: true,
@@ -622,7 +663,7 @@ fn could_elect(view: &View, reachable: &[(&Member, &NodeStatus)]) -> Result<(), 
     if ballots.iter().any(|b| electable(b, &ballots)) {
         return Ok(());
     }
-    match elect(view, &ballots, 0, &[]) {
+    match elect(view, &ballots, 0, &[], None) {
         Err(FenceFailure::Minority(why) | FenceFailure::Superseded(why)) => Err(why),
         Ok(_) => Ok(()),
     }

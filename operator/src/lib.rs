@@ -10,3 +10,4 @@ pub mod http;
 pub mod membership;
 pub mod metrics;
 pub mod node_client;
+pub mod rollout;

@@ -49,6 +49,7 @@ impl Nodes {
             known_epoch: 0,
             no_leader_since_ms: None,
             statuses_read_ms: None,
+            switchover: None,
         }
     }
 

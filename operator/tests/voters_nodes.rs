@@ -41,6 +41,7 @@ fn view_of(nodes: &Nodes, members: usize, desired: usize) -> View {
         known_epoch: 0,
         no_leader_since_ms: None,
         statuses_read_ms: None,
+        switchover: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn resize(nodes: &Nodes, view: &View, members: usize, desired: usize) -> View {
         known_epoch: view.known_epoch,
         no_leader_since_ms: view.no_leader_since_ms,
         statuses_read_ms: None,
+        switchover: None,
         ..view_of(nodes, members, desired)
     }
 }

@@ -32,9 +32,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Rules for managing ReplicatedClusters and the objects they own. */}}
 {{- define "rc-operator.clusterRules" -}}
+# patch: to remove a switchover request annotation once it is done or refused.
 - apiGroups: ["replicated.dev"]
   resources: ["replicatedclusters"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["replicated.dev"]
   resources: ["replicatedclusters/status"]
   verbs: ["get", "patch"]
@@ -55,6 +56,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
+# Rolling updates restart pods by eviction, so PodDisruptionBudgets hold as for any drain.
+- apiGroups: [""]
+  resources: ["pods/eviction"]
+  verbs: ["create"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -20,6 +20,10 @@ pub enum Error {
     },
     #[error("writing status: {0}")]
     PatchStatus(#[source] kube::Error),
+    #[error("evicting a pod for a rolling update: {0}")]
+    Rollout(#[source] kube::Error),
+    #[error("removing the switchover request annotation: {0}")]
+    Annotate(#[source] kube::Error),
 }
 
 impl Error {
@@ -29,6 +33,8 @@ impl Error {
             Error::Observe { .. } => "observe",
             Error::Apply { .. } => "apply",
             Error::PatchStatus(_) => "status",
+            Error::Rollout(_) => "rollout",
+            Error::Annotate(_) => "annotate",
         }
     }
 }

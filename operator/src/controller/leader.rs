@@ -9,20 +9,20 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::FIELD_MANAGER;
 use super::observe::Observed;
-use super::validate::{ValidatedCluster, ROLE_LABEL};
+use super::validate::{ValidatedCluster, ROLE_LABEL, SWITCHOVER_ANNOTATION};
 use super::{Context, Error};
 use crate::crd::{ClusterMode, FailoverRecord, ReplicatedCluster, ReplicatedClusterStatus};
 use crate::failover::execute::{self, reason, Promotion, Report};
-use crate::failover::{Action, Member, PodState, View};
+use crate::failover::{Action, Member, PodState, SwitchoverRequest, SwitchoverState, View};
 use crate::feed::Target;
 
 /// What the status must record after the leader step.
@@ -39,6 +39,9 @@ pub struct LeaderOutcome {
     pub voters_pending: Option<String>,
     /// No leader serves and a failover is held back: why (condition `Available`).
     pub held: Option<String>,
+    /// A requested switchover ended: done (true) or refused (false), and the message
+    /// (condition `Switchover`).
+    pub switchover: Option<(bool, String)>,
 }
 
 impl LeaderOutcome {
@@ -65,6 +68,29 @@ impl LeaderOutcome {
         if self.failing_over {
             status.phase = Some(crate::crd::Phase::FailingOver);
         }
+        let previous_switchover = previous.and_then(|p| {
+            p.conditions
+                .iter()
+                .find(|c| c.type_ == crate::crd::condition::SWITCHOVER)
+        });
+        match &self.switchover {
+            Some((done, message)) => {
+                let (status_word, reason) = if *done {
+                    ("True", crate::crd::reason::SWITCHOVER_DONE)
+                } else {
+                    ("False", crate::crd::reason::SWITCHOVER_REFUSED)
+                };
+                status.conditions.push(Condition {
+                    type_: crate::crd::condition::SWITCHOVER.to_owned(),
+                    status: status_word.to_owned(),
+                    reason: reason.to_owned(),
+                    message: message.clone(),
+                    observed_generation: status.observed_generation,
+                    last_transition_time: now.clone(),
+                });
+            }
+            None => status.conditions.extend(previous_switchover.cloned()),
+        }
         if let Some(why) = &self.held {
             let unavailable = status
                 .conditions
@@ -86,6 +112,7 @@ pub async fn run(
     cluster: &ReplicatedCluster,
     valid: &ValidatedCluster,
     observed: &mut Observed,
+    rollout_avoid: Option<Vec<String>>,
 ) -> (Option<LeaderOutcome>, Result<(), Error>) {
     if valid.mode != ClusterMode::SingleLeader {
         return (None, Ok(()));
@@ -96,7 +123,44 @@ pub async fn run(
     let previous = cluster.status.clone().unwrap_or_default();
     let mut view = build_view(valid, observed, &previous);
     let clock = || Timestamp::now().as_millisecond();
+    let asked = cluster.annotations().get(SWITCHOVER_ANNOTATION).cloned();
+    let since_ms = asked
+        .as_ref()
+        .map(|value| ctx.switchover_seen(cluster, value, clock()));
+    view.switchover = switchover_request(observed, asked.as_deref(), since_ms, rollout_avoid);
     let report = execute::drive(ctx.nodes.as_ref(), &token, &mut view, &clock).await;
+    let mut switchover = None;
+    if let Some(value) = &asked {
+        let ended = match (&report.decision.switchover, &report.promoted) {
+            (_, Some(p)) if p.cause.as_ref().is_some_and(|c| c.kind == "switchover") => Some((
+                true,
+                format!(
+                    "switchover to {} done at epoch {} (asked: {value})",
+                    p.to, p.epoch
+                ),
+            )),
+            (Some(SwitchoverState::Done(message)), _) => {
+                Some((true, format!("{message} (asked: {value})")))
+            }
+            (Some(SwitchoverState::Refused(message)), _) => Some((false, message.clone())),
+            _ => None,
+        };
+        if let Some((done, message)) = ended {
+            if !done {
+                ctx.publish(
+                    &cluster.object_ref(&()),
+                    EventType::Warning,
+                    crate::crd::reason::SWITCHOVER_REFUSED,
+                    message.clone(),
+                )
+                .await;
+            }
+            if let Err(e) = clear_switchover_request(ctx, cluster).await {
+                return (None, Err(e));
+            }
+            switchover = Some((done, message));
+        }
+    }
 
     // The status is computed from what the nodes say now, not from before the failover.
     for member in &view.members {
@@ -133,7 +197,8 @@ pub async fn run(
             .await;
         }
     }
-    let outcome = outcome(&report, &previous, clock());
+    let mut outcome = outcome(&report, &previous, clock());
+    outcome.switchover = switchover;
     if let (Some(_), Some(record)) = (&report.promoted, &outcome.last_failover) {
         ctx.metrics.observe_failover(record);
     }
@@ -224,6 +289,7 @@ pub fn build_view(
             .as_ref()
             .map(|t| t.0.as_millisecond()),
         statuses_read_ms: observed.nodes_read_ms,
+        switchover: None,
     }
 }
 
@@ -299,6 +365,81 @@ fn outcome(report: &Report, previous: &ReplicatedClusterStatus, now_ms: i64) -> 
             .as_ref()
             .filter(|_| decision.leader.is_none())
             .map(|b| b.reason.clone()),
+        switchover: None,
+    }
+}
+
+/// How long a requested switchover's target may take to catch up before it is refused.
+pub const SWITCHOVER_BOUND: Duration = Duration::from_secs(10);
+
+/// (pure) The switchover the leader step works towards, if any: one asked for by annotation
+/// (`value`: a pod name or `any`, first seen at `since_ms`), else the one a rollout wants
+/// before it restarts the leader, else one away from a leader fenced for maintenance. Fenced
+/// pods are never the target.
+pub fn switchover_request(
+    observed: &Observed,
+    value: Option<&str>,
+    since_ms: Option<i64>,
+    rollout_avoid: Option<Vec<String>>,
+) -> Option<SwitchoverRequest> {
+    let fenced: Vec<String> = observed
+        .pods
+        .iter()
+        .filter(|p| p.fenced)
+        .map(|p| p.name.clone())
+        .collect();
+    let anytime = |avoid: Vec<String>| SwitchoverRequest {
+        target: None,
+        since_ms: i64::MAX,
+        bound: Duration::MAX,
+        avoid,
+    };
+    if let Some(value) = value {
+        let target = value.trim();
+        return Some(SwitchoverRequest {
+            target: (!target.is_empty() && target != "any").then(|| target.to_owned()),
+            since_ms: since_ms.unwrap_or(i64::MAX),
+            bound: SWITCHOVER_BOUND,
+            avoid: fenced,
+        });
+    }
+    if let Some(mut avoid) = rollout_avoid {
+        avoid.extend(fenced);
+        return Some(anytime(avoid));
+    }
+    let fenced_leader = observed.pods.iter().any(|p| {
+        p.fenced
+            && observed
+                .nodes
+                .get(&p.name)
+                .is_some_and(|n| n.as_ref().is_ok_and(|n| n.role == rc_api::Role::Leader))
+    });
+    fenced_leader.then(|| anytime(fenced))
+}
+
+/// Removes the switchover request annotation from the object as it was read (its
+/// resourceVersion): if anything changed since, such as a new request, the removal is refused
+/// and the next pass looks again.
+async fn clear_switchover_request(ctx: &Context, cluster: &ReplicatedCluster) -> Result<(), Error> {
+    let api: Api<ReplicatedCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": cluster.resource_version(),
+            "annotations": { SWITCHOVER_ANNOTATION: null },
+        }
+    });
+    match api
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Annotate(e)),
     }
 }
 

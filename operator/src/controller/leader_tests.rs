@@ -23,6 +23,9 @@ fn pod(ordinal: i32, ready: bool, terminating: bool) -> ObservedPod {
         terminating,
         address: Some(format!("10.0.0.{ordinal}:7400")),
         role_label: None,
+        revision: None,
+        uid: None,
+        fenced: false,
     }
 }
 
@@ -105,6 +108,7 @@ fn report(leader: Option<&str>, epoch: u64, promoted: Option<Promotion>) -> Repo
             recheck: None,
             voters_pending: None,
             cause: None,
+            switchover: None,
         },
         notes: Vec::new(),
         promoted,

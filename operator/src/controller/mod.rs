@@ -3,12 +3,15 @@
 //! ```text
 //! observe   (client) admin Secret, StatefulSet, Pods, each node's /admin/status
 //! validate  (pure)   spec + observations -> ValidatedCluster, or a SpecError
-//! leader    (client) SingleLeader: bootstrap and failover (pure decision in `crate::failover`),
-//!                    role labels on pods, Events; first, so a failover waits for no apply
+//! leader    (client) SingleLeader: bootstrap, failover and switchover (pure decision in
+//!                    `crate::failover`), role labels on pods, Events; first, so a failover
+//!                    waits for no apply
 //! build     (pure)   ValidatedCluster -> every owned object
 //! apply     (client) server-side apply, fixed order
 //! ring      (client) Leaderless: the membership ring (pure decision in `crate::membership`),
 //!                    Events
+//! rollout   (client) the next pod restart of a rolling update (pure plan in `crate::rollout`),
+//!                    an eviction
 //! status    (pure)   compute_status -> one server-side apply of status, only when changed
 //! ```
 //!
@@ -22,6 +25,7 @@ mod error;
 pub mod leader;
 pub mod observe;
 pub mod ring;
+pub mod rollout;
 pub mod status;
 pub mod validate;
 
@@ -66,6 +70,8 @@ const REFRESH_HEALTHY: Duration = Duration::from_secs(30);
 const REFRESH_UNHEALTHY: Duration = Duration::from_secs(5);
 /// Added to the rest of a failover delay before looking again, so that it has run out.
 const FAILOVER_RECHECK_MARGIN: Duration = Duration::from_millis(100);
+/// While a rolling update runs, look again this often (a follower catching up, a pod starting).
+const ROLLOUT_RECHECK: Duration = Duration::from_millis(500);
 /// A named admin Secret is not watched; look for it again this often.
 const RECHECK_SECRET: Duration = Duration::from_secs(30);
 
@@ -82,6 +88,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Per (object, Event reason): the last note and how many distinct notes came before.
     event_notes: Mutex<HashMap<(String, String), (String, u32)>>,
+    /// Per cluster uid: the switchover request seen and when first (ms since the Unix epoch),
+    /// for its catch-up bound. In memory: an operator restart starts the bound again.
+    switchovers: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl Context {
@@ -101,6 +110,22 @@ impl Context {
             addressing,
             failures: Mutex::default(),
             event_notes: Mutex::default(),
+            switchovers: Mutex::default(),
+        }
+    }
+
+    /// When the switchover request `value` on `cluster` was first seen (now, if it is new).
+    pub fn switchover_seen(&self, cluster: &ReplicatedCluster, value: &str, now_ms: i64) -> i64 {
+        let Ok(mut seen) = self.switchovers.lock() else {
+            return now_ms;
+        };
+        let key = cluster.uid().unwrap_or_else(|| cluster.name_any());
+        match seen.get(&key) {
+            Some((v, since)) if v == value => *since,
+            _ => {
+                seen.insert(key, (value.to_owned(), now_ms));
+                now_ms
+            }
         }
     }
 
@@ -320,11 +345,14 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     let mut leader = None;
     let mut leader_result = Ok(());
     let mut ring = None;
+    let mut rollout = None;
     let action = match &validated {
         Ok(valid) => {
             // The leader step goes first: a failover needs nothing the applies change, and must
             // not wait for half a dozen API round trips.
-            (leader, leader_result) = leader::run(ctx, cluster, valid, &mut observed).await; // client
+            let rollout_avoid = rollout::switchover_wanted(&rollout::plan_of(valid, &observed)); // pure
+            (leader, leader_result) =
+                leader::run(ctx, cluster, valid, &mut observed, rollout_avoid).await; // client
             let desired = build::build_all(valid); // pure
             let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
                 .then(|| build::build_admin_secret(valid, &new_token()));
@@ -338,6 +366,10 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
                     .await;
             }
             ring = ring::run(ctx, cluster, valid, &mut observed).await; // client
+            if valid.mode == crate::crd::ClusterMode::Leaderless {
+                refuse_leaderless_switchover(ctx, cluster).await?; // client
+            }
+            rollout = Some(rollout::run(ctx, cluster, valid, &observed).await?); // client
             None
         }
         Err(error) => {
@@ -369,6 +401,10 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     if let Some(ring) = &ring {
         ring.record(&mut status, cluster.status.as_ref(), &now);
     }
+    if let Some(rollout) = &rollout {
+        rollout.record(&mut status, cluster.status.as_ref(), &now);
+    }
+    status::mark_ready(&mut status, cluster.status.as_ref(), &now);
     write_status(ctx, cluster, &status).await?; // client
     leader_result?;
     ctx.metrics.observe_cluster(
@@ -385,8 +421,58 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     let recheck = leader
         .and_then(|l| l.recheck)
         .map(|d| (d + FAILOVER_RECHECK_MARGIN).min(refresh))
-        .or(ring.and_then(|r| r.recheck).map(|d| d.min(refresh)));
+        .or(ring.and_then(|r| r.recheck).map(|d| d.min(refresh)))
+        .or(rollout
+            .filter(|r| {
+                !matches!(
+                    r.step,
+                    crate::rollout::Step::Done | crate::rollout::Step::Paused { .. }
+                )
+            })
+            .map(|_| ROLLOUT_RECHECK));
     Ok(action.unwrap_or_else(|| Action::requeue(recheck.unwrap_or(refresh))))
+}
+
+/// A switchover asked of a Leaderless cluster: refused (it has no leader), and the request
+/// removed, so that it does not linger.
+async fn refuse_leaderless_switchover(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+) -> Result<(), Error> {
+    let Some(value) = cluster.annotations().get(validate::SWITCHOVER_ANNOTATION) else {
+        return Ok(());
+    };
+    let note = format!(
+        "switchover to {value} refused: {} is a Leaderless cluster, every node takes writes; nothing changed",
+        cluster.name_any()
+    );
+    ctx.publish(
+        &cluster.object_ref(&()),
+        EventType::Warning,
+        crate::crd::reason::SWITCHOVER_REFUSED,
+        note,
+    )
+    .await;
+    let api: Api<ReplicatedCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": cluster.resource_version(),
+            "annotations": { validate::SWITCHOVER_ANNOTATION: null },
+        }
+    });
+    match api
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Annotate(e)),
+    }
 }
 
 /// One server-side apply of the whole status, skipped when nothing changed (a write would wake
@@ -411,6 +497,21 @@ async fn write_status(
         .await
         .map_err(Error::PatchStatus)?;
     Ok(())
+}
+
+/// The predicate of the cluster watch: a hash of the generation and the request annotations.
+fn spec_or_requests(cluster: &DeserializeGuard<ReplicatedCluster>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(cluster).hash(&mut hasher);
+    let annotations = cluster.annotations();
+    for key in [
+        validate::SWITCHOVER_ANNOTATION,
+        validate::RESTARTED_AT_ANNOTATION,
+    ] {
+        annotations.get(key).hash(&mut hasher);
+    }
+    Some(hasher.finish())
 }
 
 /// Retries with exponential backoff per cluster: 5 s, 10 s, 20 s ... at most 5 minutes.
@@ -473,14 +574,15 @@ pub async fn run(
         }
     }
     let clusters: Api<DeserializeGuard<ReplicatedCluster>> = scoped(&client, &namespace);
-    // Only spec changes (generation) trigger a reconcile from the cluster object itself: our own
-    // status writes must not wake us, or load figures would keep the loop spinning.
+    // Only spec changes (generation) and the request annotations trigger a reconcile from the
+    // cluster object itself: our own status writes must not wake us, or load figures would
+    // keep the loop spinning.
     let (reader, writer) = reflector::store();
     let trigger = watcher(clusters, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(spec_or_requests, Default::default());
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=rc-operator");
     let pods = watcher::Config::default().labels(CLUSTER_LABEL);
     Controller::for_stream(trigger, reader)

@@ -1,10 +1,11 @@
 //! (client) What exists: the admin Secret, the StatefulSet, the cluster's pods, and each node's
-//! `GET /admin/status`. Reads only; requests go out in a fixed order (Secret, StatefulSet, Pods,
-//! then the nodes concurrently).
+//! `GET /admin/status`. Reads only: the three API reads concurrently, then the nodes
+//! concurrently.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
@@ -12,8 +13,12 @@ use kube::{Api, ResourceExt};
 use rc_api::NodeStatus;
 
 use super::validate::{
-    admin_secret_name, ObservedFacts, ADMIN_TOKEN_KEY, CLUSTER_LABEL, NODE_PORT, ROLE_LABEL,
+    admin_secret_name, ObservedFacts, ADMIN_TOKEN_KEY, CLUSTER_LABEL, FENCED_ANNOTATION, NODE_PORT,
+    ROLE_LABEL,
 };
+
+/// The label the StatefulSet controller puts on each pod: the revision it was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
 use super::{Context, Error};
 use crate::crd::ReplicatedCluster;
 
@@ -38,6 +43,11 @@ pub struct ObservedPod {
     pub address: Option<String>,
     /// The `replicated.dev/role` label the operator last set.
     pub role_label: Option<String>,
+    /// The StatefulSet revision the pod was created from (`controller-revision-hash`).
+    pub revision: Option<String>,
+    pub uid: Option<String>,
+    /// `replicated.dev/fenced: "true"`: fenced for maintenance, never elected leader.
+    pub fenced: bool,
 }
 
 /// Everything `observe` found.
@@ -83,6 +93,7 @@ impl Observed {
                 self.nodes.values().filter_map(|n| n.as_ref().ok()),
             ),
             voters: self.voters(),
+            statefulset_replicas: self.statefulset.as_ref().and_then(|sts| sts.spec.replicas),
         }
     }
 
@@ -103,34 +114,32 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret_name = admin_secret_name(cluster);
-    let admin_token = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::Observe {
-            kind: "Secret",
-            source,
-        })?
-        .and_then(|secret| token_of(&secret));
-
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let statefulset = statefulsets
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::Observe {
-            kind: "StatefulSet",
-            source,
-        })?;
-
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret_name = admin_secret_name(cluster);
     let selector = format!("{CLUSTER_LABEL}={name}");
-    let pod_list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::Observe {
-            kind: "Pod",
-            source,
-        })?;
+    let observe_error = |kind| move |source| Error::Observe { kind, source };
+    // Concurrently: a failover's reconcile waits for these before it can read the nodes.
+    let (secret, statefulset, pod_list) = tokio::try_join!(
+        async {
+            secrets
+                .get_opt(&secret_name)
+                .await
+                .map_err(observe_error("Secret"))
+        },
+        async {
+            statefulsets
+                .get_opt(&name)
+                .await
+                .map_err(observe_error("StatefulSet"))
+        },
+        async {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(observe_error("Pod"))
+        },
+    )?;
+    let admin_token = secret.and_then(|secret| token_of(&secret));
     let mut pods: Vec<ObservedPod> = pod_list
         .items
         .iter()
@@ -142,7 +151,12 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
     let nodes = match &admin_token {
         Some(token) => {
             nodes_read_ms = Some(k8s_openapi::jiff::Timestamp::now().as_millisecond());
-            observe_nodes(ctx, &pods, token).await
+            let loss_ms = cluster
+                .spec
+                .single_leader
+                .as_ref()
+                .and_then(|s| u64::try_from(s.leader_loss_timeout_ms).ok());
+            observe_nodes(ctx, &pods, token, loss_ms).await
         }
         None => BTreeMap::new(),
     };
@@ -155,14 +169,27 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
     })
 }
 
+/// How long a node's status read may still run once the others show it to be a leader that a
+/// majority has lost (see [`lost_leader_pending`]).
+const LOST_LEADER_GRACE: Duration = Duration::from_millis(20);
+
 /// Reads every addressable node's status concurrently; a node that does not answer is recorded,
 /// not an error: an unreachable node is exactly what status must show.
+///
+/// SingleLeader (`loss_ms` set): when the only read still out is of the leader and the answers
+/// in hand already show a majority without contact with it for `loss_ms` (its own silence being
+/// one vote), the read gets [`LOST_LEADER_GRACE`] instead of the whole status timeout. A hung
+/// leader would otherwise add that timeout to every failover; a live one could not change the
+/// decision (its fence timeout is at most `loss_ms`, so it has stopped serving), and safety
+/// never rests on this read: a deposed leader is fenced by epochs, not by the operator's view.
 async fn observe_nodes(
     ctx: &Context,
     pods: &[ObservedPod],
     token: &str,
+    loss_ms: Option<u64>,
 ) -> BTreeMap<String, Result<NodeStatus, String>> {
-    let calls = pods
+    let mut nodes = BTreeMap::new();
+    let mut calls: FuturesUnordered<_> = pods
         .iter()
         .filter(|p| !p.terminating)
         .map(|pod| async move {
@@ -175,8 +202,64 @@ async fn observe_nodes(
                 None => Err("pod has no address yet".to_owned()),
             };
             (pod.name.clone(), result)
+        })
+        .collect();
+    let members = calls.len();
+    let mut cut_at: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match cut_at {
+            None => calls.next().await,
+            Some(at) => tokio::time::timeout_at(at, calls.next())
+                .await
+                .unwrap_or(None),
+        };
+        let Some((name, result)) = next else { break };
+        nodes.insert(name, result);
+        if cut_at.is_none() {
+            let pending: Vec<&str> = pods
+                .iter()
+                .filter(|p| !p.terminating && !nodes.contains_key(&p.name))
+                .map(|p| p.name.as_str())
+                .collect();
+            if loss_ms.is_some_and(|loss| lost_leader_pending(&nodes, &pending, members, loss)) {
+                cut_at = Some(tokio::time::Instant::now() + LOST_LEADER_GRACE);
+            }
+        }
+    }
+    for pod in pods.iter().filter(|p| !p.terminating) {
+        nodes.entry(pod.name.clone()).or_insert_with(|| {
+            Err(format!(
+                "no answer within {} ms of a majority reporting it a lost leader",
+                LOST_LEADER_GRACE.as_millis()
+            ))
         });
-    join_all(calls).await.into_iter().collect()
+    }
+    nodes
+}
+
+/// Whether the one read still `pending` is of a leader that the `answered` members, together
+/// with its own silence, show lost: a majority of `members` without contact with it for
+/// `loss_ms` (members that follow it and heard from it recently are not counted).
+fn lost_leader_pending(
+    answered: &BTreeMap<String, Result<NodeStatus, String>>,
+    pending: &[&str],
+    members: usize,
+    loss_ms: u64,
+) -> bool {
+    let [leader] = pending else { return false };
+    let statuses: Vec<&NodeStatus> = answered.values().filter_map(|r| r.as_ref().ok()).collect();
+    let lost = statuses
+        .iter()
+        .filter(|n| {
+            n.leader.as_deref() == Some(*leader)
+                && n.ms_since_leader_contact.is_some_and(|ms| ms >= loss_ms)
+        })
+        .count();
+    let in_contact = statuses.iter().any(|n| {
+        n.leader.as_deref() == Some(*leader)
+            && n.ms_since_leader_contact.is_none_or(|ms| ms < loss_ms)
+    });
+    !in_contact && lost + 1 >= crate::failover::majority(members)
 }
 
 fn token_of(secret: &Secret) -> Option<String> {
@@ -223,6 +306,75 @@ fn observe_pod(
         terminating: pod.metadata.deletion_timestamp.is_some(),
         address,
         role_label: pod.labels().get(ROLE_LABEL).cloned(),
+        revision: pod.labels().get(REVISION_LABEL).cloned(),
+        uid: pod.metadata.uid.clone(),
+        fenced: pod
+            .annotations()
+            .get(FENCED_ANNOTATION)
+            .is_some_and(|v| v == "true"),
         name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::tests::follower;
+
+    fn answers(
+        list: &[(&str, Option<usize>, Option<u64>)],
+    ) -> BTreeMap<String, Result<NodeStatus, String>> {
+        list.iter()
+            .map(|(name, leader, contact)| {
+                (
+                    name.to_string(),
+                    Ok(follower(3, *leader, (3, 10), *contact)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_leader_lost_by_a_majority_is_not_waited_for() {
+        // orders-1 lost orders-0 for 1000 ms: with orders-0's silence, 2 of 3.
+        let nodes = answers(&[("orders-1", Some(0), Some(1000))]);
+        assert!(lost_leader_pending(&nodes, &["orders-0"], 3, 1000));
+        // Five members: two followers lost it, plus its silence, is three of five.
+        let nodes = answers(&[
+            ("orders-1", Some(0), Some(1500)),
+            ("orders-2", Some(0), Some(1200)),
+        ]);
+        assert!(lost_leader_pending(&nodes, &["orders-0"], 5, 1000));
+    }
+
+    #[test]
+    fn the_leader_read_runs_its_course_otherwise() {
+        // Contact younger than the timeout.
+        let nodes = answers(&[("orders-1", Some(0), Some(999))]);
+        assert!(!lost_leader_pending(&nodes, &["orders-0"], 3, 1000));
+        // One follower lost it, another still hears it.
+        let nodes = answers(&[
+            ("orders-1", Some(0), Some(1500)),
+            ("orders-2", Some(0), Some(10)),
+        ]);
+        assert!(!lost_leader_pending(&nodes, &["orders-0"], 3, 1000));
+        // Not a majority of five.
+        let nodes = answers(&[("orders-1", Some(0), Some(1500))]);
+        assert!(!lost_leader_pending(&nodes, &["orders-0"], 5, 1000));
+        // The pending member is not the leader they name.
+        let nodes = answers(&[("orders-1", Some(2), Some(1500))]);
+        assert!(!lost_leader_pending(&nodes, &["orders-0"], 3, 1000));
+        // Two reads out.
+        let nodes = answers(&[("orders-1", Some(0), Some(1500))]);
+        assert!(!lost_leader_pending(
+            &nodes,
+            &["orders-0", "orders-2"],
+            3,
+            1000
+        ));
+        // Unreadable answers count for nothing.
+        let mut nodes = answers(&[]);
+        nodes.insert("orders-1".into(), Err("timeout".into()));
+        assert!(!lost_leader_pending(&nodes, &["orders-0"], 3, 1000));
     }
 }

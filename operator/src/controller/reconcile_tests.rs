@@ -273,7 +273,7 @@ async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status()
         .iter()
         .map(|c| c["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["Available", "Progressing", "Degraded"]);
+    assert_eq!(types, ["Ready", "Available", "Progressing", "Degraded"]);
     reply(
         send,
         200,

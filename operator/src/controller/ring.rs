@@ -153,6 +153,9 @@ mod tests {
                 terminating,
                 address: Some(format!("10.0.0.{i}:7400")),
                 role_label: None,
+                revision: None,
+                uid: None,
+                fenced: false,
             });
             observed
                 .nodes

@@ -346,13 +346,7 @@ fn rollout_message(observed: &Observed, replicas: i32) -> Option<String> {
             st.ready_replicas.unwrap_or(0)
         ));
     }
-    // With OnDelete updates, pods of an older revision stay until the operator restarts them.
-    if st.update_revision.is_some() && st.current_revision != st.update_revision {
-        let updated = st.updated_replicas.unwrap_or(0);
-        return Some(format!(
-            "{updated} of {replicas} nodes run the latest pod template"
-        ));
-    }
+    // Pods of an older revision: the rollout step says what it does about them.
     None
 }
 
@@ -405,6 +399,18 @@ pub fn mark_scaling(
     if status.phase == Some(Phase::Running) {
         status.phase = Some(Phase::Scaling);
     }
+    mark_progressing(status, previous, now, reason, message);
+}
+
+/// `Progressing` true with `reason` and `message`, keeping its transition time while it stays
+/// true.
+pub fn mark_progressing(
+    status: &mut ReplicatedClusterStatus,
+    previous: Option<&ReplicatedClusterStatus>,
+    now: &Time,
+    reason: &str,
+    message: &str,
+) {
     let since = previous
         .into_iter()
         .flat_map(|p| p.conditions.iter())
@@ -446,4 +452,50 @@ fn record_voters(
             member.voter = Some(config.counts(&member.name, node.incarnation));
         }
     }
+}
+
+/// The `Ready` condition tools read (kstatus, Flux, Argo CD): true when the cluster serves
+/// (`Available`), nothing is wrong (`Degraded` false) and nothing is changing (`Progressing`
+/// false); otherwise false with the reason and message of the first of those that is not so.
+/// Computed last, from the other three.
+pub fn mark_ready(
+    status: &mut ReplicatedClusterStatus,
+    previous: Option<&ReplicatedClusterStatus>,
+    now: &Time,
+) {
+    status.conditions.retain(|c| c.type_ != condition::READY);
+    let find = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    let blocking = match (
+        find(condition::AVAILABLE),
+        find(condition::DEGRADED),
+        find(condition::PROGRESSING),
+    ) {
+        (Some(a), _, _) if a.status != "True" => Some(a),
+        (_, Some(d), _) if d.status == "True" => Some(d),
+        (_, _, Some(p)) if p.status == "True" => Some(p),
+        (None, _, _) => None,
+        _ => None,
+    };
+    let (ready, reason, message) = match blocking {
+        Some(c) => (
+            false,
+            c.reason.clone(),
+            format!("{}: {}", c.type_, c.message),
+        ),
+        None if find(condition::AVAILABLE).is_none() => {
+            (false, "Unknown".to_owned(), "not observed yet".to_owned())
+        }
+        None => (
+            true,
+            "Ready".to_owned(),
+            "serving, every node ready and up to date".to_owned(),
+        ),
+    };
+    let conditions = Conditions {
+        previous: previous.map_or(&[][..], |p| p.conditions.as_slice()),
+        generation: status.observed_generation,
+        now,
+    };
+    let ready = conditions.set(condition::READY, ready, &reason, &message);
+    status.conditions.insert(0, ready);
 }

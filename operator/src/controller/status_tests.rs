@@ -30,6 +30,9 @@ fn pod(ordinal: i32, ready: bool) -> ObservedPod {
         terminating: false,
         address: Some(format!("10.0.0.{ordinal}:7400")),
         role_label: None,
+        revision: None,
+        uid: None,
+        fenced: false,
     }
 }
 
@@ -388,23 +391,53 @@ fn scaling_shows_while_pods_are_added_and_progressing_until_the_statefulset_sett
 }
 
 #[test]
-fn pods_on_an_old_revision_keep_the_cluster_progressing() {
-    let mut observed = healthy_single_leader();
-    if let Some(st) = observed
-        .statefulset
-        .as_mut()
-        .and_then(|s| s.status.as_mut())
-    {
-        st.update_revision = Some("orders-2".into());
-        st.updated_replicas = Some(1);
-    }
-    let status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+fn pods_on_an_old_revision_keep_the_cluster_progressing_and_not_ready() {
+    let observed = healthy_single_leader();
+    let mut status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+    let rollout = crate::controller::rollout::RolloutOutcome {
+        step: crate::rollout::Step::Restart {
+            updated: 1,
+            pod: "orders-1".into(),
+            why: "restarting follower orders-1 (1 of 3 updated; the leader goes last)".into(),
+        },
+        current_revision: Some("orders-1".into()),
+        update_revision: Some("orders-2".into()),
+        members: 3,
+        held: None,
+    };
+    let now = status.conditions[0].last_transition_time.clone();
+    rollout.record(&mut status, None, &now);
+    mark_ready(&mut status, None, &now);
+    assert_eq!(status.updated_replicas, 1);
+    assert_eq!(status.update_revision.as_deref(), Some("orders-2"));
     let progressing = condition(&status, condition::PROGRESSING);
-    assert_eq!(progressing.status, "True");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("True", reason::ROLLING_OUT)
+    );
     assert_eq!(
         progressing.message,
-        "1 of 3 nodes run the latest pod template"
+        "1 of 3 nodes run the latest pod template; restarting follower orders-1 (1 of 3 updated; the leader goes last)"
     );
+    let ready = condition(&status, condition::READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", reason::ROLLING_OUT)
+    );
+}
+
+#[test]
+fn a_serving_healthy_up_to_date_cluster_is_ready() {
+    let observed = healthy_single_leader();
+    let mut status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+    let now = status.conditions[0].last_transition_time.clone();
+    mark_ready(&mut status, None, &now);
+    let ready = condition(&status, condition::READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Ready")
+    );
+    assert_eq!(status.conditions[0].type_, condition::READY);
 }
 
 /// A leaderless node that has ring `version` installed (0: none yet).

@@ -40,6 +40,16 @@ pub const ROLE_LABEL: &str = "replicated.dev/role";
 pub const ROLE_LEADER: &str = "leader";
 pub const ROLE_FOLLOWER: &str = "follower";
 
+/// On a cluster: ask for a switchover to the named pod, or `any` (the most caught-up
+/// follower). The operator removes it once done or refused.
+pub const SWITCHOVER_ANNOTATION: &str = "replicated.dev/switchover";
+/// On a cluster: any new value is copied into the pod template, so every pod is restarted by
+/// a rolling update (`kubectl rcl restart` sets it to the time).
+pub const RESTARTED_AT_ANNOTATION: &str = "replicated.dev/restartedAt";
+/// On a pod: `"true"` fences it for maintenance: it is never elected leader, and a leader so
+/// marked is switched away from.
+pub const FENCED_ANNOTATION: &str = "replicated.dev/fenced";
+
 /// Longest cluster name: keeps `<name>-replicas`, pod names and the StatefulSet's
 /// controller-revision-hash label inside 63 characters.
 pub const MAX_NAME_LEN: usize = 40;
@@ -77,6 +87,8 @@ pub enum SpecError {
     Image,
     #[error("admin Secret {0:?} does not exist or has no key \"token\"")]
     AdminSecret(String),
+    #[error("spec.replicas changed from {running} to {wanted} while spec.paused is true: a paused rollout holds every pod as it is; set spec.paused to false, or spec.replicas back to {running}")]
+    ScaleWhilePaused { running: i32, wanted: i32 },
 }
 
 impl SpecError {
@@ -136,6 +148,10 @@ pub struct ValidatedCluster {
     pub quorum: i32,
     /// SingleLeader mode: when the operator fails over (zero in Leaderless mode).
     pub failover: crate::failover::Timing,
+    /// `spec.paused`: no pod is restarted for a rolling update.
+    pub paused: bool,
+    /// The cluster's `replicated.dev/restartedAt` annotation, copied into the pod template.
+    pub restarted_at: Option<String>,
 }
 
 impl ValidatedCluster {
@@ -185,6 +201,8 @@ pub struct ObservedFacts {
     /// SingleLeader mode: the ids of the voter set in force, as the nodes report it (empty when
     /// no node answered with one).
     pub voters: Vec<String>,
+    /// `spec.replicas` of the existing StatefulSet, if any.
+    pub statefulset_replicas: Option<i32>,
 }
 
 /// Name of the Secret holding the admin token: the one the user named, else `<cluster>-admin`.
@@ -378,6 +396,14 @@ pub fn validate(
         .filter_map(|id| id.strip_prefix(&prefix)?.parse::<i32>().ok())
         .max();
     let statefulset_replicas = highest_member.map_or(spec.replicas, |o| spec.replicas.max(o + 1));
+    if let Some(running) = facts.statefulset_replicas {
+        if spec.paused && running != statefulset_replicas {
+            return Err(SpecError::ScaleWhilePaused {
+                running,
+                wanted: spec.replicas,
+            });
+        }
+    }
     let members: Vec<Peer> = (0..statefulset_replicas).map(peer).collect();
     Ok(ValidatedCluster {
         statefulset_replicas,
@@ -400,6 +426,8 @@ pub fn validate(
         resources: spec.resources.clone(),
         storage_size,
         storage_class_name,
+        paused: spec.paused,
+        restarted_at: cluster.annotations().get(RESTARTED_AT_ANNOTATION).cloned(),
         name,
     })
 }

@@ -154,6 +154,11 @@ pub struct ReplicatedClusterSpec {
     /// Log output of the nodes.
     #[serde(default)]
     pub logging: LoggingSpec,
+
+    /// Holds a rolling update at its next safe point: no further pod is restarted while true
+    /// (a restart already under way completes). While paused, `spec.replicas` must not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// Replication architecture of a cluster.

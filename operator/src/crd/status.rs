@@ -30,6 +30,19 @@ pub struct ReplicatedClusterStatus {
     #[serde(default)]
     pub ready_replicas: i32,
 
+    /// Number of node pods that run the latest pod template (`updateRevision`).
+    #[serde(default)]
+    pub updated_replicas: i32,
+
+    /// The StatefulSet revision every pod ran before the rollout under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+
+    /// The StatefulSet revision of the latest pod template: a rolling update restarts pods one
+    /// at a time until every pod runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+
     /// Label selector of the cluster's pods (used by the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
@@ -251,6 +264,11 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// Something is wrong: nodes down or unreachable, or an invalid spec.
     pub const DEGRADED: &str = "Degraded";
+    /// SingleLeader: how the last requested switchover ended (present once one was asked for).
+    pub const SWITCHOVER: &str = "Switchover";
+    /// kstatus-style summary for tools (Flux, Argo CD): `True` when the spec is applied, every
+    /// pod runs the latest template and is ready, and the cluster serves.
+    pub const READY: &str = "Ready";
 }
 
 /// Condition reasons (CamelCase, stable: users and alerts match on them).
@@ -262,7 +280,14 @@ pub mod reason {
     /// or `minFailoverIntervalSeconds`); the message says which.
     pub const FAILOVER_HELD: &str = "FailoverHeld";
     pub const LEADER_SERVING: &str = "LeaderServing";
+    /// A rolling update restarts a pod (the message says which and why).
     pub const ROLLING_OUT: &str = "RollingOut";
+    /// A rolling update waits for the cluster to be whole (a member down or catching up, hints).
+    pub const ROLLOUT_WAITING: &str = "RolloutWaiting";
+    /// `spec.paused` holds a rolling update.
+    pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+    /// A rolling update hands the leadership to an updated follower before the leader restarts.
+    pub const ROLLOUT_SWITCHOVER: &str = "RolloutSwitchover";
     pub const UP_TO_DATE: &str = "UpToDate";
     pub const NODES_NOT_READY: &str = "NodesNotReady";
     pub const NODES_UNREACHABLE: &str = "NodesUnreachable";
@@ -278,4 +303,8 @@ pub mod reason {
     pub const VOTERS_CHANGING: &str = "VotersChanging";
     /// Leaderless: `spec.replicas` is below the replication factor; the members stay.
     pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+    /// SingleLeader: the requested switchover happened (or the target already led).
+    pub const SWITCHOVER_DONE: &str = "SwitchoverDone";
+    /// SingleLeader: the requested switchover was refused; the message says why.
+    pub const SWITCHOVER_REFUSED: &str = "SwitchoverRefused";
 }

@@ -54,6 +54,18 @@ pub fn after_fence(
     answers: &[(String, Result<EpochResponse, String>)],
     exclude: &[String],
 ) -> Result<Action, FenceFailure> {
+    after_fence_preferring(view, epoch, answers, exclude, None)
+}
+
+/// [`after_fence`], promoting `prefer` instead of the most up-to-date member when it is
+/// electable too (a switchover's target): any electable member holds every committed entry.
+pub fn after_fence_preferring(
+    view: &View,
+    epoch: u64,
+    answers: &[(String, Result<EpochResponse, String>)],
+    exclude: &[String],
+    prefer: Option<&str>,
+) -> Result<Action, FenceFailure> {
     if let Some((name, ahead)) = answers.iter().find_map(|(name, a)| {
         a.as_ref()
             .ok()
@@ -75,7 +87,7 @@ pub fn after_fence(
             Some(Ballot::of_answer(member, r))
         })
         .collect();
-    elect(view, &ballots, epoch, exclude)
+    elect(view, &ballots, epoch, exclude, prefer)
 }
 
 /// What the members did, for messages: answered a fence, or merely answer (a dry run).
@@ -87,22 +99,28 @@ fn answered(epoch: u64) -> String {
     }
 }
 
-/// Promote the best electable ballot, or say why none is.
+/// Promote `prefer` if it is electable, else the best electable ballot, or say why none is.
 pub(super) fn elect(
     view: &View,
     ballots: &[Ballot],
     epoch: u64,
     exclude: &[String],
+    prefer: Option<&str>,
 ) -> Result<Action, FenceFailure> {
     if ballots.iter().all(|b| b.config.is_none()) {
         return elect_first(view, ballots, epoch);
     }
-    let best = ballots
+    let candidates: Vec<&Ballot> = ballots
         .iter()
         .filter(|b| b.member.address.is_some() && !exclude.contains(&b.member.name))
         .filter(|b| electable(b, ballots))
-        .rev()
-        .max_by_key(|b| b.last_log);
+        .collect();
+    let preferred = candidates
+        .iter()
+        .find(|b| Some(b.member.name.as_str()) == prefer);
+    let best = preferred
+        .or_else(|| candidates.iter().rev().max_by_key(|b| b.last_log))
+        .copied();
     match best {
         Some(b) => Ok(promote(view, b, epoch, Vec::new())),
         None => Err(FenceFailure::Minority(no_majority(

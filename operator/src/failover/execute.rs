@@ -11,7 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest, VotersRequest};
 use tracing::{info, warn};
 
-use super::{after_fence, decide, Action, Blocked, Cause, Decision, FenceFailure, View};
+use super::{after_fence_preferring, decide, Action, Blocked, Cause, Decision, FenceFailure, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
 use crate::node_client::{NodeAdmin, NodeError};
@@ -28,6 +28,8 @@ pub mod reason {
     pub const VOTERS_CHANGED: &str = "VotersChanged";
     pub const VOTERS_CHANGE_WAITING: &str = "VotersChangeWaiting";
     pub const SWITCHOVER_STARTED: &str = "SwitchoverStarted";
+    /// A switchover's target was not electable at the fence; another member leads.
+    pub const SWITCHOVER_REDIRECTED: &str = "SwitchoverRedirected";
 }
 
 /// A leader elected in this pass.
@@ -142,23 +144,42 @@ impl Steps for Pass<'_> {
                 };
                 self.notes
                     .push(started_note(action, &from, *new_epoch, self.cause.as_ref()));
-                return self.fence_and_elect(fence, *new_epoch, from, &[]).await;
+                return self
+                    .fence_and_elect(fence, *new_epoch, from, &[], None)
+                    .await;
             }
             Action::Switchover {
                 new_epoch,
                 fence,
                 from,
                 exclude,
+                prefer,
             } => {
+                let message = match (prefer, &self.cause) {
+                    (Some(to), _) => format!(
+                        "switchover from {from} to {to}: fencing every member at epoch {new_epoch}"
+                    ),
+                    (None, Some(cause)) => format!(
+                        "leader {from} hands over ({}: {}): fencing every member at epoch {new_epoch} to elect another",
+                        cause.kind, cause.evidence
+                    ),
+                    (None, None) => format!(
+                        "leader {from} is leaving the voters: fencing every member at epoch {new_epoch} to hand over to a voter that stays"
+                    ),
+                };
                 self.notes.push(Note {
                     reason: reason::SWITCHOVER_STARTED,
                     warning: false,
-                    message: format!(
-                        "leader {from} is leaving the voters: fencing every member at epoch {new_epoch} to hand over to a voter that stays"
-                    ),
+                    message,
                 });
                 return self
-                    .fence_and_elect(fence, *new_epoch, Some(from.clone()), exclude)
+                    .fence_and_elect(
+                        fence,
+                        *new_epoch,
+                        Some(from.clone()),
+                        exclude,
+                        prefer.as_deref(),
+                    )
                     .await;
             }
             Action::SetVoters {
@@ -189,6 +210,7 @@ impl Pass<'_> {
         new_epoch: u64,
         from: Option<String>,
         exclude: &[String],
+        prefer: Option<&str>,
     ) -> ControlFlow<Decision> {
         let decided = (self.now_ms)();
         // Contact ages count from when the statuses were read, not from now: the reads may be
@@ -211,8 +233,20 @@ impl Pass<'_> {
             .collect();
         let answers = fence_all(self.nodes, self.token, fence, new_epoch, &answering).await;
         self.phases = Some((last_served, decided, (self.now_ms)()));
-        match after_fence(self.view, new_epoch, &answers, exclude) {
+        match after_fence_preferring(self.view, new_epoch, &answers, exclude, prefer) {
             Ok(promote) => {
+                if let (Some(to), Action::Promote { candidate, .. }) = (prefer, &promote) {
+                    if candidate.id != to {
+                        self.notes.push(Note {
+                            reason: reason::SWITCHOVER_REDIRECTED,
+                            warning: true,
+                            message: format!(
+                                "switchover target {to} lacked entries a majority held at the fence (writes arrived after it caught up): {} leads instead",
+                                candidate.id
+                            ),
+                        });
+                    }
+                }
                 self.pending_from = from;
                 self.promote(&promote).await;
                 ControlFlow::Continue(())

@@ -32,7 +32,7 @@ pub(super) fn peer_of(i: usize) -> Peer {
 }
 
 /// The incarnation of member `i`'s data in these tests.
-pub(super) fn inc(i: usize) -> u64 {
+pub(crate) fn inc(i: usize) -> u64 {
     i as u64 + 1
 }
 
@@ -55,7 +55,7 @@ pub(super) fn peers(ordinals: &[usize]) -> Vec<Peer> {
 }
 
 /// A follower of `leader` in `epoch` that last heard from it `contact_ms` ago.
-pub(super) fn follower(
+pub(crate) fn follower(
     epoch: u64,
     leader: Option<usize>,
     last: (u64, u64),
@@ -86,7 +86,7 @@ pub(super) fn follower(
 }
 
 /// The leader of `epoch` replicating to `followers`.
-pub(super) fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
+pub(crate) fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
     NodeStatus {
         role: Role::Leader,
         followers: followers
@@ -152,6 +152,7 @@ pub(super) fn view(
         known_epoch,
         no_leader_since_ms,
         statuses_read_ms: None,
+        switchover: None,
     }
 }
 
@@ -275,6 +276,7 @@ fn the_decision_table_holds() {
                 fence: peers(&[0, 1, 2]),
                 from: name(0),
                 exclude: vec![name(0)],
+                prefer: None,
             },
             blocked: None,
         },

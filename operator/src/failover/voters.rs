@@ -116,6 +116,7 @@ pub(super) fn next_step(view: &View, leader: &Peer, status: &NodeStatus) -> Step
                     .skip(view.desired)
                     .map(|m| m.name.clone())
                     .collect(),
+                prefer: None,
             });
         }
         return Step::Wait(format!(

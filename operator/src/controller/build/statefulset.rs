@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{config_hash, owned_meta};
 use crate::controller::validate::{
     ValidatedCluster, ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, DATA_DIR, NODE_PORT, NODE_PORT_NAME,
+    RESTARTED_AT_ANNOTATION,
 };
 
 /// Pod template annotation carrying [`config_hash`] of the node settings.
@@ -74,10 +75,19 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(cluster.labels()),
-            annotations: Some(BTreeMap::from([(
-                CONFIG_HASH_ANNOTATION.to_owned(),
-                config_hash(&cluster.node_config),
-            )])),
+            annotations: Some(
+                std::iter::once((
+                    CONFIG_HASH_ANNOTATION.to_owned(),
+                    config_hash(&cluster.node_config),
+                ))
+                .chain(
+                    cluster
+                        .restarted_at
+                        .iter()
+                        .map(|at| (RESTARTED_AT_ANNOTATION.to_owned(), at.clone())),
+                )
+                .collect(),
+            ),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {

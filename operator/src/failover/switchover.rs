@@ -1,0 +1,151 @@
+//! (pure) A switchover on request: move leadership from a serving leader to a chosen member
+//! (`replicated.dev/switchover: <pod>` on the cluster) or to the most caught-up follower
+//! (`any`; a rollout asks this way before it restarts the leader's pod).
+//!
+//! ```text
+//! the target leads already                      -> done
+//! target unknown, not a voter, or fenced        -> refused at once
+//! target not reachable or not caught up (lag 0) -> wait, at most the bound, then refused
+//! otherwise                                     -> Switchover { fence at E + 1, prefer target }
+//! ```
+//!
+//! The switchover itself is the planned hand-over of a failover: every member is fenced at a new
+//! epoch (the old leader stops acknowledging at once), then the most up-to-date electable
+//! member is promoted, the target if it is electable. Waiting for lag 0 first makes that the
+//! target unless writes arrive in the moment between the check and the fence; then another
+//! caught-up member leads and the Event says so. Safety is the failover's: only an electable
+//! member (a majority's logs no newer than its own) is ever promoted.
+
+use std::time::Duration;
+
+use rc_api::NodeStatus;
+
+use super::choose::fence_targets;
+use super::{Action, PodState, View};
+
+/// A request to move the leader while it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchoverRequest {
+    /// The member to lead, or `None` for the most caught-up follower.
+    pub target: Option<String>,
+    /// When the operator first saw the request, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// How long the target may take to catch up before the request is refused.
+    pub bound: Duration,
+    /// Members that must not lead (fenced for maintenance, or not yet updated by a rollout).
+    pub avoid: Vec<String>,
+}
+
+/// Where a switchover request stands after a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchoverState {
+    /// Waiting for the target to catch up; why.
+    Waiting(String),
+    /// Will not happen; why (a Warning Event and the `Available` condition's message).
+    Refused(String),
+    /// The requested member leads (nothing to do).
+    Done(String),
+    /// The switchover starts now.
+    Started(String),
+}
+
+/// Look again this soon while a target catches up.
+pub const RECHECK: Duration = Duration::from_millis(200);
+
+/// The step for `request` while `leader` serves `status`. `None` when there is nothing to do.
+pub(super) fn next_step(
+    view: &View,
+    leader: &str,
+    status: &NodeStatus,
+    request: &SwitchoverRequest,
+    now_ms: i64,
+) -> (SwitchoverState, Option<Action>) {
+    let refused = |why: String| (SwitchoverState::Refused(why), None);
+    let voters: Vec<&str> = status
+        .config
+        .as_ref()
+        .map(|c| c.voters.iter().map(|v| v.id.as_str()).collect())
+        .unwrap_or_default();
+    if let Some(target) = &request.target {
+        if target == leader {
+            return (
+                SwitchoverState::Done(format!("{target} leads epoch {}", status.epoch)),
+                None,
+            );
+        }
+        if !view.members.iter().any(|m| &m.name == target) {
+            return refused(format!(
+                "switchover target {target} is not a member of this cluster (members: {})",
+                view.members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !voters.contains(&target.as_str()) {
+            return refused(format!(
+                "switchover target {target} is not a voter (a learner still catching up, or beyond spec.replicas)"
+            ));
+        }
+        if request.avoid.contains(target) {
+            return refused(format!(
+                "switchover target {target} is fenced for maintenance (annotation replicated.dev/fenced); unfence it first"
+            ));
+        }
+    }
+    let candidates: Vec<(&str, u64)> = status
+        .followers
+        .iter()
+        .filter(|f| voters.contains(&f.id.as_str()) && f.voter)
+        .filter(|f| !request.avoid.contains(&f.id))
+        .filter(|f| request.target.as_ref().is_none_or(|t| *t == f.id))
+        .filter(|f| {
+            view.members
+                .iter()
+                .any(|m| m.name == f.id && m.pod == PodState::Ready && m.node.is_ok())
+        })
+        .map(|f| (f.id.as_str(), f.lag_entries))
+        .collect();
+    let caught_up = candidates
+        .iter()
+        .filter(|(_, lag)| *lag == 0)
+        .map(|(id, _)| *id)
+        .next();
+    let Some(target) = caught_up else {
+        let what = match &request.target {
+            Some(t) => match candidates.first() {
+                Some((_, lag)) => format!("{t} is {lag} entries behind the leader"),
+                None => format!("{t} is not ready or does not answer"),
+            },
+            None if candidates.is_empty() => "no follower that may lead is ready".to_owned(),
+            None => "no follower that may lead has caught up".to_owned(),
+        };
+        let waited = Duration::from_millis(
+            u64::try_from(now_ms.saturating_sub(request.since_ms)).unwrap_or(0),
+        );
+        if waited >= request.bound {
+            return refused(format!(
+                "switchover refused: {what} after {} s (the bound); nothing changed",
+                request.bound.as_secs()
+            ));
+        }
+        return (SwitchoverState::Waiting(what), None);
+    };
+    let action = Action::Switchover {
+        new_epoch: status.epoch + 1,
+        fence: fence_targets(view),
+        from: leader.to_owned(),
+        exclude: std::iter::once(leader.to_owned())
+            .chain(request.avoid.iter().cloned())
+            .collect(),
+        prefer: Some(target.to_owned()),
+    };
+    (
+        SwitchoverState::Started(format!(
+            "switchover from {leader} to {target} (caught up) at epoch {}",
+            status.epoch + 1
+        )),
+        Some(action),
+    )
+}
