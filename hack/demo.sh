@@ -124,10 +124,11 @@ cat <<EOF
   curl -s http://\$(kubectl get pod orders-0 -o jsonpath='{.status.podIP}'):7400/v1/kv/greeting-1
   kubectl delete pod \$(kubectl get rcl orders -o jsonpath='{.status.leader}')   # kill the leader
   kubectl scale replicatedcluster sessions --replicas=6
+  kubectl logs orders-0                          # a node's log: -f follows, --previous is the run before a restart
+  kubectl -n $STACK_OPERATOR_NS logs deploy/rc-operator   # the operator's log
 
-  Logs: operator and node pods: $STACK_DIR/kubelet/pods/<namespace>_<pod>_<uid>/logs/<container>.log
-        process kubelet and control plane: $STACK_DIR/logs/
-  (kubectl logs/exec are not available: the process kubelet serves no kubelet API.)
+  Logs of the process kubelet and the control plane: $STACK_DIR/logs/
+  (kubectl exec/port-forward are not available: the process kubelet's API serves container logs only.)
 
 Press Ctrl-C to stop everything.
 EOF

@@ -177,10 +177,19 @@ client_cert() {
   rm -f "$PKI/$name.csr"
 }
 
+# kubelet_client_cert: the identity the API server presents to kubelets (logs, exec, ...), as
+# kubeadm's apiserver-kubelet-client: a kubelet that authorizes asks the API server about it.
+kubelet_client_cert() {
+  client_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+  chmod 600 "$PKI/apiserver-kubelet-client.key"
+}
+
 make_pki() {
   # Keep an existing PKI (restarts keep working kubeconfigs and tokens) unless it expires within a day.
   if [ -f "$PKI/apiserver.crt" ] && [ -f "$PKI/front-proxy-client.crt" ] && [ -f "$PKI/sa.pub" ] &&
     openssl x509 -checkend 86400 -noout -in "$PKI/apiserver.crt" >/dev/null 2>&1; then
+    # Added later: a PKI from an earlier version gets it from the same CA.
+    [ -f "$PKI/apiserver-kubelet-client.crt" ] || kubelet_client_cert
     return 0
   fi
   log "generating PKI in $PKI (valid $CERT_DAYS days)"
@@ -206,6 +215,7 @@ make_pki() {
   client_cert admin admin system:masters
   client_cert kube-controller-manager system:kube-controller-manager
   client_cert kube-scheduler system:kube-scheduler
+  kubelet_client_cert
   # Front-proxy (request-header) CA and the apiserver's proxy client cert, as kubeadm sets them up:
   # without them every component using delegated authentication (controller-manager, scheduler,
   # later aggregated APIs) logs "missing content for CA bundle ...requestheader-client-ca-file".
@@ -297,6 +307,8 @@ EOF
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \

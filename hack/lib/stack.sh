@@ -16,6 +16,7 @@
 STACK_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK_OPERATOR_NS=rc-system
 STACK_NODE=proc-node-0
+STACK_KUBELET_PORT=${STACK_KUBELET_PORT:-10250}   # the process kubelet's API (kubectl logs)
 
 stack_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 stack_die() { stack_log "ERROR: $*" >&2; exit 1; }
@@ -28,6 +29,9 @@ stack_init() {
   STACK_NAME=$1
   STACK_BRIDGE=$2
   STACK_SUBNET=$3
+  # The bridge's .1: the node's InternalIP, where the kubelet API listens.
+  STACK_NODE_IP=${STACK_SUBNET%/*}
+  STACK_NODE_IP=${STACK_NODE_IP%.*}.1
   STACK_DIR=${STACK_DIR:-/tmp/rc-$STACK_NAME}
   STACK_TARGET=${CARGO_TARGET_DIR:-$STACK_REPO/target}/debug
   [ "$(id -u)" = 0 ] || stack_die "run as root: the process kubelet creates network namespaces, a bridge and mounts"
@@ -85,6 +89,29 @@ stack_wait() {
   done
 }
 
+# stack_kubelet_cert: the kubelet API's serving certificate (SAN: node IP and name), issued by
+# the cluster CA that cluster.sh created in $STACK_DIR/pki, valid 30 days like the rest. The API
+# server does not verify it (no --kubelet-certificate-authority, as with kubeadm's self-signed
+# kubelet certs); clients that trust the cluster CA can. Kept while it has more than a day left.
+stack_kubelet_cert() {
+  local pki=$STACK_DIR/pki name=kubelet-$STACK_NODE
+  if [ -f "$pki/$name.crt" ] && openssl x509 -checkend 86400 -noout -in "$pki/$name.crt" >/dev/null 2>&1 &&
+    [ "$pki/$name.crt" -nt "$pki/ca.crt" ]; then
+    return 0
+  fi
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$STACK_NODE" \
+    -keyout "$pki/$name.key" -out "$pki/$name.csr" 2>/dev/null &&
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 30 -out "$pki/$name.crt" -extfile <(printf '%s\n' \
+        'basicConstraints=CA:FALSE' \
+        'keyUsage=critical,digitalSignature,keyEncipherment' \
+        'extendedKeyUsage=serverAuth' \
+        "subjectAltName=IP:$STACK_NODE_IP,DNS:$STACK_NODE") 2>/dev/null ||
+    stack_die "generating the kubelet serving certificate in $pki"
+  rm -f "$pki/$name.csr"
+  chmod 600 "$pki/$name.key"
+}
+
 stack_up() {
   [ -n "${KUBE_BIN:-}" ] || KUBE_BIN=$("$STACK_REPO/hack/kube/build.sh" | tail -n1)
   if [ -d "$STACK_DIR" ]; then
@@ -101,9 +128,13 @@ stack_up() {
   export PATH="$KUBE_BIN:$PATH"
 
   t0=$(stack_now)
+  stack_kubelet_cert
   # Pods get the process kubelet's faster back-off (2 s doubling to 20 s) so tests recover quickly.
+  # The kubelet API (kubectl logs) accepts only client certificates of the cluster CA.
   setsid "$STACK_TARGET/rc-process-kubelet" run \
     --kubeconfig "$KUBECONFIG" --node-name "$STACK_NODE" \
+    --port "$STACK_KUBELET_PORT" --tls-cert-file "$STACK_DIR/pki/kubelet-$STACK_NODE.crt" \
+    --tls-private-key-file "$STACK_DIR/pki/kubelet-$STACK_NODE.key" --client-ca-file "$STACK_DIR/pki/ca.crt" \
     --image-map "ghcr.io/replicated-dev/rc-node=$STACK_TARGET/rc-node" \
     --image-map "ghcr.io/replicated-dev/rc-operator=$STACK_TARGET/rc-operator" \
     --state-dir "$STACK_DIR/kubelet" --bridge "$STACK_BRIDGE" --pod-subnet "$STACK_SUBNET" \
@@ -115,7 +146,7 @@ stack_up() {
     tail -n 20 "$STACK_DIR/logs/process-kubelet.log" >&2
     return 1
   fi
-  stack_log "process kubelet: node $STACK_NODE Ready after $(stack_since "$t0") s (pid $(stack_pid rc-process-kubelet), bridge $STACK_BRIDGE, pods in $STACK_SUBNET, log $STACK_DIR/logs/process-kubelet.log)"
+  stack_log "process kubelet: node $STACK_NODE Ready after $(stack_since "$t0") s (pid $(stack_pid rc-process-kubelet), bridge $STACK_BRIDGE, pods in $STACK_SUBNET, kubelet API https://$STACK_NODE_IP:$STACK_KUBELET_PORT, log $STACK_DIR/logs/process-kubelet.log)"
 }
 
 stack_install_operator() {
@@ -141,6 +172,15 @@ stack_node_pid() {
 
 # stack_pod_ip NS POD
 stack_pod_ip() { kubectl -n "$1" get pod "$2" -o jsonpath='{.status.podIP}'; }
+
+# stack_log_file NS POD [CONTAINER]: the file the process kubelet writes the container's stdout
+# and stderr to (every run appended; `kubectl logs` serves the current or previous run of it).
+stack_log_file() {
+  local uid c=${3:-}
+  uid=$(kubectl -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}') || return 1
+  [ -n "$c" ] || c=$(kubectl -n "$1" get pod "$2" -o jsonpath='{.spec.containers[0].name}') || return 1
+  echo "$STACK_DIR/kubelet/pods/$1_$2_$uid/logs/$c.log"
+}
 
 # stack_down: stop the kubelet (it stops every pod and removes its namespaces and bridge), the
 # control plane, the hostpath PV directories this cluster provisioned, then $STACK_DIR

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hosts::HostsTable;
 use crate::images::ImageMap;
+use crate::logs::{LogRegistry, PodLogs};
 use crate::net::{Network, PodNet};
 use crate::runtime::{run_container, Ended};
 use crate::status::{build_status, ContainerRt, PodRt, Terminal, Transitions};
@@ -42,6 +43,8 @@ pub struct Kubelet {
     pub api_proxy_port: u16,
     /// Pod names resolvable by other pods, through their hosts files.
     pub hosts: HostsTable,
+    /// Containers' log files and runs, for the kubelet API.
+    pub logs: Arc<LogRegistry>,
 }
 
 /// The name pods use for the API server; their hosts file maps it to the bridge address, where
@@ -79,6 +82,8 @@ pub struct PodCtx {
     pub net: PodNet,
     pub pod_dir: PathBuf,
     pub volumes: Volumes,
+    /// This pod's container logs (where each run starts and ends).
+    pub logs: Arc<PodLogs>,
     /// Grace period for stopping processes, set when deletion starts.
     pub grace_seconds: AtomicU64,
 }
@@ -174,6 +179,19 @@ pub async fn run_pod(
             .collect(),
         terminal: None,
     });
+    let names = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| {
+        list.map(|l| l.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let pod_logs = Arc::new(PodLogs::new(
+        &uid,
+        &name,
+        pod_dir.join("logs"),
+        names(spec.init_containers.as_ref()),
+        names(Some(&spec.containers)),
+        rt_tx.subscribe(),
+    ));
+    k.logs.register(&namespace, &name, pod_logs.clone());
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(status_writer(
         api.clone(),
@@ -232,6 +250,7 @@ pub async fn run_pod(
             net: net.clone(),
             pod_dir: pod_dir.clone(),
             volumes,
+            logs: pod_logs,
             grace_seconds: AtomicU64::new(30),
         });
         let refresher = refresh_after.map(|after| {
@@ -284,6 +303,7 @@ pub async fn run_pod(
         writer.abort();
     }
     k.hosts.remove(&uid);
+    k.logs.remove(&namespace, &name, &uid);
     k.net.remove_pod_net(&net).await;
     let _ = std::fs::remove_dir_all(pod_dir.join("volumes"));
     tracing::info!(pod = %format!("{namespace}/{name}"), reason = ?exit, "pod stopped");

@@ -2,7 +2,9 @@
 //! real control plane (hack/kube/cluster.sh) run pods without containers: it registers a Node,
 //! renews its Lease, and runs every Pod bound to it as local processes, each pod in its own
 //! network namespace (veth into a bridge it creates) and mount namespace (volumes bind-mounted at
-//! their mountPaths). Image names map to local binaries (`--image-map`). See README.md here.
+//! their mountPaths). Image names map to local binaries (`--image-map`). It serves the
+//! containers' logs through the kubelet API (HTTPS, client certificates of the cluster CA), so
+//! `kubectl logs` works. See README.md here.
 //!
 //! Needs root (namespaces, mounts, links) and iproute2.
 
@@ -12,11 +14,13 @@ mod env;
 mod hosts;
 mod images;
 mod kubelet;
+mod logs;
 mod net;
 mod node;
 mod probe;
 mod runtime;
 mod sandbox;
+mod server;
 mod status;
 mod volumes;
 
@@ -76,6 +80,21 @@ struct RunArgs {
     /// Port of the API-server pass-through on the bridge address.
     #[arg(long, default_value_t = 443)]
     api_proxy_port: u16,
+    /// Port of the kubelet API (HTTPS; container logs) on the node address (the bridge's .1),
+    /// reported as the Node's `daemonEndpoints.kubeletEndpoint.Port`.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Serving certificate (PEM) of the kubelet API. The kubelet API is served only with all
+    /// three of --tls-cert-file, --tls-private-key-file and --client-ca-file.
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, requires_all = ["tls_cert_file", "client_ca_file"])]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that kubelet API clients' certificates must chain to (the API server's
+    /// --kubelet-client-certificate is issued by the cluster CA).
+    #[arg(long, requires_all = ["tls_cert_file", "tls_private_key_file"])]
+    client_ca_file: Option<PathBuf>,
     /// First restart back-off; doubles per crash up to --backoff-max-seconds.
     #[arg(long, default_value_t = 10)]
     backoff_seconds: u64,
@@ -149,11 +168,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let net = Network::new(&args.bridge, &args.pod_subnet)?;
     let self_exe = std::env::current_exe().context("locating this binary")?;
     std::fs::create_dir_all(&args.state_dir)?;
+    let tls = match (
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        &args.client_ca_file,
+    ) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(
+            server::tls_config(&server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            })
+            .context("kubelet API TLS")?,
+        ),
+        _ => {
+            tracing::warn!("no --tls-cert-file/--tls-private-key-file/--client-ca-file: the kubelet API (kubectl logs) is not served");
+            None
+        }
+    };
+    let log_registry = Arc::new(logs::LogRegistry::default());
 
     net.setup().await.context("creating the pod bridge")?;
     let gateway = net.gateway();
     let shutdown = CancellationToken::new();
-    // Stopped only after the pods: an operator pod shutting down still talks to the API server.
+    // Stopped only after the pods: an operator pod shutting down still talks to the API server,
+    // and `kubectl logs -f` follows containers until they end.
     let proxy_stop = CancellationToken::new();
     let result = async {
         let listener = api_proxy::bind(SocketAddr::from((gateway, args.api_proxy_port)))
@@ -164,6 +203,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             upstream.clone(),
             proxy_stop.clone(),
         ));
+        let kubelet_port = match tls.clone() {
+            Some(tls) => {
+                let addr = SocketAddr::from((gateway, args.port));
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the kubelet API on {addr}"))?;
+                tokio::spawn(server::serve(
+                    listener,
+                    tls,
+                    log_registry.clone(),
+                    proxy_stop.clone(),
+                ));
+                tracing::info!(%addr, "kubelet API (container logs) listening");
+                args.port
+            }
+            None => 0,
+        };
         let node_cfg = node::NodeConfig {
             name: args.node_name.clone(),
             internal_ip: gateway.to_string(),
@@ -171,6 +227,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             memory: args.memory.clone(),
             max_pods: args.max_pods,
             kubelet_version: args.kubelet_version.clone(),
+            kubelet_port,
         };
         let node_uid = node::register(&client, &node_cfg, started)
             .await
@@ -189,6 +246,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             api_proxy_port: args.api_proxy_port,
             hosts: hosts::HostsTable::new(gateway),
+            logs: log_registry.clone(),
         });
         let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
         controller::run(kubelet.clone(), shutdown.clone()).await;

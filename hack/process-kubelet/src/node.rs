@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub memory: String,
     pub max_pods: u32,
     pub kubelet_version: String,
+    /// Port of the kubelet API on `internal_ip` (0: not served).
+    pub kubelet_port: u16,
 }
 
 const STATUS_EVERY: Duration = Duration::from_secs(30);
@@ -113,7 +115,7 @@ pub async fn report_status(
                 { "type": "InternalIP", "address": cfg.internal_ip },
                 { "type": "Hostname", "address": cfg.name },
             ],
-            "daemonEndpoints": { "kubeletEndpoint": { "Port": 10250 } },
+            "daemonEndpoints": { "kubeletEndpoint": { "Port": cfg.kubelet_port } },
             "nodeInfo": {
                 "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
                 "operatingSystem": "linux",

@@ -67,7 +67,7 @@ pub async fn run_container(
             return Ended::Stopped;
         };
         let slot = if init { None } else { Some(idx) };
-        let (mut child, started_at, pgid) = match spawn(&cx, &container).await {
+        let (mut child, started_at, pgid, log_start) = match spawn(&cx, &container).await {
             Ok(started) => started,
             Err((reason, e)) => {
                 tracing::warn!(pod = %cx.name, container = %container.name, error = %format!("{e:#}"), "cannot start container");
@@ -85,6 +85,10 @@ pub async fn run_container(
             }
         };
         let container_id = format!("process://{}/{}", cx.uid, pgid);
+        let log_run = cx
+            .logs
+            .started(&container.name, &container_id, log_start, started_at);
+        tokio::spawn(crate::logs::sample(log_run.clone()));
         set_state(&cx, slot, |c| {
             c.state = State::Running { started_at };
             c.container_id = Some(container_id.clone());
@@ -127,6 +131,7 @@ pub async fn run_container(
         };
         // Whatever the program left behind in its group goes with it.
         let _ = killpg(pgid, Signal::SIGKILL);
+        log_run.finish(crate::logs::file_len(&log_run.path), Timestamp::now());
         let code = status
             .code()
             .unwrap_or_else(|| 128 + signal_of(status).unwrap_or(0));
@@ -236,11 +241,12 @@ async fn terminate(child: &mut Child, pgid: Pid, grace: Duration) -> ExitStatus 
     }
 }
 
-/// Starts the process; on failure, the waiting reason and the error.
+/// Starts the process; returns it, when, its process group and where its output starts in the
+/// log file; on failure, the waiting reason and the error.
 async fn spawn(
     cx: &PodCtx,
     container: &Container,
-) -> Result<(Child, Timestamp, Pid), (&'static str, anyhow::Error)> {
+) -> Result<(Child, Timestamp, Pid, u64), (&'static str, anyhow::Error)> {
     let image = container.image.clone().unwrap_or_default();
     let Some(binary) = cx.kubelet.images.resolve(&image) else {
         return Err((
@@ -264,6 +270,10 @@ async fn spawn(
     let log2 = log
         .try_clone()
         .map_err(|e| ("RunContainerError", e.into()))?;
+    let log_start = log
+        .metadata()
+        .map_err(|e| ("RunContainerError", e.into()))?
+        .len();
 
     let mut cmd = Command::new(&cx.kubelet.self_exe);
     cmd.arg("sandbox")
@@ -296,7 +306,7 @@ async fn spawn(
         ));
     };
     tracing::info!(pod = %cx.name, container = %container.name, pid, binary = %binary.display(), "container started");
-    Ok((child, Timestamp::now(), Pid::from_raw(pid)))
+    Ok((child, Timestamp::now(), Pid::from_raw(pid), log_start))
 }
 
 fn open_log(dir: &Path, container: &str) -> anyhow::Result<std::fs::File> {
