@@ -394,26 +394,33 @@ pub fn switchover_request(
         bound: Duration::MAX,
         avoid,
     };
+    let leader = observed
+        .nodes
+        .iter()
+        .filter_map(|(name, n)| Some((name, n.as_ref().ok()?)))
+        .filter(|(_, n)| n.role == rc_api::Role::Leader && !n.self_fenced)
+        .max_by_key(|(_, n)| n.epoch)
+        .map(|(name, _)| name.clone());
     if let Some(value) = value {
         let target = value.trim();
+        let target = (!target.is_empty() && target != "any").then(|| target.to_owned());
+        let mut avoid = fenced;
+        // `any`: away from the leader seen now (done once another leads).
+        if target.is_none() {
+            avoid.extend(leader);
+        }
         return Some(SwitchoverRequest {
-            target: (!target.is_empty() && target != "any").then(|| target.to_owned()),
+            target,
             since_ms: since_ms.unwrap_or(i64::MAX),
             bound: SWITCHOVER_BOUND,
-            avoid: fenced,
+            avoid,
         });
     }
     if let Some(mut avoid) = rollout_avoid {
         avoid.extend(fenced);
         return Some(anytime(avoid));
     }
-    let fenced_leader = observed.pods.iter().any(|p| {
-        p.fenced
-            && observed
-                .nodes
-                .get(&p.name)
-                .is_some_and(|n| n.as_ref().is_ok_and(|n| n.role == rc_api::Role::Leader))
-    });
+    let fenced_leader = leader.is_some_and(|l| fenced.contains(&l));
     fenced_leader.then(|| anytime(fenced))
 }
 

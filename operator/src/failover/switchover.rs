@@ -3,7 +3,8 @@
 //! (`any`; a rollout asks this way before it restarts the leader's pod).
 //!
 //! ```text
-//! the target leads already                      -> done
+//! the target leads already, or (no target) the
+//!   leader is not one to avoid                  -> done
 //! target unknown, not a voter, or fenced        -> refused at once
 //! target not reachable or not caught up (lag 0) -> wait, at most the bound, then refused
 //! otherwise                                     -> Switchover { fence at E + 1, prefer target }
@@ -26,7 +27,8 @@ use super::{Action, PodState, View};
 /// A request to move the leader while it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchoverRequest {
-    /// The member to lead, or `None` for the most caught-up follower.
+    /// The member to lead, or `None` for the most caught-up follower: then the request is
+    /// done once the leader is not in `avoid` (put the leader to move away from there).
     pub target: Option<String>,
     /// When the operator first saw the request, ms since the Unix epoch.
     pub since_ms: i64,
@@ -93,6 +95,11 @@ pub(super) fn next_step(
                 "switchover target {target} is fenced for maintenance (annotation replicated.dev/fenced); unfence it first"
             ));
         }
+    } else if !request.avoid.iter().any(|a| a == leader) {
+        return (
+            SwitchoverState::Done(format!("{leader} leads epoch {}", status.epoch)),
+            None,
+        );
     }
     let candidates: Vec<(&str, u64)> = status
         .followers

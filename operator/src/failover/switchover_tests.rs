@@ -5,7 +5,7 @@
 
 use rc_api::{EpochResponse, LogPosition};
 
-use super::tests::{healthy_cluster, name, peers, three_voters, view, NOW};
+use super::tests::{follower, healthy_cluster, leader, name, peers, three_voters, up, view, NOW};
 use super::*;
 
 fn ask(target: Option<usize>, since_ms: i64) -> SwitchoverRequest {
@@ -37,9 +37,23 @@ fn a_caught_up_target_is_switched_to_at_a_new_epoch_with_the_leader_excluded() {
         }
     );
     assert_eq!(d.cause.map(|c| c.kind), Some("switchover"));
-    // `any`: the first caught-up voter.
-    let d = decide_with(healthy_cluster(), ask(None, NOW));
+    // `any` away from orders-0: the first caught-up voter.
+    let mut away = ask(None, NOW);
+    away.avoid = vec![name(0)];
+    let d = decide_with(healthy_cluster(), away.clone());
     assert!(matches!(d.action, Action::Switchover { prefer: Some(p), .. } if p == name(1)));
+    // Once orders-1 leads (the same pass decides again), it is done: no ping-pong.
+    let moved = vec![
+        up(0, follower(3, Some(1), (3, 11), Some(5))),
+        up(1, leader(1, 3, &[0, 2])),
+        up(2, follower(3, Some(1), (3, 11), Some(5))),
+    ];
+    let d = decide_with(moved, away);
+    assert!(
+        matches!(d.switchover, Some(SwitchoverState::Done(_))),
+        "{d:?}"
+    );
+    assert!(!matches!(d.action, Action::Switchover { .. }));
 }
 
 #[test]

@@ -121,7 +121,7 @@ pub(super) fn member(i: usize, pod: PodState, node: Result<NodeStatus, String>) 
     }
 }
 
-pub(super) fn up(i: usize, node: NodeStatus) -> Member {
+pub(crate) fn up(i: usize, node: NodeStatus) -> Member {
     member(i, PodState::Ready, Ok(node))
 }
 
