@@ -13,6 +13,11 @@
 #             link, and hangs while the operator pod is deleted: each time a new leader in a higher
 #             epoch, no acknowledged write lost, lastFailover and a LeaderPromoted Event recorded,
 #             and the old leader back as a follower with the data
+#   day2      the kubectl plugin (status, switchover), a switchover through the CR annotation,
+#             refused requests (unknown target, Leaderless, a scale while paused), spec.image
+#             changed with a live writer: followers first, a switchover, the leader last, the
+#             history linearizable; a 5-member Leaderless rollout with every acknowledged write
+#             read back
 #   membership  orders scaled 3 -> 5 -> 3 with the leader killed in the middle of each step,
 #             3 -> 1 -> 3, and a member's PVC deleted (an empty volume) while another member is
 #             down; a live writer's history (rc-history) must be linearizable (Porcupine) and
@@ -34,7 +39,7 @@ NS=e2e
 T0=$(stack_now)
 PASSED=()
 FAILED=()
-ONLY=" ${E2E_ONLY:-install orders cel restart failover membership sessions cascade} "
+ONLY=" ${E2E_ONLY:-install orders cel restart failover day2 membership sessions cascade} "
 
 finish() {
   local rc=$?
@@ -168,7 +173,7 @@ eventually "operator holds its leader-election Lease (chart RBAC: leases)" 30 \
   bash -c "[ \"\$(kubectl -n $STACK_OPERATOR_NS get lease -o jsonpath='{.items[*].spec.holderIdentity}')\" = '$op_pod' ]"
 
 # ---------------------------------------------------------------------------------------------
-if want orders || want restart || want failover; then
+if want orders || want restart || want failover || want day2; then
   section "orders: a SingleLeader cluster"
   kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: replicated.dev/v1alpha1
@@ -359,6 +364,59 @@ elif want restart; then
   fail "operator restart" "skipped: orders has no leader or is not Available"
 fi
 
+# history_start CLUSTER: rc-history writes to CLUSTER's pods (re-read every 0.5 s) until
+# history_check; HISTORY_TAG names the files.
+history_start() {
+  local cluster=$1 targets
+  HISTORY_TAG=${HISTORY_TAG:-history}
+  touch "$STACK_DIR/$HISTORY_TAG.on"
+  targets="$STACK_DIR/$HISTORY_TAG.targets"
+  (
+    while [ -f "$STACK_DIR/$HISTORY_TAG.on" ]; do
+      kubectl -n "$NS" get pods -l "replicated.dev/cluster=$cluster" \
+        -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' 2>/dev/null |
+        sed -n 's/^\(..*\)$/\1:7400/p' >"$targets.tmp" && mv "$targets.tmp" "$targets"
+      sleep 0.5
+    done
+  ) &
+  TARGETS_PID=$!
+  stack_wait "writer targets" 10 test -s "$targets" || true
+  "$STACK_TARGET/rc-history" --targets "$targets" --out "$STACK_DIR/$HISTORY_TAG.json" \
+    --stop "$STACK_DIR/$HISTORY_TAG.on" --clients 4 --keys 20 --key-prefix "$HISTORY_TAG-" \
+    >"$STACK_DIR/$HISTORY_TAG.log" 2>&1 &
+  HISTORY_PID=$!
+}
+# history_check NAME: stops the writer, then checks its history with Porcupine (linearizable,
+# every acknowledged write read back at the end).
+history_check() {
+  rm -f "$STACK_DIR/$HISTORY_TAG.on"
+  wait "$HISTORY_PID" 2>/dev/null || true
+  HISTORY_PID=""
+  wait "$TARGETS_PID" 2>/dev/null || true
+  TARGETS_PID=""
+  local summary acked verdict
+  summary=$(cat "$STACK_DIR/$HISTORY_TAG.log")
+  acked=$(sed -n 's/.*, \([0-9]*\) acknowledged puts.*/\1/p' "$STACK_DIR/$HISTORY_TAG.log")
+  if [ "${acked:-0}" -gt 100 ]; then pass "$1: writer: $summary"; else fail "$1: writer" "too few acknowledged writes: $summary"; fi
+  [ -x "$STACK_DIR/lincheck" ] || (cd tests/linearizability && go build -o "$STACK_DIR/lincheck" .)
+  if verdict=$("$STACK_DIR/lincheck" <"$STACK_DIR/$HISTORY_TAG.json" 2>&1); then
+    pass "$1: history linearizable, every acknowledged write read back: $verdict"
+  else
+    fail "$1: linearizability" "$verdict"
+  fi
+}
+# ack_gaps TAG: the three longest intervals without an acknowledged put in the history (ms, with
+# the time they began), for the report.
+ack_gaps() {
+  python3 - "$STACK_DIR/$1.json" <<'PY'
+import json, sys
+h = json.load(open(sys.argv[1]))
+t = sorted(r["ret"] for r in h if r["op"] == "put" and not r["unknown"])
+gaps = sorted(((b - a, a) for a, b in zip(t, t[1:])), reverse=True)[:3]
+print(", ".join(f"{g / 1e6:.0f} ms at +{(a - t[0]) / 1e9:.1f} s" for g, a in gaps))
+PY
+}
+
 # ---------------------------------------------------------------------------------------------
 if want failover && [ -n "${leader:-}" ] && is_available orders; then
   section "failover: the leader pod is deleted"
@@ -476,6 +534,99 @@ if want failover && [ -n "${leader:-}" ] && is_available orders; then
   eventually "operator pod Ready again" 120 kubectl -n "$STACK_OPERATOR_NS" wait --for=condition=Ready pod -l app.kubernetes.io/name=rc-operator --timeout=2s
 fi
 
+# ---------------------------------------------------------------------------------------------
+export PATH="$STACK_TARGET:$PATH" # kubectl finds the plugin kubectl-rcl there
+if want day2 && [ -n "${leader:-}" ] && is_available orders; then
+  section "day2: switchover through the plugin and through the CR, bad requests refused"
+  rcl() { kubectl rcl -n "$NS" "$@"; }
+  if out=$(rcl status orders 2>&1) && grep -q "^Leader *$leader" <<<"$out"; then
+    pass "kubectl rcl status orders names leader $leader"
+  else
+    fail "kubectl rcl status orders" "$out"
+  fi
+  expect "kubectl rcl status -o json: leader" "$(rcl status orders -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["leader"])')" "$leader"
+  HISTORY_TAG=switchover history_start orders
+  sleep 2
+  old_epoch=$(jp replicatedcluster/orders '{.status.epoch}')
+  target=$(printf '%s\n' orders-0 orders-1 orders-2 | grep -vx "$leader" | sed -n 1p)
+  if out=$(rcl switchover orders "$target" 2>&1); then
+    pass "kubectl rcl switchover orders $target: $out"
+  else
+    fail "kubectl rcl switchover orders $target" "$out"
+  fi
+  expect "leader after the plugin's switchover" "$(jp replicatedcluster/orders '{.status.leader}')" "$target"
+  expect "lastFailover.reason" "$(jp replicatedcluster/orders '{.status.lastFailover.reason}')" switchover
+  pass "switchover to $target: lastFailover $(jp replicatedcluster/orders '{.status.lastFailover}')"
+  sleep 2
+  # Through the CR: an annotation, as any tool can set it.
+  target2=$(printf '%s\n' orders-0 orders-1 orders-2 | grep -vx "$target" | sed -n 1p)
+  kubectl -n "$NS" annotate rcl orders "replicated.dev/switchover=$target2" >/dev/null
+  eventually "annotation switchover to $target2: leader $target2" 30 \
+    bash -c "[ \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.status.leader}')\" = $target2 ]"
+  eventually "the switchover annotation is removed once done" 15 \
+    bash -c "[ -z \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.metadata.annotations.replicated\.dev/switchover}')\" ]"
+  expect "condition Switchover" "$(cond orders Switchover)" True
+  sleep 2
+  HISTORY_TAG=switchover history_check "switchovers"
+  pass "switchovers: longest intervals without an acknowledged write: $(HISTORY_TAG=switchover ack_gaps switchover)"
+  leader=$target2
+  epoch_now=$(jp replicatedcluster/orders '{.status.epoch}')
+  # Bad requests: nothing changes.
+  if out=$(rcl switchover orders orders-9 2>&1); then
+    fail "plugin switchover to a pod that does not exist" "succeeded: $out"
+  else
+    case "$out" in *"not a member"*) pass "plugin refuses orders-9: $out" ;; *) fail "plugin switchover to orders-9" "$out" ;; esac
+  fi
+  kubectl -n "$NS" annotate rcl orders replicated.dev/switchover=orders-9 >/dev/null
+  eventually "a switchover annotation naming orders-9 is refused (condition Switchover False)" 15 \
+    bash -c "[ \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.status.conditions[?(@.type==\"Switchover\")].reason}')\" = SwitchoverRefused ]"
+  refused_event() {
+    kubectl -n "$NS" get events.events.k8s.io -o jsonpath='{range .items[?(@.reason=="SwitchoverRefused")]}{.note}{"\n"}{end}' | grep -q "orders-9 is not a member"
+  }
+  eventually "a SwitchoverRefused Warning Event names orders-9" 15 refused_event
+  expect "leader and epoch unchanged by refused requests" "$(jp replicatedcluster/orders '{.status.leader}/{.status.epoch}')" "$leader/$epoch_now"
+
+  section "day2: a paused rollout refuses a scale; nothing changes"
+  kubectl -n "$NS" patch rcl orders --type=merge -p '{"spec":{"paused":true,"replicas":4}}' >/dev/null
+  eventually "paused + scale: Degraded InvalidSpec naming spec.paused" 30 \
+    bash -c "kubectl -n $NS get rcl orders -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].message}' | grep -q 'while spec.paused is true'"
+  expect "StatefulSet replicas while paused" "$(jp statefulset/orders '{.spec.replicas}')" 3
+  kubectl -n "$NS" patch rcl orders --type=merge -p '{"spec":{"paused":false,"replicas":3}}' >/dev/null
+  eventually "orders healthy again after the refused scale" 60 healthy orders 3
+
+  section "day2: spec.image changed with a live writer: followers first, switchover, the leader last"
+  old_rev=$(jp statefulset/orders '{.status.updateRevision}')
+  first_leader=$(jp replicatedcluster/orders '{.status.leader}')
+  HISTORY_TAG=rollout history_start orders
+  sleep 2
+  t0=$(stack_now)
+  kubectl -n "$NS" patch rcl orders --type=merge -p '{"spec":{"image":"ghcr.io/replicated-dev/rc-node:0.1.1"}}' >/dev/null
+  rolled() {
+    local rev
+    rev=$(kubectl -n "$NS" get sts orders -o jsonpath='{.status.updateRevision}')
+    [ -n "$rev" ] && [ "$rev" != "$old_rev" ] &&
+      [ "$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o jsonpath="{range .items[*]}{.metadata.labels.controller-revision-hash}{'\n'}{end}" | grep -c "^$rev\$")" = 3 ] &&
+      [ "$(kubectl -n "$NS" get rcl orders -o jsonpath='{.status.updatedReplicas}/{.status.conditions[?(@.type=="Ready")].status}')" = 3/True ]
+  }
+  if stack_wait "every pod at the new revision" 400 rolled; then
+    pass "rollout done in $(stack_since "$t0") s: 3 of 3 pods at revision $(jp statefulset/orders '{.status.updateRevision}'), Ready True"
+  else
+    fail "rollout" "$(jp replicatedcluster/orders '{.status.updatedReplicas}') updated; Progressing: $(cond_reason orders Progressing)"
+  fi
+  sleep 2
+  HISTORY_TAG=rollout history_check "rollout"
+  pass "rollout: longest intervals without an acknowledged write: $(HISTORY_TAG=rollout ack_gaps rollout)"
+  order=$(kubectl -n "$NS" get events.events.k8s.io --sort-by=.metadata.creationTimestamp \
+    -o jsonpath='{range .items[?(@.reason=="RollingOut")]}{.note}{"\n"}{end}' | sed -n 's/.*: evicted \(orders-[0-9]*\)$/\1/p' | tail -n 3 | xargs)
+  expect "restart order ends with the first leader" "${order##* }" "$first_leader"
+  case "$(jp replicatedcluster/orders '{.status.lastFailover.reason}/{.status.lastFailover.from}')" in
+    "switchover/$first_leader") pass "the leader handed over before its restart: lastFailover $(jp replicatedcluster/orders '{.status.lastFailover}')" ;;
+    *) fail "rollout switchover" "lastFailover $(jp replicatedcluster/orders '{.status.lastFailover}')" ;;
+  esac
+  pass "rollout restart order: $order"
+  leader=$(jp replicatedcluster/orders '{.status.leader}')
+fi
+
 # kill_leader: kill -9 the rc-node process of the leader orders reports now.
 kill_leader() {
   local l pid
@@ -510,21 +661,7 @@ scale_to() {
 if want membership && [ -n "${leader:-}" ] && is_available orders; then
   section "membership: orders 3 -> 5 -> 3 and 3 -> 1 -> 3 with faults, a live writer checked by Porcupine"
   expect "status.voters before scaling" "$(voters)" "orders-0 orders-1 orders-2"
-  touch "$STACK_DIR/history.on"
-  targets="$STACK_DIR/history.targets"
-  (
-    while [ -f "$STACK_DIR/history.on" ]; do
-      kubectl -n "$NS" get pods -l replicated.dev/cluster=orders \
-        -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' 2>/dev/null |
-        sed -n 's/^\(..*\)$/\1:7400/p' >"$targets.tmp" && mv "$targets.tmp" "$targets"
-      sleep 0.5
-    done
-  ) &
-  TARGETS_PID=$!
-  stack_wait "writer targets" 10 test -s "$targets" || true
-  "$STACK_TARGET/rc-history" --targets "$targets" --out "$STACK_DIR/history.json" \
-    --stop "$STACK_DIR/history.on" --clients 4 --keys 20 >"$STACK_DIR/history.log" 2>&1 &
-  HISTORY_PID=$!
+  HISTORY_TAG=history history_start orders
 
   scale_to 5 "orders-0 orders-1 orders-2 orders-3 orders-4" "3 -> 5"
   scale_to 3 "orders-0 orders-1 orders-2" "5 -> 3"
@@ -555,20 +692,7 @@ if want membership && [ -n "${leader:-}" ] && is_available orders; then
     *) fail "VotersChanged Event" "'$voter_event'" ;;
   esac
 
-  rm -f "$STACK_DIR/history.on"
-  wait "$HISTORY_PID" 2>/dev/null || true
-  HISTORY_PID=""
-  wait "$TARGETS_PID" 2>/dev/null || true
-  TARGETS_PID=""
-  summary=$(cat "$STACK_DIR/history.log")
-  acked=$(sed -n 's/.*, \([0-9]*\) acknowledged puts.*/\1/p' "$STACK_DIR/history.log")
-  if [ "${acked:-0}" -gt 100 ]; then pass "writer: $summary"; else fail "writer" "too few acknowledged writes: $summary"; fi
-  (cd tests/linearizability && go build -o "$STACK_DIR/lincheck" .)
-  if verdict=$("$STACK_DIR/lincheck" <"$STACK_DIR/history.json" 2>&1); then
-    pass "history linearizable, every acknowledged write read back: $verdict"
-  else
-    fail "linearizability of the membership history" "$verdict"
-  fi
+  HISTORY_TAG=history history_check membership
 elif want membership; then
   section "membership"
   fail "membership" "skipped: orders has no leader or is not Available"
@@ -619,6 +743,66 @@ EOF
       eventually "e2e-cart readable through the new node sessions-3" 30 kv_get_is "$(pod_ip sessions-3)" e2e-cart apples
     else
       fail "scale sessions to 4" "status $(jp replicatedcluster/sessions '{.status.readyReplicas} ready, phase {.status.phase}'); $(cond_reason sessions Degraded)"
+    fi
+    if out=$(kubectl rcl -n "$NS" switchover sessions 2>&1); then
+      fail "plugin switchover of a Leaderless cluster" "succeeded: $out"
+    else
+      case "$out" in *"Leaderless cluster"*) pass "plugin refuses a Leaderless switchover: $out" ;; *) fail "plugin switchover of sessions" "$out" ;; esac
+    fi
+  fi
+  if want day2 && healthy sessions 4; then
+    section "day2: rolling update of a 5-member Leaderless cluster with a live writer"
+    kubectl -n "$NS" scale replicatedcluster sessions --replicas=5 >/dev/null
+    if stack_wait "sessions scaled to 5" 180 bash -c "[ \"\$(kubectl -n $NS get rcl sessions -o jsonpath='{.status.readyReplicas}/{.status.phase}')\" = 5/Running ]"; then
+      pass "sessions at 5 members"
+      touch "$STACK_DIR/lw.on"
+      : >"$STACK_DIR/lw.acked"
+      (
+        i=0
+        while [ -f "$STACK_DIR/lw.on" ] && [ "$i" -lt 100000 ]; do
+          [ $((i % 20)) = 0 ] && mapfile -t ips < <(kubectl -n "$NS" get pods -l replicated.dev/cluster=sessions -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' 2>/dev/null | grep .)
+          i=$((i + 1))
+          [ "${#ips[@]}" -gt 0 ] || { sleep 0.2; continue; }
+          ip=${ips[$((i % ${#ips[@]}))]}
+          if curl -fsS --max-time 2 -X PUT -H 'content-type: application/json' -d "{\"value\":\"v$i\"}" \
+            "http://$ip:7400/v1/kv/lw-$i" >/dev/null 2>&1; then
+            echo "lw-$i v$i" >>"$STACK_DIR/lw.acked"
+          fi
+        done
+      ) &
+      WRITER_PID=$!
+      sleep 2
+      old_rev=$(jp statefulset/sessions '{.status.updateRevision}')
+      t0=$(stack_now)
+      kubectl -n "$NS" patch rcl sessions --type=merge -p '{"spec":{"image":"ghcr.io/replicated-dev/rc-node:0.1.1"}}' >/dev/null
+      sessions_rolled() {
+        local rev
+        rev=$(kubectl -n "$NS" get sts sessions -o jsonpath='{.status.updateRevision}')
+        [ -n "$rev" ] && [ "$rev" != "$old_rev" ] &&
+          [ "$(kubectl -n "$NS" get pods -l replicated.dev/cluster=sessions -o jsonpath="{range .items[*]}{.metadata.labels.controller-revision-hash}{'\n'}{end}" | grep -c "^$rev\$")" = 5 ] &&
+          [ "$(kubectl -n "$NS" get rcl sessions -o jsonpath='{.status.updatedReplicas}/{.status.conditions[?(@.type=="Ready")].status}')" = 5/True ]
+      }
+      if stack_wait "every sessions pod at the new revision" 600 sessions_rolled; then
+        pass "Leaderless rollout done in $(stack_since "$t0") s: 5 of 5 at the new revision, Ready True"
+      else
+        fail "Leaderless rollout" "$(jp replicatedcluster/sessions '{.status.updatedReplicas}') updated; Progressing: $(cond_reason sessions Progressing)"
+      fi
+      rm -f "$STACK_DIR/lw.on"
+      wait "$WRITER_PID" 2>/dev/null || true
+      WRITER_PID=""
+      acked=$(wc -l <"$STACK_DIR/lw.acked")
+      missing=0
+      ip0=$(pod_ip sessions-0)
+      while read -r key value; do
+        [ "$(kv_get "$ip0" "$key")" = "$value" ] || missing=$((missing + 1))
+      done <"$STACK_DIR/lw.acked"
+      if [ "$acked" -gt 50 ] && [ "$missing" = 0 ]; then
+        pass "Leaderless rollout: all $acked acknowledged writes read back (quorum reads)"
+      else
+        fail "Leaderless rollout writes" "$missing of $acked acknowledged writes not read back"
+      fi
+    else
+      fail "scale sessions to 5" "$(cond_reason sessions Progressing)"
     fi
   fi
 fi

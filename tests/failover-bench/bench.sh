@@ -11,6 +11,7 @@
 #   hang    SIGSTOP of the leader for HANG_S seconds (its pod stays Running), then SIGCONT
 #   partition  the leader pod's link down for HANG_S seconds (FAULTS="... partition")
 #   delete  kubectl delete pod of the leader (graceful: a planned hand-over)
+#   switchover  a requested switchover (annotation replicated.dev/switchover=any; FAULTS="... switchover")
 # Unavailability of one fault = first acknowledged write after the fault - last one before it.
 # Then etcd 3.6 (the control plane's own build), 3 members on loopback with
 # --election-timeout=$LOSS_MS --heartbeat-interval=100, gets kill and hang the same way.
@@ -119,6 +120,7 @@ for fault in $FAULTS; do
         ip link set "$link" down
         ;;
       delete) kubectl -n "$NS" delete pod "$leader" --wait=false >/dev/null ;;
+      switchover) kubectl -n "$NS" annotate rcl orders replicated.dev/switchover=any --overwrite >/dev/null ;;
     esac
     new_epoch() { [ "$(jp replicatedcluster/orders '{.status.epoch}')" -gt "$epoch" ]; }
     stack_wait "a new epoch after $fault #$rep" 60 new_epoch || stack_log "no new epoch after $fault #$rep"

@@ -39,6 +39,10 @@ struct Args {
     clients: usize,
     #[arg(long, default_value_t = 20)]
     keys: usize,
+    /// Keys are `<prefix><n>`: histories recorded one after another against one cluster need
+    /// distinct keys, or a read would see the previous history's values.
+    #[arg(long, default_value = "h")]
+    key_prefix: String,
     /// Pause between one client's operations, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pause_ms: u64,
@@ -105,13 +109,14 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for client in 0..args.clients {
         let (shared, http, keys, pause) = (shared.clone(), http.clone(), args.keys, args.pause_ms);
+        let prefix = args.key_prefix.clone();
         let stop = args.stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut leader = 0usize;
             let mut n = 0u64;
             while stop.exists() && Instant::now() < deadline {
                 n += 1;
-                let key = format!("h{}", (n as usize * 7 + client * 13) % keys);
+                let key = format!("{prefix}{}", (n as usize * 7 + client * 13) % keys);
                 let put = n.is_multiple_of(2);
                 let value = format!("c{client}-{n}");
                 let op = Op {
@@ -139,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
     // A final read of every key: a write acknowledged and then lost shows up here.
     let mut leader = 0usize;
     for k in 0..args.keys {
-        let key = format!("h{k}");
+        let key = format!("{}{k}", args.key_prefix);
         for _ in 0..50 {
             let before = shared.history.lock().map(|h| h.len()).unwrap_or(0);
             let op = Op {
