@@ -14,6 +14,7 @@
 #             epoch, no acknowledged write lost, lastFailover and a LeaderPromoted Event recorded,
 #             and the old leader back as a follower with the data
 #   day2      the kubectl plugin (status, switchover), a switchover through the CR annotation,
+#             `kubectl logs` (tail, -f, --previous) of a node pod through the API server,
 #             refused requests (unknown target, Leaderless, a scale while paused), spec.image
 #             changed with a live writer: followers first, a switchover, the leader last, the
 #             history linearizable; a 5-member Leaderless rollout with every acknowledged write
@@ -33,6 +34,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=hack/lib/stack.sh
 . hack/lib/stack.sh
+# shellcheck source=tests/e2e/kubectl-logs.sh
+. tests/e2e/kubectl-logs.sh
 
 stack_init e2e rce2e 10.241.20.0/24
 NS=e2e
@@ -625,6 +628,21 @@ if want day2 && [ -n "${leader:-}" ] && is_available orders; then
   esac
   pass "rollout restart order: $order"
   leader=$(jp replicatedcluster/orders '{.status.leader}')
+
+  section "day2: kubectl logs of a node pod (through the API server to the process kubelet)"
+  follower=$(printf '%s\n' orders-0 orders-1 orders-2 | grep -vx "$leader" | sed -n 1p)
+  if out=$(kubectl -n "$NS" logs "$follower" --tail=5 2>&1) && [ -n "$out" ]; then
+    pass "kubectl logs $follower --tail=5 prints its log"
+  else
+    fail "kubectl logs $follower" "$out"
+  fi
+  # Restarts the follower's container once (for --previous).
+  if check_kubectl_logs "$NS" "$follower" && check_kubelet_api "$NS" "$follower"; then
+    pass "kubectl logs of $follower: --tail, --limit-bytes, --timestamps, -f, --previous, unknown container; kubelet API TLS and client-cert authn"
+  else
+    fail "kubectl logs of $follower" "see the kubectl-logs lines above"
+  fi
+  eventually "orders healthy after $follower's restart" 120 healthy orders 3
 fi
 
 # kill_leader: kill -9 the rc-node process of the leader orders reports now.
