@@ -11,6 +11,8 @@ use tracing::warn;
 /// Something worth an Event on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
+    /// The pod it concerns most (the Event's related object), if one.
+    pub about: Option<String>,
     pub reason: &'static str,
     pub warning: bool,
     pub message: String,

@@ -170,13 +170,34 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        self.publish_about(reference, None, type_, reason, note)
+            .await;
+    }
+
+    /// [`Context::publish`] with the pod it concerns as the Event's related object (`kubectl
+    /// describe pod` then shows it too).
+    async fn publish_about(
+        &self,
+        reference: &ObjectReference,
+        pod: Option<&str>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let action = self.event_action(reference, reason, &note);
+        let secondary = pod.map(|name| ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(name.to_owned()),
+            namespace: reference.namespace.clone(),
+            ..ObjectReference::default()
+        });
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(note),
             action,
-            secondary: None,
+            secondary,
         };
         if let Err(e) = self.recorder.publish(&event, reference).await {
             warn!(error = %e, reason, "could not publish event");
@@ -191,8 +212,14 @@ impl Context {
             } else {
                 EventType::Normal
             };
-            self.publish(reference, type_, note.reason, note.message.clone())
-                .await;
+            self.publish_about(
+                reference,
+                note.about.as_deref(),
+                type_,
+                note.reason,
+                note.message.clone(),
+            )
+            .await;
         }
     }
 }
@@ -340,12 +367,27 @@ pub async fn reconcile(
 
 async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result<Action, Error> {
     let reference = cluster.object_ref(&());
-    let mut observed = observe::observe(ctx, cluster).await?; // client
+    let mut observed = match observe::observe(ctx, cluster).await {
+        Ok(observed) => observed,
+        Err(e) => {
+            // Nothing observed, so no status to compute: the Warning Event says why.
+            let note = format!("{e} (retried with backoff)");
+            ctx.publish(
+                &reference,
+                EventType::Warning,
+                crate::crd::reason::RECONCILE_FAILED,
+                note,
+            )
+            .await;
+            return Err(e);
+        }
+    }; // client
     let validated = validate::validate(cluster, &observed.facts()); // pure
     let mut leader = None;
     let mut leader_result = Ok(());
     let mut ring = None;
     let mut rollout = None;
+    let mut step_error: Option<Error> = None;
     let action = match &validated {
         Ok(valid) => {
             // The leader step goes first: a failover needs nothing the applies change, and must
@@ -356,20 +398,31 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             let desired = build::build_all(valid); // pure
             let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
                 .then(|| build::build_admin_secret(valid, &new_token()));
-            // A failed apply is a transient error: no status write this pass (the next one
-            // records what the leader step did, from what the nodes report).
-            let created =
-                apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await?; // client
-            if created {
-                let note = format!("created admin Secret {}", valid.admin_secret.name);
-                ctx.publish(&reference, EventType::Normal, "AdminSecretCreated", note)
-                    .await;
+            // A failed step is transient: it shows as Degraded (ReconcileFailed) with a Warning
+            // Event, the status still records what the other steps did, and the pass is
+            // retried with backoff.
+            match apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await // client
+            {
+                Ok(true) => {
+                    let note = format!("created admin Secret {}", valid.admin_secret.name);
+                    ctx.publish(&reference, EventType::Normal, "AdminSecretCreated", note)
+                        .await;
+                }
+                Ok(false) => {}
+                Err(e) => step_error = Some(e),
             }
             ring = ring::run(ctx, cluster, valid, &mut observed).await; // client
             if valid.mode == crate::crd::ClusterMode::Leaderless {
-                refuse_leaderless_switchover(ctx, cluster).await?; // client
+                if let Err(e) = refuse_leaderless_switchover(ctx, cluster).await {
+                    step_error = step_error.or(Some(e));
+                }
             }
-            rollout = Some(rollout::run(ctx, cluster, valid, &observed).await?); // client
+            if step_error.is_none() {
+                match rollout::run(ctx, cluster, valid, &observed).await {
+                    Ok(outcome) => rollout = Some(outcome),
+                    Err(e) => step_error = Some(e),
+                }
+            }
             None
         }
         Err(error) => {
@@ -404,8 +457,28 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     if let Some(rollout) = &rollout {
         rollout.record(&mut status, cluster.status.as_ref(), &now);
     }
+    if let Some(e) = &step_error {
+        ctx.publish(
+            &reference,
+            EventType::Warning,
+            crate::crd::reason::RECONCILE_FAILED,
+            e.to_string(),
+        )
+        .await;
+        let message = format!("{e} (retried with backoff)");
+        status::mark_degraded(
+            &mut status,
+            cluster.status.as_ref(),
+            &now,
+            crate::crd::reason::RECONCILE_FAILED,
+            &message,
+        );
+    }
     status::mark_ready(&mut status, cluster.status.as_ref(), &now);
     write_status(ctx, cluster, &status).await?; // client
+    if let Some(e) = step_error {
+        return Err(e);
+    }
     leader_result?;
     ctx.metrics.observe_cluster(
         &cluster.namespace().unwrap_or_default(),

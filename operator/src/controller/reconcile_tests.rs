@@ -317,7 +317,43 @@ async fn server_side_apply_uses_one_forced_field_manager() {
         500,
         &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd is sad" }),
     );
-    // A failed apply is a transient error for the error policy, not a panic or a status write.
+    // A failed apply is a transient error for the error policy, not a panic: a Warning Event
+    // and Degraded (ReconcileFailed) in the status say so.
+    let (event, send) = expect(
+        &mut server,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+    )
+    .await;
+    assert_eq!(event["reason"], "ReconcileFailed");
+    assert_eq!(event["type"], "Warning");
+    reply(send, 201, &event);
+    let (patch, send) = expect(
+        &mut server,
+        Method::PATCH,
+        "/apis/replicated.dev/v1alpha1/namespaces/shop/replicatedclusters/orders/status",
+    )
+    .await;
+    let degraded = patch["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("ReconcileFailed"))
+    );
+    assert!(degraded["message"]
+        .as_str()
+        .unwrap()
+        .contains("etcd is sad"));
+    reply(
+        send,
+        200,
+        &json!({ "apiVersion": "replicated.dev/v1alpha1", "kind": "ReplicatedCluster", "metadata": { "name": "orders", "namespace": "shop" }, "spec": { "mode": "Leaderless" }, "status": patch["status"] }),
+    );
     let error = reconciling.await.unwrap().unwrap_err();
     assert!(
         matches!(&error, Error::Apply { kind, name, .. } if kind == "ConfigMap" && name == "orders-config"),

@@ -144,8 +144,9 @@ pub async fn run(
     match pods.evict(pod, &params).await {
         Ok(_) => {
             info!(cluster = %valid.name, %pod, "rolling update: evicted");
-            ctx.publish(
+            ctx.publish_about(
                 &cluster.object_ref(&()),
+                Some(pod),
                 EventType::Normal,
                 reason::ROLLING_OUT,
                 format!("{why}: evicted {pod}"),

@@ -402,6 +402,34 @@ pub fn mark_scaling(
     mark_progressing(status, previous, now, reason, message);
 }
 
+/// `Degraded` true with `reason` and `message` (a step of this pass failed: an apply, an
+/// eviction), keeping its transition time while it stays true.
+pub fn mark_degraded(
+    status: &mut ReplicatedClusterStatus,
+    previous: Option<&ReplicatedClusterStatus>,
+    now: &Time,
+    reason: &str,
+    message: &str,
+) {
+    let since = previous
+        .into_iter()
+        .flat_map(|p| p.conditions.iter())
+        .find(|c| c.type_ == condition::DEGRADED && c.status == "True")
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    if let Some(degraded) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == condition::DEGRADED)
+    {
+        if degraded.status != "True" {
+            degraded.status = "True".to_owned();
+            degraded.last_transition_time = since;
+        }
+        degraded.reason = reason.to_owned();
+        degraded.message = message.to_owned();
+    }
+}
+
 /// `Progressing` true with `reason` and `message`, keeping its transition time while it stays
 /// true.
 pub fn mark_progressing(

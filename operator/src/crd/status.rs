@@ -303,6 +303,9 @@ pub mod reason {
     pub const VOTERS_CHANGING: &str = "VotersChanging";
     /// Leaderless: `spec.replicas` is below the replication factor; the members stay.
     pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+    /// A step of the last reconcile failed (applying an owned object, an eviction); the message
+    /// has the API server's answer. Retried with backoff.
+    pub const RECONCILE_FAILED: &str = "ReconcileFailed";
     /// SingleLeader: the requested switchover happened (or the target already led).
     pub const SWITCHOVER_DONE: &str = "SwitchoverDone";
     /// SingleLeader: the requested switchover was refused; the message says why.

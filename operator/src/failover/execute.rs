@@ -168,6 +168,7 @@ impl Steps for Pass<'_> {
                     ),
                 };
                 self.notes.push(Note {
+                    about: None,
                     reason: reason::SWITCHOVER_STARTED,
                     warning: false,
                     message,
@@ -238,6 +239,7 @@ impl Pass<'_> {
                 if let (Some(to), Action::Promote { candidate, .. }) = (prefer, &promote) {
                     if candidate.id != to {
                         self.notes.push(Note {
+                            about: None,
                             reason: reason::SWITCHOVER_REDIRECTED,
                             warning: true,
                             message: format!(
@@ -277,6 +279,7 @@ impl Pass<'_> {
                 let ids: Vec<&str> = config.voters.iter().map(|v| v.id.as_str()).collect();
                 info!(leader = %leader.id, epoch, voters = ?ids, why, "voter set changed");
                 self.notes.push(Note {
+                    about: None,
                     reason: reason::VOTERS_CHANGED,
                     warning: false,
                     message: format!("voters are now {}: {why}", ids.join(", ")),
@@ -293,6 +296,7 @@ impl Pass<'_> {
                 );
                 warn!(error = %e, leader = %leader.id, epoch, "voter change not made");
                 self.notes.push(Note {
+                    about: None,
                     reason: reason::VOTERS_CHANGE_WAITING,
                     warning: !retry,
                     message: format!("changing the voters to {} ({why}): {e}", voters.join(", ")),
@@ -342,6 +346,7 @@ impl Pass<'_> {
                 info!(leader = %candidate.id, epoch, "promoted");
                 let from = self.pending_from.take();
                 self.notes.push(Note {
+                    about: Some(candidate.id.clone()),
                     reason: reason::LEADER_PROMOTED,
                     warning: false,
                     message: format!(
@@ -368,6 +373,7 @@ impl Pass<'_> {
                 });
             }
             Ok(()) => self.notes.push(Note {
+                about: None,
                 reason: reason::FOLLOWERS_UPDATED,
                 warning: false,
                 message: format!(
@@ -379,6 +385,7 @@ impl Pass<'_> {
             Err(e) => {
                 warn!(error = %e, leader = %candidate.id, epoch, "promote failed");
                 self.notes.push(Note {
+                    about: None,
                     reason: reason::FAILOVER_BLOCKED,
                     warning: true,
                     message: format!("promoting {} in epoch {epoch}: {e}", candidate.id),
@@ -396,6 +403,7 @@ impl Pass<'_> {
         };
         warn!(%message, "failover blocked");
         self.notes.push(Note {
+            about: None,
             reason: reason::FAILOVER_BLOCKED,
             warning,
             message: message.clone(),
@@ -426,6 +434,7 @@ fn started_note(action: &Action, from: &Option<String>, epoch: u64, cause: Optio
         (_, None) => format!("no leader{evidence}: fencing every member at epoch {epoch}"),
     };
     Note {
+        about: None,
         reason: reason::FAILOVER_STARTED,
         warning: !matches!(action, Action::Bootstrap { .. }),
         message,

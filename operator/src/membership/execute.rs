@@ -124,6 +124,7 @@ impl Pass<'_> {
         }
         if accepted == 0 {
             self.notes.push(Note {
+                about: None,
                 reason: reason::RING_UPDATE_FAILED,
                 warning: true,
                 message: format!(
@@ -168,6 +169,7 @@ impl Pass<'_> {
         }
         if !started.is_empty() {
             self.notes.push(Note {
+                about: None,
                 reason: reason::DECOMMISSION_STARTED,
                 warning: false,
                 message: format!(
@@ -229,6 +231,7 @@ fn change_note(ring: &Ring, change: &Change) -> Option<Note> {
         ),
     };
     Some(Note {
+        about: None,
         reason,
         warning: false,
         message,
