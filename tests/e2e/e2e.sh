@@ -643,6 +643,22 @@ if want day2 && [ -n "${leader:-}" ] && is_available orders; then
     fail "kubectl logs of $follower" "see the kubectl-logs lines above"
   fi
   eventually "orders healthy after $follower's restart" 120 healthy orders 3
+
+  section "day2: fence the leader (maintenance), then a rolling restart through the plugin"
+  fenced=$(jp replicatedcluster/orders '{.status.leader}')
+  rcl fence "$fenced" >/dev/null
+  moved_off() { l=$(jp replicatedcluster/orders '{.status.leader}'); [ -n "$l" ] && [ "$l" != "$fenced" ]; }
+  eventually "fenced leader $fenced is switched away from" 30 moved_off
+  rcl unfence "$fenced" >/dev/null
+  expect "fence annotation removed by unfence" "$(jp "pod/$fenced" '{.metadata.annotations.replicated\.dev/fenced}')" ""
+  old_rev=$(jp statefulset/orders '{.status.updateRevision}')
+  rcl restart orders >/dev/null
+  if stack_wait "rolling restart done" 300 rolled; then
+    pass "kubectl rcl restart: 3 of 3 pods at revision $(jp statefulset/orders '{.status.updateRevision}') (was $old_rev), Ready True"
+  else
+    fail "kubectl rcl restart" "$(jp replicatedcluster/orders '{.status.updatedReplicas}') updated; Progressing: $(cond_reason orders Progressing)"
+  fi
+  leader=$(jp replicatedcluster/orders '{.status.leader}')
 fi
 
 # kill_leader: kill -9 the rc-node process of the leader orders reports now.
