@@ -146,6 +146,7 @@ if [ "$ETCD" = 1 ]; then
       --initial-cluster "${cluster%,}" --initial-cluster-state new \
       --election-timeout "$LOSS_MS" --heartbeat-interval 100 >"$OUT/etcd-$i.log" 2>&1 &
     ETCD_PIDS[i]=$!
+    disown # killed on purpose later: no job-control notice in the output
   done
   printf 'e%s 127.0.0.1:2379%s\n' 0 0 1 1 2 2 >"$OUT/etcd-targets"
   etcd_leader() {
@@ -182,6 +183,7 @@ if [ "$ETCD" = 1 ]; then
           --initial-cluster "${cluster%,}" --initial-cluster-state existing \
           --election-timeout "$LOSS_MS" --heartbeat-interval 100 >>"$OUT/etcd-$l.log" 2>&1 &
         ETCD_PIDS[l]=$!
+        disown
       else
         kill -CONT "${ETCD_PIDS[l]}"
       fi
