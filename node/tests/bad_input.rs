@@ -308,6 +308,21 @@ async fn admin_api_requires_the_token_and_refuses_unsafe_calls() {
         "invalid",
     )
     .await;
+    // An epoch the operator's status (int64) cannot hold would end every later failover.
+    for path in ["/admin/epoch", "/admin/promote", "/admin/follow"] {
+        let body = json!({"epoch": u64::MAX, "followers": [], "leader": {"id": "n1", "address": "127.0.0.1:1"}});
+        expect_error(admin(path, body).await.unwrap(), 400, "invalid").await;
+    }
+    let status: Value = h
+        .get(url("/admin/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["epoch"], 0, "a refused epoch changes nothing");
 
     assert_eq!(c.fence(0, 5).await.unwrap().epoch, 5);
     assert_eq!(

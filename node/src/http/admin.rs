@@ -81,6 +81,7 @@ async fn epoch(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EpochResponse>, ApiError> {
     let req: EpochRequest = json_body(b)?;
+    representable(req.epoch)?;
     Ok(Json(s.node.fence(req.epoch).await))
 }
 
@@ -89,6 +90,7 @@ async fn promote(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: PromoteRequest = json_body(b)?;
+    representable(req.epoch)?;
     if req
         .followers
         .iter()
@@ -148,6 +150,7 @@ async fn follow(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: FollowRequest = json_body(b)?;
+    representable(req.epoch)?;
     if req.leader.id.is_empty() || req.leader.address.is_empty() {
         return Err(ApiError::bad_request(
             "invalid",
@@ -159,6 +162,21 @@ async fn follow(
         .await
         .map_err(refusal)?;
     Ok(Json(s.node.status()).into_response())
+}
+
+/// Epochs only go up and can never come down: one the operator's status (a Kubernetes int64)
+/// cannot represent would end every later failover. Refused before anything changes.
+fn representable(epoch: u64) -> Result<(), ApiError> {
+    if i64::try_from(epoch).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid",
+            format!(
+                "epoch {epoch} is beyond {} (int64), which the operator's status cannot hold",
+                i64::MAX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn healthz() -> &'static str {
