@@ -1,6 +1,7 @@
 //! (client) The rollout step: plans the next pod restart of a rolling update (pure,
 //! [`crate::rollout::plan`]) and performs it with an eviction, so a PodDisruptionBudget is
-//! honoured as for any voluntary disruption. The SingleLeader hand-over before the leader's pod
+//! honoured as for any voluntary disruption (a one-member cluster, whose PDB allows none, has
+//! its pod deleted: the spec change asked for the restart). The SingleLeader hand-over before the leader's pod
 //! goes is the leader step's (a switchover it runs when [`switchover_wanted`] says so).
 
 use k8s_openapi::api::core::v1::Pod;
@@ -141,7 +142,22 @@ pub async fn run(
         }),
         ..EvictParams::default()
     };
-    match pods.evict(pod, &params).await {
+    // A one-member cluster's PDB allows no eviction (it would stop the cluster), so a rollout
+    // there could never proceed: the spec change itself asks for the restart, so delete it.
+    let result = if valid.members.len() == 1 {
+        pods.delete(
+            pod,
+            params
+                .delete_options
+                .as_ref()
+                .unwrap_or(&DeleteParams::default()),
+        )
+        .await
+        .map(|_| ())
+    } else {
+        pods.evict(pod, &params).await.map(|_| ())
+    };
+    match result {
         Ok(_) => {
             info!(cluster = %valid.name, %pod, "rolling update: evicted");
             ctx.publish_about(
