@@ -308,6 +308,28 @@ $base"
   replicas: 3
 $base"
   fi
+  # adminSecretRef to a Secret not made for the cluster (the operator would mount it into pods
+  # running an image the author chose): accepted by the API server, refused by the operator.
+  kubectl -n "$NS" create secret generic unrelated --from-literal=token=not-for-you >/dev/null
+  kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: replicated.dev/v1alpha1
+kind: ReplicatedCluster
+metadata:
+  name: deputy
+spec:
+  mode: SingleLeader
+  replicas: 1
+  adminSecretRef: { name: unrelated }
+$base
+EOF
+  deputy_refused() {
+    [ "$(jp replicatedcluster/deputy '{.status.phase}')" = Invalid ] &&
+      jp replicatedcluster/deputy '{.status.conditions[?(@.type=="Degraded")].message}' | grep -q "replicated.dev/admin-secret-for=deputy"
+  }
+  eventually "adminSecretRef to an unrelated Secret: Invalid, the message says which label to set" 30 deputy_refused
+  expect "no StatefulSet for the refused cluster" "$(kubectl -n "$NS" get statefulset deputy -o name 2>/dev/null)" ""
+  kubectl -n "$NS" delete replicatedcluster deputy --wait=false >/dev/null
+  kubectl -n "$NS" delete secret unrelated --wait=false >/dev/null
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -435,7 +435,9 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             )
             .await;
             Some(match error {
-                SpecError::AdminSecret(_) => Action::requeue(RECHECK_SECRET),
+                SpecError::AdminSecret(_) | SpecError::AdminSecretNotDedicated { .. } => {
+                    Action::requeue(RECHECK_SECRET)
+                }
                 _ => Action::await_change(),
             })
         }

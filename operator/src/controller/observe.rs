@@ -13,8 +13,8 @@ use kube::{Api, ResourceExt};
 use rc_api::NodeStatus;
 
 use super::validate::{
-    admin_secret_name, ObservedFacts, ADMIN_TOKEN_KEY, CLUSTER_LABEL, FENCED_ANNOTATION, NODE_PORT,
-    ROLE_LABEL,
+    admin_secret_name, ObservedFacts, ADMIN_SECRET_FOR_LABEL, ADMIN_TOKEN_KEY, CLUSTER_LABEL,
+    FENCED_ANNOTATION, NODE_PORT, ROLE_LABEL,
 };
 
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
@@ -55,6 +55,9 @@ pub struct ObservedPod {
 pub struct Observed {
     /// The admin token, when the admin Secret exists and holds one.
     pub admin_token: Option<String>,
+    /// The admin Secret is labelled `replicated.dev/admin-secret-for: <cluster>` or owned by the
+    /// cluster: made for it, not just any Secret of the namespace.
+    pub admin_secret_dedicated: bool,
     pub statefulset: Option<StatefulSet>,
     /// Pods sorted by ordinal.
     pub pods: Vec<ObservedPod>,
@@ -87,6 +90,7 @@ impl Observed {
         });
         ObservedFacts {
             admin_secret_ready: self.admin_token.is_some(),
+            admin_secret_dedicated: self.admin_secret_dedicated,
             existing_storage,
             ring: crate::membership::newest_ring(
                 None,
@@ -139,6 +143,13 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
                 .map_err(observe_error("Pod"))
         },
     )?;
+    let admin_secret_dedicated = secret.as_ref().is_some_and(|secret| {
+        secret.labels().get(ADMIN_SECRET_FOR_LABEL) == Some(&name)
+            || secret
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == cluster.metadata.uid.as_ref())
+    });
     let admin_token = secret.and_then(|secret| token_of(&secret));
     let mut pods: Vec<ObservedPod> = pod_list
         .items
@@ -162,6 +173,7 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
     };
     Ok(Observed {
         admin_token,
+        admin_secret_dedicated,
         statefulset,
         pods,
         nodes,

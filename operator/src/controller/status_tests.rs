@@ -126,6 +126,7 @@ fn healthy_single_leader() -> Observed {
     ];
     Observed {
         admin_token: Some("t".into()),
+        admin_secret_dedicated: false,
         statefulset: Some(settled(3)),
         pods: vec![pod(0, true), pod(1, true), pod(2, true)],
         nodes: BTreeMap::from([

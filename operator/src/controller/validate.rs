@@ -31,6 +31,10 @@ pub const ADMIN_TOKEN_DIR: &str = "/etc/rc-node";
 pub const ADMIN_TOKEN_FILE: &str = "/etc/rc-node/admin-token";
 /// Key of the admin token in the admin Secret.
 pub const ADMIN_TOKEN_KEY: &str = "token";
+/// Label a Secret named by `spec.adminSecretRef` must carry, with the cluster's name as value
+/// (unless the cluster owns it): the operator mounts that Secret into pods, so it must have
+/// been made for this cluster, not be any Secret of the namespace.
+pub const ADMIN_SECRET_FOR_LABEL: &str = "replicated.dev/admin-secret-for";
 
 /// Label carrying the owning cluster's name, on every object and pod.
 pub const CLUSTER_LABEL: &str = "replicated.dev/cluster";
@@ -87,6 +91,8 @@ pub enum SpecError {
     Image,
     #[error("admin Secret {0:?} does not exist or has no key \"token\"")]
     AdminSecret(String),
+    #[error("spec.adminSecretRef names Secret {secret:?}, which is not made for this cluster: the operator mounts it into pods, so it must carry the label replicated.dev/admin-secret-for={cluster} (kubectl label secret {secret} replicated.dev/admin-secret-for={cluster})")]
+    AdminSecretNotDedicated { secret: String, cluster: String },
     #[error("spec.replicas changed from {running} to {wanted} while spec.paused is true: a paused rollout holds every pod as it is; set spec.paused to false, or spec.replicas back to {running}")]
     ScaleWhilePaused { running: i32, wanted: i32 },
 }
@@ -193,6 +199,8 @@ impl ValidatedCluster {
 pub struct ObservedFacts {
     /// True when the admin Secret exists and holds a `token` key.
     pub admin_secret_ready: bool,
+    /// True when it is labelled for this cluster or owned by it.
+    pub admin_secret_dedicated: bool,
     /// Size and class of the existing StatefulSet's volume claim template, which Kubernetes
     /// never lets change: a different `spec.storage` only applies to a new cluster.
     pub existing_storage: Option<(Quantity, Option<String>)>,
@@ -361,6 +369,12 @@ pub fn validate(
     // A managed Secret that does not exist yet is created by `apply`; a named one must exist.
     if !admin_secret.managed && !facts.admin_secret_ready {
         return Err(SpecError::AdminSecret(admin_secret.name));
+    }
+    if !admin_secret.managed && !facts.admin_secret_dedicated {
+        return Err(SpecError::AdminSecretNotDedicated {
+            secret: admin_secret.name,
+            cluster: name,
+        });
     }
     let peer = |ordinal: i32| {
         let id = format!("{name}-{ordinal}");

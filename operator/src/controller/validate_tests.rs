@@ -228,10 +228,25 @@ fn a_named_admin_secret_must_exist_and_a_missing_managed_one_is_fine() {
         validate(&c, &ObservedFacts::default()),
         Err(SpecError::AdminSecret("mine".into()))
     );
+    // Any Secret of the namespace will not do: it is mounted into pods.
+    assert_eq!(
+        validate(
+            &c,
+            &ObservedFacts {
+                admin_secret_ready: true,
+                ..ObservedFacts::default()
+            },
+        ),
+        Err(SpecError::AdminSecretNotDedicated {
+            secret: "mine".into(),
+            cluster: "orders".into()
+        })
+    );
     let v = validate(
         &c,
         &ObservedFacts {
             admin_secret_ready: true,
+            admin_secret_dedicated: true,
             ..ObservedFacts::default()
         },
     )
