@@ -408,3 +408,31 @@ async fn admin_api_requires_the_token_and_refuses_unsafe_calls() {
     let s = c.status(0).await.unwrap();
     assert_eq!((s.epoch, s.leader.as_deref()), (5, Some("n1")));
 }
+
+/// The peer protocol (first byte 0 on the node's port) caps frames before authentication: a
+/// huge length prefix ends the connection at once instead of making the node buffer it, and
+/// the node keeps serving.
+#[tokio::test]
+async fn an_unauthenticated_peer_cannot_send_a_large_frame() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(1, &[]);
+    c.wait_up(0).await;
+    let url = c.url(0, "/healthz");
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Magic byte, then a 4-byte big-endian length of 64 MiB and the start of its body.
+    conn.write_all(&[0u8]).await.unwrap();
+    conn.write_all(&(64u32 << 20).to_be_bytes()).await.unwrap();
+    let _ = conn.write_all(&[7u8; 1024]).await;
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("the node must close the connection, not wait for 64 MiB");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    let healthy = c.http.get(&url).send().await.unwrap();
+    assert_eq!(healthy.status(), 200);
+}

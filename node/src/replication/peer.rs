@@ -27,6 +27,10 @@ use crate::storage::Entry;
 /// First byte of a peer connection; no HTTP request starts with it.
 pub const MAGIC: u8 = 0;
 const MAX_FRAME: usize = 1 << 30;
+/// Largest frame before the peer has authenticated: a `Hello` is a token and a node id. A
+/// larger one ends the connection before it is read (an unauthenticated peer must not make the
+/// node buffer a gigabyte).
+const MAX_HELLO_FRAME: usize = 4 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -249,13 +253,26 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     }
     let _ = stream.set_nodelay(true);
     let mut conn = Framed::new(stream, codec());
+    conn.codec_mut().set_max_frame_length(MAX_HELLO_FRAME);
     let mut authenticated = false;
-    while let Some(Ok(frame)) = conn.next().await {
+    loop {
+        let frame = match conn.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                if !authenticated {
+                    tracing::warn!(error = %e, "closed an unauthenticated peer connection");
+                }
+                break;
+            }
+            None => break,
+        };
         let response = match postcard::from_bytes::<Request<Entry>>(&frame) {
             Ok(Request::Hello { token, from }) => {
                 authenticated = crate::http::auth::token_matches(&node.cfg.token, &token);
                 if !authenticated {
                     tracing::warn!(from, "refused a peer connection with a wrong token");
+                } else {
+                    conn.codec_mut().set_max_frame_length(MAX_FRAME);
                 }
                 if authenticated {
                     Response::HelloOk
