@@ -675,11 +675,18 @@ if want day2 && [ -n "${leader:-}" ] && is_available orders; then
   expect "fence annotation removed by unfence" "$(jp "pod/$fenced" '{.metadata.annotations.replicated\.dev/fenced}')" ""
   old_rev=$(jp statefulset/orders '{.status.updateRevision}')
   rcl restart orders >/dev/null
+  # The operator is replaced in the middle: the rollout resumes from the pods' revisions.
+  one_updated() { [ "$(jp replicatedcluster/orders '{.status.updatedReplicas}')" -ge 1 ] 2>/dev/null && [ "$(jp replicatedcluster/orders '{.status.updateRevision}')" != "$old_rev" ]; }
+  if stack_wait "first pod of the rolling restart updated" 120 one_updated; then
+    kubectl -n "$STACK_OPERATOR_NS" delete pod -l app.kubernetes.io/name=rc-operator --wait=false >/dev/null
+    pass "operator pod deleted during the rolling restart ($(jp replicatedcluster/orders '{.status.updatedReplicas}') of 3 updated)"
+  fi
   if stack_wait "rolling restart done" 300 rolled; then
-    pass "kubectl rcl restart: 3 of 3 pods at revision $(jp statefulset/orders '{.status.updateRevision}') (was $old_rev), Ready True"
+    pass "kubectl rcl restart: 3 of 3 pods at revision $(jp statefulset/orders '{.status.updateRevision}') (was $old_rev), Ready True, across an operator restart"
   else
     fail "kubectl rcl restart" "$(jp replicatedcluster/orders '{.status.updatedReplicas}') updated; Progressing: $(cond_reason orders Progressing)"
   fi
+  eventually "operator pod Ready again" 120 kubectl -n "$STACK_OPERATOR_NS" wait --for=condition=Ready pod -l app.kubernetes.io/name=rc-operator --timeout=2s
   leader=$(jp replicatedcluster/orders '{.status.leader}')
 fi
 
