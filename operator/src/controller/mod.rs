@@ -365,6 +365,12 @@ pub async fn reconcile(
     result
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    cluster = %cluster.name_any(),
+    namespace = cluster.namespace().as_deref().unwrap_or_default(),
+    generation = cluster.metadata.generation,
+    epoch = cluster.status.as_ref().and_then(|s| s.epoch),
+))]
 async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result<Action, Error> {
     let reference = cluster.object_ref(&());
     let mut observed = match observe::observe(ctx, cluster).await {

@@ -104,6 +104,7 @@ impl RolloutOutcome {
 
 /// Plans again from `observed` (as the leader step left it) and evicts the next pod if the plan
 /// says so.
+#[tracing::instrument(name = "rollout", skip_all)]
 pub async fn run(
     ctx: &Context,
     cluster: &ReplicatedCluster,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest, VotersRequest};
-use tracing::{info, warn};
+use tracing::{info, instrument, warn};
 
 use super::{after_fence_preferring, decide, Action, Blocked, Cause, Decision, FenceFailure, View};
 pub use crate::executor::Note;
@@ -205,6 +205,7 @@ impl Steps for Pass<'_> {
 }
 
 impl Pass<'_> {
+    #[instrument(name = "fence_and_elect", skip_all, fields(epoch = new_epoch, from = from.as_deref(), prefer))]
     async fn fence_and_elect(
         &mut self,
         fence: &[Peer],
@@ -259,6 +260,7 @@ impl Pass<'_> {
 
     /// `POST /admin/voters` to the leader. A refusal that may pass later (a learner still
     /// catching up, a change still committing) ends the pass and looks again soon.
+    #[instrument(name = "set_voters", skip_all, fields(epoch, leader = %leader.id, voters = ?voters))]
     async fn set_voters(
         &mut self,
         leader: &Peer,
@@ -318,6 +320,7 @@ impl Pass<'_> {
 
     /// `POST /admin/promote` for an [`Action::Promote`]: a new leader (a [`Promotion`]) or the
     /// current one with a new follower list.
+    #[instrument(name = "promote", skip_all)]
     async fn promote(&mut self, action: &Action) {
         let Action::Promote {
             candidate,

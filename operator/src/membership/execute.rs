@@ -104,6 +104,7 @@ impl Steps for Pass<'_> {
 
 impl Pass<'_> {
     /// Sends `ring` to `targets`; once one node holds it, it is the ring from here on.
+    #[tracing::instrument(name = "push_ring", skip_all, fields(version = ring.version))]
     async fn push(&mut self, ring: &Ring, targets: &[Peer], change: &Change) {
         let (nodes, token) = (self.nodes, self.token);
         let calls = targets.iter().map(|p| async move {
@@ -154,6 +155,7 @@ impl Pass<'_> {
     }
 
     /// `POST /admin/decommission` to each of `members`.
+    #[tracing::instrument(name = "decommission", skip_all, fields(members = members.len()))]
     async fn decommission(&mut self, members: &[Peer]) {
         let (nodes, token) = (self.nodes, self.token);
         let calls = members.iter().map(|p| async move {
