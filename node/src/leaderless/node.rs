@@ -74,7 +74,9 @@ pub struct PutOutcome {
 pub(crate) struct Inner {
     pub store: BTreeMap<String, KeyState>,
     pub ring: Option<Ring>,
-    pub layout: Layout,
+    /// Shared: every request takes the layout without copying its token tables; a ring change
+    /// swaps in a new one.
+    pub layout: Arc<Layout>,
     pub hints: BTreeMap<u64, Hint>,
     next_hint: u64,
     pub hlc: Hlc,
@@ -164,10 +166,11 @@ impl LeaderlessNode {
         for s in store.values() {
             hlc.observe(s.max_ts());
         }
-        let layout = ring
-            .as_ref()
-            .map(|r| Layout::new(r, cfg.n))
-            .unwrap_or_default();
+        let layout = Arc::new(
+            ring.as_ref()
+                .map(|r| Layout::new(r, cfg.n))
+                .unwrap_or_default(),
+        );
         tracing::info!(
             keys = store.len(),
             hints = hints.len(),
@@ -310,7 +313,7 @@ impl LeaderlessNode {
         self.lock().store.get(key).cloned()
     }
 
-    fn layout(&self) -> Result<Layout, LeaderlessError> {
+    fn layout(&self) -> Result<Arc<Layout>, LeaderlessError> {
         let g = self.lock();
         if g.ring.is_none() {
             return Err(LeaderlessError::NoRing);
@@ -346,7 +349,7 @@ impl LeaderlessNode {
             if g.ring.is_some() {
                 g.ring_installed = Some(std::time::Instant::now());
             }
-            g.layout = Layout::new(&ring, self.cfg.n);
+            g.layout = Arc::new(Layout::new(&ring, self.cfg.n));
             g.ring = Some(ring.clone());
             self.persist(&mut g, vec![WalRecord::Ring(ring)])
         };
