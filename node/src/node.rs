@@ -341,6 +341,47 @@ impl Node {
 
     // ---- admin API -------------------------------------------------------------------------
 
+    /// A switchover's first step, on the leader of `epoch`: stop taking writes and wait (at most
+    /// `wait`) until `target` holds the whole log. `Ok` with the last log position once it
+    /// does; writes stay stopped a little longer (the operator fences next), then resume by
+    /// themselves. If `target` does not catch up in time, writes resume at once.
+    pub async fn hand_over(
+        &self,
+        epoch: u64,
+        target: &str,
+        wait: Duration,
+    ) -> Result<LogPosition, AdminRefusal> {
+        /// How long writes stay stopped after the target caught up, for the operator's fence.
+        const FENCE_GRACE: Duration = Duration::from_secs(2);
+        let start = Instant::now();
+        {
+            let mut g = self.lock();
+            g.replica
+                .begin_hand_over(epoch, target, start + wait + FENCE_GRACE)?;
+            self.settle(&mut g);
+        }
+        loop {
+            {
+                let g = self.lock();
+                if g.replica.epoch() != epoch || g.replica.role() != Role::Leader {
+                    return Err(AdminRefusal::NotLeader { epoch });
+                }
+                if g.replica.holds_whole_log(target) {
+                    return Ok(g.replica.last_log());
+                }
+            }
+            if start.elapsed() >= wait {
+                let mut g = self.lock();
+                g.replica.end_hand_over();
+                return Err(AdminRefusal::Busy(format!(
+                    "{target} did not catch up within {} ms; writes resumed",
+                    wait.as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     pub async fn fence(&self, epoch: u64) -> EpochResponse {
         self.with_replica_durably(|r, _| {
             r.fence(epoch);

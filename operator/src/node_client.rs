@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rc_api::{
-    paths, EpochRequest, EpochResponse, FollowRequest, NodeStatus, PromoteRequest, Ring,
-    StatusQuery, VoterConfig, VotersRequest,
+    paths, EpochRequest, EpochResponse, FollowRequest, HandoverRequest, LogPosition, NodeStatus,
+    PromoteRequest, Ring, StatusQuery, VoterConfig, VotersRequest,
 };
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -80,6 +80,23 @@ pub trait NodeAdmin: Send + Sync {
         token: &'a str,
         request: EpochRequest,
     ) -> BoxFuture<'a, Result<EpochResponse, NodeError>>;
+    /// `POST /admin/handover` to the leader: stop writes until the target holds the whole log;
+    /// waits up to `request.wait_ms` plus a margin. A client without it fails the call (the
+    /// switchover then fences without it, as a hand-over on pod deletion does).
+    fn handover<'a>(
+        &'a self,
+        address: &'a str,
+        _token: &'a str,
+        _request: HandoverRequest,
+    ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
+        Box::pin(async move {
+            Err(NodeError::Status {
+                address: address.to_owned(),
+                status: 501,
+                body: "this client has no hand-over".to_owned(),
+            })
+        })
+    }
     /// `POST /admin/promote`.
     fn promote<'a>(
         &'a self,
@@ -223,6 +240,22 @@ fn required<T>(value: Option<T>, address: &str) -> Result<T, NodeError> {
 }
 
 impl NodeAdmin for HttpNodeAdmin {
+    fn handover<'a>(
+        &'a self,
+        address: &'a str,
+        token: &'a str,
+        request: HandoverRequest,
+    ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
+        Box::pin(async move {
+            let wait = Duration::from_millis(request.wait_ms);
+            let request = self
+                .request(Method::POST, address, paths::HANDOVER, token)
+                .json(&request)
+                .timeout(wait + FEED_MARGIN);
+            required(self.send(request, address).await?, address)
+        })
+    }
+
     fn status<'a>(
         &'a self,
         address: &'a str,

@@ -82,7 +82,7 @@ fn nothing_restarts_while_a_member_is_down_lagging_or_leaderless() {
     let nodes = statuses();
     // A follower catching up.
     let mut lagging = statuses();
-    lagging[0].followers[1].lag_entries = 4;
+    lagging[0].followers[1].lag_entries = CAUGHT_UP_LAG + 1;
     assert!(matches!(plan_led(&lagging, [OLD, OLD, OLD]),
         Step::Wait { why, .. } if why.contains("orders-2 is catching up")));
     // A pod not ready.

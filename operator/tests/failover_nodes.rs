@@ -356,3 +356,118 @@ async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_follower
     }
     assert_ne!(nodes.put(0, "on-the-old-leader", "x").await, 200);
 }
+
+/// Requested switchovers, one after another, while writers keep writing through every node:
+/// each ends with the asked-for member leading a higher epoch, and at the end every write that
+/// was acknowledged is read back, linearizably, from the last leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_under_writes_lose_no_acknowledged_write() {
+    use rc_operator::failover::SwitchoverRequest;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let nodes = Nodes::start("switchover", 3, SINGLE_LEADER);
+    nodes.wait_up().await;
+    let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
+    let mut view = nodes.view();
+    pass(&admin, &mut view).await; // bootstrap: orders-0 leads epoch 1
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let addrs: Vec<String> = (0..3).map(|i| nodes.addr(i)).collect();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (stop, acked, addrs) = (stop.clone(), acked.clone(), addrs.clone());
+            let http = nodes.http().clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                // Bounded: at most 100 000 attempts, stopped long before.
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    n += 1;
+                    let key = format!("w{w}-{n}");
+                    let url = format!("http://{}/v1/kv/{key}", addrs[(n as usize + w) % 3]);
+                    let ok = http
+                        .put(&url)
+                        .json(&serde_json::json!({ "value": key }))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        acked.lock().unwrap().push(key);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Each target in turn, and twice "any" away from the leader of the moment.
+    let mut epoch = status(&view, 0).epoch;
+    for target in [Some(1), Some(2), None, Some(0), None] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        refresh(&admin, TOKEN, &mut view).await;
+        let leader = (0..3)
+            .find(|&i| {
+                view.members[i]
+                    .node
+                    .as_ref()
+                    .is_ok_and(|n| n.role == Role::Leader)
+            })
+            .expect("a leader");
+        // A named target that leads already (after an `any`) is replaced by the next member.
+        let target = target.map(|t: usize| if t == leader { (t + 1) % 3 } else { t });
+        view.switchover = Some(SwitchoverRequest {
+            target: target.map(|i| format!("orders-{i}")),
+            since_ms: now_ms(),
+            bound: Duration::from_secs(10),
+            avoid: vec![format!("orders-{leader}")],
+        });
+        let report = pass(&admin, &mut view).await;
+        view.switchover = None;
+        let promoted = report.promoted.clone().unwrap_or_else(|| {
+            panic!(
+                "switchover to {target:?}: {:?}\n{}",
+                report.decision,
+                nodes.logs()
+            )
+        });
+        assert!(promoted.epoch > epoch, "a higher epoch: {promoted:?}");
+        if let Some(t) = target {
+            assert_eq!(promoted.to, format!("orders-{t}"), "{report:?}");
+        } else {
+            assert_ne!(promoted.to, format!("orders-{leader}"));
+        }
+        assert_eq!(promoted.cause.as_ref().map(|c| c.kind), Some("switchover"));
+        epoch = promoted.epoch;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    refresh(&admin, TOKEN, &mut view).await;
+    let leader = (0..3)
+        .find(|&i| {
+            view.members[i]
+                .node
+                .as_ref()
+                .is_ok_and(|n| n.role == Role::Leader)
+        })
+        .expect("a leader");
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 50,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    for key in &acked {
+        assert_eq!(
+            nodes.read(leader, key).await.as_deref(),
+            Some(key.as_str()),
+            "acknowledged write {key} lost across switchovers"
+        );
+    }
+    eprintln!(
+        "{} acknowledged writes across 5 switchovers, all read back",
+        acked.len()
+    );
+}

@@ -11,6 +11,9 @@ pub mod paths {
     pub const EPOCH: &str = "/admin/epoch";
     pub const PROMOTE: &str = "/admin/promote";
     pub const FOLLOW: &str = "/admin/follow";
+    /// Single-leader, on the leader: stop taking writes until a follower holds the whole log
+    /// (a switchover's first step).
+    pub const HANDOVER: &str = "/admin/handover";
     /// Single-leader: change the voter set by one member (the leader only).
     pub const VOTERS: &str = "/admin/voters";
     pub const RING: &str = "/admin/ring";
@@ -108,6 +111,17 @@ impl VoterConfig {
     pub fn has_id(&self, id: &str) -> bool {
         self.voters.iter().any(|v| v.id == id)
     }
+}
+
+/// `POST /admin/handover`: as leader of `epoch`, take no new writes and wait at most
+/// `wait_ms` until `target` holds the whole log; the answer is the last log position then.
+/// Writes resume by themselves a little after, if no fence comes (or at once when the target
+/// did not catch up: 409 `busy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverRequest {
+    pub epoch: u64,
+    pub target: String,
+    pub wait_ms: u64,
 }
 
 /// `POST /admin/epoch`: fence the node at `epoch`.

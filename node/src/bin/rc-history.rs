@@ -9,9 +9,9 @@
 //! `--max-seconds`), every key is read once more and the history is written to `--out` as JSON:
 //! `{"client","op","key","value","found","call","ret","unknown"}`.
 //!
-//! Outcomes: 200 is done; 307, `no_leader`, `leader_fenced` and refused connections certainly
-//! did nothing (left out); anything else (timeout, `outcome_unknown`, a broken connection) may
-//! have happened and is recorded as unknown. Failed reads are left out.
+//! Outcomes: 200 is done; 307, `no_leader`, `leader_fenced`, `leader_handing_over` and refused
+//! connections certainly did nothing (left out); anything else (timeout, `outcome_unknown`, a
+//! broken connection) may have happened and is recorded as unknown. Failed reads are left out.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -271,7 +271,9 @@ async fn send(http: &reqwest::Client, target: &str, op: Op<'_>) -> Outcome {
             value: body["value"].as_str().map(str::to_owned),
         },
         (404, _) if !op.put => Outcome::Done { value: None },
-        (307, _) | (_, "no_leader" | "leader_fenced" | "not_leader") => Outcome::NotApplied,
+        (307, _) | (_, "no_leader" | "leader_fenced" | "not_leader" | "leader_handing_over") => {
+            Outcome::NotApplied
+        }
         _ if !op.put => Outcome::NotApplied,
         _ => Outcome::Unknown,
     }

@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use rc_api::{
-    paths, EpochRequest, EpochResponse, FollowRequest, PromoteRequest, StatusQuery, VotersRequest,
+    paths, EpochRequest, EpochResponse, FollowRequest, HandoverRequest, LogPosition,
+    PromoteRequest, StatusQuery, VotersRequest,
 };
 
 use super::auth::require_token;
@@ -30,6 +31,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route(paths::EPOCH, post(epoch))
         .route(paths::PROMOTE, post(promote))
         .route(paths::FOLLOW, post(follow))
+        .route(paths::HANDOVER, post(handover))
         .route(paths::VOTERS, post(voters))
         .route_layer(middleware::from_fn_with_state(state, require_token));
     Router::new()
@@ -162,6 +164,30 @@ async fn follow(
         .await
         .map_err(refusal)?;
     Ok(Json(s.node.status()).into_response())
+}
+
+/// Longest a hand-over may wait for its target.
+const MAX_HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+async fn handover(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<LogPosition>, ApiError> {
+    let req: HandoverRequest = json_body(b)?;
+    representable(req.epoch)?;
+    if req.target.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "target must name a follower",
+        ));
+    }
+    let wait = Duration::from_millis(req.wait_ms).min(MAX_HANDOVER_WAIT);
+    let last = s
+        .node
+        .hand_over(req.epoch, &req.target, wait)
+        .await
+        .map_err(refusal)?;
+    Ok(Json(last))
 }
 
 /// Epochs only go up and can never come down: one the operator's status (a Kubernetes int64)

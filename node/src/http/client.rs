@@ -253,6 +253,10 @@ fn failure(e: OpFailure) -> ApiError {
         OpFailure::Refused(WriteRefusal::NotLeader { .. }) => {
             ApiError::unavailable("no_leader", "this node is not the leader and knows no leader yet")
         }
+        OpFailure::Refused(WriteRefusal::HandingOver) => ApiError::unavailable(
+            "leader_handing_over",
+            "this leader is handing over to another node (a switchover); the write was not taken, retry in a moment",
+        ),
         OpFailure::Refused(WriteRefusal::SelfFenced) => ApiError::unavailable(
             "leader_fenced",
             "this leader cannot reach a majority (or has not committed its first entry yet); retry shortly",

@@ -61,6 +61,9 @@ pub enum WriteRefusal {
     },
     /// Leader without a majority within the fence timeout.
     SelfFenced,
+    /// Leader handing its leadership over (a switchover): the write was not taken; retry (the
+    /// new leader takes it in a moment).
+    HandingOver,
 }
 
 impl WriteRefusal {
@@ -163,6 +166,9 @@ pub struct Replica {
     meta_unsubmitted: bool,
     meta_in_flight: Option<u64>,
     rng: u64,
+    /// Leader handing over (a switchover): no new writes until then, so the target can catch
+    /// up with a log that no longer grows.
+    hand_over_until: Option<Instant>,
 }
 
 impl Replica {
@@ -204,6 +210,7 @@ impl Replica {
             meta_unsubmitted: false,
             meta_in_flight: None,
             rng,
+            hand_over_until: None,
         };
         for rec in records {
             match rec {
@@ -528,6 +535,7 @@ impl Replica {
         };
         self.set_meta(epoch, Some(me));
         self.role = Role::Leader;
+        self.hand_over_until = None;
         self.leader_contact = None;
         self.followers.clear();
         self.set_followers(followers);

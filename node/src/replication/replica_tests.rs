@@ -582,3 +582,35 @@ fn the_voter_set_survives_replay_and_compaction_and_a_truncated_one_is_undone() 
         .unwrap_or_else(|| unreachable!("compaction due"));
     assert_eq!(snap.config.map(|(_, v)| v), Some(first.voters));
 }
+
+#[test]
+fn a_leader_handing_over_takes_no_writes_until_its_target_holds_the_whole_log() {
+    let (mut a, mut b, _c, mut seq, now) = three();
+    catch_up(&mut a, 0, &mut b, &mut seq, now);
+    write(&mut a, put("x"), &mut seq, now);
+    assert!(!a.holds_whole_log("b"), "b has not received x yet");
+    assert!(
+        a.begin_hand_over(2, "b", now + Duration::from_secs(1))
+            .is_err(),
+        "not epoch 2"
+    );
+    assert!(
+        a.begin_hand_over(1, "z", now + Duration::from_secs(1))
+            .is_err(),
+        "no such follower"
+    );
+    a.begin_hand_over(1, "b", now + Duration::from_millis(100))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(a.propose(put("y"), now), Err(WriteRefusal::HandingOver));
+    // What was proposed before still reaches the target.
+    catch_up(&mut a, 0, &mut b, &mut seq, now);
+    assert!(a.holds_whole_log("b"));
+    // A hand-over nobody completes expires; one given up ends at once.
+    assert!(a
+        .propose(put("y"), now + Duration::from_millis(150))
+        .is_ok());
+    a.begin_hand_over(1, "b", now + Duration::from_secs(5))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    a.end_hand_over();
+    assert!(a.propose(put("z"), now).is_ok());
+}

@@ -137,7 +137,7 @@ async fn put_op(
             let code = body["error"]["code"].as_str().unwrap_or("").to_string();
             match code.as_str() {
                 // Refused before anything was appended: certainly not applied.
-                "no_leader" | "leader_fenced" | "not_leader" => {
+                "no_leader" | "leader_fenced" | "not_leader" | "leader_handing_over" => {
                     h.failed();
                     return;
                 }

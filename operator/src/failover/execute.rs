@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rc_api::{EpochRequest, FollowRequest, Peer, PromoteRequest, VotersRequest};
+use rc_api::{EpochRequest, FollowRequest, HandoverRequest, Peer, PromoteRequest, VotersRequest};
 use tracing::{info, instrument, warn};
 
 use super::{after_fence_preferring, decide, Action, Blocked, Cause, Decision, FenceFailure, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
 use crate::node_client::{NodeAdmin, NodeError};
+
+/// How long a switchover's leader waits for its target to hold the whole log, writes stopped.
+const HAND_OVER_WAIT: Duration = Duration::from_millis(1000);
 
 /// Most steps in one pass: fence, promote, follow, relabel, a few voter changes, plus slack.
 const MAX_STEPS: usize = 10;
@@ -167,6 +170,13 @@ impl Steps for Pass<'_> {
                         "leader {from} is leaving the voters: fencing every member at epoch {new_epoch} to hand over to a voter that stays"
                     ),
                 };
+                if let Some(to) = prefer {
+                    if let ControlFlow::Break(waiting) =
+                        self.hand_over(fence, from, to, *new_epoch).await
+                    {
+                        return ControlFlow::Break(waiting);
+                    }
+                }
                 self.notes.push(Note {
                     about: None,
                     reason: reason::SWITCHOVER_STARTED,
@@ -205,6 +215,49 @@ impl Steps for Pass<'_> {
 }
 
 impl Pass<'_> {
+    /// A switchover's first step: the leader `from` stops taking writes until `to` holds its
+    /// whole log, so the fence that follows elects `to` with nothing left behind. When `to`
+    /// does not catch up in time the leader takes writes again and the pass ends with the
+    /// switchover waiting (retried; a request is refused after its bound). A node or client
+    /// without the call (404/501) is fenced without it: the election still promotes only an
+    /// electable member.
+    #[instrument(name = "hand_over", skip_all, fields(from, to, epoch = new_epoch - 1))]
+    async fn hand_over(
+        &mut self,
+        fence: &[Peer],
+        from: &str,
+        to: &str,
+        new_epoch: u64,
+    ) -> ControlFlow<Decision> {
+        let Some(leader) = fence.iter().find(|p| p.id == from) else {
+            return ControlFlow::Continue(());
+        };
+        let request = HandoverRequest {
+            epoch: new_epoch - 1,
+            target: to.to_owned(),
+            wait_ms: u64::try_from(HAND_OVER_WAIT.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self
+            .nodes
+            .handover(&leader.address, self.token, request)
+            .await
+        {
+            Ok(_) => ControlFlow::Continue(()),
+            Err(NodeError::Status {
+                status: 404 | 501, ..
+            }) => ControlFlow::Continue(()),
+            Err(e) => {
+                let why = format!("leader {from} could not hand over to {to}: {e}");
+                warn!(%why, "switchover waits");
+                ControlFlow::Break(Decision {
+                    recheck: Some(super::switchover::RECHECK),
+                    switchover: Some(super::SwitchoverState::Waiting(why)),
+                    ..decide(self.view, (self.now_ms)())
+                })
+            }
+        }
+    }
+
     #[instrument(name = "fence_and_elect", skip_all, fields(epoch = new_epoch, from = from.as_deref(), prefer))]
     async fn fence_and_elect(
         &mut self,

@@ -6,16 +6,16 @@
 //! the target leads already, or (no target) the
 //!   leader is not one to avoid                  -> done
 //! target unknown, not a voter, or fenced        -> refused at once
-//! target not reachable or not caught up (lag 0) -> wait, at most the bound, then refused
+//! target not reachable or far behind            -> wait, at most the bound, then refused
 //! otherwise                                     -> Switchover { fence at E + 1, prefer target }
 //! ```
 //!
-//! The switchover itself is the planned hand-over of a failover: every member is fenced at a new
-//! epoch (the old leader stops acknowledging at once), then the most up-to-date electable
-//! member is promoted, the target if it is electable. Waiting for lag 0 first makes that the
-//! target unless writes arrive in the moment between the check and the fence; then another
-//! caught-up member leads and the Event says so. Safety is the failover's: only an electable
-//! member (a majority's logs no newer than its own) is ever promoted.
+//! The executor then asks the leader to hand over (`POST /admin/handover`): it takes no new
+//! writes until the target holds its whole log (at most a second; if not, writes resume and the
+//! switchover waits). Then every member is fenced at a new epoch and the target, now as
+//! up to date as anyone, is promoted. Safety is the failover's: only an electable member (a
+//! majority's logs no newer than its own) is ever promoted; should the target not be electable
+//! after all, the most up-to-date member leads and an Event says so.
 
 use std::time::Duration;
 
@@ -53,6 +53,10 @@ pub enum SwitchoverState {
 
 /// Look again this soon while a target catches up.
 pub const RECHECK: Duration = Duration::from_millis(200);
+/// A target this close (entries behind, and acknowledging) is worth a hand-over: the leader
+/// stops writes and it catches up in milliseconds. Requiring lag 0 would starve under load,
+/// where replication is always a few entries in flight.
+pub const MAX_LAG: u64 = 1024;
 
 /// The step for `request` while `leader` serves `status`. `None` when there is nothing to do.
 pub(super) fn next_step(
@@ -112,18 +116,19 @@ pub(super) fn next_step(
                 .iter()
                 .any(|m| m.name == f.id && m.pod == PodState::Ready && m.node.is_ok())
         })
+        .filter(|f| f.last_ack_ms.is_some_and(|ms| ms <= 1000))
         .map(|f| (f.id.as_str(), f.lag_entries))
         .collect();
     let caught_up = candidates
         .iter()
-        .filter(|(_, lag)| *lag == 0)
-        .map(|(id, _)| *id)
-        .next();
+        .filter(|(_, lag)| *lag <= MAX_LAG)
+        .min_by_key(|(_, lag)| *lag)
+        .map(|(id, _)| *id);
     let Some(target) = caught_up else {
         let what = match &request.target {
             Some(t) => match candidates.first() {
                 Some((_, lag)) => format!("{t} is {lag} entries behind the leader"),
-                None => format!("{t} is not ready or does not answer"),
+                None => format!("{t} is not ready or does not acknowledge the leader"),
             },
             None if candidates.is_empty() => "no follower that may lead is ready".to_owned(),
             None => "no follower that may lead has caught up".to_owned(),
@@ -150,7 +155,7 @@ pub(super) fn next_step(
     };
     (
         SwitchoverState::Started(format!(
-            "switchover from {leader} to {target} (caught up) at epoch {}",
+            "switchover from {leader} to {target} at epoch {}",
             status.epoch + 1
         )),
         Some(action),

@@ -81,11 +81,11 @@ fn a_request_for_the_leader_is_done_and_bad_targets_are_refused_at_once() {
 fn a_lagging_target_is_waited_for_then_refused_after_the_bound() {
     let mut members = healthy_cluster();
     if let Ok(n) = members[0].node.as_mut() {
-        n.followers[1].lag_entries = 7;
+        n.followers[1].lag_entries = 5_000;
     }
     let d = decide_with(members.clone(), ask(Some(2), NOW - 1_000));
     assert!(
-        matches!(&d.switchover, Some(SwitchoverState::Waiting(m)) if m == "orders-2 is 7 entries behind the leader")
+        matches!(&d.switchover, Some(SwitchoverState::Waiting(m)) if m == "orders-2 is 5000 entries behind the leader")
     );
     assert_eq!(d.recheck, Some(switchover::RECHECK));
     assert!(!matches!(d.action, Action::Switchover { .. }));

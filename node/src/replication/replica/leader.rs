@@ -42,7 +42,44 @@ impl Replica {
         if self.fenced(now) {
             return Err(WriteRefusal::SelfFenced);
         }
+        if self.hand_over_until.is_some_and(|until| now < until) {
+            return Err(WriteRefusal::HandingOver);
+        }
         Ok(self.append(command).position())
+    }
+
+    /// A switchover to `target`: as leader of `epoch`, take no new writes until `until` (the
+    /// operator fences every member before then; if it does not, writes resume by themselves).
+    /// Entries already proposed keep replicating, so `target` can hold the whole log.
+    pub fn begin_hand_over(
+        &mut self,
+        epoch: u64,
+        target: &str,
+        until: Instant,
+    ) -> Result<(), AdminRefusal> {
+        if self.role != Role::Leader || self.meta.epoch != epoch {
+            return Err(AdminRefusal::NotLeader { epoch });
+        }
+        if !self.followers.iter().any(|f| f.peer.id == target) {
+            return Err(AdminRefusal::Invalid(format!(
+                "{target} is not a follower of this leader"
+            )));
+        }
+        self.hand_over_until = Some(until);
+        Ok(())
+    }
+
+    /// Takes writes again (a hand-over whose target did not catch up in time).
+    pub fn end_hand_over(&mut self) {
+        self.hand_over_until = None;
+    }
+
+    /// Whether follower `target` holds every entry of this leader's log.
+    pub fn holds_whole_log(&self, target: &str) -> bool {
+        let last = self.log.last().index;
+        self.followers
+            .iter()
+            .any(|f| f.peer.id == target && f.match_index >= last)
     }
 
     pub(super) fn advance_commit(&mut self, now: Instant) {
