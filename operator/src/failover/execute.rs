@@ -83,6 +83,7 @@ pub async fn drive(
         pending_from: None,
         cause: None,
         phases: None,
+        hand_over_started_ms: None,
     };
     let decision = match executor::run(&mut pass, MAX_STEPS).await {
         Some(decision) => decision,
@@ -109,6 +110,9 @@ struct Pass<'a> {
     cause: Option<Cause>,
     /// (last served, decided, fenced) of the failover under way, ms since the Unix epoch.
     phases: Option<(i64, i64, i64)>,
+    /// When the leader stopped taking writes for a hand-over: the switchover's unavailability
+    /// starts there, not at the fence.
+    hand_over_started_ms: Option<i64>,
 }
 
 impl Steps for Pass<'_> {
@@ -232,6 +236,7 @@ impl Pass<'_> {
         let Some(leader) = fence.iter().find(|p| p.id == from) else {
             return ControlFlow::Continue(());
         };
+        self.hand_over_started_ms = Some((self.now_ms)());
         let request = HandoverRequest {
             epoch: new_epoch - 1,
             target: to.to_owned(),
@@ -267,7 +272,10 @@ impl Pass<'_> {
         exclude: &[String],
         prefer: Option<&str>,
     ) -> ControlFlow<Decision> {
-        let decided = (self.now_ms)();
+        let decided = self
+            .hand_over_started_ms
+            .take()
+            .unwrap_or_else(|| (self.now_ms)());
         // Contact ages count from when the statuses were read, not from now: the reads may be
         // a status timeout and a few API calls old.
         let read = self.view.statuses_read_ms.unwrap_or(decided);
