@@ -389,6 +389,15 @@ elif want restart; then
   fail "operator restart" "skipped: orders has no leader or is not Available"
 fi
 
+# rolled_out CLUSTER N OLD_REV: a new update revision, N pods created from it, and the cluster
+# reports N updated and Ready.
+rolled_out() {
+  local rev
+  rev=$(kubectl -n "$NS" get sts "$1" -o jsonpath='{.status.updateRevision}')
+  [ -n "$rev" ] && [ "$rev" != "$3" ] &&
+    [ "$(kubectl -n "$NS" get pods -l "replicated.dev/cluster=$1" -o jsonpath="{range .items[*]}{.metadata.labels.controller-revision-hash}{'\n'}{end}" | grep -c "^$rev\$")" = "$2" ] &&
+    [ "$(kubectl -n "$NS" get rcl "$1" -o jsonpath='{.status.updatedReplicas}/{.status.conditions[?(@.type=="Ready")].status}')" = "$2/True" ]
+}
 # history_start CLUSTER: rc-history writes to CLUSTER's pods (re-read every 0.5 s) until
 # history_check; HISTORY_TAG names the files.
 history_start() {
@@ -626,14 +635,7 @@ if want day2 && [ -n "${leader:-}" ] && is_available orders; then
   sleep 2
   t0=$(stack_now)
   kubectl -n "$NS" patch rcl orders --type=merge -p '{"spec":{"image":"ghcr.io/replicated-dev/rc-node:0.1.1"}}' >/dev/null
-  rolled() {
-    local rev
-    rev=$(kubectl -n "$NS" get sts orders -o jsonpath='{.status.updateRevision}')
-    [ -n "$rev" ] && [ "$rev" != "$old_rev" ] &&
-      [ "$(kubectl -n "$NS" get pods -l replicated.dev/cluster=orders -o jsonpath="{range .items[*]}{.metadata.labels.controller-revision-hash}{'\n'}{end}" | grep -c "^$rev\$")" = 3 ] &&
-      [ "$(kubectl -n "$NS" get rcl orders -o jsonpath='{.status.updatedReplicas}/{.status.conditions[?(@.type=="Ready")].status}')" = 3/True ]
-  }
-  if stack_wait "every pod at the new revision" 400 rolled; then
+  if stack_wait "every pod at the new revision" 400 rolled_out orders 3 "$old_rev"; then
     pass "rollout done in $(stack_since "$t0") s: 3 of 3 pods at revision $(jp statefulset/orders '{.status.updateRevision}'), Ready True"
   else
     fail "rollout" "$(jp replicatedcluster/orders '{.status.updatedReplicas}') updated; Progressing: $(cond_reason orders Progressing)"
@@ -681,7 +683,7 @@ if want day2 && [ -n "${leader:-}" ] && is_available orders; then
     kubectl -n "$STACK_OPERATOR_NS" delete pod -l app.kubernetes.io/name=rc-operator --wait=false >/dev/null
     pass "operator pod deleted during the rolling restart ($(jp replicatedcluster/orders '{.status.updatedReplicas}') of 3 updated)"
   fi
-  if stack_wait "rolling restart done" 300 rolled; then
+  if stack_wait "rolling restart done" 300 rolled_out orders 3 "$old_rev"; then
     pass "kubectl rcl restart: 3 of 3 pods at revision $(jp statefulset/orders '{.status.updateRevision}') (was $old_rev), Ready True, across an operator restart"
   else
     fail "kubectl rcl restart" "$(jp replicatedcluster/orders '{.status.updatedReplicas}') updated; Progressing: $(cond_reason orders Progressing)"
@@ -838,14 +840,7 @@ EOF
       old_rev=$(jp statefulset/sessions '{.status.updateRevision}')
       t0=$(stack_now)
       kubectl -n "$NS" patch rcl sessions --type=merge -p '{"spec":{"image":"ghcr.io/replicated-dev/rc-node:0.1.1"}}' >/dev/null
-      sessions_rolled() {
-        local rev
-        rev=$(kubectl -n "$NS" get sts sessions -o jsonpath='{.status.updateRevision}')
-        [ -n "$rev" ] && [ "$rev" != "$old_rev" ] &&
-          [ "$(kubectl -n "$NS" get pods -l replicated.dev/cluster=sessions -o jsonpath="{range .items[*]}{.metadata.labels.controller-revision-hash}{'\n'}{end}" | grep -c "^$rev\$")" = 5 ] &&
-          [ "$(kubectl -n "$NS" get rcl sessions -o jsonpath='{.status.updatedReplicas}/{.status.conditions[?(@.type=="Ready")].status}')" = 5/True ]
-      }
-      if stack_wait "every sessions pod at the new revision" 600 sessions_rolled; then
+      if stack_wait "every sessions pod at the new revision" 600 rolled_out sessions 5 "$old_rev"; then
         pass "Leaderless rollout done in $(stack_since "$t0") s: 5 of 5 at the new revision, Ready True"
       else
         fail "Leaderless rollout" "$(jp replicatedcluster/sessions '{.status.updatedReplicas}') updated; Progressing: $(cond_reason sessions Progressing)"

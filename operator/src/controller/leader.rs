@@ -427,7 +427,10 @@ pub fn switchover_request(
 /// Removes the switchover request annotation from the object as it was read (its
 /// resourceVersion): if anything changed since, such as a new request, the removal is refused
 /// and the next pass looks again.
-async fn clear_switchover_request(ctx: &Context, cluster: &ReplicatedCluster) -> Result<(), Error> {
+pub(super) async fn clear_switchover_request(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+) -> Result<(), Error> {
     let api: Api<ReplicatedCluster> =
         Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
     let patch = json!({

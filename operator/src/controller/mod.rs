@@ -534,26 +534,7 @@ async fn refuse_leaderless_switchover(
         note,
     )
     .await;
-    let api: Api<ReplicatedCluster> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": cluster.resource_version(),
-            "annotations": { validate::SWITCHOVER_ANNOTATION: null },
-        }
-    });
-    match api
-        .patch(
-            &cluster.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
-        Err(e) => Err(Error::Annotate(e)),
-    }
+    leader::clear_switchover_request(ctx, cluster).await
 }
 
 /// One server-side apply of the whole status, skipped when nothing changed (a write would wake

@@ -411,23 +411,7 @@ pub fn mark_degraded(
     reason: &str,
     message: &str,
 ) {
-    let since = previous
-        .into_iter()
-        .flat_map(|p| p.conditions.iter())
-        .find(|c| c.type_ == condition::DEGRADED && c.status == "True")
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    if let Some(degraded) = status
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == condition::DEGRADED)
-    {
-        if degraded.status != "True" {
-            degraded.status = "True".to_owned();
-            degraded.last_transition_time = since;
-        }
-        degraded.reason = reason.to_owned();
-        degraded.message = message.to_owned();
-    }
+    mark_true(status, previous, now, condition::DEGRADED, reason, message);
 }
 
 /// `Progressing` true with `reason` and `message`, keeping its transition time while it stays
@@ -439,22 +423,38 @@ pub fn mark_progressing(
     reason: &str,
     message: &str,
 ) {
+    mark_true(
+        status,
+        previous,
+        now,
+        condition::PROGRESSING,
+        reason,
+        message,
+    );
+}
+
+/// Condition `type_` true with `reason` and `message`; its transition time is the previous
+/// status's if it was true there already, else now.
+fn mark_true(
+    status: &mut ReplicatedClusterStatus,
+    previous: Option<&ReplicatedClusterStatus>,
+    now: &Time,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
     let since = previous
         .into_iter()
         .flat_map(|p| p.conditions.iter())
-        .find(|c| c.type_ == condition::PROGRESSING && c.status == "True")
+        .find(|c| c.type_ == type_ && c.status == "True")
         .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    if let Some(progressing) = status
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == condition::PROGRESSING)
-    {
-        if progressing.status != "True" {
-            progressing.status = "True".to_owned();
-            progressing.last_transition_time = since;
+    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != "True" {
+            c.status = "True".to_owned();
+            c.last_transition_time = since;
         }
-        progressing.reason = reason.to_owned();
-        progressing.message = message.to_owned();
+        c.reason = reason.to_owned();
+        c.message = message.to_owned();
     }
 }
 
