@@ -167,7 +167,9 @@ pub struct Args {
     #[arg(long, env = "RC_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
     /// TESTS ONLY: serve linearizable reads from local state without the read-index round.
-    /// Breaks linearizability on purpose, to prove the test suite's checker catches it.
+    /// Breaks linearizability on purpose, to prove the test suite's checker catches it. Only in
+    /// builds with the `unsafe-test-flags` feature (this package's tests).
+    #[cfg(feature = "unsafe-test-flags")]
     #[arg(long, hide = true)]
     pub unsafe_skip_read_barrier: bool,
     #[arg(long, env = "RC_LOG_FORMAT", value_enum, default_value = "text")]
@@ -203,7 +205,10 @@ impl Args {
             forwarding: self.forwarding,
             stale_read_offload: self.stale_read_offload,
             stale_read_max_lag: self.stale_read_max_lag,
+            #[cfg(feature = "unsafe-test-flags")]
             unsafe_skip_read_barrier: self.unsafe_skip_read_barrier,
+            #[cfg(not(feature = "unsafe-test-flags"))]
+            unsafe_skip_read_barrier: false,
         }
     }
 
