@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::controller::observe::NodeAddressing;
+use crate::metrics::Metrics;
+
 use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Secret;
