@@ -186,3 +186,111 @@ fn leaderless_members_restart_one_at_a_time_once_the_ring_is_whole_and_hints_are
         Step::Wait { why, .. } if why == "orders-1 sees orders-2 down")
     );
 }
+
+mod laws {
+    //! Laws of the plan over random single-leader clusters: whatever the pods' readiness,
+    //! revisions, follower lags and who leads, a restart happens only when every member is
+    //! ready, answering and caught up; the pod restarted is old; the leader's pod is never
+    //! restarted while it leads a follower; a switchover is asked only when the leader is the
+    //! last old member; and the plan is Done exactly when every pod is updated.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Shape {
+        size: usize,
+        leader: usize,
+        ready: Vec<bool>,
+        answers: Vec<bool>,
+        old: Vec<bool>,
+        lag: Vec<u64>,
+        fenced: bool,
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        (1usize..=5).prop_flat_map(|size| {
+            (
+                Just(size),
+                0..size,
+                proptest::collection::vec(prop::bool::weighted(0.85), size),
+                proptest::collection::vec(prop::bool::weighted(0.9), size),
+                proptest::collection::vec(any::<bool>(), size),
+                proptest::collection::vec(prop_oneof![Just(0u64), 0u64..200], size),
+                prop::bool::weighted(0.1),
+            )
+                .prop_map(|(size, leader, ready, answers, old, lag, fenced)| Shape {
+                    size,
+                    leader,
+                    ready,
+                    answers,
+                    old,
+                    lag,
+                    fenced,
+                })
+        })
+    }
+
+    fn statuses(s: &Shape) -> Vec<NodeStatus> {
+        let followers: Vec<usize> = (0..s.size).filter(|&i| i != s.leader).collect();
+        (0..s.size)
+            .map(|i| {
+                if i == s.leader {
+                    let mut l = leader(i, 2, &followers);
+                    for (f, status) in followers.iter().zip(l.followers.iter_mut()) {
+                        status.lag_entries = s.lag[*f];
+                    }
+                    l.self_fenced = s.fenced;
+                    l
+                } else {
+                    follower(2, Some(s.leader), (2, 10), Some(5))
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_plan_keeps_its_laws(s in shape()) {
+            let names: Vec<String> = (0..s.size).map(|i| format!("orders-{i}")).collect();
+            let nodes = statuses(&s);
+            let members: Vec<RolloutMember> = (0..s.size)
+                .map(|i| RolloutMember {
+                    name: &names[i],
+                    ready: s.ready[i],
+                    revision: Some(if s.old[i] { OLD } else { NEW }),
+                    node: s.answers[i].then_some(&nodes[i]),
+                })
+                .collect();
+            let step = plan(ClusterMode::SingleLeader, &members, Some(NEW), false);
+            let all_new = s.old.iter().all(|o| !o);
+            prop_assert_eq!(step == Step::Done, all_new);
+            let whole = s.ready.iter().all(|r| *r)
+                && s.answers.iter().all(|a| *a)
+                && !s.fenced
+                && (0..s.size).all(|i| i == s.leader || s.lag[i] <= CAUGHT_UP_LAG);
+            match &step {
+                Step::Restart { pod, .. } => {
+                    prop_assert!(whole, "restart while not whole: {s:?}");
+                    let i = names.iter().position(|n| n == pod).unwrap();
+                    prop_assert!(s.old[i], "restarted an updated pod");
+                    if i == s.leader {
+                        prop_assert_eq!(s.size, 1, "the leader of followers restarted");
+                    }
+                }
+                Step::Switchover { avoid, .. } => {
+                    prop_assert!(whole);
+                    prop_assert!(s.old[s.leader]);
+                    prop_assert!((0..s.size).all(|i| i == s.leader || !s.old[i]));
+                    prop_assert!(avoid.contains(&names[s.leader]));
+                }
+                Step::Wait { .. } => prop_assert!(!whole || all_new, "waited while whole: {s:?}"),
+                Step::Paused { .. } => prop_assert!(false, "not paused"),
+                Step::Done => {}
+            }
+        }
+    }
+}
