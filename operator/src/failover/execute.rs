@@ -6,15 +6,16 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use futures::future::join_all;
-use futures::stream::{FuturesUnordered, StreamExt};
-use rc_api::{EpochRequest, FollowRequest, HandoverRequest, Peer, PromoteRequest, VotersRequest};
+use rc_api::{HandoverRequest, Peer, PromoteRequest, VotersRequest};
 use tracing::{info, instrument, warn};
 
 use super::{after_fence_preferring, decide, Action, Blocked, Cause, Decision, FenceFailure, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
+
+mod calls;
 use crate::node_client::{NodeAdmin, NodeError};
+use calls::{fence_all, follow_all, last_contact_ms};
 
 /// How long a switchover's leader waits for its target to hold the whole log, writes stopped.
 const HAND_OVER_WAIT: Duration = Duration::from_millis(1000);
@@ -507,103 +508,6 @@ fn started_note(action: &Action, from: &Option<String>, epoch: u64, cause: Optio
 
 fn names(peers: &[Peer]) -> Vec<String> {
     peers.iter().map(|p| p.id.clone()).collect()
-}
-
-/// Once a majority of the targets answered a fence, how long the others get: a hung node must
-/// not hold up the promotion for a whole call timeout, and the answers that came are enough
-/// to elect (a majority that adopted the epoch holds every committed entry).
-const FENCE_STRAGGLER_WAIT: Duration = Duration::from_millis(150);
-
-/// `POST /admin/epoch` to every target at once; a failure is an answer that did not come. Once
-/// a majority answered, the rest is waited for only while some of `answering` (members that
-/// answered their last status read) are still out, and at most [`FENCE_STRAGGLER_WAIT`].
-async fn fence_all(
-    nodes: &dyn NodeAdmin,
-    token: &str,
-    targets: &[Peer],
-    epoch: u64,
-    answering: &[&str],
-) -> Vec<(String, Result<rc_api::EpochResponse, String>)> {
-    let mut calls: FuturesUnordered<_> = targets
-        .iter()
-        .map(|p| async move {
-            let answer = nodes
-                .epoch(&p.address, token, EpochRequest { epoch })
-                .await
-                .map_err(|e| e.to_string());
-            (p.id.clone(), answer)
-        })
-        .collect();
-    let needed = super::majority(targets.len());
-    let mut answers = Vec::with_capacity(targets.len());
-    let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let next = match deadline {
-            None => calls.next().await,
-            Some(at) => match tokio::time::timeout_at(at, calls.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-        };
-        let Some(answer) = next else { break };
-        answers.push(answer);
-        let ok = answers.iter().filter(|(_, a)| a.is_ok()).count();
-        if ok >= needed {
-            let awaited = targets.iter().any(|p| {
-                answering.contains(&p.id.as_str()) && !answers.iter().any(|(id, _)| *id == p.id)
-            });
-            if !awaited {
-                break;
-            }
-            if deadline.is_none() {
-                deadline = Some(tokio::time::Instant::now() + FENCE_STRAGGLER_WAIT);
-            }
-        }
-    }
-    for p in targets {
-        if !answers.iter().any(|(id, _)| *id == p.id) {
-            answers.push((
-                p.id.clone(),
-                Err(format!(
-                    "no answer within {} ms of a majority",
-                    FENCE_STRAGGLER_WAIT.as_millis()
-                )),
-            ));
-        }
-    }
-    answers
-}
-
-/// When `leader`'s followers last heard from it: now minus the freshest contact among the
-/// members following it.
-fn last_contact_ms(view: &View, leader: &str, now_ms: i64) -> Option<i64> {
-    view.members
-        .iter()
-        .filter(|m| m.name != leader)
-        .filter_map(|m| m.node.as_ref().ok())
-        .filter(|n| n.leader.as_deref() == Some(leader))
-        .filter_map(|n| n.ms_since_leader_contact)
-        .min()
-        .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)))
-}
-
-async fn follow_all(
-    nodes: &dyn NodeAdmin,
-    token: &str,
-    members: &[Peer],
-    epoch: u64,
-    leader: &Peer,
-) {
-    let calls = members.iter().map(|p| async move {
-        let request = FollowRequest {
-            epoch,
-            leader: leader.clone(),
-        };
-        if let Err(e) = nodes.follow(&p.address, token, request).await {
-            warn!(member = %p.id, error = %e, "follow failed");
-        }
-    });
-    join_all(calls).await;
 }
 
 /// Re-reads every addressable member's status.
