@@ -159,10 +159,24 @@ section "build and start (control plane, process kubelet)"
 stack_build
 stack_up
 kubectl create namespace "$NS" >/dev/null
+# The clusters' pods must pass the restricted Pod Security Standard (enforced by the API server's
+# PodSecurity admission; the process kubelet itself does not switch users).
+kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/enforce-version=latest >/dev/null
 stack_wait "default ServiceAccount in $NS" 30 kubectl -n "$NS" get serviceaccount default
+if out=$(kubectl -n "$NS" run psa-probe --image=ghcr.io/replicated-dev/rc-node:0.1.0 --privileged --restart=Never 2>&1); then
+  fail "restricted Pod Security in $NS" "a privileged pod was admitted: $out"
+  kubectl -n "$NS" delete pod psa-probe --wait=false >/dev/null 2>&1
+else
+  case "$out" in *"violates PodSecurity"*) pass "namespace $NS enforces the restricted Pod Security Standard (a privileged pod is refused)" ;; *) fail "restricted Pod Security in $NS" "$out" ;; esac
+fi
 
 section "install: helm install from charts/ (operator as a pod, in-cluster config, chart RBAC)"
 stack_install_operator
+# Operator pods created from now on (the restart and failover sections replace it) must pass the
+# restricted standard too.
+kubectl label namespace "$STACK_OPERATOR_NS" pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/enforce-version=latest >/dev/null
 op_pod=$(kubectl -n "$STACK_OPERATOR_NS" get pods -l app.kubernetes.io/name=rc-operator -o jsonpath='{.items[0].metadata.name}')
 expect "operator pod node" "$(kubectl -n "$STACK_OPERATOR_NS" get pod "$op_pod" -o jsonpath='{.spec.nodeName}')" "$STACK_NODE"
 op_ip=$(kubectl -n "$STACK_OPERATOR_NS" get pod "$op_pod" -o jsonpath='{.status.podIP}')
