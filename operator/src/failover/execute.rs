@@ -183,7 +183,7 @@ impl Steps for Pass<'_> {
                     }
                 }
                 self.notes.push(Note {
-                    about: None,
+                    about: Some(from.clone()),
                     reason: reason::SWITCHOVER_STARTED,
                     warning: false,
                     message,
@@ -499,7 +499,7 @@ fn started_note(action: &Action, from: &Option<String>, epoch: u64, cause: Optio
         (_, None) => format!("no leader{evidence}: fencing every member at epoch {epoch}"),
     };
     Note {
-        about: None,
+        about: from.clone(),
         reason: reason::FAILOVER_STARTED,
         warning: !matches!(action, Action::Bootstrap { .. }),
         message,
