@@ -224,6 +224,12 @@ EOF
     case "$leader" in orders-[012]) pass "status.leader = $leader" ;; *) fail "status.leader" "'$leader'" ;; esac
     if [ "${epoch:-0}" -ge 1 ] 2>/dev/null; then pass "status.epoch = $epoch (>= 1)"; else fail "status.epoch" "'$epoch'"; fi
     check_printer_columns orders SingleLeader 3 3 Running
+    # The process kubelet starts the node as the pod's runAsUser/runAsGroup, with fsGroup.
+    if npid=$(stack_node_pid orders-0); then
+      expect "orders-0's rc-node process user:group" "$(stat -c %u:%g "/proc/$npid")" 65532:65532
+    else
+      fail "orders-0's rc-node process" "not found"
+    fi
     if [ -n "$leader" ]; then
       expect "printer column Leader" "$(kubectl -n "$NS" get replicatedcluster orders --no-headers | awk '{print $5}')" "$leader"
       expect "leader pod label replicated.dev/role" "$(jp "pod/$leader" '{.metadata.labels.replicated\.dev/role}')" leader

@@ -288,6 +288,17 @@ async fn spawn(
         cmd.arg("--bind")
             .arg(format!("{}:{}{ro}", m.src.display(), m.dst));
     }
+    let spec = cx.pod.borrow().spec.clone();
+    let user = run_as(spec.as_ref(), container).map_err(|e| ("CreateContainerConfigError", e))?;
+    if let Some((uid, gid, groups)) = user {
+        cmd.arg("--uid")
+            .arg(uid.to_string())
+            .arg("--gid")
+            .arg(gid.to_string());
+        for g in groups {
+            cmd.arg("--group").arg(g.to_string());
+        }
+    }
     cmd.arg("--").args(&argv);
     cmd.env_clear()
         .envs(env)
@@ -320,6 +331,57 @@ fn open_log(dir: &Path, container: &str) -> anyhow::Result<std::fs::File> {
 
 /// `command` replaces the image's entrypoint (the mapped binary), so its first word must name
 /// that binary; `args` follow. Both get `$(VAR)` expansion.
+/// The user, group and supplementary groups a container runs as, from its and its pod's
+/// `securityContext` (the container's settings win). `None`: as the kubelet's user. There are no
+/// images here to name a default user, so `runAsNonRoot` without `runAsUser` is refused, as the
+/// real kubelet refuses an image whose user is root.
+pub fn run_as(
+    spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
+    container: &Container,
+) -> anyhow::Result<Option<(u32, u32, Vec<u32>)>> {
+    let pod = spec.and_then(|s| s.security_context.as_ref());
+    let own = container.security_context.as_ref();
+    let uid = own
+        .and_then(|c| c.run_as_user)
+        .or(pod.and_then(|p| p.run_as_user));
+    let gid = own
+        .and_then(|c| c.run_as_group)
+        .or(pod.and_then(|p| p.run_as_group));
+    let non_root = own
+        .and_then(|c| c.run_as_non_root)
+        .or(pod.and_then(|p| p.run_as_non_root))
+        .unwrap_or(false);
+    let id = |v: i64, what: &str| {
+        u32::try_from(v).map_err(|_| anyhow::anyhow!("{what} {v} is out of range"))
+    };
+    let Some(uid) = uid else {
+        if non_root {
+            anyhow::bail!("runAsNonRoot is set but no runAsUser: this kubelet has no image user to check; set runAsUser");
+        }
+        return Ok(None);
+    };
+    if non_root && uid == 0 {
+        anyhow::bail!("runAsNonRoot is set but runAsUser is 0");
+    }
+    let uid = id(uid, "runAsUser")?;
+    let gid = match gid {
+        Some(g) => id(g, "runAsGroup")?,
+        None => 0,
+    };
+    let mut groups = Vec::new();
+    if let Some(g) = pod.and_then(|p| p.fs_group) {
+        groups.push(id(g, "fsGroup")?);
+    }
+    for g in pod
+        .and_then(|p| p.supplemental_groups.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        groups.push(id(*g, "supplementalGroups")?);
+    }
+    Ok(Some((uid, gid, groups)))
+}
+
 fn command_line(
     container: &Container,
     binary: &Path,
@@ -494,5 +556,47 @@ mod tests {
             ..Container::default()
         };
         assert!(command_line(&c, bin, &env).is_err());
+    }
+
+    #[test]
+    fn the_user_comes_from_the_container_then_the_pod_and_root_is_refused_to_non_root() {
+        use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
+        let pod = |ctx: PodSecurityContext| PodSpec {
+            security_context: Some(ctx),
+            ..PodSpec::default()
+        };
+        let restricted = pod(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            supplemental_groups: Some(vec![7]),
+            ..PodSecurityContext::default()
+        });
+        let plain = Container::default();
+        assert_eq!(
+            run_as(Some(&restricted), &plain).unwrap(),
+            Some((65532, 65532, vec![65532, 7]))
+        );
+        let own = Container {
+            security_context: Some(SecurityContext {
+                run_as_user: Some(1000),
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        };
+        assert_eq!(run_as(Some(&restricted), &own).unwrap().unwrap().0, 1000);
+        assert_eq!(run_as(None, &plain).unwrap(), None);
+        let no_user = pod(PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..PodSecurityContext::default()
+        });
+        assert!(run_as(Some(&no_user), &plain).is_err());
+        let root = pod(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(0),
+            ..PodSecurityContext::default()
+        });
+        assert!(run_as(Some(&root), &plain).is_err());
     }
 }

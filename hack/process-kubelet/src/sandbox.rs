@@ -39,6 +39,14 @@ pub struct SandboxArgs {
     pub binds: Vec<String>,
     #[arg(long, default_value = "/")]
     pub workdir: PathBuf,
+    /// Run the program as this user (`runAsUser`), group (`runAsGroup`) and supplementary
+    /// groups (`fsGroup`, `supplementalGroups`); by default as the kubelet's user.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    #[arg(long)]
+    pub gid: Option<u32>,
+    #[arg(long = "group")]
+    pub groups: Vec<u32>,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -144,6 +152,23 @@ fn try_exec(args: SandboxArgs) -> anyhow::Result<std::convert::Infallible> {
     drop(sources);
     std::env::set_current_dir(&args.workdir)
         .with_context(|| format!("chdir {}", args.workdir.display()))?;
+    if let Some(uid) = args.uid {
+        // Groups first (only root may change them), the user last; a credential change clears
+        // the parent-death signal, so it is asked for again.
+        let gid = nix::unistd::Gid::from_raw(args.gid.unwrap_or(0));
+        let groups: Vec<nix::unistd::Gid> = args
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups).context("setgroups")?;
+        nix::unistd::setgid(gid).context("setgid")?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).context("setuid")?;
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+        if nix::unistd::getppid().as_raw() == 1 {
+            bail!("the kubelet exited before the container started");
+        }
+    }
 
     let argv = args
         .command

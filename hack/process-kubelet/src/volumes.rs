@@ -59,6 +59,11 @@ pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
     let Some(spec) = cx.pod.spec.as_ref() else {
         return Ok(out);
     };
+    let fs_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     for vol in spec.volumes.iter().flatten() {
         let own_dir = cx.pod_dir.join("volumes").join(&vol.name);
         let dir = if let Some(pvc) = &vol.persistent_volume_claim {
@@ -135,9 +140,69 @@ pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
         } else {
             bail!("volume {:?}: unsupported volume type", vol.name);
         };
+        if let Some(group) = fs_group {
+            // Written by the kubelet (files the operator wrote are rewritten on refresh): set
+            // every time. Data volumes: only when the root does not have it yet (the real
+            // kubelet's OnRootMismatch), so a large volume is not walked on every start.
+            let written = vol.empty_dir.is_none()
+                && vol.persistent_volume_claim.is_none()
+                && vol.host_path.is_none();
+            if vol.host_path.is_none() {
+                give_to_group(&dir, group, written)?;
+            }
+        }
         out.dirs.insert(vol.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// `fsGroup`, as the real kubelet applies it: every file and directory of the volume owned by
+/// the group, group-readable (and writable unless `read_only`), directories setgid so that new
+/// files inherit the group. Lets a pod running as a non-root user use its volumes.
+fn give_to_group(dir: &Path, group: u32, read_only: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let gid = nix::unistd::Gid::from_raw(group);
+    if !read_only {
+        let meta = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
+        if meta.gid() == group && meta.mode() & 0o2070 == 0o2070 {
+            return Ok(());
+        }
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    let mut visited = 0usize;
+    while let Some(path) = stack.pop() {
+        visited += 1;
+        if visited > 1_000_000 {
+            bail!(
+                "{}: too many files to give to fsGroup {group}",
+                dir.display()
+            );
+        }
+        let meta =
+            std::fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        nix::unistd::chown(&path, None, Some(gid))
+            .with_context(|| format!("chown :{group} {}", path.display()))?;
+        let add = match (meta.is_dir(), read_only) {
+            (true, true) => 0o2050,
+            (true, false) => 0o2070,
+            (false, true) => 0o040,
+            (false, false) => 0o060,
+        };
+        let mode = meta.permissions().mode() | add;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        if meta.is_dir() {
+            for entry in
+                std::fs::read_dir(&path).with_context(|| format!("listing {}", path.display()))?
+            {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The container's `volumeMounts` as bind mounts (`subPath` included).
