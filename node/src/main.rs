@@ -30,8 +30,10 @@ fn main() -> anyhow::Result<()> {
 
 fn init_tracing(args: &Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_level).context("bad --log-level")?;
+    // Colours only for a terminal: log files and `kubectl logs` get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().init(),

@@ -154,7 +154,10 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_level).context("invalid --log-level")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a terminal: log files and `kubectl logs` get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
