@@ -57,16 +57,27 @@ impl Context {
     }
 
     /// When the switchover request `value` on `cluster` was first seen (now, if it is new).
-    pub fn switchover_seen(&self, cluster: &ReplicatedCluster, value: &str, now_ms: i64) -> i64 {
-        let Ok(mut seen) = self.switchovers.lock() else {
-            return now_ms;
-        };
+    /// `None` (no request on the object) forgets the cluster's entry, so that the same value
+    /// asked again later counts its bound afresh.
+    pub fn switchover_seen(
+        &self,
+        cluster: &ReplicatedCluster,
+        value: Option<&str>,
+        now_ms: i64,
+    ) -> Option<i64> {
         let key = cluster.uid().unwrap_or_else(|| cluster.name_any());
+        let Ok(mut seen) = self.switchovers.lock() else {
+            return value.map(|_| now_ms);
+        };
+        let Some(value) = value else {
+            seen.remove(&key);
+            return None;
+        };
         match seen.get(&key) {
-            Some((v, since)) if v == value => *since,
+            Some((v, since)) if v == value => Some(*since),
             _ => {
                 seen.insert(key, (value.to_owned(), now_ms));
-                now_ms
+                Some(now_ms)
             }
         }
     }

@@ -124,9 +124,7 @@ pub async fn run(
     let mut view = build_view(valid, observed, &previous);
     let clock = || Timestamp::now().as_millisecond();
     let asked = cluster.annotations().get(SWITCHOVER_ANNOTATION).cloned();
-    let since_ms = asked
-        .as_ref()
-        .map(|value| ctx.switchover_seen(cluster, value, clock()));
+    let since_ms = ctx.switchover_seen(cluster, asked.as_deref(), clock());
     view.switchover = switchover_request(observed, asked.as_deref(), since_ms, rollout_avoid);
     let report = execute::drive(ctx.nodes.as_ref(), &token, &mut view, &clock).await;
     let mut switchover = None;
@@ -158,6 +156,7 @@ pub async fn run(
             if let Err(e) = clear_switchover_request(ctx, cluster).await {
                 return (None, Err(e));
             }
+            ctx.switchover_seen(cluster, None, clock());
             switchover = Some((done, message));
         }
     }
