@@ -31,6 +31,17 @@ pub enum NodeError {
     },
 }
 
+impl NodeError {
+    /// What a client without an optional call answers (a 501, as a node without it would).
+    fn unsupported(address: &str, what: &str) -> NodeError {
+        NodeError::Status {
+            address: address.to_owned(),
+            status: 501,
+            body: format!("this client has no {what}"),
+        }
+    }
+}
+
 /// Appended to a transport error whose cause is a refused connection: nothing listens at the
 /// node's address, so its process is not running (a partition or a hung process times out
 /// instead). The failover decision reads it as certain evidence (`crate::failover`).
@@ -65,13 +76,7 @@ pub trait NodeAdmin: Send + Sync {
         _token: &'a str,
         _query: &'a StatusQuery,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
-        Box::pin(async move {
-            Err(NodeError::Status {
-                address: address.to_owned(),
-                status: 501,
-                body: "this client has no health feed".to_owned(),
-            })
-        })
+        Box::pin(async move { Err(NodeError::unsupported(address, "health feed")) })
     }
     /// `POST /admin/epoch`: fence the node at `epoch`.
     fn epoch<'a>(
@@ -89,13 +94,7 @@ pub trait NodeAdmin: Send + Sync {
         _token: &'a str,
         _request: HandoverRequest,
     ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
-        Box::pin(async move {
-            Err(NodeError::Status {
-                address: address.to_owned(),
-                status: 501,
-                body: "this client has no hand-over".to_owned(),
-            })
-        })
+        Box::pin(async move { Err(NodeError::unsupported(address, "hand-over")) })
     }
     /// `POST /admin/promote`.
     fn promote<'a>(

@@ -88,6 +88,18 @@ fn status(view: &View, i: usize) -> &NodeStatus {
     view.members[i].node.as_ref().unwrap()
 }
 
+/// The ordinal of the member that reports itself leader.
+fn leading(view: &View) -> usize {
+    (0..view.members.len())
+        .find(|&i| {
+            view.members[i]
+                .node
+                .as_ref()
+                .is_ok_and(|n| n.role == Role::Leader)
+        })
+        .expect("a leader")
+}
+
 async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
     refresh(admin, TOKEN, view).await;
     drive(admin, TOKEN, view, &now_ms).await
@@ -405,14 +417,7 @@ async fn switchovers_under_writes_lose_no_acknowledged_write() {
     for target in [Some(1), Some(2), None, Some(0), None] {
         tokio::time::sleep(Duration::from_millis(300)).await;
         refresh(&admin, TOKEN, &mut view).await;
-        let leader = (0..3)
-            .find(|&i| {
-                view.members[i]
-                    .node
-                    .as_ref()
-                    .is_ok_and(|n| n.role == Role::Leader)
-            })
-            .expect("a leader");
+        let leader = leading(&view);
         // A named target that leads already (after an `any`) is replaced by the next member.
         let target = target.map(|t: usize| if t == leader { (t + 1) % 3 } else { t });
         view.switchover = Some(SwitchoverRequest {
@@ -445,14 +450,7 @@ async fn switchovers_under_writes_lose_no_acknowledged_write() {
         w.await.unwrap();
     }
     refresh(&admin, TOKEN, &mut view).await;
-    let leader = (0..3)
-        .find(|&i| {
-            view.members[i]
-                .node
-                .as_ref()
-                .is_ok_and(|n| n.role == Role::Leader)
-        })
-        .expect("a leader");
+    let leader = leading(&view);
     let acked = acked.lock().unwrap().clone();
     assert!(
         acked.len() > 50,
