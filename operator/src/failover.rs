@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use rc_api::{NodeStatus, Peer, Role, Voter};
 
-use crate::controller::validate::{ROLE_FOLLOWER, ROLE_LEADER};
+use crate::labels::{ROLE_FOLLOWER, ROLE_LEADER};
 
 pub use choose::{after_fence, after_fence_preferring};
 use choose::{elect, electable, fence_targets, follower_peers, peer, Ballot};

@@ -7,6 +7,7 @@ pub mod executor;
 pub mod failover;
 pub mod feed;
 pub mod http;
+pub mod labels;
 pub mod membership;
 pub mod metrics;
 pub mod node_client;

@@ -19,10 +19,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use rc_operator::controller::validate::{
-    FENCED_ANNOTATION, RESTARTED_AT_ANNOTATION, SWITCHOVER_ANNOTATION,
-};
 use rc_operator::crd::{condition, ClusterMode, ReplicatedCluster, ReplicatedClusterStatus};
+use rc_operator::labels::{FENCED_ANNOTATION, RESTARTED_AT_ANNOTATION, SWITCHOVER_ANNOTATION};
 use serde_json::json;
 
 #[derive(Parser)]

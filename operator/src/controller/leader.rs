@@ -18,12 +18,13 @@ use serde_json::json;
 
 use super::apply::FIELD_MANAGER;
 use super::observe::Observed;
-use super::validate::{ValidatedCluster, ROLE_LABEL, SWITCHOVER_ANNOTATION};
+use super::validate::ValidatedCluster;
 use super::{Context, Error};
 use crate::crd::{ClusterMode, FailoverRecord, ReplicatedCluster, ReplicatedClusterStatus};
 use crate::failover::execute::{self, reason, Promotion, Report};
 use crate::failover::{Action, Member, PodState, SwitchoverRequest, SwitchoverState, View};
 use crate::feed::Target;
+use crate::labels::{ROLE_LABEL, SWITCHOVER_ANNOTATION};
 
 /// What the status must record after the leader step.
 #[derive(Debug, Clone, Default, PartialEq)]

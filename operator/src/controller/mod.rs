@@ -56,9 +56,10 @@ use tracing::{debug, warn};
 
 pub use context::Context;
 pub use error::Error;
-use validate::{SpecError, CLUSTER_LABEL};
+use validate::SpecError;
 
 use crate::crd::{Phase, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION, SWITCHOVER_ANNOTATION};
 
 /// Re-read nodes this often while the cluster is healthy (their figures change)...
 const REFRESH_HEALTHY: Duration = Duration::from_secs(30);
@@ -292,7 +293,7 @@ async fn refuse_leaderless_switchover(
     ctx: &Context,
     cluster: &ReplicatedCluster,
 ) -> Result<(), Error> {
-    let Some(value) = cluster.annotations().get(validate::SWITCHOVER_ANNOTATION) else {
+    let Some(value) = cluster.annotations().get(SWITCHOVER_ANNOTATION) else {
         return Ok(());
     };
     let note = format!(
@@ -339,10 +340,7 @@ fn spec_or_requests(cluster: &DeserializeGuard<ReplicatedCluster>) -> Option<u64
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     predicates::generation(cluster).hash(&mut hasher);
     let annotations = cluster.annotations();
-    for key in [
-        validate::SWITCHOVER_ANNOTATION,
-        validate::RESTARTED_AT_ANNOTATION,
-    ] {
+    for key in [SWITCHOVER_ANNOTATION, RESTARTED_AT_ANNOTATION] {
         annotations.get(key).hash(&mut hasher);
     }
     Some(hasher.finish())

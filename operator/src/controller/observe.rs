@@ -12,15 +12,13 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use rc_api::NodeStatus;
 
-use super::validate::{
-    admin_secret_name, ObservedFacts, ADMIN_SECRET_FOR_LABEL, ADMIN_TOKEN_KEY, CLUSTER_LABEL,
-    FENCED_ANNOTATION, NODE_PORT, ROLE_LABEL,
-};
+use super::validate::{admin_secret_name, ObservedFacts, ADMIN_TOKEN_KEY, NODE_PORT};
 
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 use super::{Context, Error};
 use crate::crd::ReplicatedCluster;
+use crate::labels::{ADMIN_SECRET_FOR_LABEL, CLUSTER_LABEL, FENCED_ANNOTATION, ROLE_LABEL};
 
 /// How the operator dials a node's admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -18,6 +18,7 @@ use crate::crd::{
     reason, ClusterMode, ConflictResolution, LogFormat, LogLevel, PullPolicy, ReplicatedCluster,
     ReplicationMode, DEFAULT_REPLICATION_FACTOR,
 };
+use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION, ROLE_FOLLOWER, ROLE_LEADER};
 use crate::membership;
 
 /// The single TCP port of a node: client, admin, peer, probe and metrics traffic.
@@ -31,29 +32,6 @@ pub const ADMIN_TOKEN_DIR: &str = "/etc/rc-node";
 pub const ADMIN_TOKEN_FILE: &str = "/etc/rc-node/admin-token";
 /// Key of the admin token in the admin Secret.
 pub const ADMIN_TOKEN_KEY: &str = "token";
-/// Label a Secret named by `spec.adminSecretRef` must carry, with the cluster's name as value
-/// (unless the cluster owns it): the operator mounts that Secret into pods, so it must have
-/// been made for this cluster, not be any Secret of the namespace.
-pub const ADMIN_SECRET_FOR_LABEL: &str = "replicated.dev/admin-secret-for";
-
-/// Label carrying the owning cluster's name, on every object and pod.
-pub const CLUSTER_LABEL: &str = "replicated.dev/cluster";
-/// Label the operator puts on pods to say what they do (`leader`, `follower`); client Services
-/// select on it. Never set by the StatefulSet template.
-pub const ROLE_LABEL: &str = "replicated.dev/role";
-pub const ROLE_LEADER: &str = "leader";
-pub const ROLE_FOLLOWER: &str = "follower";
-
-/// On a cluster: ask for a switchover to the named pod, or `any` (the most caught-up
-/// follower). The operator removes it once done or refused.
-pub const SWITCHOVER_ANNOTATION: &str = "replicated.dev/switchover";
-/// On a cluster: any new value is copied into the pod template, so every pod is restarted by
-/// a rolling update (`kubectl rcl restart` sets it to the time).
-pub const RESTARTED_AT_ANNOTATION: &str = "replicated.dev/restartedAt";
-/// On a pod: `"true"` fences it for maintenance: it is never elected leader, and a leader so
-/// marked is switched away from.
-pub const FENCED_ANNOTATION: &str = "replicated.dev/fenced";
-
 /// Longest cluster name: keeps `<name>-replicas`, pod names and the StatefulSet's
 /// controller-revision-hash label inside 63 characters.
 pub const MAX_NAME_LEN: usize = 40;

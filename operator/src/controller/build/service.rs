@@ -6,7 +6,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::owned_meta;
-use crate::controller::validate::{ValidatedCluster, NODE_PORT, NODE_PORT_NAME, ROLE_LABEL};
+use crate::controller::validate::{ValidatedCluster, NODE_PORT, NODE_PORT_NAME};
+use crate::labels::ROLE_LABEL;
 
 fn node_port() -> ServicePort {
     ServicePort {

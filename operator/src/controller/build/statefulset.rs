@@ -28,8 +28,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{config_hash, owned_meta};
 use crate::controller::validate::{
     ValidatedCluster, ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, DATA_DIR, NODE_PORT, NODE_PORT_NAME,
-    RESTARTED_AT_ANNOTATION,
 };
+use crate::labels::RESTARTED_AT_ANNOTATION;
 
 /// Pod template annotation carrying [`config_hash`] of the node settings.
 pub const CONFIG_HASH_ANNOTATION: &str = "replicated.dev/config-hash";
