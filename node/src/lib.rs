@@ -1,16 +1,17 @@
-//! rc-node: a durable, replicated key-value node (single-leader mode; leaderless comes next).
+//! rc-node: a durable, replicated key-value node, in one of two architectures.
 //!
-//! Layout: `storage` (WAL + snapshots, I/O), `kv` (state machine, pure), `replication`
-//! (the pure replica core, quorum maths, and the peer protocol), `node` (the runtime tying them
-//! together), `http` (client and admin APIs), `config`, `stats`, `metrics`.
+//! Layout: `single_leader` (the replicated log: pure replica core, quorum maths, peer protocol,
+//! state machine, runtime and its HTTP APIs) and `leaderless` (ring, causal state, coordinator,
+//! background repair and streaming, and its HTTP API) side by side; what both use: `storage`
+//! (WAL + snapshots), `http` (the shared port, errors, auth, input limits), `config`, `clock`,
+//! `stats`, `metrics`, `random`. docs/design.md has the map of every concept to its file.
 
 pub mod clock;
 pub mod config;
 pub mod http;
-pub mod kv;
 pub mod leaderless;
 pub mod metrics;
-pub mod node;
-pub mod replication;
+pub mod random;
+pub mod single_leader;
 pub mod stats;
 pub mod storage;

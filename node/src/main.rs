@@ -9,14 +9,15 @@ use tracing_subscriber::EnvFilter;
 
 use rc_api::Peer;
 use rc_node::config::{Args, ConflictArg, FsyncArg, LogFormat, ModeArg};
-use rc_node::http::{self, AppState};
+use rc_node::http;
+use rc_node::leaderless::dvv::Conflict;
 use rc_node::leaderless::http::{router as leaderless_router, LeaderlessState};
 use rc_node::leaderless::node::{LeaderlessConfig, LeaderlessNode};
 use rc_node::leaderless::ring;
-use rc_node::leaderless::state::Conflict;
 use rc_node::metrics::Metrics;
-use rc_node::node::{Node, RuntimeConfig};
-use rc_node::replication::replica::ReplicaConfig;
+use rc_node::single_leader::http::{router as single_leader_router, AppState};
+use rc_node::single_leader::node::{Node, RuntimeConfig};
+use rc_node::single_leader::replica::ReplicaConfig;
 use rc_node::storage::wal::FsyncPolicy;
 
 fn main() -> anyhow::Result<()> {
@@ -111,7 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every.max(1),
         max_batch_entries: 2048,
         max_batch_bytes: 8 << 20,
-        seed: rc_node::node::random_seed(),
+        seed: rc_node::random::random_seed(),
     };
     let node = Node::open(runtime_cfg, replica_cfg).context("opening the data directory")?;
     let state = AppState {
@@ -129,7 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let handover = Duration::from_millis(args.handover_timeout_ms);
     let stop = hand_over_then_stop(node.clone(), handover);
-    http::serve(listener, http::router(state), Some(node), stop).await;
+    http::serve(listener, single_leader_router(state), Some(node), stop).await;
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
 }

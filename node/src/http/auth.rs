@@ -1,14 +1,10 @@
 //! Bearer-token check for the admin API and peer connections (constant-time comparison).
 
-use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::AppState;
 
 /// Constant-time equality; an empty expected token never matches.
 pub fn token_matches(expected: &str, given: &str) -> bool {
@@ -27,15 +23,6 @@ pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Result<(), ApiError>
     } else {
         Err(ApiError::unauthorized())
     }
-}
-
-pub async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    check_bearer(req.headers(), &state.node.cfg.token)?;
-    Ok(next.run(req).await)
 }
 
 #[cfg(test)]

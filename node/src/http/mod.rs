@@ -1,9 +1,8 @@
-//! The node's one port: HTTP (client API, admin API, probes, metrics) and, sniffed by the first
-//! byte, the peer replication protocol.
+//! The node's one port, shared by both modes: HTTP (client API, admin API, probes, metrics) and,
+//! sniffed by the first byte, the single-leader peer replication protocol. The plumbing both
+//! modes' handlers use lives here too: JSON errors, bearer-token checks, input limits.
 
-pub mod admin;
 pub mod auth;
-pub mod client;
 pub mod error;
 pub mod input;
 
@@ -14,18 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::config::HttpConfig;
-use crate::node::Node;
-use crate::replication::peer;
-
-/// Shared state of the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub node: Arc<Node>,
-    pub cfg: Arc<HttpConfig>,
-    pub http: reqwest::Client,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
+use crate::single_leader::node::Node;
+use crate::single_leader::peer;
 
 /// Run a client request, counting it in flight and recording its response time.
 pub async fn timed(
@@ -43,13 +32,6 @@ pub async fn timed(
     metrics.requests.inc();
     metrics.latency.observe(took.as_secs_f64());
     resp
-}
-
-pub fn router(state: AppState) -> Router {
-    client::routes(state.clone())
-        .merge(admin::routes(state.clone()))
-        .fallback(error::not_found)
-        .with_state(state)
 }
 
 /// Accept connections until `shutdown` resolves. `single_leader` (that mode's node) receives

@@ -18,9 +18,11 @@ use serde_json::json;
 
 use rc_api::{paths, LeaderlessValue, MemberState, PutRequest, Ring, ScanResult, StreamState};
 
+use super::anti_entropy::{self, DigestAnswer, DigestRequest};
+use super::dvv::{decode_context, encode_context, Clock, KeyState};
+use super::gossip::{self, Gossip, ProbeRequest};
 use super::node::{ForwardedPut, LeaderlessError, LeaderlessNode};
-use super::state::{decode_context, encode_context, Clock, KeyState};
-use super::tasks::{self, DigestAnswer, DigestRequest, Gossip};
+use super::streaming::{self, StreamPage, StreamRequest};
 use crate::config::HttpConfig;
 use crate::http::auth::check_bearer;
 use crate::http::error::{self, ApiError};
@@ -336,7 +338,7 @@ async fn decommission(State(s): State<LeaderlessState>) -> Result<Response, ApiE
     }
     let stream = s.node.lock().stream;
     if !matches!(stream, StreamState::Streaming | StreamState::Decommissioned) {
-        tokio::spawn(tasks::decommission(s.node.clone()));
+        tokio::spawn(streaming::decommission(s.node.clone()));
     }
     Ok((StatusCode::ACCEPTED, Json(s.node.status())).into_response())
 }
@@ -346,7 +348,7 @@ async fn repair(State(s): State<LeaderlessState>) -> Response {
     // bounded so a member that keeps changing cannot hold the call for ever.
     let (mut repaired, mut rounds) = (0, 0);
     loop {
-        let (n, differed) = tasks::run_anti_entropy(&s.node).await;
+        let (n, differed) = anti_entropy::run_anti_entropy(&s.node).await;
         repaired += n;
         rounds += 1;
         if !differed || rounds >= 64 {
@@ -432,8 +434,8 @@ async fn digest(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DigestAnswer>, ApiError> {
     let req: DigestRequest = json_body(b)?;
-    let mine = tasks::digests(&s.node, &req.from);
-    let mismatched: Vec<usize> = (0..tasks::BUCKETS)
+    let mine = anti_entropy::digests(&s.node, &req.from);
+    let mismatched: Vec<usize> = (0..anti_entropy::BUCKETS)
         .filter(|i| req.buckets.get(*i) != mine.get(*i))
         .collect();
     let me = s.node.cfg.id.clone();
@@ -442,7 +444,8 @@ async fn digest(
     } else {
         s.node
             .page_where(None, |l, k| {
-                tasks::shared(l, k, &me, &req.from) && mismatched.contains(&tasks::bucket(k))
+                anti_entropy::shared(l, k, &me, &req.from)
+                    && mismatched.contains(&anti_entropy::bucket(k))
             })
             .0
     };
@@ -452,8 +455,8 @@ async fn digest(
 async fn stream_out(
     State(s): State<LeaderlessState>,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Json<tasks::StreamPage>, ApiError> {
-    let req: tasks::StreamRequest = json_body(b)?;
+) -> Result<Json<StreamPage>, ApiError> {
+    let req: StreamRequest = json_body(b)?;
     let mine = s.node.ring().map_or(0, |r| r.version);
     if mine < req.ring_version {
         return Err(ApiError::new(
@@ -477,7 +480,7 @@ async fn stream_out(
     let (items, next) = s.node.page_where(req.after.as_deref(), |l, k| {
         l.future_owners(k).iter().any(|m| m.id == req.for_node)
     });
-    Ok(Json(tasks::StreamPage { items, next }))
+    Ok(Json(StreamPage { items, next }))
 }
 
 /// An indirect probe for a member's failure detector.
@@ -485,8 +488,8 @@ async fn probe(
     State(s): State<LeaderlessState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<bool>, ApiError> {
-    let req: tasks::ProbeRequest = json_body(b)?;
-    Ok(Json(tasks::reaches(&s.node, &req.address).await))
+    let req: ProbeRequest = json_body(b)?;
+    Ok(Json(gossip::reaches(&s.node, &req.address).await))
 }
 
 /// A purge round from a key's first owner: the keys this node agrees to (check) or dropped.

@@ -19,8 +19,9 @@ use rc_api::{
     Replication, Ring, Role, StreamState,
 };
 
+use super::dvv::{Clock, Conflict, KeyState};
+use super::hlc::Hlc;
 use super::ring::{self, Layout, RingError};
-use super::state::{Clock, Conflict, Hlc, KeyState};
 use crate::stats::Stats;
 use crate::storage::snapshot::Snapshot;
 use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
@@ -112,7 +113,7 @@ pub struct LeaderlessNode {
     /// Last failure-detector verdict per member id (absent = not probed yet = assumed up).
     alive: Mutex<HashMap<String, bool>>,
     /// Probe results turned into verdicts (misses in a row, indirect probes).
-    pub(crate) detector: Mutex<super::fd::Detector>,
+    pub(crate) detector: Mutex<super::failure_detector::Detector>,
     durable: watch::Sender<u64>,
     pub http: reqwest::Client,
     pub stats: Stats,
@@ -211,12 +212,12 @@ impl LeaderlessNode {
                 since_compaction: 0,
             }),
             alive: Mutex::new(HashMap::new()),
-            detector: Mutex::new(super::fd::Detector::default()),
+            detector: Mutex::new(super::failure_detector::Detector::default()),
             durable,
             http,
             stats: Stats::default(),
             me: me.clone(),
-            actor: format!("{}~{:016x}", cfg.id, crate::node::random_seed()),
+            actor: format!("{}~{:016x}", cfg.id, crate::random::random_seed()),
             cfg,
         });
         super::tasks::spawn_all(&node);

@@ -68,7 +68,7 @@ pub enum WalRecord {
     /// Leaderless: a key's whole merged state (replaces the previous one on replay).
     KeyState {
         key: String,
-        state: crate::leaderless::state::KeyState,
+        state: crate::leaderless::dvv::KeyState,
     },
     /// Leaderless: the installed ring.
     Ring(rc_api::Ring),
@@ -86,5 +86,5 @@ pub struct Hint {
     pub id: u64,
     pub target: String,
     pub key: String,
-    pub state: crate::leaderless::state::KeyState,
+    pub state: crate::leaderless::dvv::KeyState,
 }

@@ -14,9 +14,9 @@ use tokio::sync::{oneshot, watch, Notify};
 use rc_api::{EpochResponse, LogPosition, Mode, NodeStatus, Peer, Role, Voter, VoterConfig};
 
 use crate::clock::Instant;
-use crate::kv::Applied;
-use crate::replication::peer;
-use crate::replication::replica::{leader, AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
+use crate::single_leader::kv::Applied;
+use crate::single_leader::peer;
+use crate::single_leader::replica::{leader, AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
 use crate::stats::Stats;
 use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
 use crate::storage::Command;
@@ -307,7 +307,7 @@ impl Node {
     }
 
     /// Read the local state machine (after a barrier, or as a stale read).
-    pub fn read<T>(&self, f: impl FnOnce(&crate::kv::KvStore) -> T) -> T {
+    pub fn read<T>(&self, f: impl FnOnce(&crate::single_leader::kv::KvStore) -> T) -> T {
         f(self.lock().replica.kv())
     }
 
@@ -494,19 +494,4 @@ impl Node {
     pub fn self_fenced(&self) -> bool {
         self.lock().replica.self_fenced(Instant::now())
     }
-}
-
-/// Randomness for a replica's incarnations, without a dependency: the standard library seeds
-/// every `RandomState` from the operating system.
-pub fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }

@@ -18,12 +18,12 @@ use rc_api::{
     PromoteRequest, StatusQuery, VotersRequest,
 };
 
-use super::auth::require_token;
-use super::error::ApiError;
-use super::input::{json_body, query};
+use super::require_token;
 use super::AppState;
-use crate::node::{OpFailure, VotersFailure};
-use crate::replication::replica::AdminRefusal;
+use crate::http::error::ApiError;
+use crate::http::input::{json_body, query};
+use crate::single_leader::node::{OpFailure, VotersFailure};
+use crate::single_leader::replica::AdminRefusal;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let protected = Router::new()

@@ -1,4 +1,4 @@
-//! Per-key replicated state and its merge rules. Pure.
+//! Per-key replicated state (a dotted version vector set) and its merge rules. Pure.
 //!
 //! A key holds a set of *siblings* (values, `None` for a delete's tombstone), each tagged with a
 //! dot `(node, counter)` and a hybrid-logical-clock timestamp, plus a *clock*: per node, the
@@ -201,24 +201,6 @@ pub fn decode_context(key: &str, token: &str) -> Option<Clock> {
     (bound == hash(key.as_bytes())).then_some(clock)
 }
 
-/// Hybrid logical clock: never goes backwards, and moves past every timestamp it has seen, so
-/// a write that causally follows another gets a larger timestamp even across skewed clocks.
-#[derive(Debug, Default)]
-pub struct Hlc {
-    last: u64,
-}
-
-impl Hlc {
-    pub fn now(&mut self, physical_ms: u64) -> u64 {
-        self.last = (self.last + 1).max(physical_ms << 16);
-        self.last
-    }
-
-    pub fn observe(&mut self, ts: u64) {
-        self.last = self.last.max(ts);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,18 +286,8 @@ mod tests {
             "a context is bound to its key"
         );
     }
-
-    #[test]
-    fn the_hybrid_clock_is_monotonic_and_passes_observed_timestamps() {
-        let mut h = Hlc::default();
-        let t1 = h.now(1000);
-        let t2 = h.now(1000);
-        assert!(t2 > t1);
-        h.observe((5000 << 16) + 3);
-        assert!(h.now(1001) > (5000 << 16) + 3);
-    }
 }
 
 #[cfg(test)]
-#[path = "state_props.rs"]
+#[path = "dvv_props.rs"]
 mod props;

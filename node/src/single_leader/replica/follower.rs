@@ -2,7 +2,7 @@
 //! (prevIndex, prevEpoch) check, truncation of a divergent suffix) and snapshots. Pure.
 
 use super::*;
-use crate::replication::log::PrevCheck;
+use crate::single_leader::log::PrevCheck;
 
 impl Replica {
     // ---- follower: incoming frames ---------------------------------------------------------

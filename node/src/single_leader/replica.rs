@@ -31,7 +31,7 @@ pub mod leader;
 use super::log::Log;
 use super::quorum::{self, Voting};
 use crate::clock::Instant;
-use crate::kv::{Applied, KvStore};
+use crate::single_leader::kv::{Applied, KvStore};
 use crate::storage::snapshot::Snapshot;
 use crate::storage::{Command, Entry, Meta, WalRecord};
 

@@ -20,7 +20,7 @@ use rc_api::{LogPosition, Peer};
 
 use super::replica::{Outgoing, PeerReply};
 use crate::clock::Instant;
-use crate::node::Node;
+use crate::single_leader::node::Node;
 use crate::storage::snapshot::{self, Snapshot};
 use crate::storage::Entry;
 

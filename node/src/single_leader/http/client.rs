@@ -15,12 +15,12 @@ use serde::Deserialize;
 
 use rc_api::{BatchOp, BatchRequest, KeyValue, Peer, PutRequest, ScanResult, WriteResult};
 
-use super::error::ApiError;
-use super::input::{check_key, check_value, json_body, key_from_path, query};
 use super::AppState;
 use crate::config::{Forwarding, Offload};
-use crate::node::OpFailure;
-use crate::replication::replica::WriteRefusal;
+use crate::http::error::ApiError;
+use crate::http::input::{check_key, check_value, json_body, key_from_path, query};
+use crate::single_leader::node::OpFailure;
+use crate::single_leader::replica::WriteRefusal;
 use crate::storage::Command;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -34,14 +34,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn({
             let limit = state.cfg.max_body_bytes;
-            move |req, next| super::input::refuse_oversized(limit, req, next)
+            move |req, next| crate::http::input::refuse_oversized(limit, req, next)
         }))
         .route_layer(middleware::from_fn_with_state(state, track))
 }
 
 /// Count and time every client request (for /admin/status and /metrics).
 async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    super::timed(&s.node.stats, &s.metrics, next.run(req)).await
+    crate::http::timed(&s.node.stats, &s.metrics, next.run(req)).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

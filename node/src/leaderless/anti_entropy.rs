@@ -1,0 +1,110 @@
+//! Anti-entropy: bucket digests of the keys two members both own (a two-level Merkle tree:
+//! root -> buckets -> keys), compared; buckets that differ exchange a page of states each way.
+//! Does I/O.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::dvv::KeyState;
+use super::gossip::others;
+use super::node::LeaderlessNode;
+use super::ring::{hash, Layout};
+
+/// Digest buckets per anti-entropy exchange: a two-level Merkle tree (root -> buckets -> keys).
+pub const BUCKETS: usize = 256;
+
+pub(super) async fn anti_entropy_loop(node: Arc<LeaderlessNode>) {
+    if node.cfg.anti_entropy_every.is_zero() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(node.cfg.anti_entropy_every).await;
+        run_anti_entropy(&node).await;
+        super::purge::run(&node).await;
+        super::cleanup::run(&node).await;
+    }
+}
+
+/// Bucket digests of the keys this node and `peer` both own.
+pub fn digests(node: &LeaderlessNode, peer: &str) -> Vec<u64> {
+    let mut buckets = vec![0u64; BUCKETS];
+    let me = node.cfg.id.clone();
+    let g = node.lock();
+    for (key, state) in g
+        .store
+        .iter()
+        .filter(|(k, _)| shared(&g.layout, k, &me, peer))
+    {
+        buckets[bucket(key)] = buckets[bucket(key)].wrapping_add(state.digest(key));
+    }
+    buckets
+}
+
+pub fn bucket(key: &str) -> usize {
+    (hash(key.as_bytes()) % BUCKETS as u64) as usize
+}
+
+pub fn shared(layout: &Layout, key: &str, a: &str, b: &str) -> bool {
+    let owners = layout.owners(key);
+    owners.iter().any(|m| m.id == a) && owners.iter().any(|m| m.id == b)
+}
+
+/// `/internal/v1/digest` request and answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DigestRequest {
+    pub from: String,
+    pub buckets: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DigestAnswer {
+    pub mismatched: Vec<usize>,
+    pub states: Vec<(String, KeyState)>,
+}
+
+/// One anti-entropy round with every live member: compare bucket digests of the keys both
+/// own; for buckets that differ, pull a page of the peer's states and push a page of ours
+/// (merges are idempotent). Returns the keys changed here and whether any bucket differed.
+pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
+    let (mut repaired, mut differed) = (0, false);
+    for m in others(node) {
+        if !node.is_alive(&m.id) {
+            continue;
+        }
+        let req = DigestRequest {
+            from: node.cfg.id.clone(),
+            buckets: digests(node, &m.id),
+        };
+        let r = node
+            .http
+            .post(format!("http://{}/internal/v1/digest", m.address))
+            .bearer_auth(&node.cfg.token)
+            .json(&req)
+            .send()
+            .await;
+        let Ok(resp) = r else { continue };
+        let Ok(answer) = resp.json::<DigestAnswer>().await else {
+            continue;
+        };
+        if answer.mismatched.is_empty() {
+            continue;
+        }
+        differed = true;
+        repaired += node.apply_local(answer.states).await;
+        let me = node.cfg.id.clone();
+        let peer = m.id.clone();
+        // A page per round each way: what is left differs again next round.
+        let mismatched = &answer.mismatched;
+        let (mine, _) = node.page_where(None, |l, k| {
+            shared(l, k, &me, &peer) && mismatched.contains(&bucket(k))
+        });
+        if !mine.is_empty() {
+            node.send_states(&m, mine).await;
+        }
+    }
+    let mut g = node.lock();
+    g.ae_rounds += 1;
+    g.keys_repaired += repaired as u64;
+    (repaired, differed)
+}
