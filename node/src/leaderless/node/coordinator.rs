@@ -2,6 +2,7 @@
 //! read repair afterwards, and hinted handoff for owners that are down. Does I/O.
 
 use super::*;
+use crate::leaderless::quorum::{self, ReadPlan, ReadTally, WriteRoute, WriteTally};
 
 impl LeaderlessNode {
     /// Coordinate a write: on an owner, write locally and replicate; elsewhere, forward to one.
@@ -13,65 +14,95 @@ impl LeaderlessNode {
         w: usize,
     ) -> Result<PutOutcome, LeaderlessError> {
         let layout = self.layout()?;
-        let owners: Vec<Member> = layout.owners(key).into_iter().cloned().collect();
-        if !owners.iter().any(|m| m.id == self.cfg.id) {
-            // Owners in ring order; one that refuses the connection never saw the write, so
-            // the next is tried (the failure detector may not have noticed it yet).
-            let mut last = LeaderlessError::NoOwner;
-            for owner in &owners {
-                if !self.is_alive(&owner.id) {
-                    continue;
-                }
-                match self
-                    .forward_put(owner, key, value.clone(), &context, w)
+        let (replicas, need) = match quorum::route_write(&layout, key, &self.cfg.id, w) {
+            WriteRoute::Forward(owners) => {
+                return self
+                    .forward_to_owners(&owners, key, value, &context, w)
                     .await
-                {
-                    Err(e) if !self.is_alive(&owner.id) => last = e,
-                    other => return other,
-                }
             }
-            return Err(last);
-        }
-        let (state, seq) = {
-            let mut g = self.lock();
-            let ts = g.hlc.now(now_ms());
-            let current = g.store.get(key).cloned().unwrap_or_default();
-            let new = current.put(
-                self.cfg.conflict,
-                &self.actor,
-                g.dots_issued,
-                &context,
-                value,
-                ts,
-            );
-            g.dots_issued = new.clock.get(&self.actor).copied().unwrap_or(g.dots_issued);
-            g.store.insert(key.to_string(), new.clone());
-            let seq = self.persist(
-                &mut g,
-                vec![WalRecord::KeyState {
-                    key: key.to_string(),
-                    state: new.clone(),
-                }],
-            );
-            (new, seq)
+            WriteRoute::Coordinate { replicas, need } => (replicas, need),
         };
+        let (state, seq) = self.write_local(key, value, &context);
         // Replicas write in parallel with our own fsync; we count ourselves once durable.
-        // While a range moves, a pending owner (joining, or taking over from a leaving member)
-        // must hold the write too: W + pending acknowledgements (Cassandra's rule), so a
-        // member that becomes an owner holds every write acknowledged before.
-        let all_targets = layout.write_targets(key);
-        let pending = all_targets
-            .iter()
-            .filter(|m| !owners.iter().any(|o| o.id == m.id))
-            .count();
-        let need = w + pending;
-        let targets: Vec<Member> = all_targets
-            .into_iter()
-            .filter(|m| m.id != self.cfg.id)
-            .cloned()
-            .collect();
-        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
-        for member in targets {
+        let mut acks = self.replicate(replicas, key, state);
+        self.wait_durable(seq).await;
+        let mut tally = WriteTally::new(need);
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
+        while !tally.reached() {
+            match tokio::time::timeout_at(deadline, acks.recv()).await {
+                Ok(Some(ok)) => tally.record(ok),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !tally.reached() {
+            return Err(LeaderlessError::WriteQuorum {
+                acks: tally.acks,
+                need,
+            });
+        }
+        Ok(PutOutcome {
+            acks: tally.acks,
+            w,
+        })
+    }
+
+    /// Forward to the owners in ring order; one that refuses the connection never saw the
+    /// write, so the next is tried (the failure detector may not have noticed it yet).
+    async fn forward_to_owners(
+        &self,
+        owners: &[Member],
+        key: &str,
+        value: Option<String>,
+        context: &Clock,
+        w: usize,
+    ) -> Result<PutOutcome, LeaderlessError> {
+        let mut last = LeaderlessError::NoOwner;
+        for owner in owners {
+            if !self.is_alive(&owner.id) {
+                continue;
+            }
+            match self
+                .forward_put(owner, key, value.clone(), context, w)
+                .await
+            {
+                Err(e) if !self.is_alive(&owner.id) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// The new state of `key` on this node, with a fresh dot, logged; returns it and the WAL
+    /// sequence number to wait on for durability.
+    fn write_local(&self, key: &str, value: Option<String>, context: &Clock) -> (KeyState, u64) {
+        let mut g = self.lock();
+        let ts = g.hlc.now(now_ms());
+        let current = g.store.get(key).cloned().unwrap_or_default();
+        let new = current.put(
+            self.cfg.conflict,
+            &self.actor,
+            g.dots_issued,
+            context,
+            value,
+            ts,
+        );
+        g.dots_issued = new.clock.get(&self.actor).copied().unwrap_or(g.dots_issued);
+        g.store.insert(key.to_string(), new.clone());
+        let seq = self.persist(
+            &mut g,
+            vec![WalRecord::KeyState {
+                key: key.to_string(),
+                state: new.clone(),
+            }],
+        );
+        (new, seq)
+    }
+
+    /// Send `state` to every replica in parallel; each answers `true` once it holds it. A
+    /// replica that is down or fails gets a hint instead (and answers `false`).
+    fn replicate(&self, replicas: Vec<Member>, key: &str, state: KeyState) -> mpsc::Receiver<bool> {
+        let (tx, rx) = mpsc::channel(replicas.len().max(1));
+        for member in replicas {
             let (tx, key, state) = (tx.clone(), key.to_string(), state.clone());
             let Some(node) = self.me.upgrade() else { break };
             tokio::spawn(async move {
@@ -85,21 +116,7 @@ impl LeaderlessNode {
                 let _ = tx.send(ok).await;
             });
         }
-        drop(tx);
-        self.wait_durable(seq).await;
-        let mut acks = 1;
-        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
-        while acks < need {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(true)) => acks += 1,
-                Ok(Some(false)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if acks < need {
-            return Err(LeaderlessError::WriteQuorum { acks, need });
-        }
-        Ok(PutOutcome { acks, w })
+        rx
     }
 
     pub(super) async fn forward_put(
@@ -197,62 +214,50 @@ impl LeaderlessNode {
         }
     }
 
-    /// Quorum read: ask the owners, merge the first `r` answers, repair stale owners afterwards.
+    /// Quorum read: ask R owners, merge their answers, repair stale owners afterwards.
     pub async fn get(&self, key: &str, r: usize) -> Result<KeyState, LeaderlessError> {
         let layout = self.layout()?;
-        let owners: Vec<Member> = layout
+        let alive: Vec<Member> = layout
             .owners(key)
             .into_iter()
             .filter(|m| self.is_alive(&m.id))
             .cloned()
             .collect();
-        if owners.len() < r {
-            return Err(LeaderlessError::ReadQuorum {
-                got: owners.len(),
-                need: r,
-            });
-        }
-        // Ask R owners (this node first: no network hop), and another only when one fails:
-        // asking all N would triple the read traffic for nothing in the common case.
-        let mut owners = owners;
-        owners.sort_by_key(|m| m.id != self.cfg.id);
-        let mut spare = owners.split_off(r);
-        let (tx, mut rx) = mpsc::channel(r + spare.len());
-        let spawn_fetch = |m: Member| {
+        let ReadPlan { ask, mut spares } = quorum::plan_read(alive, &self.cfg.id, r)
+            .map_err(|got| LeaderlessError::ReadQuorum { got, need: r })?;
+        let (tx, mut rx) = mpsc::channel(r + spares.len());
+        let fetch = |m: Member| {
             let (tx, key) = (tx.clone(), key.to_string());
-            if let Some(node) = self.me.upgrade() {
-                tokio::spawn(async move {
+            let node = self.me.upgrade();
+            tokio::spawn(async move {
+                if let Some(node) = node {
                     let got = node.fetch_state(&m, &key).await;
                     let _ = tx.send((m, got)).await;
-                });
-            }
+                }
+            });
         };
-        for m in owners {
-            spawn_fetch(m);
-        }
+        ask.into_iter().for_each(&fetch);
         let mut answers: Vec<(Member, KeyState)> = Vec::new();
-        let mut pending = r;
+        let mut tally = ReadTally::new(r);
         let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
-        while answers.len() < r && pending > 0 {
+        while tally.waiting() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((m, Some(s)))) => {
                     answers.push((m, s));
-                    pending -= 1;
+                    tally.answered();
                 }
                 Ok(Some((_, None))) => {
-                    pending -= 1;
-                    if let Some(next) = spare.pop() {
-                        spawn_fetch(next);
-                        pending += 1;
-                    }
+                    let spare = spares.pop();
+                    tally.failed(spare.is_some());
+                    spare.into_iter().for_each(&fetch);
                 }
                 Ok(None) | Err(_) => break,
             }
         }
         drop(tx);
-        if answers.len() < r {
+        if !tally.reached() {
             return Err(LeaderlessError::ReadQuorum {
-                got: answers.len(),
+                got: tally.answered,
                 need: r,
             });
         }
