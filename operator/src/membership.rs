@@ -30,18 +30,18 @@
 mod bootstrap;
 pub mod execute;
 mod record;
+mod rules;
 
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
-use rc_api::{
-    LeaderlessStatus, Member as RingMember, MemberState, NodeStatus, Peer, Ring, StreamState,
-};
+use rc_api::{LeaderlessStatus, Member as RingMember, NodeStatus, Peer, Ring};
 
 use bootstrap::bootstrap;
 pub use record::{from_record, newest_ring, reported_ring, to_record};
+use rules::Rules;
 
 /// Look again this soon while a change is under way (nodes stream in the background).
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -166,346 +166,21 @@ pub fn decide(view: &View) -> Decision {
     let Some(ring) = newest_ring(view.recorded.as_ref(), nodes) else {
         return bootstrap(view);
     };
-    let base = Decision {
-        action: Action::Nothing,
-        changing: ring.members.iter().any(|m| m.state != MemberState::Normal)
-            || ring.members.len() != view.desired.len()
-            || view.desired.iter().any(|d| !is_member(&ring, d)),
-        ring: Some(ring.clone()),
-        wait: None,
-        recheck: None,
-    };
-    let push = |members: Vec<RingMember>, change: Change| {
-        let next = Ring {
-            version: ring.version + 1,
-            members,
-        };
-        Decision {
-            action: Action::Push {
-                targets: view.targets(&next),
-                ring: next,
-                change,
-            },
-            recheck: Some(RECHECK),
-            ..base.clone()
-        }
-    };
-    let wait = |reason: String, warn: bool, scale_down: bool| Decision {
-        wait: Some(Wait {
-            reason,
-            warn,
-            scale_down,
-        }),
-        recheck: Some(RECHECK),
-        ..base.clone()
-    };
-
-    // A member's pod came back at another address (a new pod IP): tell every node.
-    let moved: Vec<Peer> = ring
-        .members
-        .iter()
-        .filter_map(|m| {
-            let address = view.address(&m.id)?;
-            (*address != m.address).then(|| Peer {
-                id: m.id.clone(),
-                address: address.clone(),
-            })
-        })
-        .collect();
-    if !moved.is_empty() {
-        let members: Vec<RingMember> = ring
-            .members
-            .iter()
-            .map(|m| match moved.iter().find(|p| p.id == m.id) {
-                Some(p) => RingMember {
-                    address: p.address.clone(),
-                    ..m.clone()
-                },
-                None => m.clone(),
-            })
-            .collect();
-        if let Some(clash) = duplicate_address(&members) {
-            return wait(
-                format!("two members would share address {clash}; waiting for the pods' addresses to settle"),
-                true,
-                false,
-            );
-        }
-        return push(members, Change::Moved(moved));
-    }
-
-    // Members that missed a version (restarted with an empty disk, or were down): gossip would
-    // reach them too, but pushing is faster, and decisions below need everyone on this ring.
-    let behind: Vec<Peer> = view
-        .targets(&ring)
-        .into_iter()
-        .filter(|p| {
-            view.reachable(&p.id)
-                && view
-                    .status(&p.id)
-                    .is_none_or(|l| l.ring_version < ring.version)
-        })
-        .collect();
-    if !behind.is_empty() {
-        return Decision {
-            action: Action::Push {
-                ring: ring.clone(),
-                targets: behind,
-                change: Change::Resend,
-            },
-            recheck: Some(RECHECK),
-            ..base
-        };
-    }
-
-    let in_state = |state: MemberState| -> Vec<&RingMember> {
-        ring.members.iter().filter(|m| m.state == state).collect()
-    };
-    let stream_of = |name: &str| view.status(name).map(|l| l.stream);
-    let joining = in_state(MemberState::Joining);
-    let leaving = in_state(MemberState::Leaving);
-
-    // Joining members that have every range they will own start serving.
-    let joined: Vec<String> = joining
-        .iter()
-        .filter(|m| stream_of(&m.id) == Some(StreamState::Joined))
-        .map(|m| m.id.clone())
-        .collect();
-    if !joined.is_empty() {
-        // Serving before every node counts it as a pending owner, or while writes for it wait
-        // in hints, would let a read through it miss an acknowledged write.
-        if let Some(why) = not_all_current(view, &ring) {
-            return wait(
-                format!(
-                    "{} streamed its ranges but cannot serve yet: {why}",
-                    joined.join(", ")
-                ),
-                false,
-                false,
-            );
-        }
-        let hinted: Vec<String> = ring
-            .members
-            .iter()
-            .filter_map(|m| {
-                let queued: u64 = joined
-                    .iter()
-                    .filter_map(|j| view.status(&m.id)?.hints_for.get(j))
-                    .sum();
-                (queued > 0).then(|| format!("{} holds {queued} hints for it", m.id))
-            })
-            .collect();
-        if !hinted.is_empty() {
-            return wait(
-                format!(
-                    "{} streamed its ranges but cannot serve yet: {}",
-                    joined.join(", "),
-                    hinted.join("; ")
-                ),
-                false,
-                false,
-            );
-        }
-        let members = ring
-            .members
-            .iter()
-            .map(|m| RingMember {
-                state: if joined.contains(&m.id) {
-                    MemberState::Normal
-                } else {
-                    m.state
-                },
-                ..m.clone()
-            })
-            .collect();
-        return push(members, Change::Joined(joined));
-    }
-
-    // Leaving members that handed every range over leave the ring.
-    let done: Vec<String> = leaving
-        .iter()
-        .filter(|m| stream_of(&m.id) == Some(StreamState::Decommissioned))
-        .map(|m| m.id.clone())
-        .collect();
-    if !done.is_empty() {
-        let members: Vec<RingMember> = ring
-            .members
-            .iter()
-            .filter(|m| !done.contains(&m.id))
-            .cloned()
-            .collect();
-        let owners = members
-            .iter()
-            .filter(|m| m.state != MemberState::Joining)
-            .count();
-        if owners < view.replication_factor {
-            return wait(
-                format!(
-                    "removing {} would leave {owners} owners for replication factor {}",
-                    done.join(", "),
-                    view.replication_factor
-                ),
-                true,
-                true,
-            );
-        }
-        return push(members, Change::Remove(done));
-    }
-
-    if !leaving.is_empty() {
-        // Decommission only once every member has the ring that marks them leaving: a node
-        // still on the older ring would send new writes to the leaving member alone.
-        if let Some(why) = not_all_current(view, &ring) {
-            return wait(
-                format!(
-                    "{} cannot hand over its data yet: {why}",
-                    names(&leaving).join(", ")
-                ),
-                true,
-                true,
-            );
-        }
-        let start: Vec<Peer> = leaving
-            .iter()
-            .filter(|m| !matches!(stream_of(&m.id), Some(StreamState::Streaming)))
-            .filter_map(|m| view.targets(&ring).into_iter().find(|p| p.id == m.id))
-            .collect();
-        if !start.is_empty() {
-            return Decision {
-                action: Action::Decommission { members: start },
-                recheck: Some(RECHECK),
-                ..base
-            };
-        }
-        return wait(
-            format!(
-                "{} handing data to the next owners",
-                names(&leaving).join(", ")
-            ),
-            false,
-            false,
-        );
-    }
-    if !joining.is_empty() {
-        return wait(
-            format!(
-                "{} streaming the ranges they will own",
-                names(&joining).join(", ")
-            ),
-            false,
-            false,
-        );
-    }
-
-    // Scale up: pods of new ordinals join once their node answers.
-    let missing: Vec<&String> = view
-        .desired
-        .iter()
-        .filter(|d| !is_member(&ring, d))
-        .collect();
-    if !missing.is_empty() {
-        let ready: Vec<RingMember> = missing
-            .iter()
-            .filter(|d| view.reachable(d))
-            .filter_map(|d| {
-                view.address(d).map(|a| RingMember {
-                    id: (*d).clone(),
-                    address: a.clone(),
-                    state: MemberState::Joining,
-                })
-            })
-            .collect();
-        if ready.is_empty() {
-            let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            return wait(
-                format!(
-                    "waiting for {} to start before joining the ring",
-                    list.join(", ")
-                ),
-                false,
-                false,
-            );
-        }
-        let added = ready.iter().map(|m| m.id.clone()).collect();
-        let mut members = ring.members.clone();
-        members.extend(ready);
-        if let Some(clash) = duplicate_address(&members) {
-            return wait(
-                format!("two members would share address {clash}; waiting for the pods' addresses to settle"),
-                true,
-                false,
-            );
-        }
-        return push(members, Change::Join(added));
-    }
-
-    // Scale down: the highest ordinals (members the spec no longer asks for) leave.
-    let extra: Vec<&RingMember> = ring
-        .members
-        .iter()
-        .filter(|m| !view.desired.contains(&m.id))
-        .collect();
-    if !extra.is_empty() {
-        let staying = ring.members.len() - extra.len();
-        if staying < view.replication_factor {
-            return wait(
-                format!(
-                    "refusing to remove {}: {staying} members cannot hold {} copies of every key (replicationFactor)",
-                    names(&extra).join(", "),
-                    view.replication_factor
-                ),
-                true,
-                true,
-            );
-        }
-        if let Some(why) = not_all_current(view, &ring) {
-            return wait(
-                format!("scale-down of {} waits: {why}", names(&extra).join(", ")),
-                true,
-                true,
-            );
-        }
-        let leave: Vec<String> = extra.iter().map(|m| m.id.clone()).collect();
-        let members = ring
-            .members
-            .iter()
-            .map(|m| RingMember {
-                state: if leave.contains(&m.id) {
-                    MemberState::Leaving
-                } else {
-                    m.state
-                },
-                ..m.clone()
-            })
-            .collect();
-        return push(members, Change::Leave(leave));
-    }
-    base
-}
-
-/// Why not every member is known to run `ring` (unreachable, or on an older version).
-fn not_all_current(view: &View, ring: &Ring) -> Option<String> {
-    let lagging: Vec<String> = ring
-        .members
-        .iter()
-        .filter_map(|m| match view.pod(&m.id).map(|p| &p.node) {
-            None => Some(format!("{} has no pod", m.id)),
-            Some(Err(e)) => Some(format!("{} does not answer ({e})", m.id)),
-            Some(Ok(_)) => view
-                .status(&m.id)
-                .is_none_or(|l| l.ring_version < ring.version)
-                .then(|| format!("{} is not on ring v{} yet", m.id, ring.version)),
-        })
-        .collect();
-    (!lagging.is_empty()).then(|| lagging.join("; "))
+    let rules = Rules::new(view, &ring);
+    rules
+        .moved()
+        .or_else(|| rules.behind())
+        .or_else(|| rules.joined())
+        .or_else(|| rules.decommissioned())
+        .or_else(|| rules.leaving())
+        .or_else(|| rules.joining())
+        .or_else(|| rules.scale_up())
+        .or_else(|| rules.scale_down())
+        .unwrap_or(rules.base)
 }
 
 fn is_member(ring: &Ring, name: &str) -> bool {
     ring.members.iter().any(|m| m.id == name)
-}
-
-fn names(members: &[&RingMember]) -> Vec<String> {
-    members.iter().map(|m| m.id.clone()).collect()
 }
 
 fn duplicate_address(members: &[RingMember]) -> Option<String> {

@@ -4,7 +4,8 @@
 
 use pretty_assertions::assert_eq;
 use rc_api::{
-    LeaderlessStatus, LogPosition, MemberView, Mode, Replication, RequestStats, Role, StreamState,
+    LeaderlessStatus, LogPosition, MemberState, MemberView, Mode, Replication, RequestStats, Role,
+    StreamState,
 };
 
 use super::*;
