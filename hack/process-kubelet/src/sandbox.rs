@@ -9,7 +9,9 @@
 //! 4. bind-mounts each volume directory at its `mountPath` (parents first; sources are opened
 //!    before anything is mounted, so a volume over `/tmp` cannot hide a later source under
 //!    `/tmp`); a missing mount point is created on the host filesystem (an empty directory);
-//! 5. `fexecve`s the program opened before the mounts, with the environment it was given.
+//! 5. with `--uid`, switches to the pod's user and groups (`runAsUser`, `runAsGroup`, `fsGroup`,
+//!    `supplementalGroups`) and asks again for SIGKILL when the kubelet dies;
+//! 6. `fexecve`s the program opened before the mounts, with the environment it was given.
 //!
 //! It never returns on success; on failure it prints the reason and exits 127, which the kubelet
 //! reports like any container exit.
@@ -81,15 +83,37 @@ pub fn exec(args: SandboxArgs) -> anyhow::Error {
     }
 }
 
+/// The steps of the module doc, in order.
 fn try_exec(args: SandboxArgs) -> anyhow::Result<std::convert::Infallible> {
     nix::unistd::setsid().context("setsid")?;
+    die_with_kubelet()?;
+    enter_namespaces(&args.netns, &args.hostname)?;
+    let Some(program) = args.command.first() else {
+        bail!("no program given");
+    };
+    let program_file = File::open(program).with_context(|| format!("opening {program}"))?;
+    mount_volumes(&args.binds)?;
+    std::env::set_current_dir(&args.workdir)
+        .with_context(|| format!("chdir {}", args.workdir.display()))?;
+    if let Some(uid) = args.uid {
+        become_user(uid, args.gid.unwrap_or(0), &args.groups)?;
+    }
+    exec_program(program, &program_file, &args.command)
+}
+
+/// SIGKILL when the kubelet dies; fails if it already has (we were reparented to init).
+fn die_with_kubelet() -> anyhow::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     if nix::unistd::getppid().as_raw() == 1 {
         bail!("the kubelet exited before the container started");
     }
+    Ok(())
+}
 
-    let netns = File::open(Path::new("/run/netns").join(&args.netns))
-        .with_context(|| format!("opening network namespace {}", args.netns))?;
+/// Joins the pod's network namespace, then a private mount and UTS namespace of its own.
+fn enter_namespaces(netns_name: &str, hostname: &str) -> anyhow::Result<()> {
+    let netns = File::open(Path::new("/run/netns").join(netns_name))
+        .with_context(|| format!("opening network namespace {netns_name}"))?;
     setns(&netns, CloneFlags::CLONE_NEWNET).context("setns(net)")?;
     drop(netns);
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).context("unshare(mount, uts)")?;
@@ -102,15 +126,13 @@ fn try_exec(args: SandboxArgs) -> anyhow::Result<std::convert::Infallible> {
         None::<&str>,
     )
     .context("making / private")?;
-    nix::unistd::sethostname(&args.hostname).context("sethostname")?;
+    nix::unistd::sethostname(hostname).context("sethostname")?;
+    Ok(())
+}
 
-    let Some(program) = args.command.first() else {
-        bail!("no program given");
-    };
-    let program_file = File::open(program).with_context(|| format!("opening {program}"))?;
-
-    let mut binds = args
-        .binds
+/// Every `--bind`, parents first; all sources are opened before the first mount.
+fn mount_volumes(specs: &[String]) -> anyhow::Result<()> {
+    let mut binds = specs
         .iter()
         .map(|b| parse_bind(b))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -121,57 +143,63 @@ fn try_exec(args: SandboxArgs) -> anyhow::Result<std::convert::Infallible> {
         .map(|b| File::open(&b.src).with_context(|| format!("opening {}", b.src.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for (bind, src) in binds.iter().zip(&sources) {
-        let is_dir = src.metadata().map(|m| m.is_dir()).unwrap_or(true);
-        ensure_mount_point(&bind.dst, is_dir)?;
-        let via_fd = format!("/proc/self/fd/{}", src.as_raw_fd());
+        bind_mount(bind, src)?;
+    }
+    Ok(())
+}
+
+/// Mounts the opened `src` at `bind.dst` (through its fd, so that earlier mounts cannot hide it).
+fn bind_mount(bind: &Bind, src: &File) -> anyhow::Result<()> {
+    let is_dir = src.metadata().map(|m| m.is_dir()).unwrap_or(true);
+    ensure_mount_point(&bind.dst, is_dir)?;
+    let via_fd = format!("/proc/self/fd/{}", src.as_raw_fd());
+    mount(
+        Some(via_fd.as_str()),
+        &bind.dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "bind-mounting {} at {}",
+            bind.src.display(),
+            bind.dst.display()
+        )
+    })?;
+    if bind.read_only {
         mount(
-            Some(via_fd.as_str()),
+            None::<&str>,
             &bind.dst,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .with_context(|| {
-            format!(
-                "bind-mounting {} at {}",
-                bind.src.display(),
-                bind.dst.display()
-            )
-        })?;
-        if bind.read_only {
-            mount(
-                None::<&str>,
-                &bind.dst,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .with_context(|| format!("remounting {} read-only", bind.dst.display()))?;
-        }
+        .with_context(|| format!("remounting {} read-only", bind.dst.display()))?;
     }
-    drop(sources);
-    std::env::set_current_dir(&args.workdir)
-        .with_context(|| format!("chdir {}", args.workdir.display()))?;
-    if let Some(uid) = args.uid {
-        // Groups first (only root may change them), the user last; a credential change clears
-        // the parent-death signal, so it is asked for again.
-        let gid = nix::unistd::Gid::from_raw(args.gid.unwrap_or(0));
-        let groups: Vec<nix::unistd::Gid> = args
-            .groups
-            .iter()
-            .map(|g| nix::unistd::Gid::from_raw(*g))
-            .collect();
-        nix::unistd::setgroups(&groups).context("setgroups")?;
-        nix::unistd::setgid(gid).context("setgid")?;
-        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).context("setuid")?;
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
-        if nix::unistd::getppid().as_raw() == 1 {
-            bail!("the kubelet exited before the container started");
-        }
-    }
+    Ok(())
+}
 
-    let argv = args
-        .command
+/// Groups first (only root may change them), the user last; a credential change clears the
+/// parent-death signal, so it is asked for again.
+fn become_user(uid: u32, gid: u32, groups: &[u32]) -> anyhow::Result<()> {
+    let groups: Vec<nix::unistd::Gid> = groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).context("setgroups")?;
+    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).context("setgid")?;
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).context("setuid")?;
+    die_with_kubelet()
+}
+
+/// `fexecve`s the opened program with `command` as its argv and this process's environment.
+fn exec_program(
+    name: &str,
+    program: &File,
+    command: &[String],
+) -> anyhow::Result<std::convert::Infallible> {
+    let argv = command
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
@@ -185,11 +213,11 @@ fn try_exec(args: SandboxArgs) -> anyhow::Result<std::convert::Infallible> {
         })
         .collect::<Result<Vec<_>, _>>()
         .context("NUL byte in the environment")?;
-    let err = match nix::unistd::fexecve(&program_file, &argv, &envp) {
+    let err = match nix::unistd::fexecve(program, &argv, &envp) {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    Err(err).with_context(|| format!("exec {program}"))
+    Err(err).with_context(|| format!("exec {name}"))
 }
 
 fn ensure_mount_point(dst: &Path, is_dir: bool) -> anyhow::Result<()> {
