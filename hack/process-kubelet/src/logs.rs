@@ -14,9 +14,14 @@
 //! time is the first mark at or past its end, i.e. when the kubelet first saw it, at most one
 //! sampling interval after it was written. `timestamps=true` prints that time and
 //! `sinceSeconds`/`sinceTime` filter by it (best effort, to about a quarter of a second).
+//!
+//! The query parameters are read in `options`, an instance's range in `reader`; the HTTPS side
+//! is `server.rs`.
+
+mod options;
+mod reader;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,15 +31,15 @@ use tokio::sync::watch;
 
 use crate::status::{PodRt, State};
 
+pub use options::LogOptions;
+pub use reader::{stream, LogReader};
+
 /// How often a running instance's log length is sampled for the time index.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// How long a follower waits for new bytes before looking again.
-pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// Instances kept per container: the current one and the previous one, plus one spare.
 const KEEP_INSTANCES: usize = 3;
 /// Marks kept per instance; beyond, every other old mark is dropped (coarser old timestamps).
 const MAX_MARKS: usize = 4096;
-const CHUNK: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -294,302 +299,6 @@ pub async fn sample(inst: Arc<Instance>) {
     }
 }
 
-/// The kubelet's `PodLogOptions` (query parameters of `/containerLogs`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LogOptions {
-    pub follow: bool,
-    pub previous: bool,
-    pub timestamps: bool,
-    pub since: Option<Timestamp>,
-    pub tail_lines: Option<u64>,
-    pub limit_bytes: Option<u64>,
-}
-
-fn parse_bool(key: &str, v: &str) -> Result<bool, LogError> {
-    // Go's strconv.ParseBool, as the API machinery's parameter codec uses.
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" | "" => Ok(false),
-        _ => Err(LogError::BadRequest(format!("{key}={v:?}: not a boolean"))),
-    }
-}
-
-fn parse_int(key: &str, v: &str) -> Result<i64, LogError> {
-    v.parse()
-        .map_err(|_| LogError::BadRequest(format!("{key}={v:?}: not an integer")))
-}
-
-impl LogOptions {
-    /// Parses and validates the query as the kubelet does (`tail` is the old name of
-    /// `tailLines`, `tail=all` means no limit). `stream` other than `All` is refused: stdout and
-    /// stderr share one file here (as without the `PodLogsQuerySplitStreams` feature gate).
-    pub fn from_query(q: &HashMap<String, String>, now: Timestamp) -> Result<Self, LogError> {
-        let get = |k: &str| q.get(k).map(String::as_str);
-        let mut o = LogOptions {
-            follow: get("follow").map_or(Ok(false), |v| parse_bool("follow", v))?,
-            previous: get("previous").map_or(Ok(false), |v| parse_bool("previous", v))?,
-            timestamps: get("timestamps").map_or(Ok(false), |v| parse_bool("timestamps", v))?,
-            ..LogOptions::default()
-        };
-        let tail = match get("tail") {
-            Some("all") => None,
-            Some(t) if !t.is_empty() => Some(t),
-            _ => get("tailLines"),
-        };
-        if let Some(t) = tail {
-            let n = parse_int("tailLines", t)?;
-            o.tail_lines = Some(
-                u64::try_from(n).map_err(|_| LogError::Invalid("tailLines must be >= 0".into()))?,
-            );
-        }
-        if let Some(v) = get("limitBytes") {
-            let n = parse_int("limitBytes", v)?;
-            if n < 1 {
-                return Err(LogError::Invalid("limitBytes must be >= 1".into()));
-            }
-            o.limit_bytes = u64::try_from(n).ok();
-        }
-        match (get("sinceSeconds"), get("sinceTime")) {
-            (Some(_), Some(_)) => {
-                return Err(LogError::Invalid(
-                    "at most one of sinceTime and sinceSeconds may be set".into(),
-                ))
-            }
-            (Some(s), None) => {
-                let n = parse_int("sinceSeconds", s)?;
-                if n < 1 {
-                    return Err(LogError::Invalid("sinceSeconds must be >= 1".into()));
-                }
-                let span = k8s_openapi::jiff::SignedDuration::from_secs(n);
-                o.since = Some(now.checked_sub(span).unwrap_or(Timestamp::MIN));
-            }
-            (None, Some(t)) => {
-                o.since = Some(t.parse().map_err(|e| {
-                    LogError::BadRequest(format!("sinceTime={t:?}: not an RFC 3339 time: {e}"))
-                })?);
-            }
-            (None, None) => {}
-        }
-        match get("stream") {
-            None | Some("" | "All") => {}
-            Some(s @ ("Stdout" | "Stderr")) => {
-                return Err(LogError::BadRequest(format!(
-                    "unable to return the given log stream: {s:?}: rc-process-kubelet writes stdout and stderr to one file"
-                )))
-            }
-            Some(s) => {
-                return Err(LogError::BadRequest(format!("invalid stream type {s:?}")));
-            }
-        }
-        Ok(o)
-    }
-}
-
-/// What one read step produced.
-#[derive(Debug, PartialEq)]
-pub enum Step {
-    Data(Vec<u8>),
-    /// Following and at the end of a running instance: look again later.
-    Wait,
-    Done,
-}
-
-/// Reads one instance's range of the log file, line by line (timestamps, `since`), with
-/// `tailLines` applied first and `limitBytes` last, as the kubelet does.
-pub struct LogReader {
-    inst: Arc<Instance>,
-    file: std::fs::File,
-    opts: LogOptions,
-    /// Next byte of the file to read.
-    pos: u64,
-    /// A line read but not yet terminated, starting at `pos - pending.len()`.
-    pending: Vec<u8>,
-    /// Without `follow`: the end of the range at the time of the request.
-    snapshot_end: Option<u64>,
-    remaining: Option<u64>,
-    done: bool,
-}
-
-impl LogReader {
-    pub fn open(inst: Arc<Instance>, opts: LogOptions) -> std::io::Result<Self> {
-        let file = std::fs::File::open(&inst.path)?;
-        let len = file.metadata()?.len();
-        let end = inst.end().unwrap_or(len).min(len);
-        let mut pos = inst.start.min(end);
-        if let Some(n) = opts.tail_lines {
-            pos = tail_start(&file, pos, end, n)?;
-        }
-        Ok(LogReader {
-            snapshot_end: (!opts.follow).then_some(end),
-            remaining: opts.limit_bytes,
-            file,
-            opts,
-            pos,
-            pending: Vec::new(),
-            done: false,
-            inst,
-        })
-    }
-
-    /// Reads until there is output, nothing more to wait for, or (following) nothing new yet.
-    pub fn step(&mut self) -> std::io::Result<Step> {
-        if self.done {
-            return Ok(Step::Done);
-        }
-        let mut out = Vec::new();
-        loop {
-            let ended = self.inst.end();
-            let upto = match self.snapshot_end {
-                Some(s) => s,
-                None => {
-                    let len = self.file.metadata()?.len();
-                    ended.map_or(len, |e| e.min(len))
-                }
-            };
-            let last = self.snapshot_end.is_some() || ended.is_some();
-            if self.pos < upto {
-                let want = usize::try_from(upto - self.pos).unwrap_or(CHUNK).min(CHUNK);
-                let mut buf = vec![0; want];
-                let n = self.file.read_at(&mut buf, self.pos)?;
-                if n == 0 {
-                    // The file shrank under us (removed or truncated by hand): stop.
-                    self.done = true;
-                } else {
-                    buf.truncate(n);
-                    self.pos += n as u64;
-                    self.pending.extend_from_slice(&buf);
-                }
-                if self.opts.timestamps || self.opts.since.is_some() {
-                    self.inst.observe(upto, Timestamp::now());
-                }
-                let flush = self.done || (last && self.pos >= upto);
-                self.emit(&mut out, flush);
-            } else {
-                self.emit(&mut out, last);
-                if last {
-                    self.done = true;
-                }
-            }
-            if let Some(rem) = self.remaining.as_mut() {
-                let take = usize::try_from(*rem).unwrap_or(usize::MAX).min(out.len());
-                out.truncate(take);
-                *rem -= take as u64;
-                if *rem == 0 {
-                    self.done = true;
-                }
-            }
-            if !out.is_empty() {
-                return Ok(Step::Data(out));
-            }
-            if self.done {
-                return Ok(Step::Done);
-            }
-            if self.pos >= upto {
-                return Ok(Step::Wait);
-            }
-        }
-    }
-
-    /// Moves the complete lines of `pending` (and the partial last one when `flush`) to `out`.
-    fn emit(&mut self, out: &mut Vec<u8>, flush: bool) {
-        let base = self.pos - self.pending.len() as u64;
-        let complete = self
-            .pending
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let upto = if flush { self.pending.len() } else { complete };
-        if upto == 0 {
-            return;
-        }
-        if !self.opts.timestamps && self.opts.since.is_none() {
-            out.extend_from_slice(&self.pending[..upto]);
-        } else {
-            let inner = lock(&self.inst.inner);
-            let now = Timestamp::now();
-            let mut at = 0;
-            while at < upto {
-                let end = self.pending[at..upto]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(upto, |i| at + i + 1);
-                let t = Instance::time_of(&inner, base + end as u64, now);
-                if self.opts.since.is_none_or(|s| t >= s) {
-                    if self.opts.timestamps {
-                        out.extend_from_slice(format!("{t} ").as_bytes());
-                    }
-                    out.extend_from_slice(&self.pending[at..end]);
-                }
-                at = end;
-            }
-        }
-        self.pending.drain(..upto);
-    }
-}
-
-/// Where the last `n` lines of `[start, end)` begin (a last line without newline counts).
-fn tail_start(file: &std::fs::File, start: u64, end: u64, n: u64) -> std::io::Result<u64> {
-    if n == 0 {
-        return Ok(end);
-    }
-    let mut newlines = 0;
-    let mut at = end;
-    let mut first = true;
-    while at > start {
-        let size = usize::try_from(at - start).unwrap_or(CHUNK).min(CHUNK);
-        let from = at - size as u64;
-        let mut buf = vec![0; size];
-        file.read_exact_at(&mut buf, from)?;
-        let mut slice = &buf[..];
-        if first {
-            // The final newline ends the last line; it does not start another.
-            if slice.last() == Some(&b'\n') {
-                slice = &slice[..slice.len() - 1];
-            }
-            first = false;
-        }
-        for (i, &b) in slice.iter().enumerate().rev() {
-            if b == b'\n' {
-                newlines += 1;
-                if newlines == n {
-                    return Ok(from + i as u64 + 1);
-                }
-            }
-        }
-        at = from;
-    }
-    Ok(start)
-}
-
-/// The instance's log as a body stream: blocking reads off the runtime threads, and while
-/// following, a look every [`FOLLOW_POLL`] until the run ends or the client goes away (the
-/// stream is dropped).
-pub fn stream(
-    reader: LogReader,
-) -> impl futures::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
-    futures::stream::unfold(Some(reader), |state| async move {
-        let mut reader = state?;
-        loop {
-            let joined = tokio::task::spawn_blocking(move || {
-                let step = reader.step();
-                (reader, step)
-            })
-            .await;
-            let (r, step) = match joined {
-                Ok(x) => x,
-                Err(e) => return Some((Err(std::io::Error::other(e)), None)),
-            };
-            reader = r;
-            match step {
-                Ok(Step::Data(b)) => return Some((Ok(b.into()), Some(reader))),
-                Ok(Step::Wait) => tokio::time::sleep(FOLLOW_POLL).await,
-                Ok(Step::Done) => return None,
-                Err(e) => return Some((Err(e), None)),
-            }
-        }
-    })
-}
-
 /// The log file's current length (0 when missing).
 pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
@@ -598,6 +307,7 @@ pub fn file_len(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::reader::Step;
     use super::*;
     use crate::status::{ContainerRt, Termination};
     use std::io::Write;
@@ -867,63 +577,5 @@ mod tests {
         // A line's time is never earlier than when it was written.
         let t = Instance::time_of(&inner, 5_000, ts(0));
         assert!(t >= ts(5_000));
-    }
-
-    #[test]
-    fn query_parameters_as_the_kubelet_reads_them() {
-        let q = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<HashMap<_, _>>()
-        };
-        let now = ts(1000);
-        let o = LogOptions::from_query(
-            &q(&[
-                ("follow", "true"),
-                ("tailLines", "5"),
-                ("limitBytes", "10"),
-                ("sinceSeconds", "60"),
-            ]),
-            now,
-        )
-        .unwrap();
-        assert!(o.follow && !o.previous);
-        assert_eq!(
-            (o.tail_lines, o.limit_bytes, o.since),
-            (Some(5), Some(10), Some(ts(940)))
-        );
-        assert_eq!(
-            LogOptions::from_query(&q(&[("tail", "all"), ("tailLines", "3")]), now)
-                .unwrap()
-                .tail_lines,
-            None
-        );
-        assert_eq!(
-            LogOptions::from_query(&q(&[("sinceTime", "1970-01-01T00:10:00Z")]), now)
-                .unwrap()
-                .since,
-            Some(ts(600))
-        );
-        assert!(matches!(
-            LogOptions::from_query(
-                &q(&[("sinceTime", "1970-01-01T00:10:00Z"), ("sinceSeconds", "1")]),
-                now
-            ),
-            Err(LogError::Invalid(_))
-        ));
-        assert!(matches!(
-            LogOptions::from_query(&q(&[("tailLines", "-1")]), now),
-            Err(LogError::Invalid(_))
-        ));
-        assert!(matches!(
-            LogOptions::from_query(&q(&[("follow", "yes")]), now),
-            Err(LogError::BadRequest(_))
-        ));
-        assert!(matches!(
-            LogOptions::from_query(&q(&[("stream", "Stderr")]), now),
-            Err(LogError::BadRequest(_))
-        ));
-        assert!(LogOptions::from_query(&q(&[("stream", "All")]), now).is_ok());
     }
 }
