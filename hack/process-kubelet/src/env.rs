@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvFromSource, EnvVarSource, Pod, Secret};
+use k8s_openapi::ByteString;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvError {
@@ -75,89 +76,81 @@ pub fn container_env(
         env.set(k, v.clone());
     }
     for from in container.env_from.iter().flatten() {
-        let prefix = from.prefix.as_deref().unwrap_or("");
-        if let Some(r) = &from.config_map_ref {
-            match inputs.config_maps.get(&r.name) {
-                Some(cm) => {
-                    for (k, v) in cm.data.iter().flatten() {
-                        env.set(&format!("{prefix}{k}"), v.clone());
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(EnvError::ConfigMapMissing(r.name.clone())),
-            }
-        }
-        if let Some(r) = &from.secret_ref {
-            match inputs.secrets.get(&r.name) {
-                Some(s) => {
-                    for (k, v) in s.data.iter().flatten() {
-                        env.set(
-                            &format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v.0).into_owned(),
-                        );
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(EnvError::SecretMissing(r.name.clone())),
-            }
-        }
+        env_from(&mut env, from, inputs)?;
     }
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => Some(expand(v, &env.map)),
             (None, None) => Some(String::new()),
-            (None, Some(src)) => {
-                if let Some(f) = &src.field_ref {
-                    Some(field_value(
-                        inputs.pod,
-                        &f.field_path,
-                        inputs.pod_ip,
-                        inputs.host_ip,
-                    )?)
-                } else if let Some(r) = &src.config_map_key_ref {
-                    let object = inputs
-                        .config_maps
-                        .get(&r.name)
-                        .map(|cm| cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned());
-                    key_ref(
-                        object,
-                        r.optional == Some(true),
-                        || EnvError::KeyMissing {
-                            kind: "configmap",
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        },
-                        || EnvError::ConfigMapMissing(r.name.clone()),
-                    )?
-                } else if let Some(r) = &src.secret_key_ref {
-                    let object = inputs.secrets.get(&r.name).map(|s| {
-                        s.data
-                            .as_ref()
-                            .and_then(|d| d.get(&r.key))
-                            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                    });
-                    key_ref(
-                        object,
-                        r.optional == Some(true),
-                        || EnvError::KeyMissing {
-                            kind: "secret",
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        },
-                        || EnvError::SecretMissing(r.name.clone()),
-                    )?
-                } else if let Some(r) = &src.resource_field_ref {
-                    Some(resource_value(container, &r.resource))
-                } else {
-                    return Err(EnvError::Source(var.name.clone()));
-                }
-            }
+            (None, Some(src)) => value_from(container, inputs, &var.name, src)?,
         };
         if let Some(value) = value {
             env.set(&var.name, value);
         }
     }
     Ok(env.into_vec())
+}
+
+/// One `envFrom` entry: every key of its ConfigMap or Secret, with the prefix.
+fn env_from(
+    env: &mut OrderedEnv,
+    from: &EnvFromSource,
+    inputs: &EnvInputs<'_>,
+) -> Result<(), EnvError> {
+    let prefix = from.prefix.as_deref().unwrap_or("");
+    if let Some(r) = &from.config_map_ref {
+        match inputs.config_maps.get(&r.name) {
+            Some(cm) => env.set_prefixed(
+                prefix,
+                cm.data.iter().flatten().map(|(k, v)| (k, v.clone())),
+            ),
+            None if r.optional == Some(true) => {}
+            None => return Err(EnvError::ConfigMapMissing(r.name.clone())),
+        }
+    }
+    if let Some(r) = &from.secret_ref {
+        match inputs.secrets.get(&r.name) {
+            Some(s) => env.set_prefixed(prefix, s.data.iter().flatten().map(|(k, v)| (k, text(v)))),
+            None if r.optional == Some(true) => {}
+            None => return Err(EnvError::SecretMissing(r.name.clone())),
+        }
+    }
+    Ok(())
+}
+
+/// An `env` entry's `valueFrom`; `None` for an optional key or object that is missing.
+fn value_from(
+    container: &Container,
+    inputs: &EnvInputs<'_>,
+    name: &str,
+    src: &EnvVarSource,
+) -> Result<Option<String>, EnvError> {
+    if let Some(f) = &src.field_ref {
+        field_value(inputs.pod, &f.field_path, inputs.pod_ip, inputs.host_ip).map(Some)
+    } else if let Some(r) = &src.config_map_key_ref {
+        let object = inputs
+            .config_maps
+            .get(&r.name)
+            .map(|cm| cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned());
+        let missing = EnvError::ConfigMapMissing;
+        key_ref(object, r.optional, "configmap", &r.name, &r.key, missing)
+    } else if let Some(r) = &src.secret_key_ref {
+        let object = inputs
+            .secrets
+            .get(&r.name)
+            .map(|s| s.data.as_ref().and_then(|d| d.get(&r.key)).map(text));
+        let missing = EnvError::SecretMissing;
+        key_ref(object, r.optional, "secret", &r.name, &r.key, missing)
+    } else if let Some(r) = &src.resource_field_ref {
+        Ok(Some(resource_value(container, &r.resource)))
+    } else {
+        Err(EnvError::Source(name.to_owned()))
+    }
+}
+
+/// A Secret's value as a variable (invalid UTF-8 replaced).
+fn text(v: &ByteString) -> String {
+    String::from_utf8_lossy(&v.0).into_owned()
 }
 
 /// `command` + `args` with `$(VAR)` expanded against the final environment.
@@ -282,6 +275,12 @@ impl OrderedEnv {
         }
     }
 
+    fn set_prefixed<'a>(&mut self, prefix: &str, vars: impl Iterator<Item = (&'a String, String)>) {
+        for (k, v) in vars {
+            self.set(&format!("{prefix}{k}"), v);
+        }
+    }
+
     fn into_vec(mut self) -> Vec<(String, String)> {
         self.order
             .into_iter()
@@ -294,15 +293,21 @@ impl OrderedEnv {
 /// `Some(None)` when the key is; either is an error unless the reference is optional.
 fn key_ref(
     object: Option<Option<String>>,
-    optional: bool,
-    key_missing: impl FnOnce() -> EnvError,
-    object_missing: impl FnOnce() -> EnvError,
+    optional: Option<bool>,
+    kind: &'static str,
+    name: &str,
+    key: &str,
+    object_missing: fn(String) -> EnvError,
 ) -> Result<Option<String>, EnvError> {
     match object {
         Some(Some(v)) => Ok(Some(v)),
-        _ if optional => Ok(None),
-        Some(None) => Err(key_missing()),
-        None => Err(object_missing()),
+        _ if optional == Some(true) => Ok(None),
+        Some(None) => Err(EnvError::KeyMissing {
+            kind,
+            name: name.to_owned(),
+            key: key.to_owned(),
+        }),
+        None => Err(object_missing(name.to_owned())),
     }
 }
 
@@ -311,11 +316,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ConfigMapEnvSource, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
-        SecretKeySelector,
+        ConfigMapEnvSource, EnvVar, ObjectFieldSelector, PodSpec, SecretKeySelector,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use k8s_openapi::ByteString;
 
     fn pod() -> Pod {
         Pod {
