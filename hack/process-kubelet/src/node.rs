@@ -46,7 +46,7 @@ pub async fn register(
             "labels": {
                 "kubernetes.io/hostname": cfg.name,
                 "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+                "kubernetes.io/arch": arch(),
                 "node.kubernetes.io/process-kubelet": "true",
             },
         },
@@ -75,19 +75,6 @@ pub async fn report_status(
             "lastTransitionTime": since,
         })
     };
-    let uname = nix::sys::utsname::uname().ok();
-    let kernel = uname
-        .as_ref()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let machine_id = std::fs::read_to_string("/etc/machine-id")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
     let resources = json!({
         "cpu": cfg.cpu,
         "memory": cfg.memory,
@@ -116,18 +103,7 @@ pub async fn report_status(
                 { "type": "Hostname", "address": cfg.name },
             ],
             "daemonEndpoints": { "kubeletEndpoint": { "Port": cfg.kubelet_port } },
-            "nodeInfo": {
-                "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-                "operatingSystem": "linux",
-                "osImage": "rc-process-kubelet (processes on the host)",
-                "kernelVersion": kernel,
-                "kubeletVersion": cfg.kubelet_version,
-                "kubeProxyVersion": "",
-                "containerRuntimeVersion": concat!("process://", env!("CARGO_PKG_VERSION")),
-                "machineID": machine_id,
-                "systemUUID": machine_id,
-                "bootID": boot_id,
-            },
+            "nodeInfo": node_info(cfg),
         },
     });
     api.patch_status(
@@ -137,6 +113,42 @@ pub async fn report_status(
     )
     .await?;
     Ok(())
+}
+
+/// `status.nodeInfo`: this machine's kernel, IDs and architecture, and the kubelet's version.
+fn node_info(cfg: &NodeConfig) -> serde_json::Value {
+    let uname = nix::sys::utsname::uname().ok();
+    let kernel = uname
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let machine_id = std::fs::read_to_string("/etc/machine-id")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    json!({
+        "architecture": arch(),
+        "operatingSystem": "linux",
+        "osImage": "rc-process-kubelet (processes on the host)",
+        "kernelVersion": kernel,
+        "kubeletVersion": cfg.kubelet_version,
+        "kubeProxyVersion": "",
+        "containerRuntimeVersion": concat!("process://", env!("CARGO_PKG_VERSION")),
+        "machineID": machine_id,
+        "systemUUID": machine_id,
+        "bootID": boot_id,
+    })
+}
+
+/// This machine's architecture as Kubernetes names it.
+fn arch() -> String {
+    std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64")
 }
 
 async fn renew_lease(client: &Client, cfg: &NodeConfig, node_uid: &str) -> anyhow::Result<()> {
