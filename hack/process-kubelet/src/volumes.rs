@@ -10,7 +10,7 @@
 //! - `hostPath`: the path itself.
 //!
 //! Directories are bind-mounted at the `mountPath`s by the sandbox helper (`sandbox.rs`).
-//! Ownership and `fsGroup` are not applied: pod processes run as root.
+//! With `fsGroup`, every volume but `hostPath` is given to that group, as the real kubelet does.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
-    PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+    PersistentVolumeClaim, Pod, ProjectedVolumeSource, Secret, ServiceAccount, Volume,
 };
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -52,9 +52,14 @@ pub struct VolumeContext<'a> {
     pub host_ip: &'a str,
 }
 
+impl VolumeContext<'_> {
+    fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+}
+
 /// Creates or refreshes every volume of the pod.
 pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
-    let ns = cx.pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out = Volumes::default();
     let Some(spec) = cx.pod.spec.as_ref() else {
         return Ok(out);
@@ -65,81 +70,10 @@ pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
         .and_then(|s| s.fs_group)
         .and_then(|g| u32::try_from(g).ok());
     for vol in spec.volumes.iter().flatten() {
-        let own_dir = cx.pod_dir.join("volumes").join(&vol.name);
-        let dir = if let Some(pvc) = &vol.persistent_volume_claim {
-            claim_dir(cx.client, ns, &pvc.claim_name).await?
-        } else if let Some(host) = &vol.host_path {
-            PathBuf::from(&host.path)
-        } else if vol.empty_dir.is_some() {
-            create_dir(&own_dir)?;
-            own_dir
-        } else if let Some(s) = &vol.secret {
-            create_dir(&own_dir)?;
-            let name = s.secret_name.clone().unwrap_or_default();
-            match get_opt::<Secret>(cx.client, ns, &name).await? {
-                Some(secret) => {
-                    write_secret(&own_dir, &secret, s.items.as_deref(), s.default_mode)?
-                }
-                None if s.optional == Some(true) => {}
-                None => bail!("secret {name:?} not found"),
-            }
-            own_dir
-        } else if let Some(c) = &vol.config_map {
-            create_dir(&own_dir)?;
-            match get_opt::<ConfigMap>(cx.client, ns, &c.name).await? {
-                Some(cm) => write_config_map(&own_dir, &cm, c.items.as_deref(), c.default_mode)?,
-                None if c.optional == Some(true) => {}
-                None => bail!("configmap {:?} not found", c.name),
-            }
-            own_dir
-        } else if let Some(d) = &vol.downward_api {
-            create_dir(&own_dir)?;
-            write_downward(
-                cx,
-                &own_dir,
-                d.items.as_deref().unwrap_or(&[]),
-                d.default_mode,
-            )?;
-            own_dir
-        } else if let Some(p) = &vol.projected {
-            create_dir(&own_dir)?;
-            for source in p.sources.iter().flatten() {
-                if let Some(s) = &source.secret {
-                    match get_opt::<Secret>(cx.client, ns, &s.name).await? {
-                        Some(secret) => {
-                            write_secret(&own_dir, &secret, s.items.as_deref(), p.default_mode)?
-                        }
-                        None if s.optional == Some(true) => {}
-                        None => bail!("secret {:?} not found", s.name),
-                    }
-                }
-                if let Some(c) = &source.config_map {
-                    match get_opt::<ConfigMap>(cx.client, ns, &c.name).await? {
-                        Some(cm) => {
-                            write_config_map(&own_dir, &cm, c.items.as_deref(), p.default_mode)?
-                        }
-                        None if c.optional == Some(true) => {}
-                        None => bail!("configmap {:?} not found", c.name),
-                    }
-                }
-                if let Some(d) = &source.downward_api {
-                    write_downward(
-                        cx,
-                        &own_dir,
-                        d.items.as_deref().unwrap_or(&[]),
-                        p.default_mode,
-                    )?;
-                }
-                if let Some(t) = &source.service_account_token {
-                    let life = write_token(cx, ns, &own_dir, t, p.default_mode).await?;
-                    let refresh = life.mul_f64(0.8);
-                    out.refresh_after = Some(out.refresh_after.map_or(refresh, |r| r.min(refresh)));
-                }
-            }
-            own_dir
-        } else {
-            bail!("volume {:?}: unsupported volume type", vol.name);
-        };
+        let (dir, refresh) = volume_dir(cx, vol).await?;
+        if let Some(refresh) = refresh {
+            out.refresh_after = Some(out.refresh_after.map_or(refresh, |r| r.min(refresh)));
+        }
         if let Some(group) = fs_group {
             // Written by the kubelet (files the operator wrote are rewritten on refresh): set
             // every time. Data volumes: only when the root does not have it yet (the real
@@ -154,6 +88,84 @@ pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
         out.dirs.insert(vol.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// The volume's host directory, with its files written; for projected service-account tokens,
+/// when to write them again.
+async fn volume_dir(
+    cx: &VolumeContext<'_>,
+    vol: &Volume,
+) -> anyhow::Result<(PathBuf, Option<Duration>)> {
+    let own_dir = cx.pod_dir.join("volumes").join(&vol.name);
+    let mut refresh = None;
+    let dir = if let Some(pvc) = &vol.persistent_volume_claim {
+        claim_dir(cx.client, cx.namespace(), &pvc.claim_name).await?
+    } else if let Some(host) = &vol.host_path {
+        PathBuf::from(&host.path)
+    } else if vol.empty_dir.is_some() {
+        create_dir(&own_dir)?;
+        own_dir
+    } else if let Some(s) = &vol.secret {
+        create_dir(&own_dir)?;
+        let name = s.secret_name.clone().unwrap_or_default();
+        if let Some(secret) = referenced::<Secret>(cx, "secret", &name, s.optional).await? {
+            write_secret(&own_dir, &secret, s.items.as_deref(), s.default_mode)?;
+        }
+        own_dir
+    } else if let Some(c) = &vol.config_map {
+        create_dir(&own_dir)?;
+        if let Some(cm) = referenced::<ConfigMap>(cx, "configmap", &c.name, c.optional).await? {
+            write_config_map(&own_dir, &cm, c.items.as_deref(), c.default_mode)?;
+        }
+        own_dir
+    } else if let Some(d) = &vol.downward_api {
+        create_dir(&own_dir)?;
+        write_downward(
+            cx,
+            &own_dir,
+            d.items.as_deref().unwrap_or(&[]),
+            d.default_mode,
+        )?;
+        own_dir
+    } else if let Some(p) = &vol.projected {
+        create_dir(&own_dir)?;
+        refresh = write_projected(cx, &own_dir, p).await?;
+        own_dir
+    } else {
+        bail!("volume {:?}: unsupported volume type", vol.name);
+    };
+    Ok((dir, refresh))
+}
+
+/// Every source of a projected volume into `dir`; when its tokens need renewing, if it has any.
+async fn write_projected(
+    cx: &VolumeContext<'_>,
+    dir: &Path,
+    p: &ProjectedVolumeSource,
+) -> anyhow::Result<Option<Duration>> {
+    let mode = p.default_mode;
+    let mut refresh: Option<Duration> = None;
+    for source in p.sources.iter().flatten() {
+        if let Some(s) = &source.secret {
+            if let Some(secret) = referenced::<Secret>(cx, "secret", &s.name, s.optional).await? {
+                write_secret(dir, &secret, s.items.as_deref(), mode)?;
+            }
+        }
+        if let Some(c) = &source.config_map {
+            if let Some(cm) = referenced::<ConfigMap>(cx, "configmap", &c.name, c.optional).await? {
+                write_config_map(dir, &cm, c.items.as_deref(), mode)?;
+            }
+        }
+        if let Some(d) = &source.downward_api {
+            write_downward(cx, dir, d.items.as_deref().unwrap_or(&[]), mode)?;
+        }
+        if let Some(t) = &source.service_account_token {
+            let life = write_token(cx, dir, t, mode).await?;
+            let after = life.mul_f64(0.8);
+            refresh = Some(refresh.map_or(after, |r| r.min(after)));
+        }
+    }
+    Ok(refresh)
 }
 
 /// `fsGroup`, as the real kubelet applies it: every file and directory of the volume owned by
@@ -251,7 +263,14 @@ async fn claim_dir(client: &Client, ns: &str, claim: &str) -> anyhow::Result<Pat
     Ok(dir)
 }
 
-async fn get_opt<K>(client: &Client, ns: &str, name: &str) -> anyhow::Result<Option<K>>
+/// The Secret or ConfigMap a volume names; `None` when it does not exist and the reference is
+/// optional.
+async fn referenced<K>(
+    cx: &VolumeContext<'_>,
+    kind: &str,
+    name: &str,
+    optional: Option<bool>,
+) -> anyhow::Result<Option<K>>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -259,19 +278,23 @@ where
         + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    Api::<K>::namespaced(client.clone(), ns)
+    let found = Api::<K>::namespaced(cx.client.clone(), cx.namespace())
         .get_opt(name)
         .await
-        .with_context(|| format!("reading {name}"))
+        .with_context(|| format!("reading {name}"))?;
+    if found.is_none() && optional != Some(true) {
+        bail!("{kind} {name:?} not found");
+    }
+    Ok(found)
 }
 
 async fn write_token(
     cx: &VolumeContext<'_>,
-    ns: &str,
     dir: &Path,
     proj: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
     mode: Option<i32>,
 ) -> anyhow::Result<Duration> {
+    let ns = cx.namespace();
     let sa = cx
         .pod
         .spec
