@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,64 +43,10 @@ pub async fn check(probe: &Probe, container: &Container, pod_ip: &str) -> Result
 
 async fn attempt(probe: &Probe, container: &Container, pod_ip: &str) -> Result<(), String> {
     if let Some(http) = &probe.http_get {
-        if http
-            .scheme
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
-        {
-            return Err("HTTPS probes are not supported by the process kubelet".into());
-        }
-        let host = http
-            .host
-            .as_deref()
-            .filter(|h| !h.is_empty())
-            .unwrap_or(pod_ip);
-        let port = resolve_port(&http.port, container)?;
-        let path = http.path.as_deref().unwrap_or("/");
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n"
-        );
-        for h in http.http_headers.iter().flatten() {
-            request.push_str(&format!("{}: {}\r\n", h.name, h.value));
-        }
-        request.push_str("\r\n");
-        let mut stream = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("sending request: {e}"))?;
-        let mut buf = vec![0u8; 256];
-        let mut len = 0;
-        while len < 12 {
-            let n = stream
-                .read(&mut buf[len..])
-                .await
-                .map_err(|e| format!("reading response: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-        }
-        let head = String::from_utf8_lossy(&buf[..len]);
-        let code: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("malformed HTTP response {head:?}"))?;
-        return if (200..400).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("HTTP probe failed with statuscode: {code}"))
-        };
+        return http_get(http, container, pod_ip).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let host = tcp
-            .host
-            .as_deref()
-            .filter(|h| !h.is_empty())
-            .unwrap_or(pod_ip);
+        let host = target_host(tcp.host.as_deref(), pod_ip);
         let port = resolve_port(&tcp.port, container)?;
         return TcpStream::connect((host, port))
             .await
@@ -108,6 +54,62 @@ async fn attempt(probe: &Probe, container: &Container, pod_ip: &str) -> Result<(
             .map_err(|e| format!("connect {host}:{port}: {e}"));
     }
     Err("only httpGet and tcpSocket probes are supported by the process kubelet".into())
+}
+
+/// An `httpGet` probe over plain HTTP/1.1: any status from 200 to 399 passes.
+async fn http_get(http: &HTTPGetAction, container: &Container, pod_ip: &str) -> Result<(), String> {
+    if http
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    {
+        return Err("HTTPS probes are not supported by the process kubelet".into());
+    }
+    let host = target_host(http.host.as_deref(), pod_ip);
+    let port = resolve_port(&http.port, container)?;
+    let path = http.path.as_deref().unwrap_or("/");
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for h in http.http_headers.iter().flatten() {
+        request.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    request.push_str("\r\n");
+    let mut stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending request: {e}"))?;
+    let mut buf = vec![0u8; 256];
+    let mut len = 0;
+    while len < 12 {
+        let n = stream
+            .read(&mut buf[len..])
+            .await
+            .map_err(|e| format!("reading response: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("malformed HTTP response {head:?}"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {code}"))
+    }
+}
+
+/// The probe's `host`, or the pod's address when it names none.
+fn target_host<'a>(host: Option<&'a str>, pod_ip: &'a str) -> &'a str {
+    host.filter(|h| !h.is_empty()).unwrap_or(pod_ip)
 }
 
 /// A probe port: a number, or the name of one of the container's ports.
@@ -132,7 +134,7 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction};
+    use k8s_openapi::api::core::v1::ContainerPort;
 
     fn container() -> Container {
         Container {
