@@ -24,7 +24,7 @@ mod server;
 mod status;
 mod volumes;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -152,6 +152,40 @@ fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Timestamp::now();
+    let prepared = prepare(&args).await?;
+    prepared
+        .net
+        .setup()
+        .await
+        .context("creating the pod bridge")?;
+    let shutdown = CancellationToken::new();
+    // Stopped only after the pods: an operator pod shutting down still talks to the API server,
+    // and `kubectl logs -f` follows containers until they end.
+    let proxy_stop = CancellationToken::new();
+    let result = run_node(&args, started, prepared, &shutdown, &proxy_stop).await;
+    if result.is_err() {
+        shutdown.cancel();
+        proxy_stop.cancel();
+        Network::new(&args.bridge, &args.pod_subnet)?
+            .cleanup()
+            .await;
+    }
+    tracing::info!("process kubelet stopped");
+    result
+}
+
+/// What the kubelet needs before it changes anything on the host.
+struct Prepared {
+    client: kube::Client,
+    /// The API server's `host:port`, for the pass-through.
+    upstream: String,
+    images: ImageMap,
+    net: Network,
+    self_exe: PathBuf,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -168,105 +202,129 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let net = Network::new(&args.bridge, &args.pod_subnet)?;
     let self_exe = std::env::current_exe().context("locating this binary")?;
     std::fs::create_dir_all(&args.state_dir)?;
-    let tls = match (
+    let tls = kubelet_api_tls(args)?;
+    Ok(Prepared {
+        client,
+        upstream,
+        images,
+        net,
+        self_exe,
+        tls,
+    })
+}
+
+/// The kubelet API's TLS configuration; `None` (it is not served) without the three files.
+fn kubelet_api_tls(args: &RunArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    match (
         &args.tls_cert_file,
         &args.tls_private_key_file,
         &args.client_ca_file,
     ) {
-        (Some(cert), Some(key), Some(client_ca)) => Some(
+        (Some(cert), Some(key), Some(client_ca)) => Ok(Some(
             server::tls_config(&server::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: client_ca.clone(),
             })
             .context("kubelet API TLS")?,
-        ),
+        )),
         _ => {
             tracing::warn!("no --tls-cert-file/--tls-private-key-file/--client-ca-file: the kubelet API (kubectl logs) is not served");
-            None
+            Ok(None)
         }
-    };
-    let log_registry = Arc::new(logs::LogRegistry::default());
+    }
+}
 
-    net.setup().await.context("creating the pod bridge")?;
-    let gateway = net.gateway();
-    let shutdown = CancellationToken::new();
-    // Stopped only after the pods: an operator pod shutting down still talks to the API server,
-    // and `kubectl logs -f` follows containers until they end.
-    let proxy_stop = CancellationToken::new();
-    let result = async {
-        let listener = api_proxy::bind(SocketAddr::from((gateway, args.api_proxy_port)))
-            .await
-            .context("binding the API-server proxy on the bridge")?;
-        tokio::spawn(api_proxy::serve(
-            listener,
-            upstream.clone(),
-            proxy_stop.clone(),
-        ));
-        let kubelet_port = match tls.clone() {
-            Some(tls) => {
-                let addr = SocketAddr::from((gateway, args.port));
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the kubelet API on {addr}"))?;
-                tokio::spawn(server::serve(
-                    listener,
-                    tls,
-                    log_registry.clone(),
-                    proxy_stop.clone(),
-                ));
-                tracing::info!(%addr, "kubelet API (container logs) listening");
-                args.port
-            }
-            None => 0,
-        };
-        let node_cfg = node::NodeConfig {
-            name: args.node_name.clone(),
-            internal_ip: gateway.to_string(),
-            cpu: args.cpu.clone(),
-            memory: args.memory.clone(),
-            max_pods: args.max_pods,
-            kubelet_version: args.kubelet_version.clone(),
-            kubelet_port,
-        };
-        let node_uid = node::register(&client, &node_cfg, started)
-            .await
-            .context("registering the Node")?;
-        tracing::info!(node = %args.node_name, bridge = %args.bridge, gateway = %gateway, api = %upstream, "node registered; running pods");
-        let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node_cfg, node_uid, started, shutdown.clone()));
-        let kubelet = Arc::new(Kubelet {
-            client: client.clone(),
-            node_name: args.node_name.clone(),
-            net,
-            images,
-            state_dir: args.state_dir.clone(),
-            self_exe,
-            backoff_base: Duration::from_secs(args.backoff_seconds.max(1)),
-            backoff_max: Duration::from_secs(args.backoff_max_seconds.max(1)),
-            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
-            api_proxy_port: args.api_proxy_port,
-            hosts: hosts::HostsTable::new(gateway),
-            logs: log_registry.clone(),
-        });
-        let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
-        controller::run(kubelet.clone(), shutdown.clone()).await;
-        shutdown.cancel();
-        signals.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
-        proxy_stop.cancel();
-        kubelet.net.cleanup().await;
-        anyhow::Ok(())
-    }
-    .await;
-    if result.is_err() {
-        shutdown.cancel();
-        proxy_stop.cancel();
-        Network::new(&args.bridge, &args.pod_subnet)?
-            .cleanup()
-            .await;
-    }
-    tracing::info!("process kubelet stopped");
-    result
+/// With the bridge up: serves on it, registers the Node and runs pods until `shutdown`, then
+/// stops them, the heartbeat and the pass-through, and removes the bridge.
+async fn run_node(
+    args: &RunArgs,
+    started: Timestamp,
+    p: Prepared,
+    shutdown: &CancellationToken,
+    proxy_stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let gateway = p.net.gateway();
+    let log_registry = Arc::new(logs::LogRegistry::default());
+    let kubelet_port =
+        serve_on_bridge(args, gateway, &p.upstream, p.tls, &log_registry, proxy_stop).await?;
+    let node_cfg = node::NodeConfig {
+        name: args.node_name.clone(),
+        internal_ip: gateway.to_string(),
+        cpu: args.cpu.clone(),
+        memory: args.memory.clone(),
+        max_pods: args.max_pods,
+        kubelet_version: args.kubelet_version.clone(),
+        kubelet_port,
+    };
+    let node_uid = node::register(&p.client, &node_cfg, started)
+        .await
+        .context("registering the Node")?;
+    tracing::info!(node = %args.node_name, bridge = %args.bridge, gateway = %gateway, api = %p.upstream, "node registered; running pods");
+    let heartbeat = tokio::spawn(node::heartbeat(
+        p.client.clone(),
+        node_cfg,
+        node_uid,
+        started,
+        shutdown.clone(),
+    ));
+    let kubelet = Arc::new(Kubelet {
+        client: p.client,
+        node_name: args.node_name.clone(),
+        net: p.net,
+        images: p.images,
+        state_dir: args.state_dir.clone(),
+        self_exe: p.self_exe,
+        backoff_base: Duration::from_secs(args.backoff_seconds.max(1)),
+        backoff_max: Duration::from_secs(args.backoff_max_seconds.max(1)),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        api_proxy_port: args.api_proxy_port,
+        hosts: hosts::HostsTable::new(gateway),
+        logs: log_registry,
+    });
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    controller::run(kubelet.clone(), shutdown.clone()).await;
+    shutdown.cancel();
+    signals.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+    proxy_stop.cancel();
+    kubelet.net.cleanup().await;
+    Ok(())
+}
+
+/// The API-server pass-through and, with TLS, the kubelet API, on the bridge address until
+/// `stop`; returns the kubelet API's port (0: not served).
+async fn serve_on_bridge(
+    args: &RunArgs,
+    gateway: Ipv4Addr,
+    upstream: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    log_registry: &Arc<logs::LogRegistry>,
+    stop: &CancellationToken,
+) -> anyhow::Result<u16> {
+    let listener = api_proxy::bind(SocketAddr::from((gateway, args.api_proxy_port)))
+        .await
+        .context("binding the API-server proxy on the bridge")?;
+    tokio::spawn(api_proxy::serve(
+        listener,
+        upstream.to_owned(),
+        stop.clone(),
+    ));
+    let Some(tls) = tls else {
+        return Ok(0);
+    };
+    let addr = SocketAddr::from((gateway, args.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the kubelet API on {addr}"))?;
+    tokio::spawn(server::serve(
+        listener,
+        tls,
+        log_registry.clone(),
+        stop.clone(),
+    ));
+    tracing::info!(%addr, "kubelet API (container logs) listening");
+    Ok(args.port)
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
