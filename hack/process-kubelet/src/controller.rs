@@ -1,5 +1,5 @@
 //! (I/O: watch) Pods bound to this node (`spec.nodeName`), each handed to its own task
-//! (`kubelet::run_pod`) with a channel of the latest object. A pod deleted from the API, or
+//! (`pod::run_pod`) with a channel of the latest object. A pod deleted from the API, or
 //! missing after a re-list, is stopped without another `DELETE`.
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::kubelet::{run_pod, Kubelet};
+use crate::kubelet::Kubelet;
+use crate::pod::run_pod;
 
 struct Handle {
     pod: watch::Sender<Pod>,

@@ -17,6 +17,7 @@ mod kubelet;
 mod logs;
 mod net;
 mod node;
+mod pod;
 mod probe;
 mod runtime;
 mod sandbox;
