@@ -24,6 +24,10 @@
 //! removed first, a caught-up learner among the wanted members is added, then voters beyond
 //! `spec.replicas` are removed, highest ordinal first, the leader last after a switchover.
 //!
+//! The rows of the table above live in `serving.rs` (the leader serves) and `lost.rs` (it does
+//! not, or nobody leads); the election rule in `choose.rs`, a switchover on request in
+//! `switchover.rs`.
+//!
 //! Why this is safe (docs/design.md §5): a node adopts an epoch only upwards and binds to at most one
 //! leader per epoch, and the candidate has the highest (lastEpoch, lastIndex) of a majority that
 //! adopted the new epoch, so it holds every entry committed before. Timing (the leader-loss
@@ -32,6 +36,8 @@
 
 mod choose;
 pub mod execute;
+mod lost;
+mod serving;
 pub mod switchover;
 mod voters;
 
@@ -46,10 +52,9 @@ use std::time::Duration;
 
 use rc_api::{NodeStatus, Peer, Role, Voter};
 
-use crate::labels::{ROLE_FOLLOWER, ROLE_LEADER};
-
 pub use choose::{after_fence, after_fence_preferring};
-use choose::{elect, electable, fence_targets, follower_peers, peer, Ballot};
+use lost::{leader_lost, no_leader, serving};
+use serving::healthy;
 pub use switchover::{SwitchoverRequest, SwitchoverState};
 
 /// How a member's pod looks to Kubernetes.
@@ -201,6 +206,15 @@ pub struct Decision {
     pub switchover: Option<SwitchoverState>,
 }
 
+/// Why a failover was decided, for its record, Event and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `pod-gone`, `restarted`, `self-fenced`, `unreachable` or `no-leader` (a metrics label).
+    pub kind: &'static str,
+    /// Who saw what, in words.
+    pub evidence: String,
+}
+
 /// Why a fence did not lead to a promotion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FenceFailure {
@@ -267,404 +281,4 @@ fn leader_of(epoch: u64, reachable: &[(&Member, &NodeStatus)]) -> Option<String>
         .iter()
         .filter(|(_, n)| n.epoch == epoch)
         .find_map(|(_, n)| n.leader.clone())
-}
-
-/// Why the leader of the newest epoch does not serve, and how the operator knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Loss {
-    why: String,
-    kind: LossKind,
-}
-
-/// Why a failover was decided, for its record, Event and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
-    /// `pod-gone`, `restarted`, `self-fenced`, `unreachable` or `no-leader` (a metrics label).
-    pub kind: &'static str,
-    /// Who saw what, in words.
-    pub evidence: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LossKind {
-    /// Its pod is gone or being deleted, or it answers but restarted: certain, replace it now.
-    Gone,
-    /// It answers that it fenced itself: certain, but a flapping network causes it too.
-    Fenced,
-    /// The operator cannot reach it or its pod is not ready: needs the followers' word.
-    Silent,
-}
-
-impl LossKind {
-    fn label(self) -> &'static str {
-        match self {
-            LossKind::Gone => "gone",
-            LossKind::Fenced => "self-fenced",
-            LossKind::Silent => "unreachable",
-        }
-    }
-}
-
-/// `Ok` when `leader` serves: its pod is ready and it leads `epoch` without being self-fenced.
-fn serving(view: &View, leader: &str, epoch: u64) -> Result<(), Loss> {
-    let loss = |kind, why: &str| {
-        Err(Loss {
-            why: why.to_owned(),
-            kind,
-        })
-    };
-    let Some(member) = view.members.iter().find(|m| m.name == leader) else {
-        return loss(LossKind::Gone, "it is not a member any more");
-    };
-    match member.pod {
-        PodState::Missing => return loss(LossKind::Gone, "its pod does not exist"),
-        PodState::Terminating => return loss(LossKind::Gone, "its pod is being deleted"),
-        PodState::NotReady | PodState::Ready => {}
-    }
-    match &member.node {
-        // Nothing listens at its address: the process is not running (restarting in place).
-        Err(e) if e.ends_with(crate::node_client::REFUSED) => {
-            loss(LossKind::Gone, &format!("its process is not running ({e})"))
-        }
-        Err(e) => loss(
-            LossKind::Silent,
-            &format!("its admin API is unreachable ({e})"),
-        ),
-        Ok(n) if n.role != Role::Leader || n.epoch != epoch => loss(
-            LossKind::Gone,
-            &format!("it reports {:?} in epoch {} (restarted)", n.role, n.epoch),
-        ),
-        Ok(n) if n.self_fenced => loss(LossKind::Fenced, "it fenced itself (no majority)"),
-        Ok(_) if member.pod == PodState::NotReady => loss(LossKind::Silent, "its pod is not ready"),
-        Ok(_) => Ok(()),
-    }
-}
-
-fn healthy(
-    view: &View,
-    leader: &str,
-    epoch: u64,
-    reachable: &[(&Member, &NodeStatus)],
-    now_ms: i64,
-    base: Decision,
-) -> Decision {
-    let decision = Decision {
-        leader: Some(leader.to_owned()),
-        no_leader_since_ms: None,
-        ..base
-    };
-    let Some((member, status)) = reachable.iter().find(|(m, _)| m.name == leader) else {
-        return decision;
-    };
-    let Some(address) = member.address.clone() else {
-        return decision;
-    };
-    let me = Peer {
-        id: leader.to_owned(),
-        address,
-    };
-    // The leader replicates to, and counts its majority over, every member: after a scale-up or
-    // a follower's new pod IP, hand it the new list (the node accepts this in the same epoch).
-    let followers = follower_peers(view, leader, status);
-    let mut wanted: Vec<(&str, &str)> = followers
-        .iter()
-        .map(|p| (p.id.as_str(), p.address.as_str()))
-        .collect();
-    let mut has: Vec<(&str, &str)> = status
-        .followers
-        .iter()
-        .map(|f| (f.id.as_str(), f.address.as_str()))
-        .collect();
-    wanted.sort_unstable();
-    has.sort_unstable();
-    if wanted != has {
-        return Decision {
-            action: Action::Promote {
-                candidate: me,
-                epoch,
-                followers,
-                voters: Vec::new(),
-                elected: false,
-            },
-            ..decision
-        };
-    }
-    // Members that missed the failover (older epoch) or restarted after a fence (no leader).
-    let stragglers: Vec<Peer> = reachable
-        .iter()
-        .filter(|(m, n)| m.name != leader && (n.epoch < epoch || n.leader.is_none()))
-        .filter_map(|(m, _)| peer(m))
-        .collect();
-    if !stragglers.is_empty() {
-        return Decision {
-            action: Action::Follow {
-                members: stragglers,
-                epoch,
-                leader: me.clone(),
-            },
-            ..decision
-        };
-    }
-    let decision = match voters::next_step(view, &me, status) {
-        voters::Step::Act(action) => return Decision { action, ..decision },
-        voters::Step::Wait(why) => Decision {
-            recheck: Some(VOTERS_RECHECK),
-            voters_pending: Some(why),
-            ..decision
-        },
-        voters::Step::Done => match &view.switchover {
-            Some(request) => {
-                let (state, action) = switchover::next_step(view, leader, status, request, now_ms);
-                let waiting = matches!(state, SwitchoverState::Waiting(_));
-                let decision = Decision {
-                    switchover: Some(state),
-                    recheck: waiting.then_some(switchover::RECHECK),
-                    ..decision
-                };
-                match action {
-                    Some(action) => {
-                        let cause = Cause {
-                            kind: "switchover",
-                            evidence: match &request.target {
-                                Some(t) => format!("requested to {t}"),
-                                None => "requested to the most caught-up follower".to_owned(),
-                            },
-                        };
-                        return Decision {
-                            action,
-                            cause: Some(cause),
-                            ..decision
-                        };
-                    }
-                    None => decision,
-                }
-            }
-            None => decision,
-        },
-    };
-    let pods: Vec<(String, &'static str)> = view
-        .members
-        .iter()
-        .filter(|m| matches!(m.pod, PodState::Ready | PodState::NotReady))
-        .filter_map(|m| {
-            let role = if m.name == leader {
-                ROLE_LEADER
-            } else {
-                ROLE_FOLLOWER
-            };
-            (m.role_label.as_deref() != Some(role)).then(|| (m.name.clone(), role))
-        })
-        .collect();
-    if pods.is_empty() {
-        return decision;
-    }
-    Decision {
-        action: Action::Relabel { pods },
-        ..decision
-    }
-}
-
-/// The leader of `base.epoch` does not serve: fail over now if the evidence is enough (see
-/// docs/design.md §5), with no fixed wait.
-fn leader_lost(
-    view: &View,
-    leader: &str,
-    loss: &Loss,
-    reachable: &[(&Member, &NodeStatus)],
-    now_ms: i64,
-    base: Decision,
-) -> Decision {
-    let why = &loss.why;
-    let held = |reason: String, warn: bool, recheck: Duration| Decision {
-        failing_over: warn,
-        blocked: Some(Blocked { reason, warn }),
-        recheck: Some(recheck),
-        ..base.clone()
-    };
-    let loss_ms = u64::try_from(view.timing.leader_loss.as_millis()).unwrap_or(u64::MAX);
-    let waited = now_ms.saturating_sub(base.no_leader_since_ms.unwrap_or(now_ms));
-    let mut corroboration = None;
-    if loss.kind == LossKind::Silent {
-        // Corroboration: the operator's own silence from the leader is one vote. Members that
-        // have not heard from it for leaderLossTimeoutMs are the others; together they must be a
-        // majority, and those still in contact (with the leader) must not be. So an operator cut
-        // off from a healthy leader never deposes it.
-        let mut lost = vec![format!("{leader} (unreachable to the operator)")];
-        let mut in_contact = Vec::new();
-        for (m, n) in reachable.iter().filter(|(m, _)| m.name != leader) {
-            let health = rc_api::Health::of(n, loss_ms);
-            let follows = n.epoch == base.epoch && n.leader.as_deref() == Some(leader);
-            if follows && !health.leader_contact_lost {
-                in_contact.push((m.name.clone(), n.ms_since_leader_contact.unwrap_or(0)));
-            } else {
-                lost.push(match n.ms_since_leader_contact {
-                    Some(ms) if follows => format!("{} ({ms} ms without contact)", m.name),
-                    _ => format!("{} (no leader)", m.name),
-                });
-            }
-        }
-        let needed = majority(view.members.len());
-        if lost.len() < needed || in_contact.len() + 1 >= needed {
-            let contact: Vec<String> = in_contact
-                .iter()
-                .map(|(name, ms)| format!("{name} heard from it {ms} ms ago"))
-                .collect();
-            // Look again when the freshest contact reaches the timeout (the feed usually says
-            // so first).
-            let freshest = in_contact.iter().map(|(_, ms)| *ms).max().unwrap_or(0);
-            let rest = Duration::from_millis(loss_ms.saturating_sub(freshest).max(50));
-            return held(
-                format!(
-                    "leader {leader} seems down ({why}) but only {} of {} members lost it ({}; {needed} needed){}: not failing over",
-                    lost.len(),
-                    view.members.len(),
-                    lost.join(", "),
-                    if contact.is_empty() { String::new() } else { format!("; {}", contact.join(", ")) },
-                ),
-                // Still undecided after twice the timeout: the operator may be the one cut off,
-                // or too few members answer. Worth a Warning; before that it is the normal wait.
-                i64::try_from(loss_ms.saturating_mul(2)).is_ok_and(|twice| waited >= twice),
-                rest,
-            );
-        }
-        corroboration = Some(lost.join(", "));
-    }
-    if loss.kind != LossKind::Gone {
-        if let Some(last) = view.last_failover_ms {
-            let interval = i64::try_from(view.timing.min_interval.as_millis()).unwrap_or(i64::MAX);
-            let since = now_ms.saturating_sub(last);
-            if since < interval {
-                let rest = Duration::from_millis(u64::try_from(interval - since).unwrap_or(0));
-                return held(
-                    format!(
-                        "leader {leader} is lost ({why}) but the last failover was {:.1} s ago: waiting out minFailoverIntervalSeconds ({} s) so a flapping network cannot cause a failover storm",
-                        since as f64 / 1000.0,
-                        view.timing.min_interval.as_secs()
-                    ),
-                    true,
-                    rest,
-                );
-            }
-        }
-    }
-    if let Err(shortfall) = could_elect(view, reachable) {
-        return held(
-            format!("leader {leader} is lost ({why}) but {shortfall}"),
-            true,
-            view.timing.leader_loss.max(Duration::from_millis(500)),
-        );
-    }
-    let cause = Cause {
-        kind: loss.kind.label(),
-        evidence: match &corroboration {
-            Some(lost) => format!("{why}; lost it: {lost}"),
-            None => why.clone(),
-        },
-    };
-    let terminating = view
-        .members
-        .iter()
-        .any(|m| m.name == leader && m.pod == PodState::Terminating);
-    let action = if terminating {
-        // A planned hand-over: the old leader may still run (it serves until it is fenced), so
-        // it must not win the election with the longest log.
-        Action::Switchover {
-            new_epoch: base.epoch + 1,
-            fence: fence_targets(view),
-            from: leader.to_owned(),
-            exclude: vec![leader.to_owned()],
-            prefer: None,
-        }
-    } else {
-        Action::Failover {
-            new_epoch: base.epoch + 1,
-            fence: fence_targets(view),
-            from: Some(leader.to_owned()),
-        }
-    };
-    Decision {
-        action,
-        failing_over: true,
-        cause: Some(cause),
-        ..base
-    }
-}
-
-fn no_leader(view: &View, reachable: &[(&Member, &NodeStatus)], base: Decision) -> Decision {
-    let epoch = base.epoch;
-    // Resume: a majority already adopted `epoch` and nobody leads it (an operator stopped
-    // between fence and promote). Their logs cannot change until a leader of `epoch` exists.
-    if epoch > 0 {
-        let fenced: Vec<Ballot> = reachable
-            .iter()
-            .filter(|(_, n)| n.epoch == epoch && n.leader.is_none())
-            .map(|(m, n)| Ballot::of_status(m, n))
-            .collect();
-        if let Ok(action) = elect(view, &fenced, epoch, &[], None) {
-            return Decision {
-                action,
-                failing_over: true,
-                ..base
-            };
-        }
-    }
-    if let Err(shortfall) = could_elect(view, reachable) {
-        return Decision {
-            failing_over: epoch > 0,
-            blocked: Some(Blocked {
-                reason: format!("no leader: {shortfall}"),
-                warn: epoch > 0,
-            }),
-            ..base
-        };
-    }
-    let fence = fence_targets(view);
-    let action = if epoch == 0 {
-        Action::Bootstrap {
-            new_epoch: 1,
-            fence,
-        }
-    } else {
-        Action::Failover {
-            new_epoch: epoch + 1,
-            fence,
-            from: None,
-        }
-    };
-    Decision {
-        action,
-        failing_over: epoch > 0,
-        cause: (epoch > 0).then(|| Cause {
-            kind: "no-leader",
-            evidence: format!("no member leads epoch {epoch}"),
-        }),
-        ..base
-    }
-}
-
-/// Would a fence of the members that answer now elect somebody? `Err` says who is missing.
-fn could_elect(view: &View, reachable: &[(&Member, &NodeStatus)]) -> Result<(), String> {
-    let ballots: Vec<Ballot> = reachable
-        .iter()
-        .map(|(m, n)| Ballot::of_status(m, n))
-        .collect();
-    if ballots.iter().all(|b| b.config.is_none()) && !view.had_voters {
-        let needed = majority(view.members.len());
-        return if ballots.len() >= needed {
-            Ok(())
-        } else {
-            Err(format!(
-                "only {} of {} members answer; {needed} are needed to elect one",
-                ballots.len(),
-                view.members.len()
-            ))
-        };
-    }
-    if ballots.iter().any(|b| electable(b, &ballots)) {
-        return Ok(());
-    }
-    match elect(view, &ballots, 0, &[], None) {
-        Err(FenceFailure::Minority(why) | FenceFailure::Superseded(why)) => Err(why),
-        Ok(_) => Ok(()),
-    }
 }

@@ -282,3 +282,30 @@ pub(super) fn peer(member: &Member) -> Option<Peer> {
         address: member.address.clone()?,
     })
 }
+
+/// Would a fence of the members that answer now elect somebody? `Err` says who is missing.
+pub(super) fn could_elect(view: &View, reachable: &[(&Member, &NodeStatus)]) -> Result<(), String> {
+    let ballots: Vec<Ballot> = reachable
+        .iter()
+        .map(|(m, n)| Ballot::of_status(m, n))
+        .collect();
+    if ballots.iter().all(|b| b.config.is_none()) && !view.had_voters {
+        let needed = majority(view.members.len());
+        return if ballots.len() >= needed {
+            Ok(())
+        } else {
+            Err(format!(
+                "only {} of {} members answer; {needed} are needed to elect one",
+                ballots.len(),
+                view.members.len()
+            ))
+        };
+    }
+    if ballots.iter().any(|b| electable(b, &ballots)) {
+        return Ok(());
+    }
+    match elect(view, &ballots, 0, &[], None) {
+        Err(FenceFailure::Minority(why) | FenceFailure::Superseded(why)) => Err(why),
+        Ok(_) => Ok(()),
+    }
+}

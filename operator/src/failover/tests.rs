@@ -11,6 +11,7 @@ use rc_api::{
 };
 
 use super::*;
+use crate::labels::{ROLE_FOLLOWER, ROLE_LEADER};
 
 pub(super) const NOW: i64 = 1_700_000_000_000;
 pub(super) const LOSS: Duration = Duration::from_millis(1000);
