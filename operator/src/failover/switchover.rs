@@ -66,83 +66,22 @@ pub(super) fn next_step(
     request: &SwitchoverRequest,
     now_ms: i64,
 ) -> (SwitchoverState, Option<Action>) {
-    let refused = |why: String| (SwitchoverState::Refused(why), None);
     let voters: Vec<&str> = status
         .config
         .as_ref()
         .map(|c| c.voters.iter().map(|v| v.id.as_str()).collect())
         .unwrap_or_default();
-    if let Some(target) = &request.target {
-        if target == leader {
-            return (
-                SwitchoverState::Done(format!("{target} leads epoch {}", status.epoch)),
-                None,
-            );
-        }
-        if !view.members.iter().any(|m| &m.name == target) {
-            return refused(format!(
-                "switchover target {target} is not a member of this cluster (members: {})",
-                view.members
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !voters.contains(&target.as_str()) {
-            return refused(format!(
-                "switchover target {target} is not a voter (a learner still catching up, or beyond spec.replicas)"
-            ));
-        }
-        if request.avoid.contains(target) {
-            return refused(format!(
-                "switchover target {target} is fenced for maintenance (annotation replicated.dev/fenced); unfence it first"
-            ));
-        }
-    } else if !request.avoid.iter().any(|a| a == leader) {
-        return (
-            SwitchoverState::Done(format!("{leader} leads epoch {}", status.epoch)),
-            None,
-        );
+    if let Some(settled) = done_or_refused(view, leader, status, request, &voters) {
+        return (settled, None);
     }
-    let candidates: Vec<(&str, u64)> = status
-        .followers
-        .iter()
-        .filter(|f| voters.contains(&f.id.as_str()) && f.voter)
-        .filter(|f| !request.avoid.contains(&f.id))
-        .filter(|f| request.target.as_ref().is_none_or(|t| *t == f.id))
-        .filter(|f| {
-            view.members
-                .iter()
-                .any(|m| m.name == f.id && m.pod == PodState::Ready && m.node.is_ok())
-        })
-        .filter(|f| f.last_ack_ms.is_some_and(|ms| ms <= 1000))
-        .map(|f| (f.id.as_str(), f.lag_entries))
-        .collect();
+    let candidates = candidates(view, status, request, &voters);
     let caught_up = candidates
         .iter()
         .filter(|(_, lag)| *lag <= MAX_LAG)
         .min_by_key(|(_, lag)| *lag)
         .map(|(id, _)| *id);
     let Some(target) = caught_up else {
-        let what = match &request.target {
-            Some(t) => match candidates.first() {
-                Some((_, lag)) => format!("{t} is {lag} entries behind the leader"),
-                None => format!("{t} is not ready or does not acknowledge the leader"),
-            },
-            None if candidates.is_empty() => "no follower that may lead is ready".to_owned(),
-            None => "no follower that may lead has caught up".to_owned(),
-        };
-        let waited = Duration::from_millis(
-            u64::try_from(now_ms.saturating_sub(request.since_ms)).unwrap_or(0),
-        );
-        if waited >= request.bound {
-            return refused(format!(
-                "switchover refused: {what} after {} s (the bound); nothing changed",
-                request.bound.as_secs()
-            ));
-        }
-        return (SwitchoverState::Waiting(what), None);
+        return (not_caught_up(request, &candidates, now_ms), None);
     };
     let action = Action::Switchover {
         new_epoch: status.epoch + 1,
@@ -160,4 +99,96 @@ pub(super) fn next_step(
         )),
         Some(action),
     )
+}
+
+/// The outcome when it needs no wait: the target leads already, or (no target) the leader is
+/// not one to avoid; or the target can never lead.
+fn done_or_refused(
+    view: &View,
+    leader: &str,
+    status: &NodeStatus,
+    request: &SwitchoverRequest,
+    voters: &[&str],
+) -> Option<SwitchoverState> {
+    let Some(target) = &request.target else {
+        let stays = !request.avoid.iter().any(|a| a == leader);
+        return stays
+            .then(|| SwitchoverState::Done(format!("{leader} leads epoch {}", status.epoch)));
+    };
+    if target == leader {
+        return Some(SwitchoverState::Done(format!(
+            "{target} leads epoch {}",
+            status.epoch
+        )));
+    }
+    let refused = if !view.members.iter().any(|m| &m.name == target) {
+        format!(
+            "switchover target {target} is not a member of this cluster (members: {})",
+            view.members
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else if !voters.contains(&target.as_str()) {
+        format!(
+            "switchover target {target} is not a voter (a learner still catching up, or beyond spec.replicas)"
+        )
+    } else if request.avoid.contains(target) {
+        format!(
+            "switchover target {target} is fenced for maintenance (annotation replicated.dev/fenced); unfence it first"
+        )
+    } else {
+        return None;
+    };
+    Some(SwitchoverState::Refused(refused))
+}
+
+/// The voters that may lead, ready and acknowledging the leader within the last second, with
+/// their lag in entries: the target only, when there is one.
+fn candidates<'a>(
+    view: &View,
+    status: &'a NodeStatus,
+    request: &SwitchoverRequest,
+    voters: &[&str],
+) -> Vec<(&'a str, u64)> {
+    status
+        .followers
+        .iter()
+        .filter(|f| voters.contains(&f.id.as_str()) && f.voter)
+        .filter(|f| !request.avoid.contains(&f.id))
+        .filter(|f| request.target.as_ref().is_none_or(|t| *t == f.id))
+        .filter(|f| {
+            view.members
+                .iter()
+                .any(|m| m.name == f.id && m.pod == PodState::Ready && m.node.is_ok())
+        })
+        .filter(|f| f.last_ack_ms.is_some_and(|ms| ms <= 1000))
+        .map(|f| (f.id.as_str(), f.lag_entries))
+        .collect()
+}
+
+/// No candidate has caught up: wait, unless the request is older than its bound.
+fn not_caught_up(
+    request: &SwitchoverRequest,
+    candidates: &[(&str, u64)],
+    now_ms: i64,
+) -> SwitchoverState {
+    let what = match &request.target {
+        Some(t) => match candidates.first() {
+            Some((_, lag)) => format!("{t} is {lag} entries behind the leader"),
+            None => format!("{t} is not ready or does not acknowledge the leader"),
+        },
+        None if candidates.is_empty() => "no follower that may lead is ready".to_owned(),
+        None => "no follower that may lead has caught up".to_owned(),
+    };
+    let waited =
+        Duration::from_millis(u64::try_from(now_ms.saturating_sub(request.since_ms)).unwrap_or(0));
+    if waited >= request.bound {
+        return SwitchoverState::Refused(format!(
+            "switchover refused: {what} after {} s (the bound); nothing changed",
+            request.bound.as_secs()
+        ));
+    }
+    SwitchoverState::Waiting(what)
 }

@@ -16,7 +16,7 @@
 //! The node enforces the same rules (one change at a time, a caught-up learner, never the
 //! leader, a live majority after the change), so a stale view can only be refused, never unsafe.
 
-use rc_api::{NodeStatus, Peer, VoterConfig};
+use rc_api::{FollowerStatus, NodeStatus, Peer, VoterConfig};
 
 use super::{choose::fence_targets, Action, View};
 
@@ -61,31 +61,64 @@ pub(super) fn next_step(view: &View, leader: &Peer, status: &NodeStatus) -> Step
         );
         return change(without(config, lost), why);
     }
-    let mut catching_up = None;
-    for name in &wanted {
-        if config.has_id(name) {
-            continue;
+    if let Some((name, index)) = caught_up_learner(&wanted, config, status) {
+        let why =
+            format!("{name} caught up as a learner (log index {index}): adding it to the voters");
+        return change(with(config, name), why);
+    }
+    if let Some(leaving) = extra_voter(&wanted, config) {
+        if leaving != leader.id {
+            let why = format!(
+                "{leaving} is beyond spec.replicas ({}): removing it from the voters",
+                view.desired
+            );
+            return change(without(config, leaving), why);
         }
-        let follower = status.followers.iter().find(|f| f.id == *name);
-        match follower {
-            Some(f) if f.incarnation.is_some() && f.match_index >= status.commit_index => {
-                let why = format!(
-                    "{name} caught up as a learner (log index {}): adding it to the voters",
-                    f.match_index
-                );
-                return change(with(config, name), why);
-            }
-            Some(f) => {
-                catching_up.get_or_insert(format!(
+        return hand_over_before_leaving(view, leader, status, &wanted);
+    }
+    catching_up(&wanted, config, status).map_or(Step::Done, Step::Wait)
+}
+
+/// The first wanted member that is a caught-up learner (lowest ordinal first), and its log
+/// index.
+fn caught_up_learner<'a>(
+    wanted: &[&'a str],
+    config: &VoterConfig,
+    status: &NodeStatus,
+) -> Option<(&'a str, u64)> {
+    wanted
+        .iter()
+        .filter(|name| !config.has_id(name))
+        .find_map(|name| {
+            let f = status.followers.iter().find(|f| f.id == *name)?;
+            caught_up(f, status).then_some((*name, f.match_index))
+        })
+}
+
+/// Why the first wanted member that is not a voter is not a caught-up learner yet.
+fn catching_up(wanted: &[&str], config: &VoterConfig, status: &NodeStatus) -> Option<String> {
+    wanted
+        .iter()
+        .filter(|name| !config.has_id(name))
+        .find_map(
+            |name| match status.followers.iter().find(|f| f.id == *name) {
+                Some(f) if caught_up(f, status) => None,
+                Some(f) => Some(format!(
                     "{name} is a learner catching up (log index {} of {})",
                     f.match_index, status.commit_index
-                ));
-            }
-            None => {
-                catching_up.get_or_insert(format!("{name} is not replicated to yet"));
-            }
-        }
-    }
+                )),
+                None => Some(format!("{name} is not replicated to yet")),
+            },
+        )
+}
+
+/// A learner that reports its incarnation and holds every committed entry: ready to vote.
+fn caught_up(f: &FollowerStatus, status: &NodeStatus) -> bool {
+    f.incarnation.is_some() && f.match_index >= status.commit_index
+}
+
+/// The voter beyond spec.replicas to remove first: the highest ordinal.
+fn extra_voter<'a>(wanted: &[&str], config: &'a VoterConfig) -> Option<&'a str> {
     let mut extra: Vec<&str> = config
         .voters
         .iter()
@@ -93,38 +126,37 @@ pub(super) fn next_step(view: &View, leader: &Peer, status: &NodeStatus) -> Step
         .filter(|id| !wanted.contains(id))
         .collect();
     extra.sort_by_key(|id| std::cmp::Reverse(ordinal(id)));
-    if let Some(leaving) = extra.first() {
-        if *leaving != leader.id {
-            let why = format!(
-                "{leaving} is beyond spec.replicas ({}): removing it from the voters",
-                view.desired
-            );
-            return change(without(config, leaving), why);
-        }
-        // The leader leaves last, after handing over to a caught-up voter that stays.
-        let ready = status.followers.iter().any(|f| {
-            f.voter && wanted.contains(&f.id.as_str()) && f.match_index >= status.last_log.index
-        });
-        if ready {
-            return Step::Act(Action::Switchover {
-                new_epoch: status.epoch + 1,
-                fence: fence_targets(view),
-                from: leader.id.clone(),
-                exclude: view
-                    .members
-                    .iter()
-                    .skip(view.desired)
-                    .map(|m| m.name.clone())
-                    .collect(),
-                prefer: None,
-            });
-        }
+    extra.first().copied()
+}
+
+/// The leader leaves last, after handing over to a caught-up voter that stays.
+fn hand_over_before_leaving(
+    view: &View,
+    leader: &Peer,
+    status: &NodeStatus,
+    wanted: &[&str],
+) -> Step {
+    let ready = status.followers.iter().any(|f| {
+        f.voter && wanted.contains(&f.id.as_str()) && f.match_index >= status.last_log.index
+    });
+    if !ready {
         return Step::Wait(format!(
             "leader {} is leaving the voters: waiting for a voter that stays to catch up before handing over",
             leader.id
         ));
     }
-    catching_up.map_or(Step::Done, Step::Wait)
+    Step::Act(Action::Switchover {
+        new_epoch: status.epoch + 1,
+        fence: fence_targets(view),
+        from: leader.id.clone(),
+        exclude: view
+            .members
+            .iter()
+            .skip(view.desired)
+            .map(|m| m.name.clone())
+            .collect(),
+        prefer: None,
+    })
 }
 
 /// A voter (not the leader) whose node now reports another incarnation than the voter set.
