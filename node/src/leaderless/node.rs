@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod coordinator;
+mod durability;
+
+use durability::Recovered;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -97,11 +100,6 @@ pub(crate) struct Inner {
     since_compaction: u64,
 }
 
-/// File in the data directory while the node's data is incomplete: created when the node starts
-/// on an empty directory or drops its data after a decommission, removed once it has streamed
-/// its ranges in. It is a file, not a log record, so a crash in between leaves it in place.
-const RESTORE_MARKER: &str = "restore-pending";
-
 /// Most keys, and about the most bytes, per page of streaming, anti-entropy or cleanup: every
 /// exchange stays small whatever the data size.
 pub const PAGE_KEYS: usize = 1000;
@@ -132,52 +130,19 @@ pub fn now_ms() -> u64 {
 
 impl LeaderlessNode {
     pub fn open(cfg: LeaderlessConfig) -> Result<Arc<LeaderlessNode>, WalError> {
-        let recovered = wal::recover(&cfg.data_dir)?;
-        let marker = cfg.data_dir.join(RESTORE_MARKER);
-        if recovered.snapshot.is_none() && recovered.records.is_empty() {
-            write_marker(&cfg.data_dir)?;
-        }
-        let restoring = marker.exists();
-        let mut store = BTreeMap::new();
-        if let Some(snap) = &recovered.snapshot {
-            for (key, encoded, _) in &snap.items {
-                if let Some(state) = decode_state(encoded) {
-                    store.insert(key.clone(), state);
-                }
-            }
-        }
-        let (mut ring, mut hints, mut next_hint) = (None, BTreeMap::new(), 0);
-        for rec in recovered.records {
-            match rec {
-                WalRecord::KeyState { key, state } => {
-                    store.insert(key, state);
-                }
-                WalRecord::Ring(r) => ring = Some(r),
-                WalRecord::Hint(h) => {
-                    next_hint = next_hint.max(h.id + 1);
-                    hints.insert(h.id, h);
-                }
-                WalRecord::HintDone { id } => {
-                    hints.remove(&id);
-                }
-                WalRecord::Entry(_) | WalRecord::Truncate { .. } | WalRecord::Meta(_) => {}
-            }
-        }
-        let mut hlc = Hlc::default();
-        for s in store.values() {
-            hlc.observe(s.max_ts());
-        }
+        let Recovered {
+            store,
+            ring,
+            hints,
+            next_hint,
+            hlc,
+            restoring,
+            segment,
+        } = durability::recover(&cfg)?;
         let layout = Arc::new(
             ring.as_ref()
                 .map(|r| Layout::new(r, cfg.n))
                 .unwrap_or_default(),
-        );
-        tracing::info!(
-            keys = store.len(),
-            hints = hints.len(),
-            ring_version = ring.as_ref().map(|r| r.version),
-            restoring,
-            "recovered leaderless store from disk"
         );
         let (durable, _) = watch::channel(0);
         let slot: Arc<OnceLock<watch::Sender<u64>>> = Arc::new(OnceLock::new());
@@ -187,7 +152,7 @@ impl LeaderlessNode {
                 tx.send_replace(seq);
             }
         });
-        let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
+        let wal = Wal::start(&cfg.data_dir, segment, cfg.fsync, on_durable)?;
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_millis(500))
@@ -226,37 +191,6 @@ impl LeaderlessNode {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue records; compacts the log into a snapshot now and then. Returns the WAL sequence.
-    fn persist(&self, g: &mut Inner, records: Vec<WalRecord>) -> u64 {
-        g.since_compaction += records.len() as u64;
-        let mut seq = g.wal.submit(WalOp::Append(records));
-        if g.since_compaction >= self.cfg.compact_every {
-            g.since_compaction = 0;
-            let items = g
-                .store
-                .iter()
-                .map(|(k, s)| (k.clone(), encode_state(s), 0))
-                .collect();
-            let snapshot = Snapshot {
-                last: LogPosition::default(),
-                items,
-                config: None,
-            };
-            let mut tail: Vec<WalRecord> = g.ring.iter().cloned().map(WalRecord::Ring).collect();
-            tail.extend(g.hints.values().cloned().map(WalRecord::Hint));
-            seq = g.wal.submit(WalOp::Compact {
-                snapshot: Box::new(snapshot),
-                tail,
-            });
-        }
-        seq
-    }
-
-    pub(crate) async fn wait_durable(&self, seq: u64) {
-        let mut rx = self.durable.subscribe();
-        let _ = rx.wait_for(|d| *d >= seq).await;
     }
 
     pub fn is_alive(&self, id: &str) -> bool {
@@ -497,49 +431,6 @@ impl LeaderlessNode {
             .filter(|d| !d.is_zero())
     }
 
-    pub fn is_restoring(&self) -> bool {
-        self.lock().restoring
-    }
-
-    /// The node's ranges are streamed back in: it may answer reads again.
-    pub(crate) fn finish_restore(&self) {
-        let path = self.cfg.data_dir.join(RESTORE_MARKER);
-        if let Err(e) = std::fs::remove_file(&path).and_then(|_| sync_dir(&self.cfg.data_dir)) {
-            tracing::error!(error = %e, "could not remove the restore marker; will stream again");
-            return;
-        }
-        let mut g = self.lock();
-        if g.restoring {
-            tracing::info!("restored: every range this node owns is streamed in; serving reads");
-        }
-        g.restoring = false;
-    }
-
-    /// After a decommission handed every range to its next owners: drop the data, so that if
-    /// this member is added back it streams current data instead of offering stale copies (a
-    /// key deleted and purged meanwhile would otherwise come back through it).
-    pub(crate) async fn drop_all_data(&self) {
-        if let Err(e) = write_marker(&self.cfg.data_dir) {
-            tracing::error!(error = %e, "could not write the restore marker; keeping the data");
-            return;
-        }
-        let seq = {
-            let mut g = self.lock();
-            g.restoring = true;
-            let keys = g.store.len();
-            g.store.clear();
-            g.hints.clear();
-            tracing::info!(
-                keys,
-                "dropped local data after handing it to the next owners"
-            );
-            let compact = self.cfg.compact_every;
-            g.since_compaction = compact;
-            self.persist(&mut g, Vec::new())
-        };
-        self.wait_durable(seq).await;
-    }
-
     pub(crate) fn set_stream(&self, state: StreamState, streamed: u64) {
         let mut g = self.lock();
         g.stream = state;
@@ -554,32 +445,4 @@ pub struct ForwardedPut {
     pub value: Option<String>,
     pub context: Clock,
     pub w: usize,
-}
-
-fn write_marker(dir: &std::path::Path) -> Result<(), WalError> {
-    let path = dir.join(RESTORE_MARKER);
-    std::fs::File::create(&path)
-        .and_then(|f| f.sync_all())
-        .and_then(|_| sync_dir(dir))
-        .map_err(|source| WalError::Io { path, source })
-}
-
-fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-fn encode_state(s: &KeyState) -> String {
-    postcard::to_allocvec(s)
-        .unwrap_or_default()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn decode_state(hex: &str) -> Option<KeyState> {
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    postcard::from_bytes(&bytes?).ok()
 }

@@ -266,61 +266,26 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
             }
             None => break,
         };
-        let response = match postcard::from_bytes::<Request<Entry>>(&frame) {
-            Ok(Request::Hello { token, from }) => {
-                authenticated = crate::http::auth::token_matches(&node.cfg.token, &token);
-                if !authenticated {
-                    tracing::warn!(from, "refused a peer connection with a wrong token");
-                } else {
-                    conn.codec_mut().set_max_frame_length(MAX_FRAME);
-                }
-                if authenticated {
-                    Response::HelloOk
-                } else {
-                    Response::Unauthorized
-                }
-            }
-            Ok(_) if !authenticated => Response::Unauthorized,
-            Ok(Request::Append {
-                epoch,
-                leader,
-                prev,
-                entries,
-                commit,
-                round,
-            }) => {
-                let load = node.stats.inflight();
-                let reply = node
-                    .with_replica_durably(|r, now| {
-                        r.on_append(epoch, &leader, prev, entries, commit, round, load, now)
-                    })
-                    .await;
-                Response::Reply(reply)
-            }
-            Ok(Request::Snapshot {
-                epoch,
-                leader,
-                round,
-                data,
-            }) => match Snapshot::decode(&data) {
-                Some(snap) => {
-                    let load = node.stats.inflight();
-                    let reply = node
-                        .with_replica_durably(|r, now| {
-                            r.on_snapshot(epoch, &leader, snap, round, load, now)
-                        })
-                        .await;
-                    Response::Reply(reply)
-                }
-                None => Response::Reply(PeerReply::Rejected {
-                    epoch: 0,
-                    reason: "corrupt snapshot".into(),
-                }),
-            },
+        let request = match postcard::from_bytes::<Request<Entry>>(&frame) {
+            Ok(request) => request,
             Err(e) => {
                 tracing::warn!(error = %e, "malformed peer frame; closing the connection");
                 return;
             }
+        };
+        let response = match request {
+            Request::Hello { token, from } => {
+                authenticated = crate::http::auth::token_matches(&node.cfg.token, &token);
+                if !authenticated {
+                    tracing::warn!(from, "refused a peer connection with a wrong token");
+                    Response::Unauthorized
+                } else {
+                    conn.codec_mut().set_max_frame_length(MAX_FRAME);
+                    Response::HelloOk
+                }
+            }
+            _ if !authenticated => Response::Unauthorized,
+            request => Response::Reply(answer(&node, request).await),
         };
         let Ok(bytes) = postcard::to_allocvec(&response) else {
             return;
@@ -328,5 +293,46 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
         if conn.send(Bytes::from(bytes)).await.is_err() {
             return;
         }
+    }
+}
+
+/// A follower's answer to an authenticated leader's append or snapshot.
+async fn answer(node: &Node, request: Request<Entry>) -> PeerReply {
+    let load = node.stats.inflight();
+    match request {
+        Request::Append {
+            epoch,
+            leader,
+            prev,
+            entries,
+            commit,
+            round,
+        } => {
+            node.with_replica_durably(|r, now| {
+                r.on_append(epoch, &leader, prev, entries, commit, round, load, now)
+            })
+            .await
+        }
+        Request::Snapshot {
+            epoch,
+            leader,
+            round,
+            data,
+        } => match Snapshot::decode(&data) {
+            Some(snap) => {
+                node.with_replica_durably(|r, now| {
+                    r.on_snapshot(epoch, &leader, snap, round, load, now)
+                })
+                .await
+            }
+            None => PeerReply::Rejected {
+                epoch: 0,
+                reason: "corrupt snapshot".into(),
+            },
+        },
+        Request::Hello { .. } => PeerReply::Rejected {
+            epoch: 0,
+            reason: "hello after the handshake".into(),
+        },
     }
 }
