@@ -28,7 +28,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
 
-/// Arguments of the hidden `sandbox` subcommand (built by `runtime.rs`).
+/// Arguments of the hidden `sandbox` subcommand (built by `runtime/start.rs`).
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
     /// Network namespace name under /run/netns.
