@@ -1,0 +1,156 @@
+//! Local rc-node clusters: three (or more) processes on loopback, promoted or given a ring.
+
+use crate::prelude::*;
+
+pub const TOKEN: &str = "bench-token-0123456789";
+
+pub struct RcCluster {
+    pub addrs: Vec<String>,
+    pub procs: Procs,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Start three rc-node processes with `flags` on free loopback ports; wait until they answer.
+pub async fn spawn_nodes(http: &reqwest::Client, flags: &[&str]) -> anyhow::Result<RcCluster> {
+    spawn_n_nodes(http, 3, flags).await
+}
+
+pub async fn spawn_n_nodes(
+    http: &reqwest::Client,
+    n: usize,
+    flags: &[&str],
+) -> anyhow::Result<RcCluster> {
+    let dir = tempfile::tempdir()?;
+    let bin = node_bin()?;
+    let mut procs = Procs(Vec::new());
+    let mut addrs = Vec::new();
+    for i in 0..n {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        procs.0.push(
+            Command::new(&bin)
+                .args([
+                    "--node-id",
+                    &format!("n{i}"),
+                    "--listen",
+                    &addr,
+                    "--admin-token",
+                    TOKEN,
+                ])
+                .args(["--log-level", "warn"])
+                .args(flags)
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("n{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        addrs.push(addr);
+    }
+    for a in &addrs {
+        wait_http(http, &format!("http://{a}/healthz")).await?;
+    }
+    Ok(RcCluster {
+        addrs,
+        procs,
+        _dir: dir,
+    })
+}
+
+pub async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<RcCluster> {
+    let c = spawn_nodes(http, &["--replication", replication]).await?;
+    promote(http, &c.addrs, 0, 1, &[0, 1, 2]).await?;
+    Ok(c)
+}
+
+/// The operator's failover steps: fence `alive` at `epoch`, promote `leader`, others follow.
+pub async fn promote(
+    http: &reqwest::Client,
+    addrs: &[String],
+    leader: usize,
+    epoch: u64,
+    alive: &[usize],
+) -> anyhow::Result<()> {
+    for &i in alive {
+        http.post(format!("http://{}/admin/epoch", addrs[i]))
+            .bearer_auth(TOKEN)
+            .json(&json!({"epoch": epoch}))
+            .send()
+            .await?;
+    }
+    let followers: Vec<_> = (0..addrs.len())
+        .filter(|j| *j != leader)
+        .map(|j| json!({"id": format!("n{j}"), "address": addrs[j]}))
+        .collect();
+    let r = http
+        .post(format!("http://{}/admin/promote", addrs[leader]))
+        .bearer_auth(TOKEN)
+        .json(&json!({"epoch": epoch, "followers": followers}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("promote failed: {}", r.text().await?);
+    }
+    // Wait until the leader serves linearizable reads (its no-op committed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let r = http
+            .get(format!("http://{}/v1/kv/warmup", addrs[leader]))
+            .send()
+            .await?;
+        if r.status().as_u16() == 404 || r.status().is_success() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("leader did not become ready")
+}
+
+/// Push ring `version` to every node at `addrs`, then wait until each has it and has restored
+/// (a node with an empty disk streams its ranges before it serves reads).
+pub async fn push_ring(
+    http: &reqwest::Client,
+    addrs: &[String],
+    version: u64,
+    members: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    for a in addrs {
+        http.put(format!("http://{a}/admin/ring"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"version": version, "members": members}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    for a in addrs {
+        wait_leaderless(http, a, |s| {
+            s["ring_version"] == version && s["restoring"] == false
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Poll `/admin/status` of a leaderless node until `check` holds for its `leaderless` part.
+pub async fn wait_leaderless(
+    http: &reqwest::Client,
+    addr: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if let Ok(r) = http
+            .get(format!("http://{addr}/admin/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if check(&v["leaderless"]) {
+                    return Ok(v["leaderless"].clone());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{addr}: leaderless status never reached the expected state")
+}

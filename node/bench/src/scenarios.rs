@@ -1,0 +1,125 @@
+//! Measurements beyond steady load: a leader kill's unavailability, leaderless modes, a join's
+//! streaming rate.
+
+use crate::prelude::*;
+
+pub async fn failover_window(http: &reqwest::Client) -> anyhow::Result<Duration> {
+    let mut c = start_rc(http, "quorum").await?;
+    // Kill the leader, then do exactly what the operator does, without detection delay.
+    let killed = Instant::now();
+    let _ = c.procs.0[0].kill();
+    let _ = c.procs.0[0].wait();
+    promote(http, &c.addrs, 1, 2, &[1, 2]).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = http
+            .put(format!("http://{}/v1/kv/after-failover", c.addrs[1]))
+            .json(&json!({"value": "x"}))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no write succeeded within 10 s of the failover");
+        }
+    }
+    Ok(killed.elapsed())
+}
+
+/// Leaderless: 3 nodes, N=3 W=2 R=2, clients spread over every coordinator; then one node down.
+pub async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let RcCluster {
+        addrs,
+        mut procs,
+        _dir,
+    } = spawn_nodes(http, &["--mode", "leaderless"]).await?;
+    let members: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"id": format!("n{i}"), "address": a, "state": "normal"}))
+        .collect();
+    push_ring(http, &addrs, 1, &members).await?;
+    println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always");
+    for &clients in &args.clients {
+        let w = load(Target::Rc, &addrs, clients, args.seconds, true).await;
+        row(&format!("leaderless put, {clients} clients"), w, None);
+        let r = load(Target::Rc, &addrs, clients, args.seconds, false).await;
+        row(&format!("leaderless get, {clients} clients"), r, None);
+    }
+    let _ = procs.0[2].kill();
+    let _ = procs.0[2].wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = &addrs[..2];
+    let w = load(Target::Rc, alive, 16, args.seconds, true).await;
+    row("leaderless put, 16 clients, 1 node down", w, None);
+    let r = load(Target::Rc, alive, 16, args.seconds, false).await;
+    row("leaderless get, 16 clients, 1 node down", r, None);
+    Ok(())
+}
+
+/// A join's streaming rate: 3 members hold `keys` keys of `value_bytes`; a fourth joins and
+/// streams every range it will own (page by page from each member).
+pub async fn bench_join(
+    http: &reqwest::Client,
+    keys: usize,
+    value_bytes: usize,
+) -> anyhow::Result<()> {
+    let RcCluster {
+        addrs,
+        procs: _procs,
+        _dir,
+    } = spawn_n_nodes(http, 4, &["--mode", "leaderless"]).await?;
+    let member =
+        |i: usize, state: &str| json!({"id": format!("n{i}"), "address": addrs[i], "state": state});
+    let three: Vec<_> = (0..3).map(|i| member(i, "normal")).collect();
+    push_ring(http, &addrs[..3], 1, &three).await?;
+    let value = "x".repeat(value_bytes);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let (http, addr, value, next) = (
+            http.clone(),
+            addrs[c % 3].clone(),
+            value.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= keys {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                http.put(format!("http://{addr}/v1/kv/bulk-{i:08}"))
+                    .json(&json!({ "value": value }))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let mut joining = three.clone();
+    joining.push(member(3, "joining"));
+    let started = Instant::now();
+    for a in &addrs {
+        http.put(format!("http://{a}/admin/ring"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"version": 2, "members": joining}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let status = wait_leaderless(http, &addrs[3], |s| s["stream"] == "joined").await?;
+    let secs = started.elapsed().as_secs_f64();
+    let streamed = status["keys_streamed"].as_u64().unwrap_or(0);
+    let mb = streamed as f64 * (value_bytes + 20) as f64 / 1e6;
+    println!(
+        "leaderless join: {streamed} key copies ({mb:.0} MB of values) streamed into the 4th member in {secs:.1} s = {:.1} MB/s ({keys} keys of {value_bytes} B on 3 members)",
+        mb / secs
+    );
+    Ok(())
+}
