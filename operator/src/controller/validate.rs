@@ -3,10 +3,10 @@
 //!
 //! The CRD's CEL rules reject most bad specs at admission; this re-checks them because a CRD
 //! installed without them (or an older version) must not make the operator build nonsense, and
-//! it checks what CEL cannot see (the admin Secret).
+//! it checks what CEL cannot see (the admin Secret). The mode sections (`spec.singleLeader`,
+//! `spec.leaderless`) are checked in `validate/modes.rs`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -15,11 +15,12 @@ use kube::{Resource, ResourceExt};
 use rc_api::{Peer, Ring};
 
 use crate::crd::{
-    reason, ClusterMode, ConflictResolution, LogFormat, LogLevel, PullPolicy, ReplicatedCluster,
-    ReplicationMode, DEFAULT_REPLICATION_FACTOR,
+    reason, ClusterMode, LogFormat, LogLevel, PullPolicy, ReplicatedCluster, ReplicatedClusterSpec,
 };
-use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION, ROLE_FOLLOWER, ROLE_LEADER};
+use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION};
 use crate::membership;
+
+mod modes;
 
 /// The single TCP port of a node: client, admin, peer, probe and metrics traffic.
 pub const NODE_PORT: i32 = 7400;
@@ -219,161 +220,110 @@ pub fn validate(
     if spec.image.is_empty() {
         return Err(SpecError::Image);
     }
-    let peers_service_name = format!("{name}-peers");
-    let mut node_config = BTreeMap::from([
-        ("RC_LISTEN".to_owned(), format!("0.0.0.0:{NODE_PORT}")),
-        ("RC_DATA_DIR".to_owned(), DATA_DIR.to_owned()),
-        (
-            "RC_ADMIN_TOKEN_FILE".to_owned(),
-            ADMIN_TOKEN_FILE.to_owned(),
-        ),
-        (
-            "RC_LOG_LEVEL".to_owned(),
-            log_level(spec.logging.level).to_owned(),
-        ),
-        (
-            "RC_LOG_FORMAT".to_owned(),
-            log_format(spec.logging.format).to_owned(),
-        ),
-    ]);
-    // Leaderless: the ring the nodes (or the last status) know; its members keep their pods.
-    let recorded = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.ring.as_ref())
-        .and_then(membership::from_record);
-    let ring = [recorded, facts.ring.clone()]
-        .into_iter()
-        .flatten()
-        .max_by_key(|r| r.version)
-        .filter(|_| spec.mode == ClusterMode::Leaderless);
-    let members = ring.as_ref().map_or(0, |r| r.members.len());
-    let (quorum, client_services, failover, replication_factor) = match spec.mode {
-        ClusterMode::SingleLeader => {
-            if spec.leaderless.is_some() {
-                return Err(SpecError::WrongModeSettings("leaderless", "Leaderless"));
-            }
-            let settings = spec.single_leader.clone().unwrap_or_default();
-            let timing = single_leader_timing(&settings).map_err(SpecError::SingleLeaderTiming)?;
-            node_config.insert("RC_MODE".into(), "single-leader".into());
-            node_config.insert(
-                "RC_REPLICATION".into(),
-                replication(settings.replication).into(),
-            );
-            node_config.insert("RC_FENCE_TIMEOUT_MS".into(), timing.fence_ms.to_string());
-            node_config.insert(
-                "RC_HEARTBEAT_MS".into(),
-                settings.heartbeat_interval_ms.to_string(),
-            );
-            node_config.insert(
-                "RC_FORWARDING".into(),
-                match settings.client_forwarding {
-                    crate::crd::ClientForwarding::Redirect => "redirect",
-                    crate::crd::ClientForwarding::Proxy => "proxy",
-                }
-                .into(),
-            );
-            let services = vec![
-                ClientService {
-                    name: format!("{name}-leader"),
-                    role: Some(ROLE_LEADER),
-                },
-                ClientService {
-                    name: format!("{name}-replicas"),
-                    role: Some(ROLE_FOLLOWER),
-                },
-            ];
-            (spec.replicas / 2 + 1, services, timing.failover, 0)
-        }
+    let ring = known_ring(cluster, facts);
+    let mode = match spec.mode {
+        ClusterMode::SingleLeader => modes::single_leader(&name, spec)?,
         ClusterMode::Leaderless => {
-            if spec.single_leader.is_some() {
-                return Err(SpecError::WrongModeSettings("singleLeader", "SingleLeader"));
-            }
-            let settings = spec.leaderless.clone().unwrap_or_default();
-            let n = settings
-                .replication_factor
-                .unwrap_or(DEFAULT_REPLICATION_FACTOR);
-            let w = settings.write_quorum.unwrap_or(n / 2 + 1);
-            let r = settings.read_quorum.unwrap_or(n / 2 + 1);
-            if n > spec.replicas && members >= usize::try_from(n).unwrap_or(usize::MAX) {
-                return Err(SpecError::ScaleBelowReplicationFactor {
-                    replicas: spec.replicas,
-                    n,
-                    members,
-                });
-            }
-            let ok =
-                (1..=spec.replicas).contains(&n) && (1..=n).contains(&w) && (1..=n).contains(&r);
-            if !ok {
-                return Err(SpecError::Quorums {
-                    n,
-                    w,
-                    r,
-                    replicas: spec.replicas,
-                });
-            }
-            node_config.insert("RC_MODE".into(), "leaderless".into());
-            node_config.insert("RC_REPLICATION_FACTOR".into(), n.to_string());
-            node_config.insert("RC_WRITE_QUORUM".into(), w.to_string());
-            node_config.insert("RC_READ_QUORUM".into(), r.to_string());
-            node_config.insert(
-                "RC_CONFLICT_RESOLUTION".into(),
-                conflict_resolution(settings.conflict_resolution).into(),
-            );
-            // Every key stays readable and writable while at most N - max(W, R) nodes are down
-            // (any set of nodes may hold some key's whole preference list).
-            let quorum = spec.replicas - (n - w.max(r));
-            (
-                quorum,
-                vec![ClientService {
-                    name: name.clone(),
-                    role: None,
-                }],
-                crate::failover::Timing::default(),
-                n,
-            )
+            modes::leaderless(&name, spec, ring.as_ref().map_or(0, |r| r.members.len()))?
         }
     };
-    let admin_secret = match &spec.admin_secret_ref {
-        Some(reference) => AdminSecret {
-            name: reference.name.clone(),
-            managed: false,
-        },
-        None => AdminSecret {
-            name: format!("{name}-admin"),
-            managed: true,
-        },
-    };
-    // A managed Secret that does not exist yet is created by `apply`; a named one must exist.
-    if !admin_secret.managed && !facts.admin_secret_ready {
-        return Err(SpecError::AdminSecret(admin_secret.name));
-    }
-    if !admin_secret.managed && !facts.admin_secret_dedicated {
-        return Err(SpecError::AdminSecretNotDedicated {
-            secret: admin_secret.name,
-            cluster: name,
-        });
-    }
+    let admin_secret = admin_secret(&name, spec, facts)?;
+    let statefulset_replicas = statefulset_replicas(cluster, facts, ring.as_ref())?;
+    let peers_service_name = format!("{name}-peers");
     let peer = |ordinal: i32| {
         let id = format!("{name}-{ordinal}");
         let address = format!("{id}.{peers_service_name}.{namespace}.svc:{NODE_PORT}");
         Peer { id, address }
     };
     let peers: Vec<Peer> = (0..spec.replicas).map(peer).collect();
-    let peer_list: Vec<String> = peers
-        .iter()
-        .map(|p| format!("{}={}", p.id, p.address))
-        .collect();
-    node_config.insert("RC_PEERS".into(), peer_list.join(","));
+    let members: Vec<Peer> = (0..statefulset_replicas).map(peer).collect();
+    let mut node_config = shared_node_config(spec, &peers);
+    node_config.extend(mode.node_config);
     let (storage_size, storage_class_name) = facts.existing_storage.clone().unwrap_or_else(|| {
         (
             spec.storage.size.clone(),
             spec.storage.storage_class_name.clone(),
         )
     });
-    // A member is never stopped before it left the ring, or the voters: keep pods up to its
-    // ordinal (a voter's pod deleted early takes acknowledged writes with it).
-    let prefix = format!("{name}-");
+    Ok(ValidatedCluster {
+        statefulset_replicas,
+        replication_factor: mode.replication_factor,
+        config_map_name: format!("{name}-config"),
+        peers_service_name,
+        client_services: mode.client_services,
+        admin_secret,
+        node_config,
+        peers,
+        members,
+        quorum: mode.quorum,
+        failover: mode.failover,
+        owner,
+        namespace,
+        mode: spec.mode,
+        replicas: spec.replicas,
+        image: spec.image.clone(),
+        image_pull_policy: spec.image_pull_policy.map(|p| pull_policy(p).to_owned()),
+        resources: spec.resources.clone(),
+        storage_size,
+        storage_class_name,
+        paused: spec.paused,
+        restarted_at: cluster.annotations().get(RESTARTED_AT_ANNOTATION).cloned(),
+        name,
+    })
+}
+
+/// Leaderless: the ring the nodes (or the last status) know; its members keep their pods.
+fn known_ring(cluster: &ReplicatedCluster, facts: &ObservedFacts) -> Option<Ring> {
+    let recorded = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.ring.as_ref())
+        .and_then(membership::from_record);
+    [recorded, facts.ring.clone()]
+        .into_iter()
+        .flatten()
+        .max_by_key(|r| r.version)
+        .filter(|_| cluster.spec.mode == ClusterMode::Leaderless)
+}
+
+/// The admin Secret: the one the user named, which must exist and be made for this cluster,
+/// else `<cluster>-admin`, which `apply` creates when it does not exist yet.
+fn admin_secret(
+    name: &str,
+    spec: &ReplicatedClusterSpec,
+    facts: &ObservedFacts,
+) -> Result<AdminSecret, SpecError> {
+    let Some(reference) = &spec.admin_secret_ref else {
+        return Ok(AdminSecret {
+            name: format!("{name}-admin"),
+            managed: true,
+        });
+    };
+    if !facts.admin_secret_ready {
+        return Err(SpecError::AdminSecret(reference.name.clone()));
+    }
+    if !facts.admin_secret_dedicated {
+        return Err(SpecError::AdminSecretNotDedicated {
+            secret: reference.name.clone(),
+            cluster: name.to_owned(),
+        });
+    }
+    Ok(AdminSecret {
+        name: reference.name.clone(),
+        managed: false,
+    })
+}
+
+/// The pods the StatefulSet keeps. A member is never stopped before it left the ring, or the
+/// voters: keep pods up to its ordinal (a voter's pod deleted early takes acknowledged writes
+/// with it). A paused rollout holds their number too.
+fn statefulset_replicas(
+    cluster: &ReplicatedCluster,
+    facts: &ObservedFacts,
+    ring: Option<&Ring>,
+) -> Result<i32, SpecError> {
+    let spec = &cluster.spec;
+    let prefix = format!("{}-", cluster.name_any());
     let recorded_voters = cluster.status.as_ref().and_then(|s| s.voters.clone());
     let voters = match spec.mode {
         ClusterMode::Leaderless => Vec::new(),
@@ -396,32 +346,32 @@ pub fn validate(
             });
         }
     }
-    let members: Vec<Peer> = (0..statefulset_replicas).map(peer).collect();
-    Ok(ValidatedCluster {
-        statefulset_replicas,
-        replication_factor,
-        config_map_name: format!("{name}-config"),
-        peers_service_name,
-        client_services,
-        admin_secret,
-        node_config,
-        peers,
-        members,
-        quorum,
-        failover,
-        owner,
-        namespace,
-        mode: spec.mode,
-        replicas: spec.replicas,
-        image: spec.image.clone(),
-        image_pull_policy: spec.image_pull_policy.map(|p| pull_policy(p).to_owned()),
-        resources: spec.resources.clone(),
-        storage_size,
-        storage_class_name,
-        paused: spec.paused,
-        restarted_at: cluster.annotations().get(RESTARTED_AT_ANNOTATION).cloned(),
-        name,
-    })
+    Ok(statefulset_replicas)
+}
+
+/// The node settings every mode shares, with every node's stable address (`RC_PEERS`).
+fn shared_node_config(spec: &ReplicatedClusterSpec, peers: &[Peer]) -> BTreeMap<String, String> {
+    let peer_list: Vec<String> = peers
+        .iter()
+        .map(|p| format!("{}={}", p.id, p.address))
+        .collect();
+    BTreeMap::from([
+        ("RC_LISTEN".to_owned(), format!("0.0.0.0:{NODE_PORT}")),
+        ("RC_DATA_DIR".to_owned(), DATA_DIR.to_owned()),
+        (
+            "RC_ADMIN_TOKEN_FILE".to_owned(),
+            ADMIN_TOKEN_FILE.to_owned(),
+        ),
+        (
+            "RC_LOG_LEVEL".to_owned(),
+            log_level(spec.logging.level).to_owned(),
+        ),
+        (
+            "RC_LOG_FORMAT".to_owned(),
+            log_format(spec.logging.format).to_owned(),
+        ),
+        ("RC_PEERS".to_owned(), peer_list.join(",")),
+    ])
 }
 
 fn valid_name(name: &str) -> bool {
@@ -435,21 +385,6 @@ fn valid_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
-fn replication(mode: ReplicationMode) -> &'static str {
-    match mode {
-        ReplicationMode::Async => "async",
-        ReplicationMode::Quorum => "quorum",
-        ReplicationMode::All => "all",
-    }
-}
-
-fn conflict_resolution(c: ConflictResolution) -> &'static str {
-    match c {
-        ConflictResolution::LastWriteWins => "last-write-wins",
-        ConflictResolution::Siblings => "siblings",
-    }
 }
 
 fn log_level(level: LogLevel) -> &'static str {
@@ -480,52 +415,3 @@ fn pull_policy(policy: PullPolicy) -> &'static str {
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
-
-/// The single-leader timing fields, checked (the CRD's CEL rules again, for objects that
-/// bypassed them), and the fence timeout with its default.
-struct SingleLeaderTiming {
-    failover: crate::failover::Timing,
-    fence_ms: i32,
-}
-
-fn single_leader_timing(
-    settings: &crate::crd::SingleLeaderSpec,
-) -> Result<SingleLeaderTiming, String> {
-    let loss = settings.leader_loss_timeout_ms;
-    let beat = settings.heartbeat_interval_ms;
-    let interval = settings.min_failover_interval_seconds;
-    if !(200..=60_000).contains(&loss) {
-        return Err(format!(
-            "leaderLossTimeoutMs must be between 200 and 60000, got {loss}"
-        ));
-    }
-    if !(10..=10_000).contains(&beat) {
-        return Err(format!(
-            "heartbeatIntervalMs must be between 10 and 10000, got {beat}"
-        ));
-    }
-    if loss < 5 * beat {
-        return Err(format!(
-            "leaderLossTimeoutMs ({loss}) must be at least five heartbeatIntervalMs ({beat})"
-        ));
-    }
-    if !(0..=3600).contains(&interval) {
-        return Err(format!(
-            "minFailoverIntervalSeconds must be between 0 and 3600, got {interval}"
-        ));
-    }
-    // A cut-off leader must stop accepting writes no later than its followers give up on it.
-    let fence_ms = settings.fence_timeout_ms.unwrap_or(loss);
-    if fence_ms < 30 || fence_ms < 3 * beat || fence_ms > loss {
-        return Err(format!("fenceTimeoutMs ({fence_ms}) must be at least 30 and three heartbeatIntervalMs ({beat}), and at most leaderLossTimeoutMs ({loss})"));
-    }
-    let ms = |v: i32| Duration::from_millis(u64::try_from(v).unwrap_or(0));
-    Ok(SingleLeaderTiming {
-        failover: crate::failover::Timing {
-            leader_loss: ms(loss),
-            min_interval: ms(interval.saturating_mul(1000)),
-            deprecated_delay: settings.failover_delay_seconds,
-        },
-        fence_ms,
-    })
-}

@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use super::*;
 use crate::controller::fixtures::{cluster, UID};
 use crate::crd::{LeaderlessSpec, SecretReference, SingleLeaderSpec};
+use crate::labels::{ROLE_FOLLOWER, ROLE_LEADER};
 
 fn ok(cluster: &ReplicatedCluster) -> ValidatedCluster {
     validate(cluster, &ObservedFacts::default()).unwrap()
