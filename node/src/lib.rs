@@ -4,7 +4,7 @@
 //! state machine, runtime and its HTTP APIs) and `leaderless` (ring, causal state, coordinator,
 //! background repair and streaming, and its HTTP API) side by side; what both use: `storage`
 //! (WAL + snapshots), `http` (the shared port, errors, auth, input limits), `config`, `clock`,
-//! `stats`, `metrics`, `random`. docs/design.md has the map of every concept to its file.
+//! `stats`, `metrics`, `random`, `shutdown`. docs/design.md has the map of every concept to its file.
 
 pub mod clock;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod http;
 pub mod leaderless;
 pub mod metrics;
 pub mod random;
+pub mod shutdown;
 pub mod single_leader;
 pub mod stats;
 pub mod storage;

@@ -89,11 +89,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         let node = LeaderlessNode::open(cfg).context("opening the data directory")?;
         let app = leaderless_router(LeaderlessState {
-            node,
+            node: node.clone(),
             cfg: http_cfg,
             metrics,
         });
         http::serve(listener, app, None, shutdown_signal()).await;
+        node.shut_down();
         tracing::info!("shutting down; every acknowledged write is already durable");
         return Ok(());
     }
@@ -130,7 +131,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let handover = Duration::from_millis(args.handover_timeout_ms);
     let stop = hand_over_then_stop(node.clone(), handover);
-    http::serve(listener, single_leader_router(state), Some(node), stop).await;
+    http::serve(
+        listener,
+        single_leader_router(state),
+        Some(node.clone()),
+        stop,
+    )
+    .await;
+    node.shut_down();
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
 }

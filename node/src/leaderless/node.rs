@@ -25,6 +25,7 @@ use rc_api::{
 use super::dvv::{Clock, Conflict, KeyState};
 use super::hlc::Hlc;
 use super::ring::{self, Layout, RingError};
+use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
 use crate::storage::snapshot::Snapshot;
 use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
@@ -119,6 +120,8 @@ pub struct LeaderlessNode {
     /// The dot actor of this process run: the node id and a random incarnation. A restarted or
     /// wiped node is a new actor, so it can never issue a dot an earlier run issued.
     pub actor: String,
+    /// Stops the background loops (see [`LeaderlessNode::shut_down`]).
+    pub(crate) stop: CancellationToken,
 }
 
 pub fn now_ms() -> u64 {
@@ -183,10 +186,17 @@ impl LeaderlessNode {
             stats: Stats::default(),
             me: me.clone(),
             actor: format!("{}~{:016x}", cfg.id, crate::random::random_seed()),
+            stop: CancellationToken::new(),
             cfg,
         });
         super::tasks::spawn_all(&node);
         Ok(node)
+    }
+
+    /// Stop the background loops (gossip, hints, anti-entropy, streaming) and any decommission
+    /// in progress. Called once the server has stopped taking requests.
+    pub fn shut_down(&self) {
+        self.stop.cancel();
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use rc_api::{EpochResponse, LogPosition, Mode, NodeStatus, Peer, Role, Voter, VoterConfig};
 
 use crate::clock::Instant;
+use crate::shutdown::{self, CancellationToken};
 use crate::single_leader::kv::Applied;
 use crate::single_leader::peer;
 use crate::single_leader::replica::{leader, AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
@@ -78,6 +79,8 @@ pub struct Node {
     me: Weak<Node>,
     /// Sender tasks are spawned from the WAL thread too, which is outside the runtime.
     rt: tokio::runtime::Handle,
+    /// Stops the replication senders (see [`Node::shut_down`]).
+    stop: CancellationToken,
 }
 
 impl Node {
@@ -115,6 +118,7 @@ impl Node {
             stats: Stats::default(),
             me: me.clone(),
             rt: tokio::runtime::Handle::current(),
+            stop: CancellationToken::new(),
         });
         let _ = slot.set(Arc::downgrade(&node));
         // Persist what recovery decided (a new data directory's incarnation).
@@ -221,7 +225,10 @@ impl Node {
                 },
             );
             if let Some(node) = self.me.upgrade() {
-                self.rt.spawn(peer::run_sender(node, p, epoch, notify));
+                self.rt.spawn(shutdown::until(
+                    self.stop.clone(),
+                    peer::run_sender(node, p, epoch, notify),
+                ));
             }
         }
     }
@@ -252,6 +259,12 @@ impl Node {
     }
 
     /// Is a sender for (`peer_id`, `epoch`) still wanted?
+    /// Stop every task this node started (its replication senders); the node stops sending
+    /// to followers. Called once the server has stopped taking requests.
+    pub fn shut_down(&self) {
+        self.stop.cancel();
+    }
+
     pub(crate) fn sender_wanted(&self, peer_id: &str, epoch: u64) -> bool {
         self.lock()
             .senders

@@ -35,7 +35,7 @@ pub(super) async fn decommission(State(s): State<LeaderlessState>) -> Result<Res
     }
     let stream = s.node.lock().stream;
     if !matches!(stream, StreamState::Streaming | StreamState::Decommissioned) {
-        tokio::spawn(streaming::decommission(s.node.clone()));
+        tasks::spawn(&s.node, streaming::decommission(s.node.clone()));
     }
     Ok((StatusCode::ACCEPTED, Json(s.node.status())).into_response())
 }

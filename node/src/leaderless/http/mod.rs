@@ -23,6 +23,7 @@ use super::dvv::{decode_context, encode_context, Clock, KeyState};
 use super::gossip::{self, Gossip, ProbeRequest};
 use super::node::{ForwardedPut, LeaderlessError, LeaderlessNode};
 use super::streaming::{self, StreamPage, StreamRequest};
+use super::tasks;
 use crate::config::HttpConfig;
 use crate::http::auth::check_bearer;
 use crate::http::error::{self, ApiError};
