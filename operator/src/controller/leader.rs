@@ -3,13 +3,13 @@
 //! to one serving leader, then does the Kubernetes side: moves the `replicated.dev/role` labels
 //! (server-side apply on the pods), publishes Events, and hands back what the status records.
 //!
-//! It runs after `apply` and before `status`, and refreshes `observed.nodes` with what the nodes
-//! report after the failover steps, so the status shows the new leader and epoch at once.
+//! It runs first, before `apply`, and refreshes `observed.nodes` with what the nodes report
+//! after the failover steps, so the status shows the new leader and epoch at once.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -26,7 +26,7 @@ use crate::failover::{Action, Member, PodState, SwitchoverRequest, SwitchoverSta
 use crate::feed::Target;
 use crate::labels::{ROLE_LABEL, SWITCHOVER_ANNOTATION};
 
-/// What the status must record after the leader step.
+/// What the status must record after the leader step (`status::compute_status` writes it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LeaderOutcome {
     pub no_leader_since: Option<MicroTime>,
@@ -43,66 +43,6 @@ pub struct LeaderOutcome {
     /// A requested switchover ended: done (true) or refused (false), and the message
     /// (condition `Switchover`).
     pub switchover: Option<(bool, String)>,
-}
-
-impl LeaderOutcome {
-    /// Writes the outcome into a freshly computed status.
-    pub fn record(
-        &self,
-        status: &mut ReplicatedClusterStatus,
-        previous: Option<&ReplicatedClusterStatus>,
-        now: &Time,
-    ) {
-        status.no_leader_since = self.no_leader_since.clone();
-        if let Some(record) = &self.last_failover {
-            status.last_failover = Some(record.clone());
-        }
-        if let Some(message) = &self.voters_pending {
-            super::status::mark_scaling(
-                status,
-                previous,
-                now,
-                crate::crd::reason::VOTERS_CHANGING,
-                message,
-            );
-        }
-        if self.failing_over {
-            status.phase = Some(crate::crd::Phase::FailingOver);
-        }
-        let previous_switchover = previous.and_then(|p| {
-            p.conditions
-                .iter()
-                .find(|c| c.type_ == crate::crd::condition::SWITCHOVER)
-        });
-        match &self.switchover {
-            Some((done, message)) => {
-                let (status_word, reason) = if *done {
-                    ("True", crate::crd::reason::SWITCHOVER_DONE)
-                } else {
-                    ("False", crate::crd::reason::SWITCHOVER_REFUSED)
-                };
-                status.conditions.push(Condition {
-                    type_: crate::crd::condition::SWITCHOVER.to_owned(),
-                    status: status_word.to_owned(),
-                    reason: reason.to_owned(),
-                    message: message.clone(),
-                    observed_generation: status.observed_generation,
-                    last_transition_time: now.clone(),
-                });
-            }
-            None => status.conditions.extend(previous_switchover.cloned()),
-        }
-        if let Some(why) = &self.held {
-            let unavailable = status
-                .conditions
-                .iter_mut()
-                .find(|c| c.type_ == crate::crd::condition::AVAILABLE && c.status == "False");
-            if let Some(condition) = unavailable {
-                crate::crd::reason::FAILOVER_HELD.clone_into(&mut condition.reason);
-                condition.message.clone_from(why);
-            }
-        }
-    }
 }
 
 /// Runs the leader step: what the status must record (`None` in Leaderless mode or while the

@@ -12,7 +12,8 @@
 //!                    Events
 //! rollout   (client) the next pod restart of a rolling update (pure plan in `crate::rollout`),
 //!                    an eviction
-//! status    (pure)   compute_status -> one server-side apply of status, only when changed
+//! status    (pure)   compute_status from the observations and every step's outcome -> one
+//!                    server-side apply of status, only when changed
 //! ```
 //!
 //! An invalid spec is not an error: it becomes the `Degraded` condition with reason
@@ -162,83 +163,15 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
         }
     }; // client
     let validated = validate::validate(cluster, &observed.facts()); // pure
-    let mut leader = None;
-    let mut leader_result = Ok(());
-    let mut ring = None;
-    let mut rollout = None;
-    let mut step_error: Option<Error> = None;
-    let action = match &validated {
-        Ok(valid) => {
-            // The leader step goes first: a failover needs nothing the applies change, and must
-            // not wait for half a dozen API round trips.
-            let rollout_avoid = rollout::switchover_wanted(&rollout::plan_of(valid, &observed)); // pure
-            (leader, leader_result) =
-                leader::run(ctx, cluster, valid, &mut observed, rollout_avoid).await; // client
-            let desired = build::build_all(valid); // pure
-            let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
-                .then(|| build::build_admin_secret(valid, &new_token()));
-            // A failed step is transient: it shows as Degraded (ReconcileFailed) with a Warning
-            // Event, the status still records what the other steps did, and the pass is
-            // retried with backoff.
-            match apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await // client
-            {
-                Ok(true) => {
-                    let note = format!("created admin Secret {}", valid.admin_secret.name);
-                    ctx.publish(&reference, EventType::Normal, "AdminSecretCreated", note)
-                        .await;
-                }
-                Ok(false) => {}
-                Err(e) => step_error = Some(e),
-            }
-            ring = ring::run(ctx, cluster, valid, &mut observed).await; // client
-            if valid.mode == crate::crd::ClusterMode::Leaderless {
-                if let Err(e) = refuse_leaderless_switchover(ctx, cluster).await {
-                    step_error = step_error.or(Some(e));
-                }
-            }
-            if step_error.is_none() {
-                match rollout::run(ctx, cluster, valid, &observed).await {
-                    Ok(outcome) => rollout = Some(outcome),
-                    Err(e) => step_error = Some(e),
-                }
-            }
-            None
-        }
-        Err(error) => {
-            ctx.metrics.invalid_specs.inc();
-            ctx.publish(
-                &reference,
-                EventType::Warning,
-                error.reason(),
-                error.to_string(),
-            )
-            .await;
-            Some(match error {
-                SpecError::AdminSecret(_) | SpecError::AdminSecretNotDedicated { .. } => {
-                    Action::requeue(RECHECK_SECRET)
-                }
-                _ => Action::await_change(),
-            })
-        }
+    let (steps, action) = match &validated {
+        Ok(valid) => (run_steps(ctx, cluster, valid, &mut observed).await, None), // client
+        Err(error) => (
+            Steps::default(),
+            Some(report_invalid(ctx, &reference, error).await),
+        ),
     };
     let now = now();
-    let mut status = status::compute_status(&status::StatusInput {
-        generation: cluster.metadata.generation,
-        spec: validated.as_ref(),
-        observed: &observed,
-        previous: cluster.status.as_ref(),
-        now: now.clone(),
-    }); // pure
-    if let Some(leader) = &leader {
-        leader.record(&mut status, cluster.status.as_ref(), &now);
-    }
-    if let Some(ring) = &ring {
-        ring.record(&mut status, cluster.status.as_ref(), &now);
-    }
-    if let Some(rollout) = &rollout {
-        rollout.record(&mut status, cluster.status.as_ref(), &now);
-    }
-    if let Some(e) = &step_error {
+    if let Some(e) = &steps.error {
         ctx.publish(
             &reference,
             EventType::Warning,
@@ -246,45 +179,157 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             e.to_string(),
         )
         .await;
-        let message = format!("{e} (retried with backoff)");
-        status::mark_degraded(
-            &mut status,
-            cluster.status.as_ref(),
-            &now,
-            crate::crd::reason::RECONCILE_FAILED,
-            &message,
-        );
     }
-    status::mark_ready(&mut status, cluster.status.as_ref(), &now);
+    let status = status::compute_status(&status::StatusInput {
+        generation: cluster.metadata.generation,
+        spec: validated.as_ref(),
+        observed: &observed,
+        previous: cluster.status.as_ref(),
+        now,
+        steps: status::StepOutcomes {
+            leader: steps.leader.as_ref(),
+            ring: steps.ring.as_ref(),
+            rollout: steps.rollout.as_ref(),
+            error: steps
+                .error
+                .as_ref()
+                .map(|e| format!("{e} (retried with backoff)")),
+        },
+    }); // pure
     write_status(ctx, cluster, &status).await?; // client
-    if let Some(e) = step_error {
+    if let Some(e) = steps.error {
         return Err(e);
     }
-    leader_result?;
+    if let Some(e) = steps.leader_error {
+        return Err(e);
+    }
     ctx.metrics.observe_cluster(
         &cluster.namespace().unwrap_or_default(),
         &cluster.name_any(),
         &status,
     );
+    Ok(action.unwrap_or_else(|| Action::requeue(look_again(&status, &steps))))
+}
+
+/// What the steps of a pass with a valid spec did.
+#[derive(Default)]
+struct Steps {
+    leader: Option<leader::LeaderOutcome>,
+    /// The leader step's error, returned once the status says what the nodes did.
+    leader_error: Option<Error>,
+    ring: Option<ring::RingOutcome>,
+    rollout: Option<rollout::RolloutOutcome>,
+    /// The first other step that failed.
+    error: Option<Error>,
+}
+
+/// The steps for a valid spec, in the order of the module documentation. A failed step is
+/// transient: it shows as Degraded (ReconcileFailed) with a Warning Event, the status still
+/// records what the other steps did, and the pass is retried with backoff.
+async fn run_steps(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    valid: &validate::ValidatedCluster,
+    observed: &mut observe::Observed,
+) -> Steps {
+    // The leader step goes first: a failover needs nothing the applies change, and must not
+    // wait for half a dozen API round trips.
+    let rollout_avoid = rollout::switchover_wanted(&rollout::plan_of(valid, observed)); // pure
+    let (leader, leader_result) = leader::run(ctx, cluster, valid, observed, rollout_avoid).await; // client
+    let mut steps = Steps {
+        leader,
+        leader_error: leader_result.err(),
+        error: apply_objects(ctx, cluster, valid, observed).await.err(), // client
+        ..Steps::default()
+    };
+    steps.ring = ring::run(ctx, cluster, valid, observed).await; // client
+    if valid.mode == crate::crd::ClusterMode::Leaderless {
+        if let Err(e) = refuse_leaderless_switchover(ctx, cluster).await {
+            steps.error = steps.error.or(Some(e));
+        }
+    }
+    if steps.error.is_none() {
+        match rollout::run(ctx, cluster, valid, observed).await {
+            Ok(outcome) => steps.rollout = Some(outcome),
+            Err(e) => steps.error = Some(e),
+        }
+    }
+    steps
+}
+
+/// Builds every owned object (pure) and applies them (client), with a new admin Secret when the
+/// operator manages it and has none yet.
+async fn apply_objects(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    valid: &validate::ValidatedCluster,
+    observed: &observe::Observed,
+) -> Result<(), Error> {
+    let desired = build::build_all(valid); // pure
+    let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
+        .then(|| build::build_admin_secret(valid, &new_token()));
+    if apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await? {
+        let note = format!("created admin Secret {}", valid.admin_secret.name);
+        ctx.publish(
+            &cluster.object_ref(&()),
+            EventType::Normal,
+            "AdminSecretCreated",
+            note,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// An invalid spec: a Warning Event, then wait for the spec to change (a named admin Secret is
+/// not watched: look for it again).
+async fn report_invalid(ctx: &Context, reference: &ObjectReference, error: &SpecError) -> Action {
+    ctx.metrics.invalid_specs.inc();
+    ctx.publish(
+        reference,
+        EventType::Warning,
+        error.reason(),
+        error.to_string(),
+    )
+    .await;
+    match error {
+        SpecError::AdminSecret(_) | SpecError::AdminSecretNotDedicated { .. } => {
+            Action::requeue(RECHECK_SECRET)
+        }
+        _ => Action::await_change(),
+    }
+}
+
+/// When to look again: while a failover delay runs, when it ends (a little after, so it has);
+/// while members join or leave, soon (they stream in the background); while a rollout runs,
+/// soon; else after the phase's refresh interval.
+fn look_again(status: &ReplicatedClusterStatus, steps: &Steps) -> Duration {
     let refresh = match status.phase {
         Some(Phase::Running) => REFRESH_HEALTHY,
         _ => REFRESH_UNHEALTHY,
     };
-    // While a failover delay runs, look again when it ends (a little after, so it has).
-    // While members join or leave, look again soon: they stream in the background.
-    let recheck = leader
+    let rolling = |r: &&rollout::RolloutOutcome| {
+        !matches!(
+            r.step,
+            crate::rollout::Step::Done | crate::rollout::Step::Paused { .. }
+        )
+    };
+    steps
+        .leader
+        .as_ref()
         .and_then(|l| l.recheck)
         .map(|d| (d + FAILOVER_RECHECK_MARGIN).min(refresh))
-        .or(ring.and_then(|r| r.recheck).map(|d| d.min(refresh)))
-        .or(rollout
-            .filter(|r| {
-                !matches!(
-                    r.step,
-                    crate::rollout::Step::Done | crate::rollout::Step::Paused { .. }
-                )
-            })
-            .map(|_| ROLLOUT_RECHECK));
-    Ok(action.unwrap_or_else(|| Action::requeue(recheck.unwrap_or(refresh))))
+        .or(steps
+            .ring
+            .as_ref()
+            .and_then(|r| r.recheck)
+            .map(|d| d.min(refresh)))
+        .or(steps
+            .rollout
+            .as_ref()
+            .filter(rolling)
+            .map(|_| ROLLOUT_RECHECK))
+        .unwrap_or(refresh)
 }
 
 /// A switchover asked of a Leaderless cluster: refused (it has no leader), and the request

@@ -9,18 +9,17 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kube::Resource;
 
 use super::observe::Observed;
 use super::validate::ValidatedCluster;
 use super::Context;
-use crate::crd::{reason, ClusterMode, ReplicatedCluster, ReplicatedClusterStatus, RingRecord};
+use crate::crd::{ClusterMode, ReplicatedCluster, ReplicatedClusterStatus, RingRecord};
 use crate::membership::execute::{self, reason as event, Report};
 use crate::membership::{from_record, to_record, Pod, View};
 
-/// What the status must record after the ring step.
+/// What the status must record after the ring step (`status::compute_status` writes it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RingOutcome {
     /// `status.ring`: the newest ring a node accepted or reports.
@@ -29,24 +28,6 @@ pub struct RingOutcome {
     pub changing: Option<String>,
     /// Reconcile again this soon.
     pub recheck: Option<Duration>,
-}
-
-impl RingOutcome {
-    /// Writes the outcome into a freshly computed status; `previous` and `now` keep the
-    /// `Progressing` condition's `lastTransitionTime` honest when this step flips it.
-    pub fn record(
-        &self,
-        status: &mut ReplicatedClusterStatus,
-        previous: Option<&ReplicatedClusterStatus>,
-        now: &Time,
-    ) {
-        if self.ring.is_some() {
-            status.ring = self.ring.clone();
-        }
-        if let Some(message) = &self.changing {
-            super::status::mark_scaling(status, previous, now, reason::RING_CHANGING, message);
-        }
-    }
 }
 
 /// Runs the ring step: what the status must record (`None` in SingleLeader mode or while the
@@ -133,13 +114,6 @@ mod tests {
     use crate::controller::fixtures::cluster;
     use crate::controller::observe::ObservedPod;
     use crate::controller::validate::{validate, ObservedFacts};
-    use crate::crd::{condition, Phase};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn at(second: i64) -> Time {
-        Time(Timestamp::from_second(second).unwrap())
-    }
 
     #[test]
     fn a_pod_being_deleted_gives_the_view_no_address_and_no_node() {
@@ -167,51 +141,5 @@ mod tests {
         assert_eq!(view.pods[0].address.as_deref(), Some("10.0.0.0:7400"));
         assert_eq!(view.pods[1].address, None);
         assert_eq!(view.pods[1].node, Err("pod is being deleted".to_owned()));
-    }
-
-    #[test]
-    fn a_ring_change_shows_as_scaling_and_progressing_since_it_began() {
-        let progressing = |status: &str, second: i64| Condition {
-            type_: condition::PROGRESSING.to_owned(),
-            status: status.to_owned(),
-            reason: reason::UP_TO_DATE.to_owned(),
-            message: String::new(),
-            observed_generation: Some(1),
-            last_transition_time: at(second),
-        };
-        let outcome = RingOutcome {
-            ring: Some(RingRecord {
-                version: 4,
-                members: Vec::new(),
-            }),
-            changing: Some("orders-3 handing data to the next owners".to_owned()),
-            recheck: None,
-        };
-        let mut status = ReplicatedClusterStatus {
-            phase: Some(Phase::Running),
-            conditions: vec![progressing("False", 10)],
-            ..ReplicatedClusterStatus::default()
-        };
-        outcome.record(&mut status, None, &at(50));
-        assert_eq!(status.phase, Some(Phase::Scaling));
-        assert_eq!(status.ring.as_ref().map(|r| r.version), Some(4));
-        let c = &status.conditions[0];
-        assert_eq!(
-            (
-                c.status.as_str(),
-                c.reason.as_str(),
-                c.last_transition_time.clone()
-            ),
-            ("True", reason::RING_CHANGING, at(50))
-        );
-        // Still changing on the next pass: the transition time stays.
-        let previous = status.clone();
-        let mut next = ReplicatedClusterStatus {
-            phase: Some(Phase::Running),
-            conditions: vec![progressing("False", 10)],
-            ..ReplicatedClusterStatus::default()
-        };
-        outcome.record(&mut next, Some(&previous), &at(90));
-        assert_eq!(next.conditions[0].last_transition_time, at(50));
     }
 }

@@ -13,7 +13,7 @@ use tracing::info;
 use super::observe::Observed;
 use super::validate::ValidatedCluster;
 use super::{Context, Error};
-use crate::crd::{reason, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::crd::{reason, ReplicatedCluster};
 use crate::rollout::{plan, RolloutMember, Step};
 
 /// The StatefulSet's update revision, once its controller has seen the current template.
@@ -57,7 +57,7 @@ pub fn switchover_wanted(step: &Step) -> Option<Vec<String>> {
     }
 }
 
-/// What the status records of the rollout.
+/// What the status records of the rollout (`status::compute_status` writes it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutOutcome {
     pub step: Step,
@@ -66,40 +66,6 @@ pub struct RolloutOutcome {
     pub members: usize,
     /// Why the planned restart did not happen (a PDB, an API error).
     pub held: Option<String>,
-}
-
-impl RolloutOutcome {
-    pub fn record(
-        &self,
-        status: &mut ReplicatedClusterStatus,
-        previous: Option<&ReplicatedClusterStatus>,
-        now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-    ) {
-        status.updated_replicas = i32::try_from(self.step.updated(self.members)).unwrap_or(0);
-        status.current_revision.clone_from(&self.current_revision);
-        status.update_revision.clone_from(&self.update_revision);
-        let progress = format!(
-            "{} of {} nodes run the latest pod template",
-            status.updated_replicas, self.members
-        );
-        let (reason, message) = match (&self.step, &self.held) {
-            (Step::Done, _) => return,
-            (Step::Paused { .. }, _) => (
-                reason::ROLLOUT_PAUSED,
-                format!("{progress}; spec.paused holds the rollout"),
-            ),
-            (_, Some(held)) => (reason::ROLLOUT_WAITING, format!("{progress}; {held}")),
-            (Step::Wait { why, .. }, None) => {
-                (reason::ROLLOUT_WAITING, format!("{progress}; waiting: {why}"))
-            }
-            (Step::Restart { why, .. }, None) => (reason::ROLLING_OUT, format!("{progress}; {why}")),
-            (Step::Switchover { .. }, None) => (
-                reason::ROLLOUT_SWITCHOVER,
-                format!("{progress}; handing the leadership to an updated follower before the leader's pod restarts"),
-            ),
-        };
-        super::status::mark_progressing(status, previous, now, reason, &message);
-    }
 }
 
 /// Plans again from `observed` (as the leader step left it) and evicts the next pod if the plan

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use pretty_assertions::assert_eq;
 use rc_api::{FollowerStatus, LogPosition, Mode, NodeStatus, Replication, RequestStats, Role};
@@ -11,8 +11,9 @@ use rc_api::{FollowerStatus, LogPosition, Mode, NodeStatus, Replication, Request
 use super::*;
 use crate::controller::fixtures::cluster;
 use crate::controller::observe::{Observed, ObservedPod};
+use crate::controller::ring::RingOutcome;
 use crate::controller::validate::{validate, ObservedFacts, ValidatedCluster};
-use crate::crd::{ClusterMode, MemberStatus};
+use crate::crd::{ClusterMode, MemberRole, MemberStatus, RingRecord};
 
 fn at(second: i64) -> Time {
     Time(Timestamp::from_second(second).unwrap())
@@ -150,6 +151,7 @@ fn compute(
         observed,
         previous,
         now: at(now),
+        steps: StepOutcomes::default(),
     })
 }
 
@@ -407,7 +409,7 @@ fn pods_on_an_old_revision_keep_the_cluster_progressing_and_not_ready() {
         held: None,
     };
     let now = status.conditions[0].last_transition_time.clone();
-    rollout.record(&mut status, None, &now);
+    record_rollout(&mut status, &rollout, None, &now);
     mark_ready(&mut status, None, &now);
     assert_eq!(status.updated_replicas, 1);
     assert_eq!(status.update_revision.as_deref(), Some("orders-2"));
@@ -510,6 +512,7 @@ fn an_invalid_spec_sets_phase_invalid_and_a_degraded_condition_with_the_reason()
         observed: &Observed::default(),
         previous: None,
         now: at(100),
+        steps: StepOutcomes::default(),
     });
     assert_eq!(status.phase, Some(Phase::Invalid));
     let degraded = condition(&status, condition::DEGRADED);
@@ -539,4 +542,50 @@ fn the_last_failover_record_is_carried_over() {
     });
     let next = compute(&v, &healthy_single_leader(), Some(&previous), 200);
     assert_eq!(next.last_failover, previous.last_failover);
+}
+
+#[test]
+fn a_ring_change_shows_as_scaling_and_progressing_since_it_began() {
+    let progressing = |status: &str, second: i64| Condition {
+        type_: condition::PROGRESSING.to_owned(),
+        status: status.to_owned(),
+        reason: reason::UP_TO_DATE.to_owned(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: at(second),
+    };
+    let outcome = RingOutcome {
+        ring: Some(RingRecord {
+            version: 4,
+            members: Vec::new(),
+        }),
+        changing: Some("orders-3 handing data to the next owners".to_owned()),
+        recheck: None,
+    };
+    let mut status = ReplicatedClusterStatus {
+        phase: Some(Phase::Running),
+        conditions: vec![progressing("False", 10)],
+        ..ReplicatedClusterStatus::default()
+    };
+    record_ring(&mut status, &outcome, None, &at(50));
+    assert_eq!(status.phase, Some(Phase::Scaling));
+    assert_eq!(status.ring.as_ref().map(|r| r.version), Some(4));
+    let c = &status.conditions[0];
+    assert_eq!(
+        (
+            c.status.as_str(),
+            c.reason.as_str(),
+            c.last_transition_time.clone()
+        ),
+        ("True", reason::RING_CHANGING, at(50))
+    );
+    // Still changing on the next pass: the transition time stays.
+    let previous = status.clone();
+    let mut next = ReplicatedClusterStatus {
+        phase: Some(Phase::Running),
+        conditions: vec![progressing("False", 10)],
+        ..ReplicatedClusterStatus::default()
+    };
+    record_ring(&mut next, &outcome, Some(&previous), &at(90));
+    assert_eq!(next.conditions[0].last_transition_time, at(50));
 }
