@@ -68,37 +68,12 @@ pub async fn run(
     let since_ms = ctx.switchover_seen(cluster, asked.as_deref(), clock());
     view.switchover = switchover_request(observed, asked.as_deref(), since_ms, rollout_avoid);
     let report = execute::drive(ctx.nodes.as_ref(), &token, &mut view, &clock).await;
-    let mut switchover = None;
-    if let Some(value) = &asked {
-        let ended = match (&report.decision.switchover, &report.promoted) {
-            (_, Some(p)) if p.cause.as_ref().is_some_and(|c| c.kind == "switchover") => Some((
-                true,
-                format!(
-                    "switchover to {} done at epoch {} (asked: {value})",
-                    p.to, p.epoch
-                ),
-            )),
-            (Some(SwitchoverState::Done(message)), _) => {
-                Some((true, format!("{message} (asked: {value})")))
-            }
-            (Some(SwitchoverState::Refused(message)), _) => Some((false, message.clone())),
-            _ => None,
-        };
-        if let Some((done, message)) = ended {
-            if !done {
-                ctx.publish(
-                    &cluster.object_ref(&()),
-                    EventType::Warning,
-                    crate::crd::reason::SWITCHOVER_REFUSED,
-                    message.clone(),
-                )
-                .await;
-            }
-            if let Err(e) = clear_switchover_request(ctx, cluster).await {
-                return (None, Err(e));
-            }
-            ctx.switchover_seen(cluster, None, clock());
-            switchover = Some((done, message));
+    let ended = asked
+        .as_deref()
+        .and_then(|value| ended_switchover(&report, value));
+    if let Some((done, message)) = &ended {
+        if let Err(e) = end_switchover_request(ctx, cluster, *done, message, clock()).await {
+            return (None, Err(e));
         }
     }
 
@@ -111,38 +86,95 @@ pub async fn run(
         }
     }
     follow_health(ctx, valid, &token, &view);
-    let mut labelled = Ok(());
-    if let Action::Relabel { pods } = &report.decision.action {
-        labelled = relabel(ctx, &valid.namespace, pods).await;
-        if labelled.is_ok() {
-            for pod in observed.pods.iter_mut() {
-                if let Some((_, role)) = pods.iter().find(|(name, _)| *name == pod.name) {
-                    pod.role_label = Some((*role).to_owned());
-                }
-            }
-        }
-    }
+    let labelled = match &report.decision.action {
+        Action::Relabel { pods } => relabel(ctx, &valid.namespace, pods)
+            .await
+            .map(|()| show_role_labels(observed, pods)),
+        _ => Ok(()),
+    };
     publish(ctx, cluster, &report).await;
-    if let Some(seconds) = valid.failover.deprecated_delay {
-        // Once per spec change, not on every pass.
-        let seen = previous.observed_generation == cluster.metadata.generation;
-        if !seen {
-            let note = format!("spec.singleLeader.failoverDelaySeconds ({seconds}) is deprecated and ignored: the operator fails over as soon as a majority of members lost the leader for leaderLossTimeoutMs ({} ms); remove the field", valid.failover.leader_loss.as_millis());
-            ctx.publish(
-                &cluster.object_ref(&()),
-                EventType::Warning,
-                "DeprecatedField",
-                note,
-            )
-            .await;
-        }
-    }
+    warn_deprecated_delay(ctx, cluster, valid, &previous).await;
     let mut outcome = outcome(&report, &previous, clock());
-    outcome.switchover = switchover;
+    outcome.switchover = ended;
     if let (Some(_), Some(record)) = (&report.promoted, &outcome.last_failover) {
         ctx.metrics.observe_failover(record);
     }
     (Some(outcome), labelled)
+}
+
+/// (pure) A switchover asked for by annotation (`value`) that ended in this pass: done (true)
+/// or refused (false), and the message.
+fn ended_switchover(report: &Report, value: &str) -> Option<(bool, String)> {
+    match (&report.decision.switchover, &report.promoted) {
+        (_, Some(p)) if p.cause.as_ref().is_some_and(|c| c.kind == "switchover") => Some((
+            true,
+            format!(
+                "switchover to {} done at epoch {} (asked: {value})",
+                p.to, p.epoch
+            ),
+        )),
+        (Some(SwitchoverState::Done(message)), _) => {
+            Some((true, format!("{message} (asked: {value})")))
+        }
+        (Some(SwitchoverState::Refused(message)), _) => Some((false, message.clone())),
+        _ => None,
+    }
+}
+
+/// A requested switchover ended: a Warning Event when it was refused, then the request is
+/// removed and its first-seen time forgotten.
+async fn end_switchover_request(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    done: bool,
+    message: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    if !done {
+        ctx.publish(
+            &cluster.object_ref(&()),
+            EventType::Warning,
+            crate::crd::reason::SWITCHOVER_REFUSED,
+            message.to_owned(),
+        )
+        .await;
+    }
+    clear_switchover_request(ctx, cluster).await?;
+    ctx.switchover_seen(cluster, None, now_ms);
+    Ok(())
+}
+
+/// The pods as relabelled, so the status computed next sees their new roles.
+fn show_role_labels(observed: &mut Observed, pods: &[(String, &'static str)]) {
+    for pod in observed.pods.iter_mut() {
+        if let Some((_, role)) = pods.iter().find(|(name, _)| *name == pod.name) {
+            pod.role_label = Some((*role).to_owned());
+        }
+    }
+}
+
+/// `spec.singleLeader.failoverDelaySeconds` is ignored: a Warning Event says so, once per spec
+/// change, not on every pass.
+async fn warn_deprecated_delay(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    valid: &ValidatedCluster,
+    previous: &ReplicatedClusterStatus,
+) {
+    let Some(seconds) = valid.failover.deprecated_delay else {
+        return;
+    };
+    if previous.observed_generation == cluster.metadata.generation {
+        return;
+    }
+    let note = format!("spec.singleLeader.failoverDelaySeconds ({seconds}) is deprecated and ignored: the operator fails over as soon as a majority of members lost the leader for leaderLossTimeoutMs ({} ms); remove the field", valid.failover.leader_loss.as_millis());
+    ctx.publish(
+        &cluster.object_ref(&()),
+        EventType::Warning,
+        "DeprecatedField",
+        note,
+    )
+    .await;
 }
 
 /// Keeps one health-feed request open to every member with an address (crate::feed), so a
