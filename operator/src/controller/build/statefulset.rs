@@ -137,24 +137,6 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
 }
 
 fn node_container(cluster: &ValidatedCluster) -> Container {
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector {
-            field_path: path.to_owned(),
-            api_version: None,
-        }),
-        ..EnvVarSource::default()
-    };
-    let http_probe = |path: &str, period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String(NODE_PORT_NAME.to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(failures),
-        ..Probe::default()
-    };
     Container {
         name: "node".to_owned(),
         image: Some(cluster.image.clone()),
@@ -172,46 +154,8 @@ fn node_container(cluster: &ValidatedCluster) -> Container {
             }),
             ..EnvFromSource::default()
         }]),
-        // Per-pod values; the ConfigMap holds what all nodes share. POD_NAME must come first:
-        // the later values refer to it with $(POD_NAME).
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".to_owned(),
-                value_from: Some(field("metadata.name")),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "RC_NODE_ID".to_owned(),
-                value: Some("$(POD_NAME)".to_owned()),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "RC_ADVERTISE".to_owned(),
-                value: Some(format!(
-                    "$(POD_NAME).{}.{}.svc:{NODE_PORT}",
-                    cluster.peers_service_name, cluster.namespace
-                )),
-                ..EnvVar::default()
-            },
-        ]),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: ADMIN_TOKEN_VOLUME.to_owned(),
-                mount_path: ADMIN_TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: TMP_VOLUME.to_owned(),
-                mount_path: "/tmp".to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        env: Some(pod_env(cluster)),
+        volume_mounts: Some(volume_mounts()),
         resources: Some(cluster.resources.clone().unwrap_or_else(default_resources)),
         readiness_probe: Some(http_probe(rc_api::paths::READYZ, 5, 2)),
         liveness_probe: Some(http_probe(rc_api::paths::HEALTHZ, 10, 3)),
@@ -227,6 +171,74 @@ fn node_container(cluster: &ValidatedCluster) -> Container {
             ..SecurityContext::default()
         }),
         ..Container::default()
+    }
+}
+
+/// Per-pod values; the ConfigMap holds what all nodes share. POD_NAME must come first: the
+/// later values refer to it with $(POD_NAME).
+fn pod_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
+    vec![
+        EnvVar {
+            name: "POD_NAME".to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "RC_NODE_ID".to_owned(),
+            value: Some("$(POD_NAME)".to_owned()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "RC_ADVERTISE".to_owned(),
+            value: Some(format!(
+                "$(POD_NAME).{}.{}.svc:{NODE_PORT}",
+                cluster.peers_service_name, cluster.namespace
+            )),
+            ..EnvVar::default()
+        },
+    ]
+}
+
+/// The data volume, the admin token (read-only) and a scratch `/tmp`.
+fn volume_mounts() -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: ADMIN_TOKEN_VOLUME.to_owned(),
+            mount_path: ADMIN_TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: TMP_VOLUME.to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    ]
+}
+
+/// A probe of `path` on the node port, every `period` seconds, failing after `failures` misses.
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(NODE_PORT_NAME.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
     }
 }
 
