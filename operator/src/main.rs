@@ -191,28 +191,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let scopes: Vec<Option<String>> = {
-        let named: Vec<Option<String>> = args
-            .namespaces
-            .iter()
-            .filter(|ns| !ns.is_empty())
-            .map(|ns| Some(ns.clone()))
-            .collect();
-        if named.is_empty() {
-            vec![None]
-        } else {
-            named
-        }
-    };
+    let scopes = watch_scopes(&args.namespaces);
     // Ready once the API server answers and the CRD is installed: a standby replica is ready too.
-    let probe: Api<ReplicatedCluster> = match &scopes[0] {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    probe
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("listing ReplicatedClusters (is the CRD installed, and may we list them?)")?;
+    can_list_clusters(&client, &scopes[0]).await?;
     http_state.ready.store(true, Ordering::Relaxed);
 
     let identity = args.identity.clone().unwrap_or_else(random_identity);
@@ -256,6 +237,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(shutdown);
     http_task.abort();
     result
+}
+
+/// The namespaces to watch, one controller each; `None` for all when none is named.
+fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let named: Vec<Option<String>> = namespaces
+        .iter()
+        .filter(|ns| !ns.is_empty())
+        .map(|ns| Some(ns.clone()))
+        .collect();
+    if named.is_empty() {
+        vec![None]
+    } else {
+        named
+    }
+}
+
+/// Lists one ReplicatedCluster in `scope`: the API server answers, the CRD is installed and the
+/// operator may list them.
+async fn can_list_clusters(client: &Client, scope: &Option<String>) -> anyhow::Result<()> {
+    let probe: Api<ReplicatedCluster> = match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing ReplicatedClusters (is the CRD installed, and may we list them?)")?;
+    Ok(())
 }
 
 /// Runs the controller only while this replica holds the Lease. Losing the Lease ends the

@@ -60,89 +60,82 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("rc_operator");
-        let reconciles = Counter::default();
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
-        let invalid_specs = Counter::default();
-        let is_leader = Gauge::default();
-        let ready_replicas = Family::<ClusterLabels, Gauge>::default();
-        let balance_coefficient = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
-        let mean_response_ms = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
-        let failover_duration: Histograms<ReasonLabels> =
-            Family::new_with_constructor(failover_buckets);
-        let failover_phase: Histograms<PhaseLabels> =
-            Family::new_with_constructor(failover_buckets);
-        let feed_triggers = Counter::default();
-        registry.register(
-            "failover_duration_seconds",
-            "Write unavailability of a failover: from the old leader's last known contact to the new leader's promotion, by reason",
-            failover_duration.clone(),
-        );
-        registry.register(
-            "failover_phase_seconds",
-            "Phases of a failover: detect, fence, promote",
-            failover_phase.clone(),
-        );
-        registry.register(
-            "feed_triggers",
-            "Node health-feed changes that started a reconcile",
-            feed_triggers.clone(),
-        );
-        registry.register("reconciles", "Reconciliations run", reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "Reconciliations that failed, by step",
-            reconcile_errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of a reconciliation",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "invalid_specs",
-            "Reconciliations that found an invalid spec",
-            invalid_specs.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader Lease",
-            is_leader.clone(),
-        );
-        registry.register(
-            "cluster_ready_replicas",
-            "Ready nodes per cluster",
-            ready_replicas.clone(),
-        );
-        registry.register(
-            "cluster_balance_coefficient",
-            "Load-balance coefficient B = T_avg / max(T_i) per cluster",
-            balance_coefficient.clone(),
-        );
-        registry.register(
-            "cluster_mean_response_ms",
-            "Mean over nodes of their mean response time (T_avg) per cluster",
-            mean_response_ms.clone(),
-        );
-        Self {
-            registry,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            invalid_specs,
-            is_leader,
-            ready_replicas,
-            balance_coefficient,
-            mean_response_ms,
-            failover_duration,
-            failover_phase,
-            feed_triggers,
-        }
+        let mut metrics = Self {
+            registry: Registry::with_prefix("rc_operator"),
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            invalid_specs: Counter::default(),
+            is_leader: Gauge::default(),
+            ready_replicas: Family::default(),
+            balance_coefficient: Family::default(),
+            mean_response_ms: Family::default(),
+            failover_duration: Family::new_with_constructor(failover_buckets),
+            failover_phase: Family::new_with_constructor(failover_buckets),
+            feed_triggers: Counter::default(),
+        };
+        metrics.register();
+        metrics
     }
 }
 
 impl Metrics {
+    /// Registers every metric (handles share their values with the registry's copies).
+    fn register(&mut self) {
+        let registry = &mut self.registry;
+        registry.register(
+            "failover_duration_seconds",
+            "Write unavailability of a failover: from the old leader's last known contact to the new leader's promotion, by reason",
+            self.failover_duration.clone(),
+        );
+        registry.register(
+            "failover_phase_seconds",
+            "Phases of a failover: detect, fence, promote",
+            self.failover_phase.clone(),
+        );
+        registry.register(
+            "feed_triggers",
+            "Node health-feed changes that started a reconcile",
+            self.feed_triggers.clone(),
+        );
+        registry.register("reconciles", "Reconciliations run", self.reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by step",
+            self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconciliation",
+            self.reconcile_duration.clone(),
+        );
+        registry.register(
+            "invalid_specs",
+            "Reconciliations that found an invalid spec",
+            self.invalid_specs.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            self.is_leader.clone(),
+        );
+        registry.register(
+            "cluster_ready_replicas",
+            "Ready nodes per cluster",
+            self.ready_replicas.clone(),
+        );
+        registry.register(
+            "cluster_balance_coefficient",
+            "Load-balance coefficient B = T_avg / max(T_i) per cluster",
+            self.balance_coefficient.clone(),
+        );
+        registry.register(
+            "cluster_mean_response_ms",
+            "Mean over nodes of their mean response time (T_avg) per cluster",
+            self.mean_response_ms.clone(),
+        );
+    }
+
     /// Publishes a cluster's status figures.
     pub fn observe_cluster(
         &self,
