@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use rc_operator::crd::{condition, ClusterMode, ReplicatedCluster, ReplicatedClusterStatus};
+use rc_operator::crd::{
+    condition, ClusterMode, MemberStatus, ReplicatedCluster, ReplicatedClusterStatus,
+};
 use rc_operator::labels::{FENCED_ANNOTATION, RESTARTED_AT_ANNOTATION, SWITCHOVER_ANNOTATION};
 use serde_json::json;
 
@@ -219,6 +222,19 @@ async fn switchover(
         );
         return Ok(());
     }
+    wait_for_switchover(clusters, namespace, cluster, wait, before, output).await
+}
+
+/// Polls the cluster until the operator took the request and set a new `Switchover` condition
+/// (other than `before`), and reports it: done, or refused (an error).
+async fn wait_for_switchover(
+    clusters: &Api<ReplicatedCluster>,
+    namespace: &str,
+    cluster: &str,
+    wait: u64,
+    before: Option<Condition>,
+    output: Output,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(wait) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -255,9 +271,7 @@ async fn switchover(
     bail!("no outcome within {wait} s: the request stays on {cluster} ({SWITCHOVER_ANNOTATION}); see `kubectl describe rcl {cluster}`")
 }
 
-fn switchover_condition(
-    status: &ReplicatedClusterStatus,
-) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+fn switchover_condition(status: &ReplicatedClusterStatus) -> Option<Condition> {
     status
         .conditions
         .iter()
@@ -276,6 +290,21 @@ fn print_status(cluster: &ReplicatedCluster, output: Output) -> anyhow::Result<(
         );
         return Ok(());
     }
+    print_summary(cluster, &status);
+    println!();
+    print_members(&status.members);
+    println!();
+    for c in &status.conditions {
+        println!(
+            "{:<12} {:<5} {:<20} {}",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+    Ok(())
+}
+
+/// The cluster, its phase, leader, voters, ring, last failover and load, one line each.
+fn print_summary(cluster: &ReplicatedCluster, status: &ReplicatedClusterStatus) {
     let mode = match cluster.spec.mode {
         ClusterMode::SingleLeader => "SingleLeader",
         ClusterMode::Leaderless => "Leaderless",
@@ -324,41 +353,28 @@ fn print_status(cluster: &ReplicatedCluster, output: Output) -> anyhow::Result<(
             load.mean_response_ms, load.max_response_ms, load.balance_coefficient, load.nodes
         );
     }
-    println!();
+}
+
+/// One row per member: role, readiness, reachability, epoch, lag in entries and load ratio.
+fn print_members(members: &[MemberStatus]) {
     println!(
         "{:<24} {:<9} {:<6} {:<10} {:>6} {:>9} {:>8}",
         "MEMBER", "ROLE", "READY", "REACHABLE", "EPOCH", "LAG", "LOAD"
     );
-    for m in &status.members {
-        let role = m
-            .role
-            .map(|r| format!("{r:?}"))
-            .unwrap_or_else(|| "-".into());
-        let lag = m
-            .lag_entries
-            .map(|l| l.to_string())
-            .unwrap_or_else(|| "-".into());
-        let load = m
-            .load_ratio
-            .map(|l| format!("{l:.2}"))
-            .unwrap_or_else(|| "-".into());
+    for m in members {
         println!(
             "{:<24} {:<9} {:<6} {:<10} {:>6} {:>9} {:>8}",
             m.name,
-            role,
+            or_dash(m.role.map(|r| format!("{r:?}"))),
             m.ready,
             m.reachable,
-            m.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-            lag,
-            load
+            or_dash(m.epoch.map(|e| e.to_string())),
+            or_dash(m.lag_entries.map(|l| l.to_string())),
+            or_dash(m.load_ratio.map(|l| format!("{l:.2}")))
         );
     }
-    println!();
-    for c in &status.conditions {
-        println!(
-            "{:<12} {:<5} {:<20} {}",
-            c.type_, c.status, c.reason, c.message
-        );
-    }
-    Ok(())
+}
+
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".into())
 }
