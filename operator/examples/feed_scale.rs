@@ -157,8 +157,8 @@ fn rss_mib() -> f64 {
     kb / 1024.0
 }
 
-async fn bench(clusters: usize) {
-    let nodes = clusters * NODES_PER_CLUSTER;
+/// Starts `nodes` fake nodes in a child process (this binary, `serve N`); their addresses.
+fn spawn_fake_nodes(nodes: usize) -> (std::process::Child, Vec<SocketAddr>) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["serve", &nodes.to_string()])
         .stdout(std::process::Stdio::piped())
@@ -173,6 +173,12 @@ async fn bench(clusters: usize) {
         addresses.push(line.parse().unwrap());
     }
     assert_eq!(addresses.len(), nodes);
+    (child, addresses)
+}
+
+async fn bench(clusters: usize) {
+    let nodes = clusters * NODES_PER_CLUSTER;
+    let (mut child, addresses) = spawn_fake_nodes(nodes);
 
     let admin = HttpNodeAdmin::new(Duration::from_secs(2), Duration::from_millis(250)).unwrap();
     let feed = Feed::new(Arc::new(admin), Arc::new(Metrics::default()));
