@@ -1,35 +1,12 @@
-//! Command-line flags and environment variables (every flag has an `RC_*` variable, so a
-//! StatefulSet can configure the node through a ConfigMap).
+//! Command-line flags and environment variables (every flag has an `RC_*` variable, named in
+//! `rc_api::env`, so a StatefulSet can configure the node through a ConfigMap).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use rc_api::Replication;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    SingleLeader,
-    Leaderless,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReplicationArg {
-    Async,
-    Quorum,
-    All,
-}
-
-impl From<ReplicationArg> for Replication {
-    fn from(r: ReplicationArg) -> Replication {
-        match r {
-            ReplicationArg::Async => Replication::Async,
-            ReplicationArg::Quorum => Replication::Quorum,
-            ReplicationArg::All => Replication::All,
-        }
-    }
-}
+use rc_api::{env, ConflictResolution, Forwarding, Mode, Replication};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FsyncArg {
@@ -39,28 +16,11 @@ pub enum FsyncArg {
     Interval,
 }
 
-/// How a node passes on a request it cannot serve itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Forwarding {
-    /// 307 Temporary Redirect with the target's address in `Location`.
-    Redirect,
-    /// Forward the request and relay the answer.
-    Proxy,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Offload {
     Off,
     Redirect,
     Proxy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConflictArg {
-    /// Highest hybrid-logical-clock timestamp wins; concurrent writes lose all but one.
-    LastWriteWins,
-    /// Concurrent values are all kept and returned with a causal context (Riak-style).
-    Siblings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,97 +34,97 @@ pub enum LogFormat {
 #[command(version, about)]
 pub struct Args {
     /// Replication architecture.
-    #[arg(long, env = "RC_MODE", value_enum, default_value = "single-leader")]
-    pub mode: ModeArg,
+    #[arg(long, env = env::MODE, value_enum, default_value = "single-leader")]
+    pub mode: Mode,
     /// Stable id of this node (the pod name on Kubernetes).
-    #[arg(long, env = "RC_NODE_ID")]
+    #[arg(long, env = env::NODE_ID)]
     pub node_id: String,
     /// Address to listen on for HTTP and peer traffic.
-    #[arg(long, env = "RC_LISTEN", default_value = "0.0.0.0:7400")]
+    #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:7400")]
     pub listen: String,
     /// Address other nodes and clients use to reach this node (host:port; DNS names are fine).
-    #[arg(long, env = "RC_ADVERTISE")]
+    #[arg(long, env = env::ADVERTISE)]
     pub advertise: Option<String>,
     /// Where the log and snapshots live.
-    #[arg(long, env = "RC_DATA_DIR", default_value = "/var/lib/rc-node")]
+    #[arg(long, env = env::DATA_DIR, default_value = "/var/lib/rc-node")]
     pub data_dir: PathBuf,
     /// File holding the admin API bearer token (also used between peers).
-    #[arg(long, env = "RC_ADMIN_TOKEN_FILE")]
+    #[arg(long, env = env::ADMIN_TOKEN_FILE)]
     pub admin_token_file: Option<PathBuf>,
     /// The admin token itself (prefer --admin-token-file).
-    #[arg(long, env = "RC_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: Option<String>,
     /// When the leader acknowledges a write.
-    #[arg(long, env = "RC_REPLICATION", value_enum, default_value = "quorum")]
-    pub replication: ReplicationArg,
+    #[arg(long, env = env::REPLICATION, value_enum, default_value = "quorum")]
+    pub replication: Replication,
     /// A leader that has not heard from a majority for this long refuses writes.
-    #[arg(long, env = "RC_FENCE_TIMEOUT_MS", default_value_t = 1500)]
+    #[arg(long, env = env::FENCE_TIMEOUT_MS, default_value_t = 1500)]
     pub fence_timeout_ms: u64,
     /// On SIGTERM, how long a leader keeps serving while the operator hands leadership to a
     /// follower (0: stop at once). Keep it below the pod's termination grace period.
-    #[arg(long, env = "RC_HANDOVER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = env::HANDOVER_TIMEOUT_MS, default_value_t = 10_000)]
     pub handover_timeout_ms: u64,
     /// Interval of leader heartbeats to followers.
-    #[arg(long, env = "RC_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = env::HEARTBEAT_MS, default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// How long a client write or linearizable read may wait before 504 (outcome unknown).
-    #[arg(long, env = "RC_WRITE_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = env::WRITE_TIMEOUT_MS, default_value_t = 5000)]
     pub write_timeout_ms: u64,
-    #[arg(long, env = "RC_FSYNC", value_enum, default_value = "always")]
+    #[arg(long, env = env::FSYNC, value_enum, default_value = "always")]
     pub fsync: FsyncArg,
-    #[arg(long, env = "RC_FSYNC_INTERVAL_MS", default_value_t = 10)]
+    #[arg(long, env = env::FSYNC_INTERVAL_MS, default_value_t = 10)]
     pub fsync_interval_ms: u64,
     /// Take a snapshot and compact the log after this many applied entries.
-    #[arg(long, env = "RC_SNAPSHOT_EVERY", default_value_t = 100_000)]
+    #[arg(long, env = env::SNAPSHOT_EVERY, default_value_t = 100_000)]
     pub snapshot_every: u64,
     /// What a follower does with writes and linearizable reads.
-    #[arg(long, env = "RC_FORWARDING", value_enum, default_value = "redirect")]
+    #[arg(long, env = env::FORWARDING, value_enum, default_value = "redirect")]
     pub forwarding: Forwarding,
     /// Whether the leader hands stale reads to a less-loaded, caught-up follower.
     #[arg(
         long,
-        env = "RC_STALE_READ_OFFLOAD",
+        env = env::STALE_READ_OFFLOAD,
         value_enum,
         default_value = "redirect"
     )]
     pub stale_read_offload: Offload,
     /// A follower may serve offloaded stale reads while at most this many entries behind.
-    #[arg(long, env = "RC_STALE_READ_MAX_LAG", default_value_t = 100)]
+    #[arg(long, env = env::STALE_READ_MAX_LAG, default_value_t = 100)]
     pub stale_read_max_lag: u64,
-    #[arg(long, env = "RC_MAX_KEY_BYTES", default_value_t = 1024)]
+    #[arg(long, env = env::MAX_KEY_BYTES, default_value_t = 1024)]
     pub max_key_bytes: usize,
-    #[arg(long, env = "RC_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = env::MAX_VALUE_BYTES, default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
-    #[arg(long, env = "RC_MAX_BATCH_OPS", default_value_t = 1000)]
+    #[arg(long, env = env::MAX_BATCH_OPS, default_value_t = 1000)]
     pub max_batch_ops: usize,
     /// Leaderless: replicas per key (N).
-    #[arg(long, env = "RC_REPLICATION_FACTOR", default_value_t = 3)]
+    #[arg(long, env = env::REPLICATION_FACTOR, default_value_t = 3)]
     pub replication_factor: usize,
     /// Leaderless: acknowledgements a write needs (W), 1..=N.
-    #[arg(long, env = "RC_WRITE_QUORUM", default_value_t = 2)]
+    #[arg(long, env = env::WRITE_QUORUM, default_value_t = 2)]
     pub write_quorum: usize,
     /// Leaderless: answers a read needs (R), 1..=N.
-    #[arg(long, env = "RC_READ_QUORUM", default_value_t = 2)]
+    #[arg(long, env = env::READ_QUORUM, default_value_t = 2)]
     pub read_quorum: usize,
     /// Leaderless: how concurrent writes to one key are resolved.
     #[arg(
         long,
-        env = "RC_CONFLICT_RESOLUTION",
+        env = env::CONFLICT_RESOLUTION,
         value_enum,
         default_value = "last-write-wins"
     )]
-    pub conflict_resolution: ConflictArg,
+    pub conflict_resolution: ConflictResolution,
     /// Leaderless: most hinted writes kept for down members (beyond it, anti-entropy repairs).
-    #[arg(long, env = "RC_HINT_LIMIT", default_value_t = 100_000)]
+    #[arg(long, env = env::HINT_LIMIT, default_value_t = 100_000)]
     pub hint_limit: usize,
     /// Leaderless: seconds between anti-entropy rounds (0 = only on POST /admin/repair).
-    #[arg(long, env = "RC_ANTI_ENTROPY_INTERVAL_SECONDS", default_value_t = 60)]
+    #[arg(long, env = env::ANTI_ENTROPY_INTERVAL_SECONDS, default_value_t = 60)]
     pub anti_entropy_interval_seconds: u64,
     /// Leaderless: how long delete tombstones are kept before purging.
-    #[arg(long, env = "RC_TOMBSTONE_GRACE_SECONDS", default_value_t = 86_400)]
+    #[arg(long, env = env::TOMBSTONE_GRACE_SECONDS, default_value_t = 86_400)]
     pub tombstone_grace_seconds: u64,
     /// Peers as `id=host:port,...`, asked for the ring when this node has none.
-    #[arg(long, env = "RC_PEERS", value_delimiter = ',')]
+    #[arg(long, env = env::PEERS, value_delimiter = ',')]
     pub peers: Vec<String>,
     /// TESTS ONLY: serve linearizable reads from local state without the read-index round.
     /// Breaks linearizability on purpose, to prove the test suite's checker catches it. Only in
@@ -172,10 +132,10 @@ pub struct Args {
     #[cfg(feature = "unsafe-test-flags")]
     #[arg(long, hide = true)]
     pub unsafe_skip_read_barrier: bool,
-    #[arg(long, env = "RC_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// tracing filter, e.g. `info` or `rc_node=debug`.
-    #[arg(long, env = "RC_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
 }
 

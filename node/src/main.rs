@@ -8,9 +8,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use rc_api::Peer;
-use rc_node::config::{Args, ConflictArg, FsyncArg, LogFormat, ModeArg};
+use rc_node::config::{Args, FsyncArg, LogFormat};
 use rc_node::http;
-use rc_node::leaderless::dvv::Conflict;
 use rc_node::leaderless::http::{router as leaderless_router, LeaderlessState};
 use rc_node::leaderless::node::{LeaderlessConfig, LeaderlessNode};
 use rc_node::leaderless::ring;
@@ -80,7 +79,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let http_cfg = Arc::new(args.http_config());
     let metrics = Arc::new(Metrics::default());
-    if args.mode == ModeArg::Leaderless {
+    if args.mode == rc_api::Mode::Leaderless {
         let cfg = leaderless_config(&args, advertise.clone(), token, fsync)?;
         tracing::info!(
             node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
@@ -108,7 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let replica_cfg = ReplicaConfig {
         id: args.node_id.clone(),
         address: advertise.clone(),
-        replication: args.replication.into(),
+        replication: args.replication,
         fence_timeout: Duration::from_millis(args.fence_timeout_ms),
         snapshot_every: args.snapshot_every.max(1),
         max_batch_entries: 2048,
@@ -175,10 +174,7 @@ fn leaderless_config(
         n,
         w,
         r,
-        conflict: match args.conflict_resolution {
-            ConflictArg::LastWriteWins => Conflict::LastWriteWins,
-            ConflictArg::Siblings => Conflict::Siblings,
-        },
+        conflict: args.conflict_resolution,
         token,
         data_dir: args.data_dir.clone(),
         fsync,

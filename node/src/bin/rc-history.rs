@@ -265,15 +265,14 @@ async fn send(http: &reqwest::Client, target: &str, op: Op<'_>) -> Outcome {
     };
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let code = body["error"]["code"].as_str().unwrap_or("");
-    match (status, code) {
+    let refused = serde_json::from_value::<rc_api::ErrorBody>(body.clone())
+        .is_ok_and(|b| b.error.code.write_not_applied());
+    match (status, refused) {
         (200, _) => Outcome::Done {
             value: body["value"].as_str().map(str::to_owned),
         },
         (404, _) if !op.put => Outcome::Done { value: None },
-        (307, _) | (_, "no_leader" | "leader_fenced" | "not_leader" | "leader_handing_over") => {
-            Outcome::NotApplied
-        }
+        (307, _) | (_, true) => Outcome::NotApplied,
         _ if !op.put => Outcome::NotApplied,
         _ => Outcome::Unknown,
     }

@@ -5,20 +5,22 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
+use rc_api::ErrorCode;
 
 use super::error::ApiError;
 use crate::config::HttpConfig;
 
 pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))
 }
 
 pub fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
+    let bytes = body.map_err(|e| ApiError::new(e.status(), ErrorCode::BadBody, e.body_text()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadJson, e.to_string()))
 }
 
 /// The `{*key}` path segment, checked against the key limits.
@@ -26,14 +28,17 @@ pub fn key_from_path(
     cfg: &HttpConfig,
     p: Result<Path<String>, PathRejection>,
 ) -> Result<String, ApiError> {
-    let Path(key) = p.map_err(|e| ApiError::bad_request("bad_key", e.body_text()))?;
+    let Path(key) = p.map_err(|e| ApiError::bad_request(ErrorCode::BadKey, e.body_text()))?;
     check_key(cfg, &key)?;
     Ok(key)
 }
 
 pub fn check_key(cfg: &HttpConfig, key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
-        return Err(ApiError::bad_request("empty_key", "keys must not be empty"));
+        return Err(ApiError::bad_request(
+            ErrorCode::EmptyKey,
+            "keys must not be empty",
+        ));
     }
     too_large("key", key.len(), cfg.max_key_bytes)
 }
@@ -47,9 +52,9 @@ fn too_large(what: &'static str, len: usize, limit: usize) -> Result<(), ApiErro
         return Ok(());
     }
     let code = if what == "key" {
-        "key_too_large"
+        ErrorCode::KeyTooLarge
     } else {
-        "value_too_large"
+        ErrorCode::ValueTooLarge
     };
     Err(ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,7 +80,7 @@ pub async fn refuse_oversized(
     match declared {
         Some(len) if len > limit as u64 => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_body",
+            ErrorCode::BadBody,
             format!("request body of {len} bytes exceeds the limit of {limit} bytes"),
         )
         .into_response(),

@@ -23,12 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ring::hash;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conflict {
-    LastWriteWins,
-    Siblings,
-}
+pub use rc_api::ConflictResolution;
 
 pub type Clock = BTreeMap<String, u64>;
 
@@ -111,7 +106,7 @@ impl KeyState {
     /// `max(local, context, issued) + 1`: read it back from the result's clock.
     pub fn put(
         &self,
-        mode: Conflict,
+        mode: ConflictResolution,
         actor: &str,
         issued: u64,
         context: &Clock,
@@ -129,12 +124,12 @@ impl KeyState {
         let mut clock = join(&self.clock, context);
         clock.insert(actor.to_string(), counter);
         let siblings = match mode {
-            Conflict::LastWriteWins => {
+            ConflictResolution::LastWriteWins => {
                 lww_winner(self.siblings.iter().cloned().chain(std::iter::once(new)))
                     .into_iter()
                     .collect()
             }
-            Conflict::Siblings => self
+            ConflictResolution::Siblings => self
                 .siblings
                 .iter()
                 .filter(|s| !covered(context, s))
@@ -146,15 +141,15 @@ impl KeyState {
     }
 
     /// Merge another replica's state into this one.
-    pub fn merge(&self, other: &KeyState, mode: Conflict) -> KeyState {
+    pub fn merge(&self, other: &KeyState, mode: ConflictResolution) -> KeyState {
         let clock = join(&self.clock, &other.clock);
         let siblings = match mode {
-            Conflict::LastWriteWins => {
+            ConflictResolution::LastWriteWins => {
                 lww_winner(self.siblings.iter().chain(&other.siblings).cloned())
                     .into_iter()
                     .collect()
             }
-            Conflict::Siblings => {
+            ConflictResolution::Siblings => {
                 let mut out: Vec<Sibling> = self
                     .siblings
                     .iter()
@@ -213,31 +208,66 @@ mod tests {
     fn siblings_keep_concurrent_writes_and_a_context_write_supersedes_them() {
         let empty = KeyState::default();
         // Two coordinators write concurrently (neither saw the other).
-        let a = empty.put(Conflict::Siblings, "n1", 0, &Clock::new(), v("a"), 10);
-        let b = empty.put(Conflict::Siblings, "n2", 0, &Clock::new(), v("b"), 11);
-        let merged = a.merge(&b, Conflict::Siblings);
+        let a = empty.put(
+            ConflictResolution::Siblings,
+            "n1",
+            0,
+            &Clock::new(),
+            v("a"),
+            10,
+        );
+        let b = empty.put(
+            ConflictResolution::Siblings,
+            "n2",
+            0,
+            &Clock::new(),
+            v("b"),
+            11,
+        );
+        let merged = a.merge(&b, ConflictResolution::Siblings);
         assert_eq!(merged.values(), vec!["a".to_string(), "b".to_string()]);
         // Merge is order-independent and idempotent.
-        assert_eq!(merged, b.merge(&a, Conflict::Siblings));
-        assert_eq!(merged, merged.merge(&a, Conflict::Siblings));
+        assert_eq!(merged, b.merge(&a, ConflictResolution::Siblings));
+        assert_eq!(merged, merged.merge(&a, ConflictResolution::Siblings));
         // A client that read both and writes with that context replaces both.
-        let resolved = merged.put(Conflict::Siblings, "n1", 0, &merged.clock, v("ab"), 12);
+        let resolved = merged.put(
+            ConflictResolution::Siblings,
+            "n1",
+            0,
+            &merged.clock,
+            v("ab"),
+            12,
+        );
         assert_eq!(resolved.values(), vec!["ab".to_string()]);
         // Stale replicas merging in old states cannot resurrect a superseded sibling.
         assert_eq!(
-            resolved.merge(&a, Conflict::Siblings).values(),
+            resolved.merge(&a, ConflictResolution::Siblings).values(),
             vec!["ab".to_string()]
         );
         assert_eq!(
-            b.merge(&resolved, Conflict::Siblings).values(),
+            b.merge(&resolved, ConflictResolution::Siblings).values(),
             vec!["ab".to_string()]
         );
     }
 
     #[test]
     fn a_write_without_context_never_drops_an_acknowledged_value_in_sibling_mode() {
-        let s1 = KeyState::default().put(Conflict::Siblings, "n1", 0, &Clock::new(), v("first"), 1);
-        let s2 = s1.put(Conflict::Siblings, "n1", 0, &Clock::new(), v("second"), 2);
+        let s1 = KeyState::default().put(
+            ConflictResolution::Siblings,
+            "n1",
+            0,
+            &Clock::new(),
+            v("first"),
+            1,
+        );
+        let s2 = s1.put(
+            ConflictResolution::Siblings,
+            "n1",
+            0,
+            &Clock::new(),
+            v("second"),
+            2,
+        );
         assert_eq!(
             s2.values().len(),
             2,
@@ -247,23 +277,44 @@ mod tests {
 
     #[test]
     fn last_write_wins_keeps_the_highest_timestamp_only() {
-        let a =
-            KeyState::default().put(Conflict::LastWriteWins, "n1", 0, &Clock::new(), v("a"), 10);
-        let b =
-            KeyState::default().put(Conflict::LastWriteWins, "n2", 0, &Clock::new(), v("b"), 20);
+        let a = KeyState::default().put(
+            ConflictResolution::LastWriteWins,
+            "n1",
+            0,
+            &Clock::new(),
+            v("a"),
+            10,
+        );
+        let b = KeyState::default().put(
+            ConflictResolution::LastWriteWins,
+            "n2",
+            0,
+            &Clock::new(),
+            v("b"),
+            20,
+        );
         assert_eq!(
-            a.merge(&b, Conflict::LastWriteWins).values(),
+            a.merge(&b, ConflictResolution::LastWriteWins).values(),
             vec!["b".to_string()]
         );
         assert_eq!(
-            b.merge(&a, Conflict::LastWriteWins).values(),
+            b.merge(&a, ConflictResolution::LastWriteWins).values(),
             vec!["b".to_string()]
         );
-        let deleted = b.put(Conflict::LastWriteWins, "n1", 0, &Clock::new(), None, 30);
+        let deleted = b.put(
+            ConflictResolution::LastWriteWins,
+            "n1",
+            0,
+            &Clock::new(),
+            None,
+            30,
+        );
         assert!(deleted.values().is_empty());
         assert!(deleted.is_dead_before(31) && !deleted.is_dead_before(30));
         assert_eq!(
-            deleted.merge(&a, Conflict::LastWriteWins).values(),
+            deleted
+                .merge(&a, ConflictResolution::LastWriteWins)
+                .values(),
             Vec::<String>::new()
         );
     }

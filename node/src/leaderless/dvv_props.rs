@@ -59,7 +59,7 @@ struct History {
     contexts: Vec<Clock>,
 }
 
-fn run(mode: Conflict, ops: &[Op]) -> History {
+fn run(mode: ConflictResolution, ops: &[Op]) -> History {
     let mut replicas: Vec<Replica> = (0..REPLICAS)
         .map(|i| Replica {
             state: KeyState::default(),
@@ -128,7 +128,7 @@ proptest! {
 
     #[test]
     fn dots_are_never_reused(ops in proptest::collection::vec(op(), 1..60)) {
-        let dots = run(Conflict::Siblings, &ops).dots;
+        let dots = run(ConflictResolution::Siblings, &ops).dots;
         let unique: BTreeSet<_> = dots.iter().collect();
         prop_assert_eq!(unique.len(), dots.len());
     }
@@ -138,7 +138,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..60),
         lww in any::<bool>(),
     ) {
-        let mode = if lww { Conflict::LastWriteWins } else { Conflict::Siblings };
+        let mode = if lww { ConflictResolution::LastWriteWins } else { ConflictResolution::Siblings };
         let s = run(mode, &ops).states;
         let (a, b, c) = (&s[1], &s[2], &s[3]);
         prop_assert_eq!(a.merge(b, mode), b.merge(a, mode));
@@ -150,10 +150,10 @@ proptest! {
     fn no_acknowledged_value_is_lost_unless_a_later_write_superseded_it(
         ops in proptest::collection::vec(op(), 1..60),
     ) {
-        let History { states, acked, contexts, .. } = run(Conflict::Siblings, &ops);
+        let History { states, acked, contexts, .. } = run(ConflictResolution::Siblings, &ops);
         let all = states
             .iter()
-            .fold(KeyState::default(), |acc, s| acc.merge(s, Conflict::Siblings));
+            .fold(KeyState::default(), |acc, s| acc.merge(s, ConflictResolution::Siblings));
         for (i, sibling) in acked.iter().enumerate() {
             let Some(value) = &sibling.value else { continue };
             let superseded = contexts[i + 1..].iter().any(|c| covered(c, sibling));

@@ -22,7 +22,7 @@ use rc_api::{
     Replication, Ring, Role, StreamState,
 };
 
-use super::dvv::{Clock, Conflict, KeyState};
+use super::dvv::{Clock, ConflictResolution, KeyState};
 use super::hlc::Hlc;
 use super::ring::{self, Layout, RingError};
 use crate::shutdown::CancellationToken;
@@ -38,7 +38,7 @@ pub struct LeaderlessConfig {
     pub n: usize,
     pub w: usize,
     pub r: usize,
-    pub conflict: Conflict,
+    pub conflict: ConflictResolution,
     pub token: String,
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,

@@ -134,14 +134,16 @@ async fn put_op(
         Ok(resp) => {
             let status = resp.status().as_u16();
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            let code = body["error"]["code"].as_str().unwrap_or("").to_string();
-            match code.as_str() {
+            let code = serde_json::from_value::<rc_api::ErrorBody>(body.clone())
+                .map(|b| b.error.code)
+                .unwrap_or(rc_api::ErrorCode::Unknown);
+            match code {
                 // Refused before anything was appended: certainly not applied.
-                "no_leader" | "leader_fenced" | "not_leader" | "leader_handing_over" => {
+                c if c.write_not_applied() => {
                     h.failed();
                     return;
                 }
-                "outcome_unknown" => true,
+                rc_api::ErrorCode::OutcomeUnknown => true,
                 _ => panic!("unexpected answer to a put: {status} {body}"),
             }
         }

@@ -11,9 +11,9 @@ pub(super) async fn install_ring(
     State(s): State<LeaderlessState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    let bytes = body.map_err(|e| ApiError::new(e.status(), ErrorCode::BadBody, e.body_text()))?;
     let ring: Ring = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadJson, e.to_string()))?;
     let installed = s.node.install_ring(ring).await.map_err(failure)?;
     Ok(Json(json!({ "installed": installed, "status": s.node.status() })).into_response())
 }
@@ -22,14 +22,14 @@ pub(super) async fn decommission(State(s): State<LeaderlessState>) -> Result<Res
     if s.node.my_state() != Some(MemberState::Leaving) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_leaving",
+            ErrorCode::NotLeaving,
             "decommission needs a ring in which this node is leaving",
         ));
     }
     if s.node.is_restoring() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "restoring",
+            ErrorCode::Restoring,
             "this node is streaming its ranges back in; decommission once it is done",
         ));
     }

@@ -7,13 +7,13 @@ pub(super) fn quorum(
     node: &LeaderlessNode,
     q: Result<Query<QuorumParams>, QueryRejection>,
 ) -> Result<(usize, usize), ApiError> {
-    let Query(p) = q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Query(p) = q.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     let n = node.cfg.n;
     let check = |name: &str, v: Option<usize>, default: usize| match v {
         None => Ok(default),
         Some(v) if (1..=n).contains(&v) => Ok(v),
         Some(v) => Err(ApiError::bad_request(
-            "bad_quorum",
+            ErrorCode::BadQuorum,
             format!("{name}={v} must be between 1 and N={n}"),
         )),
     };
@@ -46,7 +46,7 @@ pub(super) async fn get_key(
         Some(v) => Ok(Json(v).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "key_not_found",
+            ErrorCode::KeyNotFound,
             format!("no key {key:?}"),
         )),
     }
@@ -61,7 +61,7 @@ pub(super) fn parse_put(
     check_value(&s.cfg, &req.value)?;
     let context = decode_context(key, req.context.as_deref().unwrap_or("")).ok_or_else(|| {
         ApiError::bad_request(
-            "bad_context",
+            ErrorCode::BadContext,
             "context is not a token this cluster issued for this key",
         )
     })?;
@@ -98,7 +98,7 @@ pub(super) async fn delete_key(
     q: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&s.cfg, p)?;
-    let Query(params) = q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Query(params) = q.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     let w = quorum(
         &s.node,
         Ok(Query(QuorumParams {
@@ -110,7 +110,7 @@ pub(super) async fn delete_key(
     let context =
         decode_context(&key, params.context.as_deref().unwrap_or("")).ok_or_else(|| {
             ApiError::bad_request(
-                "bad_context",
+                ErrorCode::BadContext,
                 "context is not a token this cluster issued for this key",
             )
         })?;
@@ -120,7 +120,7 @@ pub(super) async fn delete_key(
 
 pub(super) async fn batch() -> ApiError {
     ApiError::bad_request(
-        "unsupported",
+        ErrorCode::Unsupported,
         "atomic batches need a single leader; leaderless clusters take one key per write",
     )
 }
@@ -138,11 +138,11 @@ pub(super) async fn scan(
     State(s): State<LeaderlessState>,
     q: Result<Query<ScanParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(p) = q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Query(p) = q.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > s.cfg.max_scan_limit {
         return Err(ApiError::bad_request(
-            "bad_limit",
+            ErrorCode::BadLimit,
             format!("limit must be between 1 and {}", s.cfg.max_scan_limit),
         ));
     }

@@ -20,7 +20,7 @@ pub(super) async fn read_local(
     if s.node.is_restoring() {
         // Empty or partial data must not count as an owner's answer.
         return Err(ApiError::unavailable(
-            "restoring",
+            ErrorCode::Restoring,
             "this node is streaming its ranges back in and answers no reads yet",
         ));
     }
@@ -93,7 +93,7 @@ pub(super) async fn stream_out(
     if mine < req.ring_version {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "ring_behind",
+            ErrorCode::RingBehind,
             format!(
                 "this node is on ring v{mine}, the requester on v{}",
                 req.ring_version
@@ -102,7 +102,7 @@ pub(super) async fn stream_out(
     }
     if let Some(wait) = s.node.ring_settles_in() {
         return Err(ApiError::unavailable(
-            "ring_settling",
+            ErrorCode::RingSettling,
             format!(
                 "writes coordinated under the previous ring may still be in flight for {} ms",
                 wait.as_millis()

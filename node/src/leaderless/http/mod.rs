@@ -16,7 +16,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use rc_api::{paths, LeaderlessValue, MemberState, PutRequest, Ring, ScanResult, StreamState};
+use rc_api::{
+    paths, ErrorCode, LeaderlessValue, MemberState, PutRequest, Ring, ScanResult, StreamState,
+};
 
 use super::anti_entropy::{self, DigestAnswer, DigestRequest};
 use super::dvv::{decode_context, encode_context, Clock, KeyState};
@@ -100,15 +102,15 @@ async fn require_token(
 
 fn failure(e: LeaderlessError) -> ApiError {
     match e {
-        LeaderlessError::NoRing => ApiError::unavailable("no_ring", e.to_string()),
+        LeaderlessError::NoRing => ApiError::unavailable(ErrorCode::NoRing, e.to_string()),
         LeaderlessError::WriteQuorum { .. } => {
-            ApiError::unavailable("write_quorum_failed", e.to_string())
+            ApiError::unavailable(ErrorCode::WriteQuorumFailed, e.to_string())
         }
         LeaderlessError::ReadQuorum { .. } => {
-            ApiError::unavailable("read_quorum_failed", e.to_string())
+            ApiError::unavailable(ErrorCode::ReadQuorumFailed, e.to_string())
         }
         LeaderlessError::NoOwner | LeaderlessError::Forward(..) => {
-            ApiError::unavailable("owner_unreachable", e.to_string())
+            ApiError::unavailable(ErrorCode::OwnerUnreachable, e.to_string())
         }
         LeaderlessError::Ring(ref r) => {
             let status = match r {
@@ -117,9 +119,9 @@ fn failure(e: LeaderlessError) -> ApiError {
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            ApiError::new(status, "bad_ring", e.to_string())
+            ApiError::new(status, ErrorCode::BadRing, e.to_string())
         }
-        LeaderlessError::Invalid(_) => ApiError::bad_request("invalid", e.to_string()),
+        LeaderlessError::Invalid(_) => ApiError::bad_request(ErrorCode::Invalid, e.to_string()),
     }
 }
 

@@ -155,8 +155,8 @@ impl LeaderlessNode {
             return serde_json::from_str(&text)
                 .map_err(|e| LeaderlessError::Forward(owner.id.clone(), e.to_string()));
         }
-        let err: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if err["error"]["code"] == "write_quorum_failed" {
+        let refusal = serde_json::from_str::<rc_api::ErrorBody>(&text).ok();
+        if refusal.is_some_and(|r| r.error.code == rc_api::ErrorCode::WriteQuorumFailed) {
             return Err(LeaderlessError::WriteQuorum { acks: 0, need: w });
         }
         Err(LeaderlessError::Forward(owner.id.clone(), text))

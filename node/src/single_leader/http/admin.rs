@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use rc_api::{
-    paths, EpochRequest, EpochResponse, FollowRequest, HandoverRequest, LogPosition,
+    paths, EpochRequest, EpochResponse, ErrorCode, FollowRequest, HandoverRequest, LogPosition,
     PromoteRequest, StatusQuery, VotersRequest,
 };
 
@@ -43,12 +43,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 fn refusal(e: AdminRefusal) -> ApiError {
     let code = match e {
-        AdminRefusal::StaleEpoch { .. } => "stale_epoch",
-        AdminRefusal::LeaderTaken { .. } => "leader_taken",
-        AdminRefusal::RestartedLeader { .. } => "restarted_leader",
-        AdminRefusal::NotLeader { .. } => "not_leader",
-        AdminRefusal::Busy(_) => "busy",
-        AdminRefusal::Invalid(_) => return ApiError::bad_request("invalid", e.to_string()),
+        AdminRefusal::StaleEpoch { .. } => ErrorCode::StaleEpoch,
+        AdminRefusal::LeaderTaken { .. } => ErrorCode::LeaderTaken,
+        AdminRefusal::RestartedLeader { .. } => ErrorCode::RestartedLeader,
+        AdminRefusal::NotLeader { .. } => ErrorCode::NotLeader,
+        AdminRefusal::Busy(_) => ErrorCode::Busy,
+        AdminRefusal::Invalid(_) => {
+            return ApiError::bad_request(ErrorCode::Invalid, e.to_string())
+        }
     };
     ApiError::new(StatusCode::CONFLICT, code, e.to_string())
 }
@@ -99,7 +101,7 @@ async fn promote(
         .any(|p| p.id.is_empty() || p.address.is_empty())
     {
         return Err(ApiError::bad_request(
-            "invalid",
+            ErrorCode::Invalid,
             "every follower needs an id and an address",
         ));
     }
@@ -109,7 +111,7 @@ async fn promote(
         .any(|v| v.id.is_empty() || v.incarnation == 0)
     {
         return Err(ApiError::bad_request(
-            "invalid",
+            ErrorCode::Invalid,
             "every voter needs an id and a non-zero incarnation",
         ));
     }
@@ -128,7 +130,7 @@ async fn voters(
     let req: VotersRequest = json_body(b)?;
     if req.voters.is_empty() || req.voters.iter().any(String::is_empty) {
         return Err(ApiError::bad_request(
-            "invalid",
+            ErrorCode::Invalid,
             "voters must name at least one member, each by a non-empty id",
         ));
     }
@@ -137,11 +139,11 @@ async fn voters(
         Err(VotersFailure::Refused(e)) => Err(refusal(e)),
         Err(VotersFailure::Op(OpFailure::Timeout)) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             "the new voter set was not committed in time; read /admin/status and retry",
         )),
         Err(VotersFailure::Op(_)) => Err(ApiError::unavailable(
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             "leadership changed before the new voter set committed; read /admin/status and retry",
         )),
     }
@@ -155,7 +157,7 @@ async fn follow(
     representable(req.epoch)?;
     if req.leader.id.is_empty() || req.leader.address.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid",
+            ErrorCode::Invalid,
             "the leader needs an id and an address",
         ));
     }
@@ -177,7 +179,7 @@ async fn handover(
     representable(req.epoch)?;
     if req.target.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid",
+            ErrorCode::Invalid,
             "target must name a follower",
         ));
     }
@@ -195,7 +197,7 @@ async fn handover(
 fn representable(epoch: u64) -> Result<(), ApiError> {
     if i64::try_from(epoch).is_err() {
         return Err(ApiError::bad_request(
-            "invalid",
+            ErrorCode::Invalid,
             format!(
                 "epoch {epoch} is beyond {} (int64), which the operator's status cannot hold",
                 i64::MAX
@@ -214,7 +216,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {
     if s.node.self_fenced() {
         return Err(ApiError::unavailable(
-            "leader_fenced",
+            ErrorCode::LeaderFenced,
             "leader without a majority",
         ));
     }

@@ -13,15 +13,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use rc_api::{BatchOp, BatchRequest, KeyValue, Peer, PutRequest, ScanResult, WriteResult};
+use rc_api::{
+    BatchOp, BatchRequest, ErrorCode, KeyValue, Peer, PutRequest, ScanResult, WriteResult,
+};
 
 use super::AppState;
-use crate::config::{Forwarding, Offload};
+use crate::config::Offload;
 use crate::http::error::ApiError;
 use crate::http::input::{check_key, check_value, json_body, key_from_path, query};
 use crate::single_leader::node::OpFailure;
 use crate::single_leader::replica::WriteRefusal;
 use crate::storage::Command;
+use rc_api::Forwarding;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
@@ -88,7 +91,7 @@ async fn get_key(
         Some(kv) => Ok(Json::<KeyValue>(kv).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "key_not_found",
+            ErrorCode::KeyNotFound,
             format!("no key {key:?}"),
         )),
     }
@@ -103,7 +106,7 @@ async fn scan(
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > state.cfg.max_scan_limit {
         return Err(ApiError::bad_request(
-            "bad_limit",
+            ErrorCode::BadLimit,
             format!("limit must be between 1 and {}", state.cfg.max_scan_limit),
         ));
     }
@@ -160,11 +163,11 @@ async fn put_key(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&state.cfg, p)?;
     query(q)?;
-    let raw = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    let raw = body.map_err(|e| ApiError::new(e.status(), ErrorCode::BadBody, e.body_text()))?;
     let req: PutRequest = json_body(Ok(raw.clone()))?;
     if req.context.is_some() {
         return Err(ApiError::bad_request(
-            "bad_json",
+            ErrorCode::BadJson,
             "context is only used by leaderless clusters",
         ));
     }
@@ -200,11 +203,11 @@ async fn batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     query(q)?;
-    let raw = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+    let raw = body.map_err(|e| ApiError::new(e.status(), ErrorCode::BadBody, e.body_text()))?;
     let req: BatchRequest = json_body(Ok(raw.clone()))?;
     if req.ops.is_empty() || req.ops.len() > state.cfg.max_batch_ops {
         return Err(ApiError::bad_request(
-            "bad_batch",
+            ErrorCode::BadBatch,
             format!("a batch holds 1 to {} operations", state.cfg.max_batch_ops),
         ));
     }
@@ -251,23 +254,23 @@ async fn write(
 fn failure(e: OpFailure) -> ApiError {
     match e {
         OpFailure::Refused(WriteRefusal::NotLeader { .. }) => {
-            ApiError::unavailable("no_leader", "this node is not the leader and knows no leader yet")
+            ApiError::unavailable(ErrorCode::NoLeader, "this node is not the leader and knows no leader yet")
         }
         OpFailure::Refused(WriteRefusal::HandingOver) => ApiError::unavailable(
-            "leader_handing_over",
+            ErrorCode::LeaderHandingOver,
             "this leader is handing over to another node (a switchover); the write was not taken, retry in a moment",
         ),
         OpFailure::Refused(WriteRefusal::SelfFenced) => ApiError::unavailable(
-            "leader_fenced",
+            ErrorCode::LeaderFenced,
             "this leader cannot reach a majority (or has not committed its first entry yet); retry shortly",
         ),
         OpFailure::OutcomeUnknown => ApiError::unavailable(
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             "leadership changed before the operation completed; a write may or may not have been applied",
         ),
         OpFailure::Timeout => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             "the operation did not complete in time; a write may or may not have been applied",
         ),
     }
@@ -287,7 +290,7 @@ async fn forward(
     match how {
         Forwarding::Redirect => Err(ApiError {
             status: StatusCode::TEMPORARY_REDIRECT,
-            code: "not_leader",
+            code: ErrorCode::NotLeader,
             message: format!("send this request to {}", target.id),
             leader: Some(target.address.clone()),
             location: Some(url),
@@ -302,14 +305,14 @@ async fn forward(
             }
             let resp = req.send().await.map_err(|e| {
                 ApiError::unavailable(
-                    "forward_failed",
+                    ErrorCode::ForwardFailed,
                     format!("forwarding to {} failed: {e}", target.id),
                 )
             })?;
             let status = resp.status();
             let bytes = resp.bytes().await.map_err(|e| {
                 ApiError::unavailable(
-                    "forward_failed",
+                    ErrorCode::ForwardFailed,
                     format!("reading the answer of {} failed: {e}", target.id),
                 )
             })?;
