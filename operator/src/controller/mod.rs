@@ -166,7 +166,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
     let (steps, action) = match &validated {
         Ok(valid) => (run_steps(ctx, cluster, valid, &mut observed).await, None), // client
         Err(error) => (
-            Steps::default(),
+            Outcomes::default(),
             Some(report_invalid(ctx, &reference, error).await),
         ),
     };
@@ -213,7 +213,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
 
 /// What the steps of a pass with a valid spec did.
 #[derive(Default)]
-struct Steps {
+struct Outcomes {
     leader: Option<leader::LeaderOutcome>,
     /// The leader step's error, returned once the status says what the nodes did.
     leader_error: Option<Error>,
@@ -231,16 +231,16 @@ async fn run_steps(
     cluster: &ReplicatedCluster,
     valid: &validate::ValidatedCluster,
     observed: &mut observe::Observed,
-) -> Steps {
+) -> Outcomes {
     // The leader step goes first: a failover needs nothing the applies change, and must not
     // wait for half a dozen API round trips.
     let rollout_avoid = rollout::switchover_wanted(&rollout::plan_of(valid, observed)); // pure
     let (leader, leader_result) = leader::run(ctx, cluster, valid, observed, rollout_avoid).await; // client
-    let mut steps = Steps {
+    let mut steps = Outcomes {
         leader,
         leader_error: leader_result.err(),
         error: apply_objects(ctx, cluster, valid, observed).await.err(), // client
-        ..Steps::default()
+        ..Outcomes::default()
     };
     steps.ring = ring::run(ctx, cluster, valid, observed).await; // client
     if valid.mode == crate::crd::ClusterMode::Leaderless {
@@ -303,7 +303,7 @@ async fn report_invalid(ctx: &Context, reference: &ObjectReference, error: &Spec
 /// When to look again: while a failover delay runs, when it ends (a little after, so it has);
 /// while members join or leave, soon (they stream in the background); while a rollout runs,
 /// soon; else after the phase's refresh interval.
-fn look_again(status: &ReplicatedClusterStatus, steps: &Steps) -> Duration {
+fn look_again(status: &ReplicatedClusterStatus, steps: &Outcomes) -> Duration {
     let refresh = match status.phase {
         Some(Phase::Running) => REFRESH_HEALTHY,
         _ => REFRESH_UNHEALTHY,
