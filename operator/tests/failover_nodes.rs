@@ -107,8 +107,8 @@ async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor() {
-    let mut nodes = Nodes::start("failover", 3, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let mut nodes = Nodes::start(3, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = nodes.view();
 
@@ -178,7 +178,7 @@ async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor()
     );
     nodes.kill9(0);
     nodes.spawn(1);
-    nodes.wait_up_one(1).await;
+    nodes.wait_up(1).await;
     // Nothing listens at the killed leader's address (connection refused): its process is not
     // running, which is certain evidence, so the operator fails over at once, without waiting
     // for orders-2 (which still heard from it a moment ago) to time out. It fences, promotes
@@ -264,8 +264,8 @@ async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_followers_word() {
     use futures::StreamExt;
-    let nodes = Nodes::start("feed", 3, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let nodes = Nodes::start(3, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(300)).unwrap();
     let mut view = nodes.view();
     let boot = pass(&admin, &mut view).await;
@@ -378,8 +378,8 @@ async fn switchovers_under_writes_lose_no_acknowledged_write() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
-    let nodes = Nodes::start("switchover", 3, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let nodes = Nodes::start(3, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = nodes.view();
     pass(&admin, &mut view).await; // bootstrap: orders-0 leads epoch 1

@@ -97,8 +97,8 @@ async fn settle(nodes: &Nodes, admin: &HttpNodeAdmin, view: &mut View) -> (Repor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_then_scale_out_and_back_in_keeps_every_acknowledged_write() {
     // Four processes: orders-3 stands for the pod the StatefulSet adds on scale-up.
-    let mut nodes = Nodes::start("membership", 4, LEADERLESS);
-    nodes.wait_up().await;
+    let mut nodes = Nodes::start(4, LEADERLESS);
+    nodes.wait_all_up().await;
     let admin =
         HttpNodeAdmin::new(Duration::from_millis(2000), Duration::from_millis(2000)).unwrap();
     let normal = |n: usize| -> Vec<(String, MemberState)> {

@@ -209,8 +209,8 @@ fn leader_of(view: &View) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_3_to_5_adds_learners_as_voters_one_at_a_time_and_a_failover_keeps_every_write() {
-    let mut nodes = Nodes::start("voters-up", 5, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let mut nodes = Nodes::start(5, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let view = three_voters(&admin, &nodes).await;
     let mut keys = write(&nodes, &view, "three", 20).await;
@@ -243,8 +243,8 @@ async fn scaling_3_to_5_adds_learners_as_voters_one_at_a_time_and_a_failover_kee
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_learners_never_elect_a_leader_without_the_latest_writes() {
-    let mut nodes = Nodes::start("voters-empty", 5, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let mut nodes = Nodes::start(5, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let view = three_voters(&admin, &nodes).await;
     let keys = write(&nodes, &view, "k", 20).await;
@@ -279,8 +279,8 @@ async fn empty_learners_never_elect_a_leader_without_the_latest_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_5_to_3_removes_voters_one_at_a_time_and_hands_over_from_a_leaving_leader() {
-    let nodes = Nodes::start("voters-down", 5, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let nodes = Nodes::start(5, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = view_of(&nodes, 5, 5);
     settle(&admin, &mut view, &[0, 1, 2, 3, 4], &nodes).await;
@@ -317,8 +317,8 @@ async fn scaling_5_to_3_removes_voters_one_at_a_time_and_hands_over_from_a_leavi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_volume_while_another_member_is_down_loses_nothing_and_rejoins_as_a_voter() {
-    let mut nodes = Nodes::start("voters-wipe", 3, SINGLE_LEADER);
-    nodes.wait_up().await;
+    let mut nodes = Nodes::start(3, SINGLE_LEADER);
+    nodes.wait_all_up().await;
     let admin = HttpNodeAdmin::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap();
     let mut view = three_voters(&admin, &nodes).await;
     let keys = write(&nodes, &view, "k", 20).await;
@@ -327,7 +327,7 @@ async fn a_replaced_volume_while_another_member_is_down_loses_nothing_and_rejoin
     nodes.kill9(1);
     nodes.wipe(1);
     nodes.spawn(1);
-    nodes.wait_up_one(1).await;
+    nodes.wait_up(1).await;
     // Nothing is acknowledged with orders-0 and an empty orders-1, and the voter set cannot
     // drop orders-1 without a live majority.
     assert!(nodes.put(0, "while-down", "v").await >= 500);

@@ -5,125 +5,47 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::json;
 
 use rc_api::{EpochResponse, NodeStatus, Peer, Role, Voter};
 
 pub mod leaderless;
 
-pub const TOKEN: &str = "test-token-0123456789";
+pub use rc_node_harness::{Processes, TOKEN};
 
-pub struct NodeProc {
-    pub id: String,
-    pub port: u16,
-    pub data: PathBuf,
-    pub log: PathBuf,
-    pub child: Option<Child>,
-}
-
+/// A cluster of rc-node processes (`n0`, `n1`, ...) under test; the harness's processes, plus
+/// the operator's moves (fence, promote, follow, voters) done by hand.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub nodes: Vec<NodeProc>,
-    pub args: Vec<String>,
-    pub http: reqwest::Client,
+    procs: Processes,
 }
 
-/// A free loopback port never handed out before in this test binary. Tests run in parallel and
-/// every cluster shares the test admin token, so a port reused while an earlier test's nodes
-/// still list it in their ring would let those nodes gossip their ring into a new test's node.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if GIVEN.lock().unwrap().insert(port) {
-            return port;
-        }
+impl std::ops::Deref for Cluster {
+    type Target = Processes;
+    fn deref(&self) -> &Processes {
+        &self.procs
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Processes {
+        &mut self.procs
     }
 }
 
 impl Cluster {
-    /// Start `n` nodes (not yet fenced or promoted) with extra flags `args`.
+    /// Start `n` nodes (not yet fenced or promoted) with extra flags `args`; the fence timeout
+    /// is 1 s unless `args` choose their own.
     pub fn start(n: usize, args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let id = format!("n{i}");
-            nodes.push(NodeProc {
-                data: dir.path().join(&id),
-                log: dir.path().join(format!("{id}.log")),
-                id,
-                port: free_port(),
-                child: None,
-            });
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--fence-timeout-ms") {
+            args.extend(["--fence-timeout-ms".to_string(), "1000".to_string()]);
         }
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
-        let mut c = Cluster {
-            dir,
-            nodes,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            http,
-        };
-        for i in 0..n {
-            c.spawn(i);
+        let ids = (0..n).map(|i| format!("n{i}")).collect();
+        Cluster {
+            procs: Processes::start(env!("CARGO_BIN_EXE_rc-node").into(), ids, args),
         }
-        c
-    }
-
-    pub fn spawn(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rc-node"))
-            .args([
-                "--node-id",
-                &node.id,
-                "--listen",
-                &format!("127.0.0.1:{}", node.port),
-            ])
-            .arg("--data-dir")
-            .arg(&node.data)
-            .args(["--admin-token", TOKEN, "--log-level", "info"])
-            // 1 s unless the test chooses its own.
-            .args(
-                (!self.args.iter().any(|a| a == "--fence-timeout-ms"))
-                    .then_some(["--fence-timeout-ms", "1000"])
-                    .into_iter()
-                    .flatten(),
-            )
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
-    }
-
-    pub fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[i].port)
-    }
-
-    pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{}", self.addr(i), path)
     }
 
     pub fn peer(&self, i: usize) -> Peer {
@@ -133,61 +55,11 @@ impl Cluster {
         }
     }
 
-    fn pid(&self, i: usize) -> Pid {
-        Pid::from_raw(self.nodes[i].child.as_ref().unwrap().id() as i32)
-    }
-
-    pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn pause(&self, i: usize) {
-        kill(self.pid(i), Signal::SIGSTOP).unwrap();
-    }
-
-    pub fn resume(&self, i: usize) {
-        kill(self.pid(i), Signal::SIGCONT).unwrap();
-    }
-
-    pub fn restart(&mut self, i: usize) {
-        self.kill9(i);
-        self.spawn(i);
-    }
-
-    pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "---- {} ----\n{}",
-                    n.id,
-                    std::fs::read_to_string(&n.log).unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-
     // ---- admin API -------------------------------------------------------------------------
-
-    pub async fn wait_up(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(self.url(i, "/healthz")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("node {i} did not come up\n{}", self.logs());
-    }
 
     pub async fn status(&self, i: usize) -> Option<NodeStatus> {
         let r = self
-            .http
+            .http()
             .get(self.url(i, "/admin/status"))
             .bearer_auth(TOKEN)
             .send()
@@ -205,7 +77,7 @@ impl Cluster {
     ) -> (u16, serde_json::Value) {
         let ids: Vec<String> = voters.iter().map(|j| self.nodes[*j].id.clone()).collect();
         let r = self
-            .http
+            .http()
             .post(self.url(i, "/admin/voters"))
             .bearer_auth(TOKEN)
             .json(&json!({ "epoch": epoch, "voters": ids }))
@@ -219,7 +91,7 @@ impl Cluster {
 
     pub async fn fence(&self, i: usize, epoch: u64) -> Option<EpochResponse> {
         let r = self
-            .http
+            .http()
             .post(self.url(i, "/admin/epoch"))
             .bearer_auth(TOKEN)
             .json(&json!({ "epoch": epoch }))
@@ -250,7 +122,7 @@ impl Cluster {
     ) {
         let followers: Vec<Peer> = followers.iter().map(|j| self.peer(*j)).collect();
         let r = self
-            .http
+            .http()
             .post(self.url(i, "/admin/promote"))
             .bearer_auth(TOKEN)
             .json(&json!({ "epoch": epoch, "followers": followers, "voters": voters }))
@@ -266,7 +138,7 @@ impl Cluster {
 
     pub async fn follow(&self, i: usize, epoch: u64, leader: usize) -> bool {
         let r = self
-            .http
+            .http()
             .post(self.url(i, "/admin/follow"))
             .bearer_auth(TOKEN)
             .json(&json!({ "epoch": epoch, "leader": self.peer(leader) }))
@@ -373,7 +245,7 @@ impl Cluster {
     /// `Some(value)` / `None` (404); panics on any other answer.
     pub async fn get(&self, i: usize, key: &str, consistency: &str) -> Option<String> {
         let r = self
-            .http
+            .http()
             .get(self.url(i, &format!("/v1/kv/{key}?consistency={consistency}")))
             .send()
             .await
@@ -390,17 +262,6 @@ impl Cluster {
                 "get {key} from node {i}: status {s}: {}",
                 r.text().await.unwrap_or_default()
             ),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].child.is_some() {
-                let _ = kill(self.pid(i), Signal::SIGCONT);
-            }
-            self.kill9(i);
         }
     }
 }
