@@ -48,6 +48,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod voters_tests;
 
+pub use rc_api::majority;
 use std::time::Duration;
 
 use rc_api::{NodeStatus, Peer, Role, Voter};
@@ -226,11 +227,6 @@ pub enum FenceFailure {
 
 /// While a voter-set change waits (a learner catching up), look again this often.
 const VOTERS_RECHECK: Duration = Duration::from_secs(1);
-
-/// Nodes needed for a majority of `members`.
-pub fn majority(members: usize) -> usize {
-    members / 2 + 1
-}
 
 /// The next step. See the module documentation.
 pub fn decide(view: &View, now_ms: i64) -> Decision {

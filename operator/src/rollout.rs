@@ -28,7 +28,7 @@ use rc_api::{MemberState, NodeStatus, Role};
 /// restart with a backlog is thousands behind.)
 pub const CAUGHT_UP_LAG: u64 = 64;
 
-use crate::crd::ClusterMode;
+use crate::crd::Mode;
 
 /// One member's pod and node, as observed.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ impl Step {
 
 /// The next step for `members` (ordinal order) towards `update_revision`.
 pub fn plan(
-    mode: ClusterMode,
+    mode: Mode,
     members: &[RolloutMember],
     update_revision: Option<&str>,
     paused: bool,
@@ -100,8 +100,8 @@ pub fn plan(
         return wait(format!("{} does not answer", m.name));
     }
     match mode {
-        ClusterMode::SingleLeader => single_leader(members, updated, &is_old),
-        ClusterMode::Leaderless => leaderless(members, updated, &is_old),
+        Mode::SingleLeader => single_leader(members, updated, &is_old),
+        Mode::Leaderless => leaderless(members, updated, &is_old),
     }
 }
 

@@ -41,7 +41,7 @@ fn statuses() -> Vec<NodeStatus> {
 fn plan_led(nodes: &[NodeStatus], revisions: [&str; 3]) -> Step {
     let names = names();
     plan(
-        ClusterMode::SingleLeader,
+        Mode::SingleLeader,
         &led(&names, nodes, revisions),
         Some(NEW),
         false,
@@ -89,14 +89,14 @@ fn nothing_restarts_while_a_member_is_down_lagging_or_leaderless() {
     let mut members = led(&names, &nodes, [OLD, OLD, NEW]);
     members[2].ready = false;
     assert!(
-        matches!(plan(ClusterMode::SingleLeader, &members, Some(NEW), false),
+        matches!(plan(Mode::SingleLeader, &members, Some(NEW), false),
         Step::Wait { why, .. } if why == "orders-2 is not ready")
     );
     // A node that does not answer.
     let mut members = led(&names, &nodes, [OLD, OLD, NEW]);
     members[1].node = None;
     assert!(
-        matches!(plan(ClusterMode::SingleLeader, &members, Some(NEW), false),
+        matches!(plan(Mode::SingleLeader, &members, Some(NEW), false),
         Step::Wait { why, .. } if why == "orders-1 does not answer")
     );
     // No leader (fenced itself).
@@ -112,13 +112,10 @@ fn paused_holds_and_no_update_revision_is_done() {
     let nodes = statuses();
     let members = led(&names, &nodes, [OLD, OLD, NEW]);
     assert_eq!(
-        plan(ClusterMode::SingleLeader, &members, Some(NEW), true),
+        plan(Mode::SingleLeader, &members, Some(NEW), true),
         Step::Paused { updated: 1 }
     );
-    assert_eq!(
-        plan(ClusterMode::SingleLeader, &members, None, false),
-        Step::Done
-    );
+    assert_eq!(plan(Mode::SingleLeader, &members, None, false), Step::Done);
     assert_eq!(Step::Paused { updated: 1 }.updated(3), 1);
     assert_eq!(Step::Done.updated(3), 3);
 }
@@ -163,28 +160,22 @@ fn leaderless_members_restart_one_at_a_time_once_the_ring_is_whole_and_hints_are
     };
     let nodes: Vec<NodeStatus> = (0..3).map(|_| ringed(0, whole())).collect();
     let members = led(&names, &nodes, [OLD, OLD, OLD]);
-    assert!(
-        matches!(plan(ClusterMode::Leaderless, &members, Some(NEW), false),
-        Step::Restart { pod, .. } if pod == "orders-2")
-    );
+    assert!(matches!(plan(Mode::Leaderless, &members, Some(NEW), false),
+        Step::Restart { pod, .. } if pod == "orders-2"));
 
     let mut hinted = nodes.clone();
     hinted[0] = ringed(3, whole());
     let members = led(&names, &hinted, [OLD, OLD, NEW]);
-    assert!(
-        matches!(plan(ClusterMode::Leaderless, &members, Some(NEW), false),
-        Step::Wait { why, .. } if why == "orders-0 holds 3 hints to deliver")
-    );
+    assert!(matches!(plan(Mode::Leaderless, &members, Some(NEW), false),
+        Step::Wait { why, .. } if why == "orders-0 holds 3 hints to deliver"));
 
     let mut down = nodes.clone();
     let mut view = whole();
     view[2] = ring_member(2, false, MemberState::Normal);
     down[1] = ringed(0, view);
     let members = led(&names, &down, [OLD, OLD, NEW]);
-    assert!(
-        matches!(plan(ClusterMode::Leaderless, &members, Some(NEW), false),
-        Step::Wait { why, .. } if why == "orders-1 sees orders-2 down")
-    );
+    assert!(matches!(plan(Mode::Leaderless, &members, Some(NEW), false),
+        Step::Wait { why, .. } if why == "orders-1 sees orders-2 down"));
 }
 
 mod laws {
@@ -265,7 +256,7 @@ mod laws {
                     node: s.answers[i].then_some(&nodes[i]),
                 })
                 .collect();
-            let step = plan(ClusterMode::SingleLeader, &members, Some(NEW), false);
+            let step = plan(Mode::SingleLeader, &members, Some(NEW), false);
             let all_new = s.old.iter().all(|o| !o);
             prop_assert_eq!(step == Step::Done, all_new);
             let whole = s.ready.iter().all(|r| *r)

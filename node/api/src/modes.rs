@@ -54,7 +54,7 @@ pub enum ConflictResolution {
     Siblings,
 }
 
-/// A node's role.
+/// A node's role: `Leader`, `Follower` or `Peer` (Leaderless mode), as reported by the node itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum Role {

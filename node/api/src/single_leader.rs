@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{NodeStatus, Role};
 
+/// Members needed for a majority of `voters`: what a commit, a read confirmation or a failover
+/// needs to hear from (the node and the operator count the same way).
+pub fn majority(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
 /// A position in the replicated log. Ordered by epoch first, then index: the "more up to date"
 /// order used to pick a new leader.
 #[derive(

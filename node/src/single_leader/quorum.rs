@@ -2,12 +2,8 @@
 
 use crate::clock::Instant;
 
+pub use rc_api::majority;
 use rc_api::Replication;
-
-/// Members needed for a majority of a cluster of `size` (leader included).
-pub fn majority(size: usize) -> usize {
-    size / 2 + 1
-}
 
 /// Who counts toward a majority: the size of the voter set in force, and whether the leader is
 /// one of its voters (a leader elected from a log whose configuration leaves it out still leads,

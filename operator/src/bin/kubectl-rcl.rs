@@ -20,9 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use rc_operator::crd::{
-    condition, ClusterMode, MemberStatus, ReplicatedCluster, ReplicatedClusterStatus,
-};
+use rc_operator::crd::{condition, MemberStatus, Mode, ReplicatedCluster, ReplicatedClusterStatus};
 use rc_operator::labels::{FENCED_ANNOTATION, RESTARTED_AT_ANNOTATION, SWITCHOVER_ANNOTATION};
 use serde_json::json;
 
@@ -184,7 +182,7 @@ async fn switchover(
     output: Output,
 ) -> anyhow::Result<()> {
     let object = get(clusters, cluster, namespace).await?;
-    if object.spec.mode == ClusterMode::Leaderless {
+    if object.spec.mode == Mode::Leaderless {
         bail!("{cluster} is a Leaderless cluster: every node takes writes, there is no leader to move; nothing changed");
     }
     let status = object.status.clone().unwrap_or_default();
@@ -306,8 +304,8 @@ fn print_status(cluster: &ReplicatedCluster, output: Output) -> anyhow::Result<(
 /// The cluster, its phase, leader, voters, ring, last failover and load, one line each.
 fn print_summary(cluster: &ReplicatedCluster, status: &ReplicatedClusterStatus) {
     let mode = match cluster.spec.mode {
-        ClusterMode::SingleLeader => "SingleLeader",
-        ClusterMode::Leaderless => "Leaderless",
+        Mode::SingleLeader => "SingleLeader",
+        Mode::Leaderless => "Leaderless",
     };
     println!(
         "Cluster   {}/{} ({mode}, {} replicas, image {})",

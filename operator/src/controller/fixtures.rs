@@ -2,13 +2,13 @@
 
 use kube::api::ObjectMeta;
 
-use crate::crd::{ClusterMode, ReplicatedCluster, ReplicatedClusterSpec};
+use crate::crd::{Mode, ReplicatedCluster, ReplicatedClusterSpec};
 
 pub const UID: &str = "0b6e3a52-7d0b-4a3e-9c53-1d2f3e4a5b6c";
 
 /// A cluster named `orders` in namespace `shop`, as stored (uid, generation set), with every
 /// field at its schema default.
-pub fn cluster(mode: ClusterMode) -> ReplicatedCluster {
+pub fn cluster(mode: Mode) -> ReplicatedCluster {
     let spec: ReplicatedClusterSpec = match serde_json::from_value(serde_json::json!({
         "mode": mode,
     })) {

@@ -20,7 +20,7 @@ use super::apply::FIELD_MANAGER;
 use super::observe::Observed;
 use super::validate::ValidatedCluster;
 use super::{Context, Error};
-use crate::crd::{ClusterMode, FailoverRecord, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::crd::{FailoverRecord, Mode, ReplicatedCluster, ReplicatedClusterStatus};
 use crate::failover::execute::{self, reason, Promotion, Report};
 use crate::failover::{Action, Member, PodState, SwitchoverRequest, SwitchoverState, View};
 use crate::feed::Target;
@@ -55,7 +55,7 @@ pub async fn run(
     observed: &mut Observed,
     rollout_avoid: Option<Vec<String>>,
 ) -> (Option<LeaderOutcome>, Result<(), Error>) {
-    if valid.mode != ClusterMode::SingleLeader {
+    if valid.mode != Mode::SingleLeader {
         return (None, Ok(()));
     }
     let Some(token) = observed.admin_token.clone() else {

@@ -31,11 +31,7 @@ fn pod(ordinal: i32, ready: bool, terminating: bool) -> ObservedPod {
 
 #[test]
 fn the_view_has_one_member_per_ordinal_with_its_pod_and_node() {
-    let valid = validate(
-        &cluster(ClusterMode::SingleLeader),
-        &ObservedFacts::default(),
-    )
-    .unwrap();
+    let valid = validate(&cluster(Mode::SingleLeader), &ObservedFacts::default()).unwrap();
     let leader = node_status("orders-0", rc_api::Role::Leader, 4);
     let observed = Observed {
         pods: vec![pod(0, true, false), pod(2, true, true)],

@@ -243,7 +243,7 @@ async fn run_steps(
         ..Outcomes::default()
     };
     steps.ring = ring::run(ctx, cluster, valid, observed).await; // client
-    if valid.mode == crate::crd::ClusterMode::Leaderless {
+    if valid.mode == crate::crd::Mode::Leaderless {
         if let Err(e) = refuse_leaderless_switchover(ctx, cluster).await {
             steps.error = steps.error.or(Some(e));
         }

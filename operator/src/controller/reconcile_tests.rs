@@ -26,7 +26,7 @@ use tower_test::mock::{Handle, SendResponse};
 
 use super::*;
 use crate::controller::fixtures::cluster;
-use crate::crd::{ClusterMode, ReplicatedCluster};
+use crate::crd::{Mode, ReplicatedCluster};
 use crate::node_client::{NodeAdmin, NodeError};
 
 type ApiServer = Handle<Request<Body>, Response<Body>>;
@@ -225,8 +225,8 @@ fn stored(status: &Value) -> Value {
 #[tokio::test]
 async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status() {
     let (ctx, mut server) = context(FakeNodes::default());
-    let reconciling = tokio::spawn(reconcile(guard(cluster(ClusterMode::SingleLeader)), ctx));
-    read_fresh(&mut server, &cluster(ClusterMode::SingleLeader)).await;
+    let reconciling = tokio::spawn(reconcile(guard(cluster(Mode::SingleLeader)), ctx));
+    read_fresh(&mut server, &cluster(Mode::SingleLeader)).await;
 
     observe_nothing_yet(&mut server).await;
 
@@ -290,8 +290,8 @@ async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status()
 #[tokio::test]
 async fn server_side_apply_uses_one_forced_field_manager() {
     let (ctx, mut server) = context(FakeNodes::default());
-    let reconciling = tokio::spawn(reconcile(guard(cluster(ClusterMode::Leaderless)), ctx));
-    read_fresh(&mut server, &cluster(ClusterMode::Leaderless)).await;
+    let reconciling = tokio::spawn(reconcile(guard(cluster(Mode::Leaderless)), ctx));
+    read_fresh(&mut server, &cluster(Mode::Leaderless)).await;
     for _ in 0..2 {
         let (_, send) = server.next_request().await.unwrap();
         not_found(send);
@@ -367,7 +367,7 @@ async fn server_side_apply_uses_one_forced_field_manager() {
 #[tokio::test]
 async fn an_invalid_spec_is_reported_with_an_event_and_a_condition_and_nothing_is_applied() {
     let (ctx, mut server) = context(FakeNodes::default());
-    let mut invalid = cluster(ClusterMode::SingleLeader);
+    let mut invalid = cluster(Mode::SingleLeader);
     invalid.spec.replicas = 0;
     let reconciling = tokio::spawn(reconcile(guard(invalid.clone()), ctx));
     read_fresh(&mut server, &invalid).await;
@@ -418,7 +418,7 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
     }
     nodes.statuses.insert("10.0.0.1:7400".into(), leader);
     let (ctx, mut server) = context(nodes);
-    let mut existing = cluster(ClusterMode::SingleLeader);
+    let mut existing = cluster(Mode::SingleLeader);
     existing.spec.replicas = 1;
 
     // First pass: learn the status the operator computes for this world.

@@ -15,7 +15,7 @@ use kube::Resource;
 use super::observe::Observed;
 use super::validate::ValidatedCluster;
 use super::Context;
-use crate::crd::{ClusterMode, ReplicatedCluster, ReplicatedClusterStatus, RingRecord};
+use crate::crd::{Mode, ReplicatedCluster, ReplicatedClusterStatus, RingRecord};
 use crate::membership::execute::{self, reason as event, Report};
 use crate::membership::{from_record, to_record, Pod, View};
 
@@ -38,7 +38,7 @@ pub async fn run(
     valid: &ValidatedCluster,
     observed: &mut Observed,
 ) -> Option<RingOutcome> {
-    if valid.mode != ClusterMode::Leaderless {
+    if valid.mode != Mode::Leaderless {
         return None;
     }
     let token = observed.admin_token.clone()?;
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_pod_being_deleted_gives_the_view_no_address_and_no_node() {
-        let valid = validate(&cluster(ClusterMode::Leaderless), &ObservedFacts::default()).unwrap();
+        let valid = validate(&cluster(Mode::Leaderless), &ObservedFacts::default()).unwrap();
         let mut observed = Observed::default();
         for (i, terminating) in [(0, false), (3, true)] {
             observed.pods.push(ObservedPod {

@@ -28,7 +28,7 @@ use super::observe::Observed;
 use super::ring::RingOutcome;
 use super::rollout::RolloutOutcome;
 use super::validate::{SpecError, ValidatedCluster};
-use crate::crd::{condition, reason, ClusterMode, Phase, ReplicatedClusterStatus};
+use crate::crd::{condition, reason, Mode, Phase, ReplicatedClusterStatus};
 use conditions::{mark_ready, mark_true, Conditions, Verdict};
 pub use members::load_figures;
 use members::{current_leader, members_and_load, record_voters, to_i64};
@@ -124,14 +124,14 @@ fn observed_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
     };
     status.selector = Some(cluster.selector_string());
     let available = match cluster.mode {
-        ClusterMode::SingleLeader => {
+        Mode::SingleLeader => {
             let leader = current_leader(&reachable);
             status.leader = leader.map(|l| l.node_id.clone());
             record_voters(&mut status, &reachable, &previous);
             status.epoch = reachable.iter().map(|n| n.epoch).max().map(to_i64);
             leader_available(leader, status.ready_replicas, cluster.quorum)
         }
-        ClusterMode::Leaderless => {
+        Mode::Leaderless => {
             let ring_version = ring_version(&reachable);
             status.ring_version = ring_version.map(to_i64);
             quorum_available(ring_version, status.ready_replicas, cluster.quorum)
@@ -222,8 +222,8 @@ fn degraded(
     reachable: &[&NodeStatus],
 ) -> Verdict {
     let stalled = match cluster.mode {
-        ClusterMode::SingleLeader => stalled_followers(current_leader(reachable)),
-        ClusterMode::Leaderless => Vec::new(),
+        Mode::SingleLeader => stalled_followers(current_leader(reachable)),
+        Mode::Leaderless => Vec::new(),
     };
     let not_ready = cluster.replicas - status.ready_replicas;
     let unreachable = status.members.iter().filter(|m| !m.reachable).count();

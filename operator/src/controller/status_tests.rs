@@ -13,13 +13,13 @@ use crate::controller::fixtures::cluster;
 use crate::controller::observe::{Observed, ObservedPod};
 use crate::controller::ring::RingOutcome;
 use crate::controller::validate::{validate, ObservedFacts, ValidatedCluster};
-use crate::crd::{ClusterMode, MemberRole, MemberStatus, RingRecord};
+use crate::crd::{MemberStatus, RingRecord};
 
 fn at(second: i64) -> Time {
     Time(Timestamp::from_second(second).unwrap())
 }
 
-fn valid(mode: ClusterMode) -> ValidatedCluster {
+fn valid(mode: Mode) -> ValidatedCluster {
     validate(&cluster(mode), &ObservedFacts::default()).unwrap()
 }
 
@@ -162,7 +162,7 @@ fn condition<'a>(status: &'a ReplicatedClusterStatus, type_: &str) -> &'a Condit
 #[test]
 fn a_healthy_single_leader_cluster_is_running_with_its_leader_epoch_and_members() {
     let status = compute(
-        &valid(ClusterMode::SingleLeader),
+        &valid(Mode::SingleLeader),
         &healthy_single_leader(),
         None,
         100,
@@ -180,7 +180,7 @@ fn a_healthy_single_leader_cluster_is_running_with_its_leader_epoch_and_members(
         status.members[1],
         MemberStatus {
             name: "orders-1".into(),
-            role: Some(MemberRole::Follower),
+            role: Some(Role::Follower),
             ready: true,
             reachable: true,
             epoch: Some(3),
@@ -206,7 +206,7 @@ fn a_healthy_single_leader_cluster_is_running_with_its_leader_epoch_and_members(
 fn the_seeds_load_figures_come_from_each_nodes_mean_response_time() {
     // T = 2, 4, 6 ms: T_avg = 4, max = 6, B = 4/6, L = 0.5, 1, 1.5.
     let status = compute(
-        &valid(ClusterMode::SingleLeader),
+        &valid(Mode::SingleLeader),
         &healthy_single_leader(),
         None,
         100,
@@ -263,7 +263,7 @@ fn a_new_cluster_without_a_leader_is_pending_and_not_available() {
             .nodes
             .insert(format!("orders-{i}"), Ok(node(i, Role::Follower, 0, 0.0)));
     }
-    let status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+    let status = compute(&valid(Mode::SingleLeader), &observed, None, 100);
     assert_eq!(status.phase, Some(Phase::Pending));
     assert_eq!(status.leader, None);
     let available = condition(&status, condition::AVAILABLE);
@@ -279,7 +279,7 @@ fn a_new_cluster_without_a_leader_is_pending_and_not_available() {
 
 #[test]
 fn a_running_cluster_that_loses_one_node_is_degraded_but_available() {
-    let v = valid(ClusterMode::SingleLeader);
+    let v = valid(Mode::SingleLeader);
     let before = compute(&v, &healthy_single_leader(), None, 100);
     let mut observed = healthy_single_leader();
     observed.pods[2].ready = false;
@@ -303,7 +303,7 @@ fn a_running_cluster_that_loses_one_node_is_degraded_but_available() {
 
 #[test]
 fn a_follower_the_leader_cannot_reach_makes_a_ready_cluster_degraded() {
-    let v = valid(ClusterMode::SingleLeader);
+    let v = valid(Mode::SingleLeader);
     let before = compute(&v, &healthy_single_leader(), None, 100);
     assert_eq!(before.phase, Some(Phase::Running));
     // Every pod is ready and answers, but the leader never hears from orders-2 (e.g. it dials
@@ -329,7 +329,7 @@ fn a_follower_the_leader_cannot_reach_makes_a_ready_cluster_degraded() {
 
 #[test]
 fn a_running_cluster_that_loses_quorum_is_degraded_and_unavailable() {
-    let v = valid(ClusterMode::SingleLeader);
+    let v = valid(Mode::SingleLeader);
     let before = compute(&v, &healthy_single_leader(), None, 100);
     let mut observed = healthy_single_leader();
     observed.pods[1].ready = false;
@@ -349,7 +349,7 @@ fn a_self_fenced_leader_does_not_count_as_leader() {
     if let Some(Ok(leader)) = observed.nodes.get_mut("orders-0") {
         leader.self_fenced = true;
     }
-    let status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+    let status = compute(&valid(Mode::SingleLeader), &observed, None, 100);
     assert_eq!(status.leader, None);
     assert_eq!(
         condition(&status, condition::AVAILABLE).reason,
@@ -359,7 +359,7 @@ fn a_self_fenced_leader_does_not_count_as_leader() {
 
 #[test]
 fn transition_times_change_only_when_a_condition_flips() {
-    let v = valid(ClusterMode::SingleLeader);
+    let v = valid(Mode::SingleLeader);
     let first = compute(&v, &healthy_single_leader(), None, 100);
     let same = compute(&v, &healthy_single_leader(), Some(&first), 200);
     assert_eq!(
@@ -381,7 +381,7 @@ fn transition_times_change_only_when_a_condition_flips() {
 
 #[test]
 fn scaling_shows_while_pods_are_added_and_progressing_until_the_statefulset_settles() {
-    let mut c = cluster(ClusterMode::SingleLeader);
+    let mut c = cluster(Mode::SingleLeader);
     c.spec.replicas = 5;
     let v = validate(&c, &ObservedFacts::default()).unwrap();
     let status = compute(&v, &healthy_single_leader(), None, 100);
@@ -396,7 +396,7 @@ fn scaling_shows_while_pods_are_added_and_progressing_until_the_statefulset_sett
 #[test]
 fn pods_on_an_old_revision_keep_the_cluster_progressing_and_not_ready() {
     let observed = healthy_single_leader();
-    let mut status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+    let mut status = compute(&valid(Mode::SingleLeader), &observed, None, 100);
     let rollout = crate::controller::rollout::RolloutOutcome {
         step: crate::rollout::Step::Restart {
             updated: 1,
@@ -432,7 +432,7 @@ fn pods_on_an_old_revision_keep_the_cluster_progressing_and_not_ready() {
 #[test]
 fn a_serving_healthy_up_to_date_cluster_is_ready() {
     let observed = healthy_single_leader();
-    let mut status = compute(&valid(ClusterMode::SingleLeader), &observed, None, 100);
+    let mut status = compute(&valid(Mode::SingleLeader), &observed, None, 100);
     let now = status.conditions[0].last_transition_time.clone();
     mark_ready(&mut status, None, &now);
     let ready = condition(&status, condition::READY);
@@ -468,7 +468,7 @@ fn ring_node(ordinal: i32, version: u64) -> NodeStatus {
 
 #[test]
 fn a_leaderless_cluster_is_available_with_a_quorum_of_ready_nodes() {
-    let v = valid(ClusterMode::Leaderless);
+    let v = valid(Mode::Leaderless);
     let mut observed = healthy_single_leader();
     observed.nodes.clear();
     observed
@@ -488,7 +488,7 @@ fn a_leaderless_cluster_is_available_with_a_quorum_of_ready_nodes() {
 
 #[test]
 fn a_leaderless_cluster_whose_nodes_have_no_ring_yet_is_not_available() {
-    let v = valid(ClusterMode::Leaderless);
+    let v = valid(Mode::Leaderless);
     let mut observed = healthy_single_leader();
     observed.nodes = (0..3)
         .map(|i| (format!("orders-{i}"), Ok(ring_node(i, 0))))
@@ -526,7 +526,7 @@ fn an_invalid_spec_sets_phase_invalid_and_a_degraded_condition_with_the_reason()
 
 #[test]
 fn the_last_failover_record_is_carried_over() {
-    let v = valid(ClusterMode::SingleLeader);
+    let v = valid(Mode::SingleLeader);
     let mut previous = compute(&v, &healthy_single_leader(), None, 100);
     previous.last_failover = Some(crate::crd::FailoverRecord {
         time: at(50),

@@ -6,6 +6,7 @@
 //! it checks what CEL cannot see (the admin Secret). The mode sections (`spec.singleLeader`,
 //! `spec.leaderless`) are checked in `validate/modes.rs`.
 
+use rc_api::env;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -15,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use rc_api::{Peer, Ring};
 
 use crate::crd::{
-    reason, ClusterMode, LogFormat, LogLevel, PullPolicy, ReplicatedCluster, ReplicatedClusterSpec,
+    reason, LogFormat, LogLevel, Mode, PullPolicy, ReplicatedCluster, ReplicatedClusterSpec,
 };
 use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION};
 use crate::membership;
@@ -107,7 +108,7 @@ pub struct ValidatedCluster {
     pub name: String,
     pub namespace: String,
     pub owner: OwnerReference,
-    pub mode: ClusterMode,
+    pub mode: Mode,
     pub replicas: i32,
     /// Pods the StatefulSet keeps: `replicas`, or in Leaderless mode more while members beyond
     /// it are still in the ring (a scale-down stops a pod only after its member left).
@@ -222,8 +223,8 @@ pub fn validate(
     }
     let ring = known_ring(cluster, facts);
     let mode = match spec.mode {
-        ClusterMode::SingleLeader => modes::single_leader(&name, spec)?,
-        ClusterMode::Leaderless => {
+        Mode::SingleLeader => modes::single_leader(&name, spec)?,
+        Mode::Leaderless => {
             modes::leaderless(&name, spec, ring.as_ref().map_or(0, |r| r.members.len()))?
         }
     };
@@ -283,7 +284,7 @@ fn known_ring(cluster: &ReplicatedCluster, facts: &ObservedFacts) -> Option<Ring
         .into_iter()
         .flatten()
         .max_by_key(|r| r.version)
-        .filter(|_| cluster.spec.mode == ClusterMode::Leaderless)
+        .filter(|_| cluster.spec.mode == Mode::Leaderless)
 }
 
 /// The admin Secret: the one the user named, which must exist and be made for this cluster,
@@ -326,9 +327,9 @@ fn statefulset_replicas(
     let prefix = format!("{}-", cluster.name_any());
     let recorded_voters = cluster.status.as_ref().and_then(|s| s.voters.clone());
     let voters = match spec.mode {
-        ClusterMode::Leaderless => Vec::new(),
-        ClusterMode::SingleLeader if !facts.voters.is_empty() => facts.voters.clone(),
-        ClusterMode::SingleLeader => recorded_voters.unwrap_or_default(),
+        Mode::Leaderless => Vec::new(),
+        Mode::SingleLeader if !facts.voters.is_empty() => facts.voters.clone(),
+        Mode::SingleLeader => recorded_voters.unwrap_or_default(),
     };
     let highest_member = ring
         .iter()
@@ -356,21 +357,21 @@ fn shared_node_config(spec: &ReplicatedClusterSpec, peers: &[Peer]) -> BTreeMap<
         .map(|p| format!("{}={}", p.id, p.address))
         .collect();
     BTreeMap::from([
-        ("RC_LISTEN".to_owned(), format!("0.0.0.0:{NODE_PORT}")),
-        ("RC_DATA_DIR".to_owned(), DATA_DIR.to_owned()),
+        (env::LISTEN.to_owned(), format!("0.0.0.0:{NODE_PORT}")),
+        (env::DATA_DIR.to_owned(), DATA_DIR.to_owned()),
         (
-            "RC_ADMIN_TOKEN_FILE".to_owned(),
+            env::ADMIN_TOKEN_FILE.to_owned(),
             ADMIN_TOKEN_FILE.to_owned(),
         ),
         (
-            "RC_LOG_LEVEL".to_owned(),
+            env::LOG_LEVEL.to_owned(),
             log_level(spec.logging.level).to_owned(),
         ),
         (
-            "RC_LOG_FORMAT".to_owned(),
+            env::LOG_FORMAT.to_owned(),
             log_format(spec.logging.format).to_owned(),
         ),
-        ("RC_PEERS".to_owned(), peer_list.join(",")),
+        (env::PEERS.to_owned(), peer_list.join(",")),
     ])
 }
 

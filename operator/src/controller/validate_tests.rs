@@ -13,7 +13,7 @@ fn ok(cluster: &ReplicatedCluster) -> ValidatedCluster {
 
 #[test]
 fn a_default_single_leader_cluster_gets_majority_quorum_and_the_leader_loss_timeout_as_fence() {
-    let v = ok(&cluster(ClusterMode::SingleLeader));
+    let v = ok(&cluster(Mode::SingleLeader));
     assert_eq!(v.quorum, 2);
     assert_eq!(v.max_unavailable(), 1);
     assert_eq!(v.node_config["RC_MODE"], "single-leader");
@@ -38,7 +38,7 @@ fn a_default_single_leader_cluster_gets_majority_quorum_and_the_leader_loss_time
 
 #[test]
 fn peers_are_named_by_ordinal_with_stable_dns_addresses() {
-    let v = ok(&cluster(ClusterMode::SingleLeader));
+    let v = ok(&cluster(Mode::SingleLeader));
     let ids: Vec<&str> = v.peers.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["orders-0", "orders-1", "orders-2"]);
     assert_eq!(v.peers[1].address, "orders-1.orders-peers.shop.svc:7400");
@@ -46,7 +46,7 @@ fn peers_are_named_by_ordinal_with_stable_dns_addresses() {
 
 #[test]
 fn a_default_leaderless_cluster_gets_majority_read_and_write_quorums() {
-    let v = ok(&cluster(ClusterMode::Leaderless));
+    let v = ok(&cluster(Mode::Leaderless));
     assert_eq!(v.node_config["RC_MODE"], "leaderless");
     assert_eq!(v.node_config["RC_REPLICATION_FACTOR"], "3");
     assert_eq!(v.node_config["RC_WRITE_QUORUM"], "2");
@@ -64,7 +64,7 @@ fn a_default_leaderless_cluster_gets_majority_read_and_write_quorums() {
 
 #[test]
 fn leaderless_disruption_budget_follows_the_stricter_quorum() {
-    let mut c = cluster(ClusterMode::Leaderless);
+    let mut c = cluster(Mode::Leaderless);
     c.spec.replicas = 5;
     c.spec.leaderless = Some(LeaderlessSpec {
         replication_factor: Some(5),
@@ -84,20 +84,20 @@ fn leaderless_disruption_budget_follows_the_stricter_quorum() {
 
 #[test]
 fn a_single_node_cluster_allows_no_voluntary_disruption() {
-    let mut c = cluster(ClusterMode::SingleLeader);
+    let mut c = cluster(Mode::SingleLeader);
     c.spec.replicas = 1;
     assert_eq!(ok(&c).max_unavailable(), 0);
 }
 
 #[test]
 fn settings_of_the_other_mode_are_rejected() {
-    let mut c = cluster(ClusterMode::SingleLeader);
+    let mut c = cluster(Mode::SingleLeader);
     c.spec.leaderless = Some(LeaderlessSpec::default());
     assert_eq!(
         validate(&c, &ObservedFacts::default()),
         Err(SpecError::WrongModeSettings("leaderless", "Leaderless"))
     );
-    let mut c = cluster(ClusterMode::Leaderless);
+    let mut c = cluster(Mode::Leaderless);
     c.spec.single_leader = Some(SingleLeaderSpec::default());
     assert!(matches!(
         validate(&c, &ObservedFacts::default()),
@@ -108,7 +108,7 @@ fn settings_of_the_other_mode_are_rejected() {
 #[test]
 fn quorums_outside_their_bounds_are_rejected() {
     for (n, w, r, replicas) in [(4, 2, 2, 3), (3, 4, 2, 3), (3, 2, 0, 3), (3, 0, 2, 3)] {
-        let mut c = cluster(ClusterMode::Leaderless);
+        let mut c = cluster(Mode::Leaderless);
         c.spec.replicas = replicas;
         c.spec.leaderless = Some(LeaderlessSpec {
             replication_factor: Some(n),
@@ -126,7 +126,7 @@ fn quorums_outside_their_bounds_are_rejected() {
 #[test]
 fn single_leader_timing_out_of_range_or_inconsistent_is_rejected() {
     let check = |settings: SingleLeaderSpec| {
-        let mut c = cluster(ClusterMode::SingleLeader);
+        let mut c = cluster(Mode::SingleLeader);
         c.spec.single_leader = Some(settings);
         validate(&c, &ObservedFacts::default()).map(|v| (v.failover, v.node_config))
     };
@@ -187,7 +187,7 @@ fn single_leader_timing_out_of_range_or_inconsistent_is_rejected() {
         Some("redirect")
     );
     let (_, proxied) = check(SingleLeaderSpec {
-        client_forwarding: crate::crd::ClientForwarding::Proxy,
+        client_forwarding: crate::crd::Forwarding::Proxy,
         ..d()
     })
     .unwrap();
@@ -205,7 +205,7 @@ fn names_that_would_overflow_pod_or_service_names_are_rejected() {
         "Orders".into(),
         "orders-".into(),
     ] {
-        let mut c = cluster(ClusterMode::SingleLeader);
+        let mut c = cluster(Mode::SingleLeader);
         c.metadata.name = Some(name.clone());
         assert_eq!(
             validate(&c, &ObservedFacts::default()),
@@ -216,7 +216,7 @@ fn names_that_would_overflow_pod_or_service_names_are_rejected() {
 
 #[test]
 fn a_named_admin_secret_must_exist_and_a_missing_managed_one_is_fine() {
-    let mut c = cluster(ClusterMode::SingleLeader);
+    let mut c = cluster(Mode::SingleLeader);
     assert_eq!(
         ok(&c).admin_secret,
         AdminSecret {
@@ -266,7 +266,7 @@ fn a_named_admin_secret_must_exist_and_a_missing_managed_one_is_fine() {
 #[test]
 fn the_selector_string_lists_the_pod_labels() {
     assert_eq!(
-        ok(&cluster(ClusterMode::SingleLeader)).selector_string(),
+        ok(&cluster(Mode::SingleLeader)).selector_string(),
         "app.kubernetes.io/instance=orders,app.kubernetes.io/name=rc-node,replicated.dev/cluster=orders"
     );
 }
@@ -290,7 +290,7 @@ fn ring_of(ordinals: std::ops::Range<usize>, leaving_from: usize) -> Ring {
 
 #[test]
 fn a_leaderless_statefulset_keeps_a_pod_for_every_member_still_in_the_ring() {
-    let mut c = cluster(ClusterMode::Leaderless);
+    let mut c = cluster(Mode::Leaderless);
     c.spec.replicas = 3;
     let facts = |ring| ObservedFacts {
         ring,
@@ -315,17 +315,13 @@ fn a_leaderless_statefulset_keeps_a_pod_for_every_member_still_in_the_ring() {
     let v = validate(&c, &ObservedFacts::default()).unwrap();
     assert_eq!(v.statefulset_replicas, 4);
     // A SingleLeader cluster ignores rings altogether.
-    let v = validate(
-        &cluster(ClusterMode::SingleLeader),
-        &facts(Some(ring_of(0..5, 5))),
-    )
-    .unwrap();
+    let v = validate(&cluster(Mode::SingleLeader), &facts(Some(ring_of(0..5, 5)))).unwrap();
     assert_eq!(v.statefulset_replicas, 3);
 }
 
 #[test]
 fn scaling_a_leaderless_ring_below_its_replication_factor_is_refused_and_keeps_the_members() {
-    let mut c = cluster(ClusterMode::Leaderless);
+    let mut c = cluster(Mode::Leaderless);
     c.spec.replicas = 2;
     let facts = ObservedFacts {
         ring: Some(ring_of(0..3, 3)),

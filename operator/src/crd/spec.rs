@@ -10,6 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::status::ReplicatedClusterStatus;
+// The enums the node, the operator and this resource share: one definition, in rc-api.
+pub use rc_api::{ConflictResolution, Forwarding, Mode, Replication};
 
 /// Default node image when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/replicated-dev/rc-node:0.1.0";
@@ -113,7 +115,7 @@ pub struct ReplicatedClusterSpec {
     /// followers; the operator chooses the leader and fails over) or `Leaderless` (every node
     /// coordinates reads and writes with quorums on a consistent-hash ring). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.mode is immutable").reason(Reason::FieldValueForbidden))]
-    pub mode: ClusterMode,
+    pub mode: Mode,
 
     /// Number of nodes (pods). Each node keeps its data on its own PersistentVolumeClaim.
     #[serde(default = "default_replicas")]
@@ -161,15 +163,6 @@ pub struct ReplicatedClusterSpec {
     pub paused: bool,
 }
 
-/// Replication architecture of a cluster.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum ClusterMode {
-    /// One leader accepts writes and replicates its log to followers.
-    SingleLeader,
-    /// Every node coordinates reads and writes with read and write quorums.
-    Leaderless,
-}
-
 /// Image pull policy of the node container.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum PullPolicy {
@@ -215,7 +208,7 @@ pub struct SingleLeaderSpec {
     /// yet replicated can be lost on failover), `Quorum` (after a majority of nodes hold it
     /// durably; no acknowledged write is lost) or `All` (after every follower holds it).
     #[serde(default)]
-    pub replication: ReplicationMode,
+    pub replication: Replication,
 
     /// How long, in milliseconds, followers may go without hearing from the leader before it
     /// counts as lost; the operator promotes another node as soon as a majority of members
@@ -248,7 +241,7 @@ pub struct SingleLeaderSpec {
     /// operator's `--node-address dns`) or `Proxy` (it forwards the request to the leader and
     /// relays the answer, for clients that can reach only a Service). Default `Redirect`.
     #[serde(default)]
-    pub client_forwarding: ClientForwarding,
+    pub client_forwarding: Forwarding,
 
     /// Deprecated and ignored: failover no longer waits a fixed delay. Detection is
     /// `leaderLossTimeoutMs`; flapping is bounded by `minFailoverIntervalSeconds`.
@@ -259,41 +252,15 @@ pub struct SingleLeaderSpec {
 impl Default for SingleLeaderSpec {
     fn default() -> Self {
         Self {
-            replication: ReplicationMode::default(),
+            replication: Replication::default(),
             leader_loss_timeout_ms: default_leader_loss_timeout_ms(),
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             min_failover_interval_seconds: default_min_failover_interval_seconds(),
             fence_timeout_ms: None,
-            client_forwarding: ClientForwarding::default(),
+            client_forwarding: Forwarding::default(),
             failover_delay_seconds: None,
         }
     }
-}
-
-/// How a follower passes on requests only the leader serves.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-pub enum ClientForwarding {
-    /// 307 Temporary Redirect to the leader.
-    #[default]
-    Redirect,
-    /// Forward to the leader and relay its answer.
-    Proxy,
-}
-
-/// When the leader acknowledges a write to its client.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-pub enum ReplicationMode {
-    /// After the leader's own durable append.
-    Async,
-    /// After a majority of nodes, leader included, hold the write durably.
-    #[default]
-    Quorum,
-    /// After every follower holds the write durably.
-    All,
 }
 
 /// Settings of `Leaderless` mode.
@@ -326,18 +293,6 @@ pub struct LeaderlessSpec {
     /// and returned to the client to merge).
     #[serde(default)]
     pub conflict_resolution: ConflictResolution,
-}
-
-/// How concurrent writes to one key are reconciled in `Leaderless` mode.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-pub enum ConflictResolution {
-    /// The write with the newest timestamp wins.
-    #[default]
-    LastWriteWins,
-    /// Concurrent values are kept as siblings and returned together.
-    Siblings,
 }
 
 /// A Secret in the cluster's namespace.

@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+pub use rc_api::{MemberState, Role};
+
 /// Observed state of a ReplicatedCluster.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -125,7 +127,7 @@ pub struct MemberStatus {
 
     /// `Leader`, `Follower` or `Peer` (Leaderless mode), as reported by the node itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<MemberRole>,
+    pub role: Option<Role>,
 
     /// Whether the pod is ready (its `/readyz` answers).
     pub ready: bool,
@@ -166,14 +168,6 @@ pub struct MemberStatus {
     /// Why the node could not be observed, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-}
-
-/// A node's role.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum MemberRole {
-    Leader,
-    Follower,
-    Peer,
 }
 
 /// A completed failover.
@@ -231,15 +225,7 @@ pub struct RingMemberRecord {
     /// Where the other nodes reach it (`host:port`).
     pub address: String,
     /// `Joining`, `Normal` or `Leaving`.
-    pub state: RingMemberState,
-}
-
-/// A member's place in the ring.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum RingMemberState {
-    Joining,
-    Normal,
-    Leaving,
+    pub state: MemberState,
 }
 
 /// The cluster's load figures (design model: T_avg, L_i, B).

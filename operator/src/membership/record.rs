@@ -1,8 +1,8 @@
 //! (pure) Rings as the nodes report them and as `status.ring` records them.
 
-use rc_api::{Member as RingMember, MemberState, NodeStatus, Ring};
+use rc_api::{Member as RingMember, NodeStatus, Ring};
 
-use crate::crd::{RingMemberRecord, RingMemberState, RingRecord};
+use crate::crd::{RingMemberRecord, RingRecord};
 
 /// The ring a node reports, rebuilt exactly (same order), when it has one.
 pub fn reported_ring(node: &NodeStatus) -> Option<Ring> {
@@ -50,11 +50,7 @@ pub fn to_record(ring: &Ring) -> RingRecord {
             .map(|m| RingMemberRecord {
                 name: m.id.clone(),
                 address: m.address.clone(),
-                state: match m.state {
-                    MemberState::Joining => RingMemberState::Joining,
-                    MemberState::Normal => RingMemberState::Normal,
-                    MemberState::Leaving => RingMemberState::Leaving,
-                },
+                state: m.state,
             })
             .collect(),
     }
@@ -71,11 +67,7 @@ pub fn from_record(record: &RingRecord) -> Option<Ring> {
             .map(|m| RingMember {
                 id: m.name.clone(),
                 address: m.address.clone(),
-                state: match m.state {
-                    RingMemberState::Joining => MemberState::Joining,
-                    RingMemberState::Normal => MemberState::Normal,
-                    RingMemberState::Leaving => MemberState::Leaving,
-                },
+                state: m.state,
             })
             .collect(),
     })

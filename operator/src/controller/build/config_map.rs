@@ -1,5 +1,6 @@
 //! (pure) `ConfigMap <name>-config`: the nodes' `RC_*` settings, loaded with `envFrom`.
 
+use rc_api::env;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -9,7 +10,7 @@ use crate::controller::validate::ValidatedCluster;
 
 /// Settings a running node receives from the operator instead of a restart; kept out of
 /// [`config_hash`] so that scaling does not make every pod look outdated.
-const LIVE_KEYS: &[&str] = &["RC_PEERS"];
+const LIVE_KEYS: &[&str] = &[env::PEERS];
 
 pub fn build_config_map(cluster: &ValidatedCluster) -> ConfigMap {
     ConfigMap {

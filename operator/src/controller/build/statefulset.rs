@@ -7,6 +7,7 @@
 //!   not ready until the operator promotes one; `OrderedReady` would wait forever for pod 0.
 //! - The role label is never part of the template: the operator moves it between live pods.
 
+use rc_api::env;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
@@ -190,12 +191,12 @@ fn pod_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
             ..EnvVar::default()
         },
         EnvVar {
-            name: "RC_NODE_ID".to_owned(),
+            name: env::NODE_ID.to_owned(),
             value: Some("$(POD_NAME)".to_owned()),
             ..EnvVar::default()
         },
         EnvVar {
-            name: "RC_ADVERTISE".to_owned(),
+            name: env::ADVERTISE.to_owned(),
             value: Some(format!(
                 "$(POD_NAME).{}.{}.svc:{NODE_PORT}",
                 cluster.peers_service_name, cluster.namespace

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::build_statefulset;
 use crate::controller::fixtures::{cluster, UID};
 use crate::controller::validate::{validate, ObservedFacts};
-use crate::crd::ClusterMode;
+use crate::crd::Mode;
 
 fn probe(path: &str, period: i32, failures: i32) -> Value {
     json!({
@@ -21,11 +21,7 @@ fn probe(path: &str, period: i32, failures: i32) -> Value {
 
 #[test]
 fn the_statefulset_runs_the_node_binary_with_its_volume_token_probes_and_settings() {
-    let v = validate(
-        &cluster(ClusterMode::SingleLeader),
-        &ObservedFacts::default(),
-    )
-    .unwrap();
+    let v = validate(&cluster(Mode::SingleLeader), &ObservedFacts::default()).unwrap();
     let selector = json!({
         "app.kubernetes.io/instance": "orders",
         "app.kubernetes.io/name": "rc-node",
@@ -140,7 +136,7 @@ fn the_statefulset_runs_the_node_binary_with_its_volume_token_probes_and_setting
 
 #[test]
 fn spec_resources_image_policy_and_storage_class_reach_the_pods() {
-    let mut c = cluster(ClusterMode::Leaderless);
+    let mut c = cluster(Mode::Leaderless);
     c.spec.image = "registry.local/rc-node:dev".into();
     c.spec.image_pull_policy = Some(crate::crd::PullPolicy::Always);
     c.spec.storage.storage_class_name = Some("fast".into());
@@ -162,7 +158,7 @@ fn spec_resources_image_policy_and_storage_class_reach_the_pods() {
 
 #[test]
 fn an_existing_volume_claim_template_is_kept_because_it_is_immutable() {
-    let mut c = cluster(ClusterMode::SingleLeader);
+    let mut c = cluster(Mode::SingleLeader);
     c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("10Gi".into());
     let facts = ObservedFacts {
         existing_storage: Some((

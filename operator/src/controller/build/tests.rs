@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::*;
 use crate::controller::fixtures::{cluster, UID};
 use crate::controller::validate::{validate, ObservedFacts, ValidatedCluster};
-use crate::crd::{ClusterMode, LeaderlessSpec};
+use crate::crd::{LeaderlessSpec, Mode};
 
-fn validated(mode: ClusterMode) -> ValidatedCluster {
+fn validated(mode: Mode) -> ValidatedCluster {
     validate(&cluster(mode), &ObservedFacts::default()).unwrap()
 }
 
@@ -75,14 +75,14 @@ fn the_single_leader_config_map_holds_every_node_setting() {
         },
     });
     assert_eq!(
-        to_json(&build_config_map(&validated(ClusterMode::SingleLeader))),
+        to_json(&build_config_map(&validated(Mode::SingleLeader))),
         expected
     );
 }
 
 #[test]
 fn the_leaderless_config_map_holds_the_quorum_settings() {
-    let mut c = cluster(ClusterMode::Leaderless);
+    let mut c = cluster(Mode::Leaderless);
     c.spec.replicas = 5;
     c.spec.leaderless = Some(LeaderlessSpec {
         replication_factor: Some(5),
@@ -116,7 +116,7 @@ fn the_leaderless_config_map_holds_the_quorum_settings() {
 
 #[test]
 fn the_config_hash_ignores_the_peer_list_but_not_the_settings() {
-    let v = validated(ClusterMode::SingleLeader);
+    let v = validated(Mode::SingleLeader);
     let mut scaled = v.node_config.clone();
     scaled.insert("RC_PEERS".into(), "orders-0=elsewhere:7400".into());
     assert_eq!(config_hash(&v.node_config), config_hash(&scaled));
@@ -139,7 +139,7 @@ fn the_peers_service_is_headless_and_publishes_pods_before_they_are_ready() {
         },
     });
     assert_eq!(
-        to_json(&build_peers_service(&validated(ClusterMode::SingleLeader))),
+        to_json(&build_peers_service(&validated(Mode::SingleLeader))),
         expected
     );
 }
@@ -165,9 +165,7 @@ fn single_leader_client_services_select_the_leader_and_the_followers_by_role() {
         },
     ]);
     assert_eq!(
-        to_json(&build_client_services(&validated(
-            ClusterMode::SingleLeader
-        ))),
+        to_json(&build_client_services(&validated(Mode::SingleLeader))),
         expected
     );
 }
@@ -181,7 +179,7 @@ fn the_leaderless_client_service_selects_every_node() {
         "spec": { "type": "ClusterIP", "selector": selector(), "ports": node_port() },
     }]);
     assert_eq!(
-        to_json(&build_client_services(&validated(ClusterMode::Leaderless))),
+        to_json(&build_client_services(&validated(Mode::Leaderless))),
         expected
     );
 }
@@ -199,7 +197,7 @@ fn the_pdb_keeps_a_majority_and_always_allows_evicting_unhealthy_pods() {
         },
     });
     assert_eq!(
-        to_json(&build_pdb(&validated(ClusterMode::SingleLeader))),
+        to_json(&build_pdb(&validated(Mode::SingleLeader))),
         expected
     );
 }
@@ -214,16 +212,13 @@ fn the_admin_secret_carries_the_given_token() {
         "stringData": { "token": "t0k3n" },
     });
     assert_eq!(
-        to_json(&build_admin_secret(
-            &validated(ClusterMode::SingleLeader),
-            "t0k3n"
-        )),
+        to_json(&build_admin_secret(&validated(Mode::SingleLeader), "t0k3n")),
         expected
     );
 }
 
 #[test]
 fn build_all_is_deterministic() {
-    let v = validated(ClusterMode::SingleLeader);
+    let v = validated(Mode::SingleLeader);
     assert_eq!(build_all(&v), build_all(&v));
 }

@@ -4,7 +4,7 @@
 use rc_api::{NodeStatus, Role};
 
 use crate::controller::observe::Observed;
-use crate::crd::{LoadFigures, MemberRole, MemberStatus, ReplicatedClusterStatus};
+use crate::crd::{LoadFigures, MemberStatus, ReplicatedClusterStatus};
 
 /// `replicas`, `readyReplicas`, `members` and `load` from the live pods and their nodes.
 pub(super) fn members_and_load(
@@ -42,11 +42,7 @@ fn member(name: String, ready: bool, node: Option<&Result<NodeStatus, String>>) 
             name,
             ready,
             reachable: true,
-            role: Some(match node.role {
-                Role::Leader => MemberRole::Leader,
-                Role::Follower => MemberRole::Follower,
-                Role::Peer => MemberRole::Peer,
-            }),
+            role: Some(node.role),
             epoch: Some(to_i64(node.epoch)),
             applied_index: Some(to_i64(node.applied_index)),
             lag_ms: node.ms_since_leader_contact.map(to_i64),

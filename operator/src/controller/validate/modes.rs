@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{ClientService, SpecError};
-use crate::crd::{
-    ClientForwarding, ConflictResolution, ReplicatedClusterSpec, ReplicationMode, SingleLeaderSpec,
-    DEFAULT_REPLICATION_FACTOR,
-};
+use crate::crd::{ReplicatedClusterSpec, SingleLeaderSpec, DEFAULT_REPLICATION_FACTOR};
 use crate::failover::Timing;
 use crate::labels::{ROLE_FOLLOWER, ROLE_LEADER};
+use rc_api::{arg_value, env, Mode};
 
 /// What a mode section decides.
 pub(super) struct ModeSettings {
@@ -37,23 +35,16 @@ pub(super) fn single_leader(
     let settings = spec.single_leader.clone().unwrap_or_default();
     let timing = single_leader_timing(&settings).map_err(SpecError::SingleLeaderTiming)?;
     let node_config = BTreeMap::from([
-        ("RC_MODE".into(), "single-leader".into()),
+        (env::MODE.into(), arg_value(&Mode::SingleLeader)),
+        (env::REPLICATION.into(), arg_value(&settings.replication)),
+        (env::FENCE_TIMEOUT_MS.into(), timing.fence_ms.to_string()),
         (
-            "RC_REPLICATION".into(),
-            replication(settings.replication).into(),
-        ),
-        ("RC_FENCE_TIMEOUT_MS".into(), timing.fence_ms.to_string()),
-        (
-            "RC_HEARTBEAT_MS".into(),
+            env::HEARTBEAT_MS.into(),
             settings.heartbeat_interval_ms.to_string(),
         ),
         (
-            "RC_FORWARDING".into(),
-            match settings.client_forwarding {
-                ClientForwarding::Redirect => "redirect",
-                ClientForwarding::Proxy => "proxy",
-            }
-            .into(),
+            env::FORWARDING.into(),
+            arg_value(&settings.client_forwarding),
         ),
     ]);
     let client_services = vec![
@@ -108,13 +99,13 @@ pub(super) fn leaderless(
         });
     }
     let node_config = BTreeMap::from([
-        ("RC_MODE".into(), "leaderless".into()),
-        ("RC_REPLICATION_FACTOR".into(), n.to_string()),
-        ("RC_WRITE_QUORUM".into(), w.to_string()),
-        ("RC_READ_QUORUM".into(), r.to_string()),
+        (env::MODE.into(), arg_value(&Mode::Leaderless)),
+        (env::REPLICATION_FACTOR.into(), n.to_string()),
+        (env::WRITE_QUORUM.into(), w.to_string()),
+        (env::READ_QUORUM.into(), r.to_string()),
         (
-            "RC_CONFLICT_RESOLUTION".into(),
-            conflict_resolution(settings.conflict_resolution).into(),
+            env::CONFLICT_RESOLUTION.into(),
+            arg_value(&settings.conflict_resolution),
         ),
     ]);
     Ok(ModeSettings {
@@ -129,21 +120,6 @@ pub(super) fn leaderless(
         replication_factor: n,
         node_config,
     })
-}
-
-fn replication(mode: ReplicationMode) -> &'static str {
-    match mode {
-        ReplicationMode::Async => "async",
-        ReplicationMode::Quorum => "quorum",
-        ReplicationMode::All => "all",
-    }
-}
-
-fn conflict_resolution(c: ConflictResolution) -> &'static str {
-    match c {
-        ConflictResolution::LastWriteWins => "last-write-wins",
-        ConflictResolution::Siblings => "siblings",
-    }
 }
 
 /// The single-leader timing fields, checked (the CRD's CEL rules again, for objects that
