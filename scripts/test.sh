@@ -16,6 +16,9 @@ hack/kube/build.sh | tail -n 3
 step "cargo fmt"
 cargo fmt --all -- --check
 
+step "size limits (no file over 500 lines, no function over 80, outside tests)"
+python3 scripts/check-sizes.py
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -81,21 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     if args.mode == rc_api::Mode::Leaderless {
         let cfg = leaderless_config(&args, advertise.clone(), token, fsync)?;
-        tracing::info!(
-            node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
-            n = cfg.n, w = cfg.w, r = cfg.r, conflict = ?cfg.conflict,
-            "rc-node serving (leaderless mode; waiting for the operator's ring)"
-        );
-        let node = LeaderlessNode::open(cfg).context("opening the data directory")?;
-        let app = leaderless_router(LeaderlessState {
-            node: node.clone(),
-            cfg: http_cfg,
-            metrics,
-        });
-        http::serve(listener, app, None, shutdown_signal()).await;
-        node.shut_down();
-        tracing::info!("shutting down; every acknowledged write is already durable");
-        return Ok(());
+        return run_leaderless(&args, cfg, listener, advertise, http_cfg, metrics).await;
     }
     let runtime_cfg = RuntimeConfig {
         data_dir: args.data_dir.clone(),
@@ -137,6 +123,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stop,
     )
     .await;
+    node.shut_down();
+    tracing::info!("shutting down; every acknowledged write is already durable");
+    Ok(())
+}
+
+/// Serve in leaderless mode until a signal.
+async fn run_leaderless(
+    args: &Args,
+    cfg: LeaderlessConfig,
+    listener: tokio::net::TcpListener,
+    advertise: String,
+    http_cfg: Arc<rc_node::config::HttpConfig>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
+        n = cfg.n, w = cfg.w, r = cfg.r, conflict = ?cfg.conflict,
+        "rc-node serving (leaderless mode; waiting for the operator's ring)"
+    );
+    let node = LeaderlessNode::open(cfg).context("opening the data directory")?;
+    let app = leaderless_router(LeaderlessState {
+        node: node.clone(),
+        cfg: http_cfg,
+        metrics,
+    });
+    http::serve(listener, app, None, shutdown_signal()).await;
     node.shut_down();
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
