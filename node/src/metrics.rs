@@ -94,20 +94,24 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics in the Prometheus text format; the replication gauges are single-leader's
+    /// (a leaderless node reports request counts and latency only).
     pub fn render(&self, status: &NodeStatus) -> String {
-        self.epoch.set(status.epoch as i64);
-        self.last_index.set(status.last_log.index as i64);
-        self.commit_index.set(status.commit_index as i64);
-        self.applied_index.set(status.applied_index as i64);
-        self.is_leader.set(i64::from(status.role == Role::Leader));
-        self.self_fenced.set(i64::from(status.self_fenced));
         self.follower_lag.clear();
-        for f in &status.followers {
-            self.follower_lag
-                .get_or_create(&FollowerLabel {
-                    follower: f.id.clone(),
-                })
-                .set(f.lag_entries as i64);
+        if let Some(s) = status.single_leader() {
+            self.epoch.set(s.epoch as i64);
+            self.last_index.set(s.last_log.index as i64);
+            self.commit_index.set(s.commit_index as i64);
+            self.applied_index.set(s.applied_index as i64);
+            self.is_leader.set(i64::from(s.role == Role::Leader));
+            self.self_fenced.set(i64::from(s.self_fenced));
+            for f in &s.followers {
+                self.follower_lag
+                    .get_or_create(&FollowerLabel {
+                        follower: f.id.clone(),
+                    })
+                    .set(f.lag_entries as i64);
+            }
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

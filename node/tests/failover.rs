@@ -428,8 +428,8 @@ async fn the_health_feed_answers_when_a_follower_loses_its_leader() {
     let c = Cluster::start(3, &[]);
     let leader = c.bootstrap().await;
     let follower = (leader + 1) % 3;
-    let health = |s: &rc_api::NodeStatus| rc_api::Health::of(s, 500);
-    let now = health(&c.status(follower).await.unwrap());
+    let health = |s: &rc_api::NodeStatus| rc_api::Health::of(s.single_leader().unwrap(), 500);
+    let now = health(&c.node_status(follower).await.unwrap());
     assert!(!now.leader_contact_lost, "{now:?}");
 
     // Unchanged: the request waits out its timeout and answers the same health.

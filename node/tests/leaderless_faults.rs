@@ -532,10 +532,9 @@ async fn decommission(c: &Cluster, i: usize) {
     let mut posted = 0;
     loop {
         let state = c
-            .status(i)
+            .node_status(i)
             .await
-            .and_then(|s| s.leaderless)
-            .map(|s| s.stream);
+            .and_then(|s| s.leaderless().map(|l| l.stream));
         match state {
             Some(StreamState::Decommissioned) => return,
             Some(StreamState::Streaming) => {}

@@ -25,7 +25,10 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use rc_api::{Health, LogPosition, Mode, NodeStatus, Replication, RequestStats, Role, StatusQuery};
+use rc_api::{
+    Health, LogPosition, ModeStatus, NodeStatus, Replication, RequestStats, Role,
+    SingleLeaderStatus, StatusQuery,
+};
 use rc_operator::feed::{cluster_ref, Feed, Target};
 use rc_operator::metrics::Metrics;
 use rc_operator::node_client::HttpNodeAdmin;
@@ -65,31 +68,37 @@ impl FakeNode {
         let lost = self.lost.load(Ordering::Relaxed);
         NodeStatus {
             node_id: self.id.clone(),
-            mode: Mode::SingleLeader,
-            incarnation: 7,
-            config: None,
-            role: Role::Follower,
-            epoch: 3,
-            leader: Some("leader".into()),
-            last_log: LogPosition {
-                epoch: 3,
-                index: 1_000,
-            },
-            commit_index: 1_000,
-            applied_index: 1_000,
-            snapshot_index: 0,
-            followers: Vec::new(),
-            ms_since_leader_contact: Some(if lost { 5_000 } else { 20 }),
-            self_fenced: false,
-            replication: Replication::Quorum,
             stats: RequestStats::default(),
-            leaderless: None,
+            detail: ModeStatus::SingleLeader(SingleLeaderStatus {
+                incarnation: 7,
+                config: None,
+                role: Role::Follower,
+                epoch: 3,
+                leader: Some("leader".into()),
+                last_log: LogPosition {
+                    epoch: 3,
+                    index: 1_000,
+                },
+                commit_index: 1_000,
+                applied_index: 1_000,
+                snapshot_index: 0,
+                followers: Vec::new(),
+                ms_since_leader_contact: Some(if lost { 5_000 } else { 20 }),
+                self_fenced: false,
+                replication: Replication::Quorum,
+            }),
         }
     }
 }
 
 async fn status(State(node): State<FakeNode>, Query(q): Query<StatusQuery>) -> Json<NodeStatus> {
-    let token = |n: &FakeNode| Health::of(&n.status(), q.leader_loss_ms.unwrap_or(LOSS_MS)).token();
+    let token = |n: &FakeNode| {
+        Health::of(
+            n.status().single_leader().unwrap(),
+            q.leader_loss_ms.unwrap_or(LOSS_MS),
+        )
+        .token()
+    };
     if let Some(seen) = q.wait_for_change {
         let mut changes = node.changed.subscribe();
         let deadline = tokio::time::Instant::now()

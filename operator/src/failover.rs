@@ -51,7 +51,7 @@ mod voters_tests;
 pub use rc_api::majority;
 use std::time::Duration;
 
-use rc_api::{NodeStatus, Peer, Role, Voter};
+use rc_api::{NodeStatus, Peer, Role, SingleLeaderStatus, Voter};
 
 pub use choose::{after_fence, after_fence_preferring};
 use lost::{leader_lost, no_leader, serving};
@@ -81,6 +81,17 @@ pub struct Member {
     pub role_label: Option<String>,
     /// The node's admin status, or why it could not be read.
     pub node: Result<NodeStatus, String>,
+}
+
+impl Member {
+    /// The node's single-leader status, or why there is none: it could not be read, or the
+    /// node runs in the other mode.
+    pub fn status(&self) -> Result<&SingleLeaderStatus, &str> {
+        match &self.node {
+            Ok(n) => n.single_leader().ok_or("the node runs in leaderless mode"),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Everything [`decide`] looks at.
@@ -230,10 +241,10 @@ const VOTERS_RECHECK: Duration = Duration::from_secs(1);
 
 /// The next step. See the module documentation.
 pub fn decide(view: &View, now_ms: i64) -> Decision {
-    let reachable: Vec<(&Member, &NodeStatus)> = view
+    let reachable: Vec<(&Member, &SingleLeaderStatus)> = view
         .members
         .iter()
-        .filter_map(|m| m.node.as_ref().ok().map(|n| (m, n)))
+        .filter_map(|m| m.status().ok().map(|n| (m, n)))
         .collect();
     let epoch = reachable
         .iter()
@@ -264,8 +275,8 @@ pub fn decide(view: &View, now_ms: i64) -> Decision {
 
 /// The leader of `epoch`: a node leading it (not self-fenced first), else the leader its
 /// followers name.
-fn leader_of(epoch: u64, reachable: &[(&Member, &NodeStatus)]) -> Option<String> {
-    let mut leading: Vec<&(&Member, &NodeStatus)> = reachable
+fn leader_of(epoch: u64, reachable: &[(&Member, &SingleLeaderStatus)]) -> Option<String> {
+    let mut leading: Vec<&(&Member, &SingleLeaderStatus)> = reachable
         .iter()
         .filter(|(_, n)| n.role == Role::Leader && n.epoch == epoch)
         .collect();

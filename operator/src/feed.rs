@@ -218,7 +218,10 @@ async fn follow(
         {
             Ok(status) => {
                 backoff = MIN_BACKOFF;
-                let now = Health::of(&status, leader_loss_ms).token();
+                let now = match status.single_leader() {
+                    Some(s) => Health::of(s, leader_loss_ms).token(),
+                    None => "leaderless".to_owned(),
+                };
                 if seen.as_deref() != Some(now.as_str()) {
                     info!(cluster = %cluster, node = %target.name, from = seen.as_deref().unwrap_or("unreachable"), to = %now, "node health changed");
                     seen = Some(now);

@@ -139,7 +139,7 @@ impl View {
     }
 
     fn status(&self, name: &str) -> Option<&LeaderlessStatus> {
-        self.pod(name)?.node.as_ref().ok()?.leaderless.as_ref()
+        self.pod(name)?.node.as_ref().ok()?.leaderless()
     }
 
     fn reachable(&self, name: &str) -> bool {

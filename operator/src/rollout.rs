@@ -111,11 +111,13 @@ fn single_leader(
     is_old: &dyn Fn(&RolloutMember) -> bool,
 ) -> Step {
     let wait = |why: String| Step::Wait { updated, why };
-    let leader = members.iter().find(|m| {
+    let leading = |m: &&RolloutMember| {
         m.node
+            .and_then(|n| n.single_leader())
             .is_some_and(|n| n.role == Role::Leader && !n.self_fenced)
-    });
-    let Some((leader, status)) = leader.and_then(|m| Some((m, m.node?))) else {
+    };
+    let leader = members.iter().find(leading);
+    let Some((leader, status)) = leader.and_then(|m| Some((m, m.node?.single_leader()?))) else {
         return wait("no leader serves".to_owned());
     };
     for m in members.iter().filter(|m| m.name != leader.name) {
@@ -171,7 +173,7 @@ fn leaderless(
 ) -> Step {
     let wait = |why: String| Step::Wait { updated, why };
     for m in members {
-        let Some(ring) = m.node.and_then(|n| n.leaderless.as_ref()) else {
+        let Some(ring) = m.node.and_then(|n| n.leaderless()) else {
             return wait(format!("{} reports no ring", m.name));
         };
         if let Some(other) = ring

@@ -2,10 +2,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rc_api::{LeaderlessStatus, MemberState, MemberView, NodeStatus, StreamState};
+use rc_api::{LeaderlessStatus, MemberState, MemberView, ModeStatus, NodeStatus, StreamState};
 
 use super::*;
-use crate::failover::tests::{follower, leader};
+use crate::failover::tests::{follower as sl_follower, leader as sl_leader, node_status};
+
+fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
+    node_status(format!("orders-{me}"), sl_leader(me, epoch, followers))
+}
+
+fn follower(
+    epoch: u64,
+    leader: Option<usize>,
+    last: (u64, u64),
+    contact_ms: Option<u64>,
+) -> NodeStatus {
+    node_status(String::new(), sl_follower(epoch, leader, last, contact_ms))
+}
 
 const NEW: &str = "orders-new";
 const OLD: &str = "orders-old";
@@ -82,7 +95,9 @@ fn nothing_restarts_while_a_member_is_down_lagging_or_leaderless() {
     let nodes = statuses();
     // A follower catching up.
     let mut lagging = statuses();
-    lagging[0].followers[1].lag_entries = CAUGHT_UP_LAG + 1;
+    if let Some(l) = lagging[0].single_leader_mut() {
+        l.followers[1].lag_entries = CAUGHT_UP_LAG + 1;
+    }
     assert!(matches!(plan_led(&lagging, [OLD, OLD, OLD]),
         Step::Wait { why, .. } if why.contains("orders-2 is catching up")));
     // A pod not ready.
@@ -101,7 +116,9 @@ fn nothing_restarts_while_a_member_is_down_lagging_or_leaderless() {
     );
     // No leader (fenced itself).
     let mut fenced = statuses();
-    fenced[0].self_fenced = true;
+    if let Some(l) = fenced[0].single_leader_mut() {
+        l.self_fenced = true;
+    }
     assert!(matches!(plan_led(&fenced, [OLD, OLD, OLD]),
         Step::Wait { why, .. } if why == "no leader serves"));
 }
@@ -131,7 +148,7 @@ fn ring_member(i: usize, alive: bool, state: MemberState) -> MemberView {
 
 fn ringed(hints: u64, members: Vec<MemberView>) -> NodeStatus {
     NodeStatus {
-        leaderless: Some(LeaderlessStatus {
+        detail: ModeStatus::Leaderless(LeaderlessStatus {
             ring_version: 2,
             members,
             replication_factor: 3,
@@ -228,12 +245,12 @@ mod laws {
         (0..s.size)
             .map(|i| {
                 if i == s.leader {
-                    let mut l = leader(i, 2, &followers);
+                    let mut l = sl_leader(i, 2, &followers);
                     for (f, status) in followers.iter().zip(l.followers.iter_mut()) {
                         status.lag_entries = s.lag[*f];
                     }
                     l.self_fenced = s.fenced;
-                    l
+                    node_status(format!("orders-{i}"), l)
                 } else {
                     follower(2, Some(s.leader), (2, 10), Some(5))
                 }

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Nodes, TOKEN};
-use rc_api::{EpochRequest, NodeStatus, Role};
+use rc_api::{EpochRequest, Role, SingleLeaderStatus};
 use rc_operator::controller::leader::health_targets;
 use rc_operator::failover::execute::{drive, refresh, Report};
 use rc_operator::failover::{Action, Member, PodState, Timing, View};
@@ -84,8 +84,8 @@ fn now_ms() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_millisecond()
 }
 
-fn status(view: &View, i: usize) -> &NodeStatus {
-    view.members[i].node.as_ref().unwrap()
+fn status(view: &View, i: usize) -> &SingleLeaderStatus {
+    view.members[i].status().unwrap()
 }
 
 /// The ordinal of the member that reports itself leader.
@@ -93,8 +93,7 @@ fn leading(view: &View) -> usize {
     (0..view.members.len())
         .find(|&i| {
             view.members[i]
-                .node
-                .as_ref()
+                .status()
                 .is_ok_and(|n| n.role == Role::Leader)
         })
         .expect("a leader")
@@ -350,11 +349,7 @@ async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_follower
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         refresh(&admin, TOKEN, &mut view).await;
-        let old = view.members[0]
-            .node
-            .as_ref()
-            .ok()
-            .map(|n| (n.role, n.epoch));
+        let old = view.members[0].status().ok().map(|n| (n.role, n.epoch));
         if old == Some((Role::Follower, 2)) {
             break;
         }

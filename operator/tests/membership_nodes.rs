@@ -63,7 +63,7 @@ fn status(view: &View, i: usize) -> &NodeStatus {
 }
 
 fn ring_version(view: &View, i: usize) -> u64 {
-    status(view, i).leaderless.as_ref().unwrap().ring_version
+    status(view, i).leaderless().unwrap().ring_version
 }
 
 fn states(ring: &Ring) -> Vec<(String, MemberState)> {
@@ -136,7 +136,7 @@ async fn bootstrap_then_scale_out_and_back_in_keeps_every_acknowledged_write() {
     for i in 0..4 {
         assert_eq!(ring_version(&view, i), 3, "orders-{i}");
     }
-    let streamed = status(&view, 3).leaderless.as_ref().unwrap().keys;
+    let streamed = status(&view, 3).leaderless().unwrap().keys;
     assert!(streamed > 0, "orders-3 got no data\n{}", nodes.logs());
 
     // Scale 4 -> 3, with an operator that stopped right after marking orders-3 leaving (ring

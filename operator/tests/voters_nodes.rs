@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Nodes, TOKEN};
-use rc_api::{EpochRequest, NodeStatus, PromoteRequest, Role};
+use rc_api::{EpochRequest, PromoteRequest, Role, SingleLeaderStatus};
 use rc_operator::failover::execute::{drive, refresh, Report};
 use rc_operator::failover::{Action, Member, PodState, Timing, View};
 use rc_operator::node_client::{HttpNodeAdmin, NodeAdmin};
@@ -75,15 +75,15 @@ async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
     report
 }
 
-fn status(view: &View, i: usize) -> Option<&NodeStatus> {
-    view.members.get(i)?.node.as_ref().ok()
+fn status(view: &View, i: usize) -> Option<&SingleLeaderStatus> {
+    view.members.get(i)?.status().ok()
 }
 
 /// The voter ids the serving leader reports.
 fn voters(view: &View) -> Vec<String> {
     view.members
         .iter()
-        .filter_map(|m| m.node.as_ref().ok())
+        .filter_map(|m| m.status().ok())
         .filter(|n| n.role == Role::Leader && !n.self_fenced)
         .max_by_key(|n| n.epoch)
         .and_then(|n| n.config.as_ref())
@@ -131,7 +131,7 @@ async fn write(nodes: &Nodes, view: &View, prefix: &str, count: usize) -> Vec<St
     let leader = view
         .members
         .iter()
-        .position(|m| m.node.as_ref().is_ok_and(|n| n.role == Role::Leader))
+        .position(|m| m.status().is_ok_and(|n| n.role == Role::Leader))
         .unwrap();
     let mut acked = Vec::new();
     for n in 0..count {
@@ -200,8 +200,7 @@ fn leader_of(view: &View) -> usize {
     view.members
         .iter()
         .position(|m| {
-            m.node
-                .as_ref()
+            m.status()
                 .is_ok_and(|n| n.role == Role::Leader && !n.self_fenced)
         })
         .unwrap()

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeStatus, Role};
+use crate::{Role, SingleLeaderStatus};
 
 /// Members needed for a majority of `voters`: what a commit, a read confirmation or a failover
 /// needs to hear from (the node and the operator count the same way).
@@ -177,7 +177,7 @@ impl Health {
         }
     }
 
-    pub fn of(status: &NodeStatus, leader_loss_ms: u64) -> Self {
+    pub fn of(status: &SingleLeaderStatus, leader_loss_ms: u64) -> Self {
         Self::new(
             status.role,
             status.epoch,

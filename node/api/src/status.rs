@@ -15,17 +15,35 @@ pub struct RequestStats {
     pub p99_ms: f64,
 }
 
-/// `GET /admin/status`.
+/// `GET /admin/status`: the part every node reports, and its mode's part. On the wire the mode's
+/// fields sit beside the common ones, tagged by `"mode"`:
+/// `{"node_id", "stats", "mode": "SingleLeader", "role", "epoch", ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node_id: String,
-    pub mode: Mode,
-    /// Single-leader: the incarnation of this node's data directory (see [`Voter`]).
-    #[serde(default)]
+    pub stats: RequestStats,
+    #[serde(flatten)]
+    pub detail: ModeStatus,
+}
+
+/// A node's mode and what only that mode has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode")]
+pub enum ModeStatus {
+    SingleLeader(SingleLeaderStatus),
+    /// Ring, membership, hints and streaming as this node sees them.
+    Leaderless(LeaderlessStatus),
+}
+
+/// A single-leader node's replication state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SingleLeaderStatus {
+    /// The incarnation of this node's data directory (see [`crate::Voter`]).
     pub incarnation: u64,
-    /// Single-leader: the voter set in force on this node, if its log has one.
+    /// The voter set in force on this node, if its log has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<VoterConfig>,
+    /// `Leader` or `Follower`.
     pub role: Role,
     pub epoch: u64,
     /// The leader this node follows (or itself when leading), if known.
@@ -43,10 +61,51 @@ pub struct NodeStatus {
     /// and therefore refuses writes.
     pub self_fenced: bool,
     pub replication: Replication,
-    pub stats: RequestStats,
-    /// Leaderless mode only: ring, membership, hints and streaming as this node sees them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leaderless: Option<LeaderlessStatus>,
+}
+
+impl NodeStatus {
+    pub fn mode(&self) -> Mode {
+        match self.detail {
+            ModeStatus::SingleLeader(_) => Mode::SingleLeader,
+            ModeStatus::Leaderless(_) => Mode::Leaderless,
+        }
+    }
+
+    /// `Leader` or `Follower` in single-leader mode; `Peer` in leaderless mode.
+    pub fn role(&self) -> Role {
+        match &self.detail {
+            ModeStatus::SingleLeader(s) => s.role,
+            ModeStatus::Leaderless(_) => Role::Peer,
+        }
+    }
+
+    pub fn single_leader(&self) -> Option<&SingleLeaderStatus> {
+        match &self.detail {
+            ModeStatus::SingleLeader(s) => Some(s),
+            ModeStatus::Leaderless(_) => None,
+        }
+    }
+
+    pub fn single_leader_mut(&mut self) -> Option<&mut SingleLeaderStatus> {
+        match &mut self.detail {
+            ModeStatus::SingleLeader(s) => Some(s),
+            ModeStatus::Leaderless(_) => None,
+        }
+    }
+
+    pub fn leaderless_mut(&mut self) -> Option<&mut LeaderlessStatus> {
+        match &mut self.detail {
+            ModeStatus::Leaderless(s) => Some(s),
+            ModeStatus::SingleLeader(_) => None,
+        }
+    }
+
+    pub fn leaderless(&self) -> Option<&LeaderlessStatus> {
+        match &self.detail {
+            ModeStatus::Leaderless(s) => Some(s),
+            ModeStatus::SingleLeader(_) => None,
+        }
+    }
 }
 
 /// `GET /admin/status?waitForChange=<token>&timeoutMs=<ms>&leaderLossMs=<ms>`: the operator's
@@ -62,4 +121,76 @@ pub struct StatusQuery {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_loss_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LeaderlessStatus, StreamState};
+
+    fn single_leader() -> NodeStatus {
+        NodeStatus {
+            node_id: "n0".into(),
+            stats: RequestStats::default(),
+            detail: ModeStatus::SingleLeader(SingleLeaderStatus {
+                incarnation: 7,
+                config: None,
+                role: Role::Leader,
+                epoch: 3,
+                leader: Some("n0".into()),
+                last_log: LogPosition { epoch: 3, index: 9 },
+                commit_index: 9,
+                applied_index: 9,
+                snapshot_index: 0,
+                followers: Vec::new(),
+                ms_since_leader_contact: None,
+                self_fenced: false,
+                replication: Replication::Quorum,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_mode_s_fields_sit_beside_the_common_ones_tagged_by_mode() -> Result<(), serde_json::Error>
+    {
+        let json = serde_json::to_value(single_leader())?;
+        assert_eq!(json["mode"], "SingleLeader");
+        assert_eq!(json["epoch"], 3);
+        assert_eq!(json["node_id"], "n0");
+        let back: NodeStatus = serde_json::from_value(json)?;
+        assert_eq!(back, single_leader());
+        assert_eq!(
+            (back.mode(), back.role()),
+            (Mode::SingleLeader, Role::Leader)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_leaderless_node_is_a_peer_with_no_single_leader_part() -> Result<(), serde_json::Error> {
+        let status = NodeStatus {
+            node_id: "n1".into(),
+            stats: RequestStats::default(),
+            detail: ModeStatus::Leaderless(LeaderlessStatus {
+                ring_version: 2,
+                members: Vec::new(),
+                replication_factor: 3,
+                write_quorum: 2,
+                read_quorum: 2,
+                keys: 0,
+                hints_queued: 0,
+                stream: StreamState::Idle,
+                keys_streamed: 0,
+                anti_entropy_rounds: 0,
+                keys_repaired: 0,
+                restoring: false,
+                hints_for: Default::default(),
+            }),
+        };
+        let back: NodeStatus = serde_json::from_value(serde_json::to_value(&status)?)?;
+        assert_eq!(back.role(), Role::Peer);
+        assert!(back.single_leader().is_none());
+        assert_eq!(back.leaderless().map(|l| l.ring_version), Some(2));
+        Ok(())
+    }
 }

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use rc_api::{
-    LeaderlessStatus, LogPosition, Member, MemberState, MemberView, Mode, NodeStatus, Peer,
-    Replication, Ring, Role, StreamState,
+    LeaderlessStatus, LogPosition, Member, MemberState, MemberView, ModeStatus, NodeStatus, Peer,
+    Ring, StreamState,
 };
 
 use super::dvv::{Clock, ConflictResolution, KeyState};
@@ -331,22 +331,8 @@ impl LeaderlessNode {
             .collect();
         NodeStatus {
             node_id: self.cfg.id.clone(),
-            mode: Mode::Leaderless,
-            incarnation: 0,
-            config: None,
-            role: Role::Peer,
-            epoch: 0,
-            leader: None,
-            last_log: LogPosition::default(),
-            commit_index: 0,
-            applied_index: 0,
-            snapshot_index: 0,
-            followers: Vec::new(),
-            ms_since_leader_contact: None,
-            self_fenced: false,
-            replication: Replication::Quorum,
             stats: self.stats.snapshot(),
-            leaderless: Some(LeaderlessStatus {
+            detail: ModeStatus::Leaderless(LeaderlessStatus {
                 ring_version: g.ring.as_ref().map(|r| r.version).unwrap_or(0),
                 members,
                 replication_factor: self.cfg.n,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Notify};
 
-use rc_api::{EpochResponse, LogPosition, Mode, NodeStatus, Peer, Role, Voter, VoterConfig};
+use rc_api::{EpochResponse, LogPosition, NodeStatus, Peer, Role, Voter, VoterConfig};
 
 use crate::clock::Instant;
 use crate::shutdown::{self, CancellationToken};

@@ -34,8 +34,8 @@ pub async fn push_ring(c: &Cluster, node: usize, ring: &Value) -> reqwest::Respo
 }
 
 pub async fn lstatus(c: &Cluster, i: usize) -> rc_api::LeaderlessStatus {
-    let s: NodeStatus = c.status(i).await.unwrap();
-    s.leaderless.unwrap()
+    let s: NodeStatus = c.node_status(i).await.unwrap();
+    s.leaderless().cloned().unwrap()
 }
 
 /// Wait until `check` holds for node `i`'s leaderless status.
@@ -47,7 +47,7 @@ pub async fn wait_status(
 ) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Some(s) = c.status(i).await.and_then(|s| s.leaderless) {
+        if let Some(s) = c.node_status(i).await.and_then(|s| s.leaderless().cloned()) {
             if check(&s) {
                 return;
             }

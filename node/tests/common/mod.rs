@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use rc_api::{EpochResponse, NodeStatus, Peer, Role, Voter};
+use rc_api::{EpochResponse, ModeStatus, NodeStatus, Peer, Role, SingleLeaderStatus, Voter};
 
 pub mod leaderless;
 
@@ -57,7 +57,8 @@ impl Cluster {
 
     // ---- admin API -------------------------------------------------------------------------
 
-    pub async fn status(&self, i: usize) -> Option<NodeStatus> {
+    /// Node `i`'s whole status (either mode).
+    pub async fn node_status(&self, i: usize) -> Option<NodeStatus> {
         let r = self
             .http()
             .get(self.url(i, "/admin/status"))
@@ -66,6 +67,14 @@ impl Cluster {
             .await
             .ok()?;
         r.json().await.ok()
+    }
+
+    /// Node `i`'s single-leader status; `None` when it does not answer (or is leaderless).
+    pub async fn status(&self, i: usize) -> Option<SingleLeaderStatus> {
+        match self.node_status(i).await?.detail {
+            ModeStatus::SingleLeader(s) => Some(s),
+            ModeStatus::Leaderless(_) => None,
+        }
     }
 
     /// `POST /admin/voters` on node `i`: (status code, body).

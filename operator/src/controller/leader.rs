@@ -200,8 +200,7 @@ pub fn health_targets(view: &View, loss_ms: u64) -> Vec<Target> {
                 name: m.name.clone(),
                 address: m.address.clone()?,
                 seen: m
-                    .node
-                    .as_ref()
+                    .status()
                     .ok()
                     .map(|n| rc_api::Health::of(n, loss_ms).token()),
             })
@@ -369,7 +368,7 @@ pub fn switchover_request(
     let leader = observed
         .nodes
         .iter()
-        .filter_map(|(name, n)| Some((name, n.as_ref().ok()?)))
+        .filter_map(|(name, n)| Some((name, n.as_ref().ok()?.single_leader()?)))
         .filter(|(_, n)| n.role == rc_api::Role::Leader && !n.self_fenced)
         .max_by_key(|(_, n)| n.epoch)
         .map(|(name, _)| name.clone());

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use rc_api::NodeStatus;
+use rc_api::{NodeStatus, SingleLeaderStatus};
 
 use super::validate::{admin_secret_name, ObservedFacts, ADMIN_TOKEN_KEY, NODE_PORT};
 
@@ -104,7 +104,7 @@ impl Observed {
     pub fn voters(&self) -> Vec<String> {
         self.nodes
             .values()
-            .filter_map(|n| n.as_ref().ok())
+            .filter_map(|n| n.as_ref().ok()?.single_leader())
             .filter_map(|n| Some((n.epoch, n.config.as_ref()?)))
             .max_by_key(|(epoch, config)| (*epoch, config.index))
             .map(|(_, config)| config.voters.iter().map(|v| v.id.clone()).collect())
@@ -257,7 +257,10 @@ fn lost_leader_pending(
     loss_ms: u64,
 ) -> bool {
     let [leader] = pending else { return false };
-    let statuses: Vec<&NodeStatus> = answered.values().filter_map(|r| r.as_ref().ok()).collect();
+    let statuses: Vec<&SingleLeaderStatus> = answered
+        .values()
+        .filter_map(|r| r.as_ref().ok()?.single_leader())
+        .collect();
     let lost = statuses
         .iter()
         .filter(|n| {
@@ -329,7 +332,7 @@ fn observe_pod(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::tests::follower;
+    use crate::failover::tests::{follower, node_status};
 
     fn answers(
         list: &[(&str, Option<usize>, Option<u64>)],
@@ -338,7 +341,10 @@ mod tests {
             .map(|(name, leader, contact)| {
                 (
                     name.to_string(),
-                    Ok(follower(3, *leader, (3, 10), *contact)),
+                    Ok(node_status(
+                        name.to_string(),
+                        follower(3, *leader, (3, 10), *contact),
+                    )),
                 )
             })
             .collect()

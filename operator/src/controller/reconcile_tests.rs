@@ -413,7 +413,7 @@ async fn a_healthy_cluster_whose_status_is_current_is_applied_but_its_status_not
         crate::controller::status::tests::node_status("orders-0", rc_api::Role::Leader, 2);
     leader.stats.count = 0;
     // One member, one voter.
-    if let Some(config) = leader.config.as_mut() {
+    if let Some(config) = leader.single_leader_mut().and_then(|s| s.config.as_mut()) {
         config.voters.truncate(1);
     }
     nodes.statuses.insert("10.0.0.1:7400".into(), leader);

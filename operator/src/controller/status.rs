@@ -128,7 +128,11 @@ fn observed_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
             let leader = current_leader(&reachable);
             status.leader = leader.map(|l| l.node_id.clone());
             record_voters(&mut status, &reachable, &previous);
-            status.epoch = reachable.iter().map(|n| n.epoch).max().map(to_i64);
+            status.epoch = reachable
+                .iter()
+                .filter_map(|n| Some(n.single_leader()?.epoch))
+                .max()
+                .map(to_i64);
             leader_available(leader, status.ready_replicas, cluster.quorum)
         }
         Mode::Leaderless => {
@@ -165,7 +169,11 @@ fn leader_available(leader: Option<&NodeStatus>, ready: i32, quorum: i32) -> Ver
         Some(l) if ready >= quorum => Verdict {
             value: true,
             reason: reason::LEADER_SERVING,
-            message: format!("{} leads epoch {}", l.node_id, l.epoch),
+            message: format!(
+                "{} leads epoch {}",
+                l.node_id,
+                l.single_leader().map_or(0, |s| s.epoch)
+            ),
         },
         Some(_) => Verdict {
             value: false,
@@ -185,7 +193,7 @@ fn leader_available(leader: Option<&NodeStatus>, ready: i32, quorum: i32) -> Ver
 fn ring_version(reachable: &[&NodeStatus]) -> Option<u64> {
     reachable
         .iter()
-        .filter_map(|n| n.leaderless.as_ref())
+        .filter_map(|n| n.leaderless())
         .map(|l| l.ring_version)
         .max()
         .filter(|v| *v > 0)
@@ -266,6 +274,7 @@ fn degraded(
 /// Followers the leader reports no recent acknowledgement from.
 fn stalled_followers(leader: Option<&NodeStatus>) -> Vec<String> {
     leader
+        .and_then(|l| l.single_leader())
         .map(|l| {
             l.followers
                 .iter()

@@ -6,7 +6,10 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use pretty_assertions::assert_eq;
-use rc_api::{FollowerStatus, LogPosition, Mode, NodeStatus, Replication, RequestStats, Role};
+use rc_api::{
+    FollowerStatus, LogPosition, Mode, ModeStatus, NodeStatus, Replication, RequestStats, Role,
+    SingleLeaderStatus,
+};
 
 use super::*;
 use crate::controller::fixtures::cluster;
@@ -50,35 +53,35 @@ pub(crate) fn node_status(id: &str, role: Role, epoch: u64) -> NodeStatus {
 fn node(ordinal: i32, role: Role, epoch: u64, mean_ms: f64) -> NodeStatus {
     NodeStatus {
         node_id: format!("orders-{ordinal}"),
-        mode: Mode::SingleLeader,
-        incarnation: u64::try_from(ordinal).unwrap() + 1,
-        config: Some(rc_api::VoterConfig {
-            index: 2,
-            voters: (0..3)
-                .map(|i| rc_api::Voter {
-                    id: format!("orders-{i}"),
-                    incarnation: i + 1,
-                })
-                .collect(),
-            committed: true,
-        }),
-        role,
-        epoch,
-        leader: None,
-        last_log: LogPosition { epoch, index: 10 },
-        commit_index: 10,
-        applied_index: 10 - u64::try_from(ordinal).unwrap(),
-        snapshot_index: 0,
-        followers: Vec::new(),
-        ms_since_leader_contact: (role == Role::Follower).then_some(40),
-        self_fenced: false,
-        replication: Replication::Quorum,
         stats: RequestStats {
             count: 100,
             mean_ms,
             p99_ms: mean_ms * 3.0,
         },
-        leaderless: None,
+        detail: ModeStatus::SingleLeader(SingleLeaderStatus {
+            incarnation: u64::try_from(ordinal).unwrap() + 1,
+            config: Some(rc_api::VoterConfig {
+                index: 2,
+                voters: (0..3)
+                    .map(|i| rc_api::Voter {
+                        id: format!("orders-{i}"),
+                        incarnation: i + 1,
+                    })
+                    .collect(),
+                committed: true,
+            }),
+            role,
+            epoch,
+            leader: None,
+            last_log: LogPosition { epoch, index: 10 },
+            commit_index: 10,
+            applied_index: 10 - u64::try_from(ordinal).unwrap(),
+            snapshot_index: 0,
+            followers: Vec::new(),
+            ms_since_leader_contact: (role == Role::Follower).then_some(40),
+            self_fenced: false,
+            replication: Replication::Quorum,
+        }),
     }
 }
 
@@ -102,10 +105,23 @@ fn settled(replicas: i32) -> StatefulSet {
     }
 }
 
+/// orders-0's single-leader status in `observed`.
+fn leader_of(observed: &mut Observed) -> Option<&mut SingleLeaderStatus> {
+    observed
+        .nodes
+        .get_mut("orders-0")?
+        .as_mut()
+        .ok()?
+        .single_leader_mut()
+}
+
 /// Three ready single-leader nodes, orders-0 leading epoch 3.
 fn healthy_single_leader() -> Observed {
     let mut leader = node(0, Role::Leader, 3, 2.0);
-    leader.followers = vec![
+    let Some(sl) = leader.single_leader_mut() else {
+        unreachable!("node() builds single-leader statuses")
+    };
+    sl.followers = vec![
         FollowerStatus {
             id: "orders-1".into(),
             address: String::new(),
@@ -309,7 +325,7 @@ fn a_follower_the_leader_cannot_reach_makes_a_ready_cluster_degraded() {
     // Every pod is ready and answers, but the leader never hears from orders-2 (e.g. it dials
     // an address the follower is not at): writes still reach a quorum, one failure from none.
     let mut observed = healthy_single_leader();
-    if let Some(Ok(leader)) = observed.nodes.get_mut("orders-0") {
+    if let Some(leader) = leader_of(&mut observed) {
         leader.followers[1].last_ack_ms = None;
     }
     let after = compute(&v, &observed, Some(&before), 200);
@@ -346,7 +362,7 @@ fn a_running_cluster_that_loses_quorum_is_degraded_and_unavailable() {
 #[test]
 fn a_self_fenced_leader_does_not_count_as_leader() {
     let mut observed = healthy_single_leader();
-    if let Some(Ok(leader)) = observed.nodes.get_mut("orders-0") {
+    if let Some(leader) = leader_of(&mut observed) {
         leader.self_fenced = true;
     }
     let status = compute(&valid(Mode::SingleLeader), &observed, None, 100);
@@ -446,8 +462,7 @@ fn a_serving_healthy_up_to_date_cluster_is_ready() {
 /// A leaderless node that has ring `version` installed (0: none yet).
 fn ring_node(ordinal: i32, version: u64) -> NodeStatus {
     NodeStatus {
-        mode: Mode::Leaderless,
-        leaderless: Some(rc_api::LeaderlessStatus {
+        detail: ModeStatus::Leaderless(rc_api::LeaderlessStatus {
             ring_version: version,
             members: Vec::new(),
             replication_factor: 3,

@@ -9,7 +9,7 @@
 //! new cluster (no voter set anywhere, epoch 0) elects over all members and writes the first
 //! voter set.
 
-use rc_api::{EpochResponse, LogPosition, NodeStatus, Peer, Voter, VoterConfig};
+use rc_api::{EpochResponse, LogPosition, Peer, SingleLeaderStatus, Voter, VoterConfig};
 
 use super::{majority, Action, FenceFailure, Member, View};
 
@@ -23,7 +23,7 @@ pub(super) struct Ballot<'a> {
 }
 
 impl<'a> Ballot<'a> {
-    pub fn of_status(member: &'a Member, status: &'a NodeStatus) -> Ballot<'a> {
+    pub fn of_status(member: &'a Member, status: &'a SingleLeaderStatus) -> Ballot<'a> {
         Ballot {
             member,
             last_log: status.last_log,
@@ -235,7 +235,7 @@ fn promote(view: &View, best: &Ballot, epoch: u64, voters: Vec<Voter>) -> Action
 
 /// Every member but `leader`, addressed as the operator dials it; a member whose pod has no
 /// address keeps the address the leader already has for it, else its stable DNS name.
-pub(super) fn follower_peers(view: &View, leader: &str, status: &NodeStatus) -> Vec<Peer> {
+pub(super) fn follower_peers(view: &View, leader: &str, status: &SingleLeaderStatus) -> Vec<Peer> {
     view.members
         .iter()
         .filter(|m| m.name != leader)
@@ -284,7 +284,10 @@ pub(super) fn peer(member: &Member) -> Option<Peer> {
 }
 
 /// Would a fence of the members that answer now elect somebody? `Err` says who is missing.
-pub(super) fn could_elect(view: &View, reachable: &[(&Member, &NodeStatus)]) -> Result<(), String> {
+pub(super) fn could_elect(
+    view: &View,
+    reachable: &[(&Member, &SingleLeaderStatus)],
+) -> Result<(), String> {
     let ballots: Vec<Ballot> = reachable
         .iter()
         .map(|(m, n)| Ballot::of_status(m, n))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rc_api::{NodeStatus, Role};
+use rc_api::{Role, SingleLeaderStatus};
 
 use super::choose::{could_elect, elect, fence_targets, Ballot};
 use super::{majority, Action, Blocked, Cause, Decision, Member, PodState, View};
@@ -52,7 +52,7 @@ pub(super) fn serving(view: &View, leader: &str, epoch: u64) -> Result<(), Loss>
         PodState::Terminating => return loss(LossKind::Gone, "its pod is being deleted"),
         PodState::NotReady | PodState::Ready => {}
     }
-    match &member.node {
+    match member.status() {
         // Nothing listens at its address: the process is not running (restarting in place).
         Err(e) if e.ends_with(crate::node_client::REFUSED) => {
             loss(LossKind::Gone, &format!("its process is not running ({e})"))
@@ -98,7 +98,7 @@ pub(super) fn leader_lost(
     view: &View,
     leader: &str,
     loss: &Loss,
-    reachable: &[(&Member, &NodeStatus)],
+    reachable: &[(&Member, &SingleLeaderStatus)],
     now_ms: i64,
     base: Decision,
 ) -> Decision {
@@ -146,7 +146,7 @@ fn corroborate(
     view: &View,
     leader: &str,
     why: &str,
-    reachable: &[(&Member, &NodeStatus)],
+    reachable: &[(&Member, &SingleLeaderStatus)],
     now_ms: i64,
     base: &Decision,
 ) -> Result<String, Hold> {
@@ -236,7 +236,7 @@ fn replace(view: &View, leader: &str, epoch: u64) -> Action {
 /// fence at a new epoch (the first, for a new cluster) once an election could succeed.
 pub(super) fn no_leader(
     view: &View,
-    reachable: &[(&Member, &NodeStatus)],
+    reachable: &[(&Member, &SingleLeaderStatus)],
     base: Decision,
 ) -> Decision {
     let epoch = base.epoch;

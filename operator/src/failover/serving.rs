@@ -4,7 +4,7 @@
 
 use std::ops::ControlFlow;
 
-use rc_api::{NodeStatus, Peer};
+use rc_api::{Peer, SingleLeaderStatus};
 
 use super::choose::{follower_peers, peer};
 use super::switchover::{self, SwitchoverRequest, SwitchoverState};
@@ -16,7 +16,7 @@ pub(super) fn healthy(
     view: &View,
     leader: &str,
     epoch: u64,
-    reachable: &[(&Member, &NodeStatus)],
+    reachable: &[(&Member, &SingleLeaderStatus)],
     now_ms: i64,
     base: Decision,
 ) -> Decision {
@@ -65,7 +65,12 @@ pub(super) fn healthy(
 
 /// The leader replicates to, and counts its majority over, every member: after a scale-up or a
 /// follower's new pod IP, hand it the new list (the node accepts this in the same epoch).
-fn new_follower_list(view: &View, me: &Peer, epoch: u64, status: &NodeStatus) -> Option<Action> {
+fn new_follower_list(
+    view: &View,
+    me: &Peer,
+    epoch: u64,
+    status: &SingleLeaderStatus,
+) -> Option<Action> {
     let followers = follower_peers(view, &me.id, status);
     let mut wanted: Vec<(&str, &str)> = followers
         .iter()
@@ -91,7 +96,7 @@ fn new_follower_list(view: &View, me: &Peer, epoch: u64, status: &NodeStatus) ->
 fn follow_stragglers(
     me: &Peer,
     epoch: u64,
-    reachable: &[(&Member, &NodeStatus)],
+    reachable: &[(&Member, &SingleLeaderStatus)],
 ) -> Option<Action> {
     let stragglers: Vec<Peer> = reachable
         .iter()
@@ -110,7 +115,7 @@ fn follow_stragglers(
 fn requested_switchover(
     view: &View,
     leader: &str,
-    status: &NodeStatus,
+    status: &SingleLeaderStatus,
     request: &SwitchoverRequest,
     now_ms: i64,
     decision: Decision,

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use rc_api::NodeStatus;
+use rc_api::SingleLeaderStatus;
 
 use super::choose::fence_targets;
 use super::{Action, PodState, View};
@@ -62,7 +62,7 @@ pub const MAX_LAG: u64 = 1024;
 pub(super) fn next_step(
     view: &View,
     leader: &str,
-    status: &NodeStatus,
+    status: &SingleLeaderStatus,
     request: &SwitchoverRequest,
     now_ms: i64,
 ) -> (SwitchoverState, Option<Action>) {
@@ -106,7 +106,7 @@ pub(super) fn next_step(
 fn done_or_refused(
     view: &View,
     leader: &str,
-    status: &NodeStatus,
+    status: &SingleLeaderStatus,
     request: &SwitchoverRequest,
     voters: &[&str],
 ) -> Option<SwitchoverState> {
@@ -148,7 +148,7 @@ fn done_or_refused(
 /// their lag in entries: the target only, when there is one.
 fn candidates<'a>(
     view: &View,
-    status: &'a NodeStatus,
+    status: &'a SingleLeaderStatus,
     request: &SwitchoverRequest,
     voters: &[&str],
 ) -> Vec<(&'a str, u64)> {

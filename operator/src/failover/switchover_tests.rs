@@ -80,7 +80,12 @@ fn a_request_for_the_leader_is_done_and_bad_targets_are_refused_at_once() {
 #[test]
 fn a_lagging_target_is_waited_for_then_refused_after_the_bound() {
     let mut members = healthy_cluster();
-    if let Ok(n) = members[0].node.as_mut() {
+    if let Some(n) = members[0]
+        .node
+        .as_mut()
+        .ok()
+        .and_then(|n| n.single_leader_mut())
+    {
         n.followers[1].lag_entries = 5_000;
     }
     let d = decide_with(members.clone(), ask(Some(2), NOW - 1_000));

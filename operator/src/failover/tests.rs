@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use pretty_assertions::assert_eq;
 use rc_api::{
-    EpochResponse, FollowerStatus, LogPosition, Mode, NodeStatus, Peer, Replication, RequestStats,
-    Role, Voter, VoterConfig,
+    EpochResponse, FollowerStatus, LogPosition, ModeStatus, NodeStatus, Peer, Replication,
+    RequestStats, Role, SingleLeaderStatus, Voter, VoterConfig,
 };
 
 use super::*;
@@ -61,10 +61,8 @@ pub(crate) fn follower(
     leader: Option<usize>,
     last: (u64, u64),
     contact_ms: Option<u64>,
-) -> NodeStatus {
-    NodeStatus {
-        node_id: String::new(),
-        mode: Mode::SingleLeader,
+) -> SingleLeaderStatus {
+    SingleLeaderStatus {
         incarnation: 0,
         config: (epoch > 0).then(three_voters),
         role: Role::Follower,
@@ -81,14 +79,21 @@ pub(crate) fn follower(
         ms_since_leader_contact: contact_ms,
         self_fenced: false,
         replication: Replication::Quorum,
+    }
+}
+
+/// What node `id` reports: its single-leader status `s`.
+pub(crate) fn node_status(id: String, s: SingleLeaderStatus) -> NodeStatus {
+    NodeStatus {
+        node_id: id,
         stats: RequestStats::default(),
-        leaderless: None,
+        detail: ModeStatus::SingleLeader(s),
     }
 }
 
 /// The leader of `epoch` replicating to `followers`.
-pub(crate) fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
-    NodeStatus {
+pub(crate) fn leader(me: usize, epoch: u64, followers: &[usize]) -> SingleLeaderStatus {
+    SingleLeaderStatus {
         role: Role::Leader,
         followers: followers
             .iter()
@@ -107,7 +112,7 @@ pub(crate) fn leader(me: usize, epoch: u64, followers: &[usize]) -> NodeStatus {
     }
 }
 
-pub(super) fn member(i: usize, pod: PodState, node: Result<NodeStatus, String>) -> Member {
+pub(super) fn member(i: usize, pod: PodState, node: Result<SingleLeaderStatus, String>) -> Member {
     Member {
         name: name(i),
         address: (pod != PodState::Missing).then(|| addr(i)),
@@ -115,14 +120,13 @@ pub(super) fn member(i: usize, pod: PodState, node: Result<NodeStatus, String>) 
         pod,
         role_label: None,
         node: node.map(|mut n| {
-            n.node_id = name(i);
             n.incarnation = inc(i);
-            n
+            node_status(name(i), n)
         }),
     }
 }
 
-pub(crate) fn up(i: usize, node: NodeStatus) -> Member {
+pub(crate) fn up(i: usize, node: SingleLeaderStatus) -> Member {
     member(i, PodState::Ready, Ok(node))
 }
 

@@ -16,7 +16,7 @@
 //! The node enforces the same rules (one change at a time, a caught-up learner, never the
 //! leader, a live majority after the change), so a stale view can only be refused, never unsafe.
 
-use rc_api::{FollowerStatus, NodeStatus, Peer, VoterConfig};
+use rc_api::{FollowerStatus, Peer, SingleLeaderStatus, VoterConfig};
 
 use super::{choose::fence_targets, Action, View};
 
@@ -31,7 +31,7 @@ pub(super) enum Step {
 }
 
 /// The next step, from the serving leader `leader`'s status.
-pub(super) fn next_step(view: &View, leader: &Peer, status: &NodeStatus) -> Step {
+pub(super) fn next_step(view: &View, leader: &Peer, status: &SingleLeaderStatus) -> Step {
     let Some(config) = &status.config else {
         return Step::Done;
     };
@@ -84,7 +84,7 @@ pub(super) fn next_step(view: &View, leader: &Peer, status: &NodeStatus) -> Step
 fn caught_up_learner<'a>(
     wanted: &[&'a str],
     config: &VoterConfig,
-    status: &NodeStatus,
+    status: &SingleLeaderStatus,
 ) -> Option<(&'a str, u64)> {
     wanted
         .iter()
@@ -96,7 +96,11 @@ fn caught_up_learner<'a>(
 }
 
 /// Why the first wanted member that is not a voter is not a caught-up learner yet.
-fn catching_up(wanted: &[&str], config: &VoterConfig, status: &NodeStatus) -> Option<String> {
+fn catching_up(
+    wanted: &[&str],
+    config: &VoterConfig,
+    status: &SingleLeaderStatus,
+) -> Option<String> {
     wanted
         .iter()
         .filter(|name| !config.has_id(name))
@@ -113,7 +117,7 @@ fn catching_up(wanted: &[&str], config: &VoterConfig, status: &NodeStatus) -> Op
 }
 
 /// A learner that reports its incarnation and holds every committed entry: ready to vote.
-fn caught_up(f: &FollowerStatus, status: &NodeStatus) -> bool {
+fn caught_up(f: &FollowerStatus, status: &SingleLeaderStatus) -> bool {
     f.incarnation.is_some() && f.match_index >= status.commit_index
 }
 
@@ -133,7 +137,7 @@ fn extra_voter<'a>(wanted: &[&str], config: &'a VoterConfig) -> Option<&'a str> 
 fn hand_over_before_leaving(
     view: &View,
     leader: &Peer,
-    status: &NodeStatus,
+    status: &SingleLeaderStatus,
     wanted: &[&str],
 ) -> Step {
     let ready = status.followers.iter().any(|f| {
@@ -163,7 +167,7 @@ fn hand_over_before_leaving(
 fn lost_voter<'a>(view: &View, leader: &str, config: &'a VoterConfig) -> Option<&'a str> {
     config.voters.iter().find_map(|v| {
         let member = view.members.iter().find(|m| m.name == v.id)?;
-        let node = member.node.as_ref().ok()?;
+        let node = member.status().ok()?;
         (v.id != leader && node.incarnation != 0 && node.incarnation != v.incarnation)
             .then_some(v.id.as_str())
     })

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use pretty_assertions::assert_eq;
-use rc_api::{EpochResponse, NodeStatus, Voter, VoterConfig};
+use rc_api::{EpochResponse, SingleLeaderStatus, Voter, VoterConfig};
 
 use super::tests::*;
 use super::*;
@@ -109,7 +109,7 @@ fn a_cluster_that_had_voters_is_never_bootstrapped_again_from_empty_members() {
 /// orders-0 leads epoch 2 replicating to `followers` (all caught up), voters `voters`.
 fn led(members: usize, desired: usize, voters: &[usize], followers: &[usize]) -> View {
     let config = voters_of(voters);
-    let mut lead: NodeStatus = leader(0, 2, followers);
+    let mut lead: SingleLeaderStatus = leader(0, 2, followers);
     lead.config = Some(config.clone());
     for f in &mut lead.followers {
         f.voter = config.has_id(&f.id);
@@ -143,7 +143,12 @@ fn a_caught_up_learner_is_added_as_a_voter_one_at_a_time() {
 #[test]
 fn a_learner_still_catching_up_is_waited_for_and_labels_still_move() {
     let mut v = led(4, 4, &[0, 1, 2], &[1, 2, 3]);
-    if let Ok(lead) = v.members[0].node.as_mut() {
+    if let Some(lead) = v.members[0]
+        .node
+        .as_mut()
+        .ok()
+        .and_then(|n| n.single_leader_mut())
+    {
         lead.followers[2].match_index = 3;
     }
     v.members[3].role_label = None;
@@ -182,14 +187,19 @@ fn voters_beyond_the_spec_are_removed_highest_first_and_the_leader_last_after_a_
     let mut v = led(4, 3, &[0, 1, 2, 3], &[1, 2, 3]);
     v.desired = 3;
     // Make orders-3 the leader: swap the statuses of orders-0 and orders-3.
-    let mut lead: NodeStatus = leader(3, 2, &[0, 1, 2]);
+    let mut lead: SingleLeaderStatus = leader(3, 2, &[0, 1, 2]);
     lead.config = Some(voters_of(&[0, 1, 2, 3]));
     v.members[3] = labelled(up(3, lead), "leader");
     let mut f0 = follower(2, Some(3), (2, 10), Some(30));
     f0.config = Some(voters_of(&[0, 1, 2, 3]));
     v.members[0] = labelled(up(0, f0), "follower");
     for i in 1..3 {
-        if let Ok(n) = v.members[i].node.as_mut() {
+        if let Some(n) = v.members[i]
+            .node
+            .as_mut()
+            .ok()
+            .and_then(|n| n.single_leader_mut())
+        {
             n.leader = Some(name(3));
         }
     }
@@ -207,7 +217,12 @@ fn voters_beyond_the_spec_are_removed_highest_first_and_the_leader_last_after_a_
 #[test]
 fn a_voter_that_lost_its_data_is_removed_first_and_a_change_committing_is_waited_for() {
     let mut v = led(3, 3, &[0, 1, 2], &[1, 2]);
-    if let Ok(n) = v.members[2].node.as_mut() {
+    if let Some(n) = v.members[2]
+        .node
+        .as_mut()
+        .ok()
+        .and_then(|n| n.single_leader_mut())
+    {
         n.incarnation = 555;
     }
     match decide(&v, NOW).action {
@@ -218,7 +233,12 @@ fn a_voter_that_lost_its_data_is_removed_first_and_a_change_committing_is_waited
         other => panic!("{other:?}"),
     }
     let mut v = led(4, 4, &[0, 1, 2], &[1, 2, 3]);
-    if let Ok(lead) = v.members[0].node.as_mut() {
+    if let Some(lead) = v.members[0]
+        .node
+        .as_mut()
+        .ok()
+        .and_then(|n| n.single_leader_mut())
+    {
         if let Some(c) = lead.config.as_mut() {
             c.committed = false;
         }

@@ -6,7 +6,7 @@ use crate::crd::{RingMemberRecord, RingRecord};
 
 /// The ring a node reports, rebuilt exactly (same order), when it has one.
 pub fn reported_ring(node: &NodeStatus) -> Option<Ring> {
-    let l = node.leaderless.as_ref().filter(|l| l.ring_version > 0)?;
+    let l = node.leaderless().filter(|l| l.ring_version > 0)?;
     Some(Ring {
         version: l.ring_version,
         members: l

@@ -3,10 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use pretty_assertions::assert_eq;
-use rc_api::{
-    LeaderlessStatus, LogPosition, MemberState, MemberView, Mode, Replication, RequestStats, Role,
-    StreamState,
-};
+use rc_api::{LeaderlessStatus, MemberState, MemberView, ModeStatus, RequestStats, StreamState};
 
 use super::*;
 use MemberState::{Joining as J, Leaving as L, Normal as N};
@@ -48,22 +45,8 @@ fn peers(ordinals: &[usize]) -> Vec<Peer> {
 fn node(i: usize, ring: Option<&Ring>, stream: StreamState) -> NodeStatus {
     NodeStatus {
         node_id: name(i),
-        mode: Mode::Leaderless,
-        incarnation: 0,
-        config: None,
-        role: Role::Peer,
-        epoch: 0,
-        leader: None,
-        last_log: LogPosition::default(),
-        commit_index: 0,
-        applied_index: 0,
-        snapshot_index: 0,
-        followers: Vec::new(),
-        ms_since_leader_contact: None,
-        self_fenced: false,
-        replication: Replication::Quorum,
         stats: RequestStats::default(),
-        leaderless: Some(LeaderlessStatus {
+        detail: ModeStatus::Leaderless(LeaderlessStatus {
             ring_version: ring.map_or(0, |r| r.version),
             members: ring
                 .iter()
@@ -102,7 +85,7 @@ fn up(i: usize, ring: Option<&Ring>, stream: StreamState) -> Pod {
 fn hinting(i: usize, ring: &Ring, target: usize, n: u64) -> Pod {
     let mut pod = up(i, Some(ring), Idle);
     if let Ok(status) = &mut pod.node {
-        if let Some(l) = status.leaderless.as_mut() {
+        if let Some(l) = status.leaderless_mut() {
             l.hints_for.insert(name(target), n);
             l.hints_queued = n;
         }

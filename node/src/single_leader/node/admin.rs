@@ -3,6 +3,7 @@
 //! (status and the health feed's token).
 
 use super::*;
+use rc_api::{ModeStatus, SingleLeaderStatus};
 
 impl Node {
     /// A switchover's first step, on the leader of `epoch`: stop taking writes and wait (at most
@@ -120,22 +121,22 @@ impl Node {
         let r = &g.replica;
         NodeStatus {
             node_id: r.id().to_string(),
-            mode: Mode::SingleLeader,
-            incarnation: r.incarnation(),
-            config: r.config(),
-            role: r.role(),
-            epoch: r.epoch(),
-            leader: r.leader().map(|l| l.id.clone()),
-            last_log: r.last_log(),
-            commit_index: r.commit_index(),
-            applied_index: r.applied_index(),
-            snapshot_index: r.snapshot_base().index,
-            followers: r.follower_status(now),
-            ms_since_leader_contact: r.ms_since_leader_contact(now),
-            self_fenced: r.self_fenced(now),
-            replication: r.replication(),
             stats: self.stats.snapshot(),
-            leaderless: None,
+            detail: ModeStatus::SingleLeader(SingleLeaderStatus {
+                incarnation: r.incarnation(),
+                config: r.config(),
+                role: r.role(),
+                epoch: r.epoch(),
+                leader: r.leader().map(|l| l.id.clone()),
+                last_log: r.last_log(),
+                commit_index: r.commit_index(),
+                applied_index: r.applied_index(),
+                snapshot_index: r.snapshot_base().index,
+                followers: r.follower_status(now),
+                ms_since_leader_contact: r.ms_since_leader_contact(now),
+                self_fenced: r.self_fenced(now),
+                replication: r.replication(),
+            }),
         }
     }
 

@@ -31,8 +31,11 @@ pub(super) fn members_and_load(
 pub(super) fn current_leader<'a>(nodes: &[&'a NodeStatus]) -> Option<&'a NodeStatus> {
     nodes
         .iter()
-        .filter(|n| n.role == Role::Leader && !n.self_fenced)
-        .max_by_key(|n| n.epoch)
+        .filter(|n| {
+            n.single_leader()
+                .is_some_and(|s| s.role == Role::Leader && !s.self_fenced)
+        })
+        .max_by_key(|n| n.single_leader().map(|s| s.epoch))
         .copied()
 }
 
@@ -42,10 +45,13 @@ fn member(name: String, ready: bool, node: Option<&Result<NodeStatus, String>>) 
             name,
             ready,
             reachable: true,
-            role: Some(node.role),
-            epoch: Some(to_i64(node.epoch)),
-            applied_index: Some(to_i64(node.applied_index)),
-            lag_ms: node.ms_since_leader_contact.map(to_i64),
+            role: Some(node.role()),
+            epoch: Some(node.single_leader().map_or(0, |s| to_i64(s.epoch))),
+            applied_index: Some(node.single_leader().map_or(0, |s| to_i64(s.applied_index))),
+            lag_ms: node
+                .single_leader()
+                .and_then(|s| s.ms_since_leader_contact)
+                .map(to_i64),
             mean_response_ms: (node.stats.count > 0).then_some(round(node.stats.mean_ms)),
             ..MemberStatus::default()
         },
@@ -66,7 +72,7 @@ fn member(name: String, ready: bool, node: Option<&Result<NodeStatus, String>>) 
 
 /// Followers' lag in entries comes from their leader's view of them.
 fn add_follower_lag(members: &mut [MemberStatus], nodes: &[&NodeStatus]) {
-    let Some(leader) = current_leader(nodes) else {
+    let Some(leader) = current_leader(nodes).and_then(|l| l.single_leader()) else {
         return;
     };
     for m in members.iter_mut() {
@@ -108,6 +114,7 @@ pub(super) fn record_voters(
 ) {
     let newest = nodes
         .iter()
+        .filter_map(|n| n.single_leader())
         .filter_map(|n| Some((n.epoch, n.config.as_ref()?)))
         .max_by_key(|(epoch, config)| (*epoch, config.index))
         .map(|(_, config)| config);
@@ -118,7 +125,8 @@ pub(super) fn record_voters(
     status.voters = Some(config.voters.iter().map(|v| v.id.clone()).collect());
     for member in &mut status.members {
         if let Some(node) = nodes.iter().find(|n| n.node_id == member.name) {
-            member.voter = Some(config.counts(&member.name, node.incarnation));
+            let incarnation = node.single_leader().map_or(0, |s| s.incarnation);
+            member.voter = Some(config.counts(&member.name, incarnation));
         }
     }
 }

@@ -82,7 +82,7 @@ pub(super) fn last_contact_ms(view: &View, leader: &str, now_ms: i64) -> Option<
     view.members
         .iter()
         .filter(|m| m.name != leader)
-        .filter_map(|m| m.node.as_ref().ok())
+        .filter_map(|m| m.status().ok())
         .filter(|n| n.leader.as_deref() == Some(leader))
         .filter_map(|n| n.ms_since_leader_contact)
         .min()
