@@ -28,12 +28,18 @@ staging="v0.${K8S_VERSION#1.}"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
+# new_module DIR: an empty module local.invalid/rc-kube/DIR in hack/kube/DIR, made the current
+# directory.
+new_module() {
+  cd "$here/$1"
+  rm -f go.mod go.sum
+  go mod init "local.invalid/rc-kube/$1"
+  go mod edit -go="$GO_DIRECTIVE"
+}
+
 # --- k8s.io/kubernetes tools ------------------------------------------------------------------
 log "k8s: k8s.io/kubernetes v$K8S_VERSION, staging modules pinned to $staging"
-cd "$here/k8s"
-rm -f go.mod go.sum
-go mod init local.invalid/rc-kube/k8s
-go mod edit -go="$GO_DIRECTIVE"
+new_module k8s
 kmod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
 # Every module the kubernetes go.mod maps to ./staging/src/k8s.io/<name> (superset of the v0.0.0 requires).
 mapfile -t staging_mods < <(awk '$1 ~ /^k8s\.io\// && $2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$kmod" | sort -u)
@@ -54,19 +60,13 @@ go mod tidy
 
 # --- etcd -------------------------------------------------------------------------------------
 log "etcd: go.etcd.io/etcd/server/v3 v$ETCD_VERSION"
-cd "$here/etcd"
-rm -f go.mod go.sum
-go mod init local.invalid/rc-kube/etcd
-go mod edit -go="$GO_DIRECTIVE"
+new_module etcd
 go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
 go mod tidy
 
 # --- helm -------------------------------------------------------------------------------------
 log "helm: $HELM_MODULE v$HELM_VERSION"
-cd "$here/helm"
-rm -f go.mod go.sum
-go mod init local.invalid/rc-kube/helm
-go mod edit -go="$GO_DIRECTIVE"
+new_module helm
 go get -tool "$HELM_MODULE/cmd/helm@v$HELM_VERSION"
 go mod tidy
 

@@ -214,6 +214,19 @@ impl HttpNodeAdmin {
             .bearer_auth(token)
     }
 
+    /// A call whose JSON answer is required.
+    async fn query<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        address: &str,
+        path: &str,
+        token: &str,
+        body: &B,
+    ) -> Result<T, NodeError> {
+        let request = self.request(method, address, path, token).json(body);
+        required(self.send(request, address).await?, address)
+    }
+
     /// A call whose answer only has to be a success: a JSON body, if any, is read and dropped.
     async fn command<B: Serialize>(
         &self,
@@ -236,6 +249,24 @@ fn required<T>(value: Option<T>, address: &str) -> Result<T, NodeError> {
         status: 200,
         body: "empty answer".to_owned(),
     })
+}
+
+/// A `NodeAdmin` method that POSTs its request as JSON to `$path` and answers with the parsed
+/// body (`query`) or just success (`command`).
+macro_rules! post_json {
+    ($name:ident, $request:ty => $answer:ty, $path:expr, $how:ident) => {
+        fn $name<'a>(
+            &'a self,
+            address: &'a str,
+            token: &'a str,
+            request: $request,
+        ) -> BoxFuture<'a, Result<$answer, NodeError>> {
+            Box::pin(async move {
+                self.$how(Method::POST, address, $path, token, &request)
+                    .await
+            })
+        }
+    };
 }
 
 impl NodeAdmin for HttpNodeAdmin {
@@ -284,57 +315,10 @@ impl NodeAdmin for HttpNodeAdmin {
         })
     }
 
-    fn epoch<'a>(
-        &'a self,
-        address: &'a str,
-        token: &'a str,
-        request: EpochRequest,
-    ) -> BoxFuture<'a, Result<EpochResponse, NodeError>> {
-        Box::pin(async move {
-            let call = self
-                .request(Method::POST, address, paths::EPOCH, token)
-                .json(&request);
-            required(self.send(call, address).await?, address)
-        })
-    }
-
-    fn promote<'a>(
-        &'a self,
-        address: &'a str,
-        token: &'a str,
-        request: PromoteRequest,
-    ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.command(Method::POST, address, paths::PROMOTE, token, &request)
-                .await
-        })
-    }
-
-    fn follow<'a>(
-        &'a self,
-        address: &'a str,
-        token: &'a str,
-        request: FollowRequest,
-    ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.command(Method::POST, address, paths::FOLLOW, token, &request)
-                .await
-        })
-    }
-
-    fn voters<'a>(
-        &'a self,
-        address: &'a str,
-        token: &'a str,
-        request: VotersRequest,
-    ) -> BoxFuture<'a, Result<VoterConfig, NodeError>> {
-        Box::pin(async move {
-            let call = self
-                .request(Method::POST, address, paths::VOTERS, token)
-                .json(&request);
-            required(self.send(call, address).await?, address)
-        })
-    }
+    post_json!(epoch, EpochRequest => EpochResponse, paths::EPOCH, query);
+    post_json!(promote, PromoteRequest => (), paths::PROMOTE, command);
+    post_json!(follow, FollowRequest => (), paths::FOLLOW, command);
+    post_json!(voters, VotersRequest => VoterConfig, paths::VOTERS, query);
 
     fn ring<'a>(
         &'a self,

@@ -12,8 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod coordinator;
 mod durability;
 
-use durability::Recovered;
-
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -133,17 +131,11 @@ pub fn now_ms() -> u64 {
 
 impl LeaderlessNode {
     pub fn open(cfg: LeaderlessConfig) -> Result<Arc<LeaderlessNode>, WalError> {
-        let Recovered {
-            store,
-            ring,
-            hints,
-            next_hint,
-            hlc,
-            restoring,
-            segment,
-        } = durability::recover(&cfg)?;
+        let recovered = durability::recover(&cfg)?;
         let layout = Arc::new(
-            ring.as_ref()
+            recovered
+                .ring
+                .as_ref()
                 .map(|r| Layout::new(r, cfg.n))
                 .unwrap_or_default(),
         );
@@ -155,7 +147,7 @@ impl LeaderlessNode {
                 tx.send_replace(seq);
             }
         });
-        let wal = Wal::start(&cfg.data_dir, segment, cfg.fsync, on_durable)?;
+        let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_millis(500))
@@ -163,18 +155,18 @@ impl LeaderlessNode {
             .unwrap_or_default();
         let node = Arc::new_cyclic(|me| LeaderlessNode {
             inner: Mutex::new(Inner {
-                store,
-                ring,
+                store: recovered.store,
+                ring: recovered.ring,
                 layout,
-                hints,
-                next_hint,
-                hlc,
+                hints: recovered.hints,
+                next_hint: recovered.next_hint,
+                hlc: recovered.hlc,
                 dots_issued: 0,
                 stream: StreamState::Idle,
                 keys_streamed: 0,
                 ae_rounds: 0,
                 keys_repaired: 0,
-                restoring,
+                restoring: recovered.restoring,
                 ring_installed: None,
                 wal,
                 since_compaction: 0,
