@@ -36,12 +36,17 @@ pub async fn spawn_n_nodes(
                     "--admin-token",
                     TOKEN,
                 ])
-                .args(["--log-level", "warn"])
+                .args(
+                    (!flags.contains(&"--log-level"))
+                        .then_some(["--log-level", "warn"])
+                        .into_iter()
+                        .flatten(),
+                )
                 .args(flags)
                 .arg("--data-dir")
                 .arg(dir.path().join(format!("n{i}")))
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(format!("n{i}.log")))?)
                 .spawn()?,
         );
         addrs.push(addr);

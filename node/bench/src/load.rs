@@ -13,6 +13,9 @@ pub struct Figures {
     pub ops_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// The slowest request: the longest stall a client saw.
+    pub max_ms: f64,
 }
 
 pub fn b64(s: &str) -> String {
@@ -119,15 +122,22 @@ pub async fn load(
         ops_per_s: all.len() as f64 / elapsed,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: pct(1.0),
     }
 }
 
 pub fn row(label: &str, f: Figures, base: Option<Figures>) {
+    let figures = format!(
+        "{label:<38} {:>8.0} ops/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>7.2}  max {:>7.2} ms",
+        f.ops_per_s, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms
+    );
     match base {
         Some(b) if b.ops_per_s > 0.0 => println!(
-            "{label:<34} {:>9.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms   x{:.2} throughput, x{:.2} p50 vs etcd",
-            f.ops_per_s, f.p50_ms, f.p99_ms, f.ops_per_s / b.ops_per_s, f.p50_ms / b.p50_ms.max(1e-9)
+            "{figures}   x{:.2} throughput, x{:.2} p99 vs etcd",
+            f.ops_per_s / b.ops_per_s,
+            f.p99_ms / b.p99_ms.max(1e-9)
         ),
-        _ => println!("{label:<34} {:>9.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms", f.ops_per_s, f.p50_ms, f.p99_ms),
+        _ => println!("{figures}"),
     }
 }

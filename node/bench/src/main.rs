@@ -57,6 +57,9 @@ pub struct Args {
     /// Keys (1 KiB values) on the 3 members before a fourth joins, for the join's streaming rate.
     #[arg(long, default_value_t = 50_000)]
     pub join_keys: usize,
+    /// Keys on a single-leader leader for the snapshot-stall measurement (0: skip it).
+    #[arg(long, default_value_t = 0)]
+    pub stall_keys: usize,
 }
 
 #[tokio::main]
@@ -104,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     };
     for mode in &args.modes {
         if mode == "leaderless" {
-            bench_leaderless(&http, &args).await?;
+            bench_leaderless(&http, &args, etcd.as_deref()).await?;
             bench_join(&http, args.join_keys, 1024).await?;
             continue;
         }
@@ -123,6 +126,9 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         drop(c);
+    }
+    if args.stall_keys > 0 {
+        bench_snapshot_stall(&http, args.stall_keys, args.seconds).await?;
     }
     let mut windows = Vec::new();
     for _ in 0..3 {

@@ -29,7 +29,11 @@ pub async fn failover_window(http: &reqwest::Client) -> anyhow::Result<Duration>
 }
 
 /// Leaderless: 3 nodes, N=3 W=2 R=2, clients spread over every coordinator; then one node down.
-pub async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+pub async fn bench_leaderless(
+    http: &reqwest::Client,
+    args: &Args,
+    etcd: Option<&[(Figures, Figures)]>,
+) -> anyhow::Result<()> {
     let RcCluster {
         addrs,
         mut procs,
@@ -42,11 +46,20 @@ pub async fn bench_leaderless(http: &reqwest::Client, args: &Args) -> anyhow::Re
         .collect();
     push_ring(http, &addrs, 1, &members).await?;
     println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always");
-    for &clients in &args.clients {
+    for (i, &clients) in args.clients.iter().enumerate() {
+        let base = etcd.and_then(|e| e.get(i)).copied();
         let w = load(Target::Rc, &addrs, clients, args.seconds, true).await;
-        row(&format!("leaderless put, {clients} clients"), w, None);
+        row(
+            &format!("leaderless put, {clients} clients"),
+            w,
+            base.map(|b| b.0),
+        );
         let r = load(Target::Rc, &addrs, clients, args.seconds, false).await;
-        row(&format!("leaderless get, {clients} clients"), r, None);
+        row(
+            &format!("leaderless get, {clients} clients"),
+            r,
+            base.map(|b| b.1),
+        );
     }
     let _ = procs.0[2].kill();
     let _ = procs.0[2].wait();
@@ -122,4 +135,102 @@ pub async fn bench_join(
         mb / secs
     );
     Ok(())
+}
+
+/// Write stalls from snapshots: the leader holds `keys` keys of 100 bytes and snapshots every
+/// 20,000 entries while 64 clients write. Prints the put figures (p99.9 and max are the stalls),
+/// every snapshot's duration from the leader's log, and the leader's peak RSS.
+pub async fn bench_snapshot_stall(
+    http: &reqwest::Client,
+    keys: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let flags = [
+        "--replication",
+        "quorum",
+        "--snapshot-every",
+        "20000",
+        "--log-level",
+        "info",
+    ];
+    let c = spawn_nodes(http, &flags).await?;
+    promote(http, &c.addrs, 0, 1, &[0, 1, 2]).await?;
+    let loaded = Instant::now();
+    preload(http, &c.addrs[0], keys, 100).await?;
+    println!(
+        "rc-node single-leader, Quorum, {keys} keys of 100 bytes preloaded in {:.1} s, snapshot every 20000 entries",
+        loaded.elapsed().as_secs_f64()
+    );
+    let log = c._dir.path().join("n0.log");
+    let before = snapshot_times(&log).len();
+    let f = load(Target::Rc, &c.addrs[..1], 64, seconds, true).await;
+    row("rc put, 64 clients, through snapshots", f, None);
+    let took = snapshot_times(&log);
+    let during = &took[before.min(took.len())..];
+    println!(
+        "  snapshots during the run: {} taking {:?} ms (appends wait behind each); leader peak RSS {} MiB",
+        during.len(),
+        during,
+        peak_rss_mib(c.procs.0[0].id()).unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// `keys` keys of `value_bytes` on `addr`, in batches of 1,000 from 4 concurrent writers.
+async fn preload(
+    http: &reqwest::Client,
+    addr: &str,
+    keys: usize,
+    value_bytes: usize,
+) -> anyhow::Result<()> {
+    let value = "v".repeat(value_bytes);
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (http, addr, value) = (http.clone(), addr.to_owned(), value.clone());
+        writers.push(tokio::spawn(async move {
+            for start in (w * 1000..keys).step_by(4000) {
+                let ops: Vec<_> = (start..(start + 1000).min(keys))
+                    .map(|i| json!({"op": "put", "key": format!("key-{i:08}"), "value": value}))
+                    .collect();
+                let r = http
+                    .post(format!("http://{addr}/v1/batch"))
+                    .json(&json!({ "ops": ops }))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("preload batch failed: {}", r.text().await?);
+                }
+            }
+            Ok(())
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    Ok(())
+}
+
+/// `took_ms` of every compaction the node logged so far.
+fn snapshot_times(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("compacted the log into a snapshot"))
+        .filter_map(|l| {
+            let rest = &l[l.find("took_ms=")? + "took_ms=".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Peak resident set size of process `pid` (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }

@@ -355,6 +355,7 @@ impl Writer {
     /// Crash-safe order: snapshot renamed into place, then the new segment synced, then old files
     /// removed. A crash in between leaves extra old records, which replay skips or overrides.
     fn compact(&mut self, snap: &Snapshot, tail: &[WalRecord]) -> Result<(), WalError> {
+        let started = std::time::Instant::now();
         let path = segment_path(&self.dir, self.segment);
         self.file.sync_data().map_err(io_err(&path))?;
         snapshot::write(&self.dir, snap)?;
@@ -382,10 +383,13 @@ impl Writer {
         self.file = file;
         self.segment = next;
         self.unsynced = false;
+        // Appends queued behind a compaction wait for it: its duration is a write stall.
         tracing::info!(
             snapshot_index = snap.last.index,
+            keys = snap.items.len(),
             tail_records = tail.len(),
             segment = next,
+            took_ms = started.elapsed().as_millis() as u64,
             "compacted the log into a snapshot"
         );
         Ok(())
