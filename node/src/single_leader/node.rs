@@ -19,7 +19,9 @@ use crate::clock::Instant;
 use crate::shutdown::{self, CancellationToken};
 use crate::single_leader::kv::Applied;
 use crate::single_leader::peer;
-use crate::single_leader::replica::{leader, AdminRefusal, Replica, ReplicaConfig, WriteRefusal};
+use crate::single_leader::replica::{
+    leader, AdminRefusal, Replica, ReplicaConfig, SenderWork, WriteRefusal,
+};
 use crate::stats::Stats;
 use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
 use crate::storage::Command;
@@ -69,8 +71,8 @@ struct Inner {
     writes: BTreeMap<u64, (u64, WriteWaiter)>,
     reads: Vec<ReadWaiter>,
     senders: HashMap<String, SenderHandle>,
-    /// (last index, commit index, read round, promotion durable) the senders were last woken for.
-    announced: (u64, u64, u64, bool),
+    /// What the senders were last woken for.
+    announced: SenderWork,
 }
 
 pub struct Node {
@@ -114,7 +116,7 @@ impl Node {
                 writes: BTreeMap::new(),
                 reads: Vec::new(),
                 senders: HashMap::new(),
-                announced: (0, 0, 0, false),
+                announced: SenderWork::default(),
             }),
             durable,
             stats: Stats::default(),
@@ -141,11 +143,11 @@ impl Node {
         self.durable.send_replace(seq);
     }
 
-    /// Persist, apply, answer waiters, manage senders. Called after every replica mutation,
-    /// with the lock held, so WAL order is mutation order.
+    /// Carry out the replica's effects (see [`Replica::effects`]). Called after every replica
+    /// mutation, with the lock held, so WAL order is mutation order.
     fn settle(&self, g: &mut Inner) {
-        let applied = g.replica.apply_committed();
-        for (index, epoch, outcome) in applied {
+        let effects = g.replica.effects();
+        for (index, epoch, outcome) in effects.applied {
             if let Some((want_epoch, tx)) = g.writes.remove(&index) {
                 let result = if want_epoch == epoch {
                     Ok(outcome)
@@ -155,52 +157,53 @@ impl Node {
                 let _ = tx.send(result);
             }
         }
-        let records = g.replica.take_records();
-        if !records.is_empty() {
-            let seq = g.wal.submit(WalOp::Append(records));
+        if !effects.persist.is_empty() {
+            let seq = g.wal.submit(WalOp::Append(effects.persist));
             g.replica.note_submitted(seq);
         }
-        if let Some((snapshot, tail)) = g.replica.take_compaction() {
+        if let Some((snapshot, tail)) = effects.compact {
             let seq = g.wal.submit(WalOp::Compact {
                 snapshot: Box::new(snapshot),
                 tail,
             });
             g.replica.note_submitted(seq);
         }
-        if g.replica.role() == Role::Leader {
-            self.sync_senders(g);
-            let applied = g.replica.applied_index();
-            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.reads)
-                .into_iter()
-                .partition(|r| g.replica.round_confirmed(r.round) && applied >= r.read_index);
-            g.reads = waiting;
-            for r in ready {
-                let _ = r.tx.send(Ok(()));
-            }
-            // Wake senders only when there is something new to send: waking them on every
-            // settle would make a sender wake itself forever.
-            let work = (
-                g.replica.last_log().index,
-                g.replica.commit_index(),
-                g.replica.read_round(),
-                g.replica.meta_durable(),
-            );
-            if work != g.announced {
-                g.announced = work;
-                for s in g.senders.values() {
-                    s.notify.notify_one();
-                }
-            }
-        } else {
-            // Stepped down (or never led): nobody here can decide the fate of pending writes.
-            for (_, (_, tx)) in std::mem::take(&mut g.writes) {
-                let _ = tx.send(Err(OpFailure::OutcomeUnknown));
-            }
-            for r in std::mem::take(&mut g.reads) {
-                let _ = r.tx.send(Err(OpFailure::OutcomeUnknown));
-            }
-            g.senders.clear();
+        match effects.leading {
+            Some(work) => self.lead(g, work),
+            None => Self::fail_waiters(g),
         }
+    }
+
+    /// Leading: keep one sender per follower, answer confirmed reads, wake the senders when
+    /// there is something new to send (waking them on every settle would make a sender wake
+    /// itself forever).
+    fn lead(&self, g: &mut Inner, work: SenderWork) {
+        self.sync_senders(g);
+        let applied = g.replica.applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.reads)
+            .into_iter()
+            .partition(|r| g.replica.round_confirmed(r.round) && applied >= r.read_index);
+        g.reads = waiting;
+        for r in ready {
+            let _ = r.tx.send(Ok(()));
+        }
+        if work != g.announced {
+            g.announced = work;
+            for s in g.senders.values() {
+                s.notify.notify_one();
+            }
+        }
+    }
+
+    /// Stepped down (or never led): nobody here can decide the fate of pending writes.
+    fn fail_waiters(g: &mut Inner) {
+        for (_, (_, tx)) in std::mem::take(&mut g.writes) {
+            let _ = tx.send(Err(OpFailure::OutcomeUnknown));
+        }
+        for r in std::mem::take(&mut g.reads) {
+            let _ = r.tx.send(Err(OpFailure::OutcomeUnknown));
+        }
+        g.senders.clear();
     }
 
     /// One sender task per follower of the current epoch; tasks of old epochs exit by themselves.

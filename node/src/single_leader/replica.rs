@@ -57,6 +57,29 @@ pub struct Progress {
     pub sent_round: u64,
 }
 
+/// What the runtime must do after a replica step: see [`Replica::effects`].
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// (index, epoch, outcome) of every entry applied: answer the writes waiting on them.
+    pub applied: Vec<(u64, u64, Applied)>,
+    /// Records to append to the write-ahead log, then report the sequence with
+    /// [`Replica::note_submitted`].
+    pub persist: Vec<WalRecord>,
+    /// A snapshot and the log tail to compact to, then [`Replica::note_submitted`].
+    pub compact: Option<(Snapshot, Vec<WalRecord>)>,
+    /// Leading: what the senders have to look at. `None`: not leading.
+    pub leading: Option<SenderWork>,
+}
+
+/// What a leader's senders have to send; they are woken only when it changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderWork {
+    pub last_index: u64,
+    pub commit: u64,
+    pub read_round: u64,
+    pub promotion_durable: bool,
+}
+
 /// Why the node refuses a client write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteRefusal {
@@ -347,6 +370,25 @@ impl Replica {
     }
     pub fn take_compaction(&mut self) -> Option<(Snapshot, Vec<WalRecord>)> {
         self.pending_compaction.take()
+    }
+
+    /// Everything the last steps asked of the runtime, as one list it carries out in order
+    /// (openraft's engine commands are the model): apply what is committed and answer its
+    /// writers, append records, compact, then either feed the senders (leading) or fail every
+    /// waiter (not leading: nobody here decides their fate any more).
+    pub fn effects(&mut self) -> Effects {
+        let applied = self.apply_committed();
+        Effects {
+            applied,
+            persist: self.take_records(),
+            compact: self.take_compaction(),
+            leading: (self.role == Role::Leader).then(|| SenderWork {
+                last_index: self.log.last().index,
+                commit: self.commit,
+                read_round: self.read_round(),
+                promotion_durable: self.meta_durable(),
+            }),
+        }
     }
 
     // ---- durability ------------------------------------------------------------------------

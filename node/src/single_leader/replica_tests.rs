@@ -614,3 +614,39 @@ fn a_leader_handing_over_takes_no_writes_until_its_target_holds_the_whole_log() 
     a.end_hand_over();
     assert!(a.propose(put("z"), now).is_ok());
 }
+
+#[test]
+fn a_promotion_asks_for_its_records_first_and_sends_nothing_until_they_are_durable() {
+    let now = Instant::now();
+    let (mut a, b, c) = (node("a"), node("b"), node("c"));
+    let voters = voters_of(&[&a, &b, &c]);
+    a.fence(1);
+    let mut seq = 0;
+    sync(&mut a, &mut seq, now);
+    assert!(a.effects().leading.is_none(), "a fenced node does not lead");
+    a.promote(1, vec![peer("b"), peer("c")], voters, now)
+        .unwrap_or_else(|e| unreachable!("{e:?}"));
+    let fx = a.effects();
+    assert!(
+        fx.persist.iter().any(|r| matches!(r, WalRecord::Meta(_))),
+        "the promotion is recorded: {:?}",
+        fx.persist
+    );
+    let work = fx.leading.unwrap_or_else(|| unreachable!("promoted"));
+    assert!(
+        !work.promotion_durable,
+        "nothing is sent before the promotion is durable"
+    );
+    seq += 1;
+    a.note_submitted(seq);
+    a.on_durable(seq, now);
+    let work = a
+        .effects()
+        .leading
+        .unwrap_or_else(|| unreachable!("still leading"));
+    assert!(work.promotion_durable);
+    assert!(
+        a.effects().persist.is_empty(),
+        "effects are handed out once"
+    );
+}
