@@ -127,20 +127,17 @@ pub async fn push_ring(
             .error_for_status()?;
     }
     for a in addrs {
-        wait_leaderless(http, a, |s| {
-            s["ring_version"] == version && s["restoring"] == false
-        })
-        .await?;
+        wait_leaderless(http, a, |s| s.ring_version == version && !s.restoring).await?;
     }
     Ok(())
 }
 
-/// Poll `/admin/status` of a leaderless node until `check` holds for its `leaderless` part.
+/// Poll `/admin/status` of a leaderless node until `check` holds for its leaderless part.
 pub async fn wait_leaderless(
     http: &reqwest::Client,
     addr: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> anyhow::Result<serde_json::Value> {
+    check: impl Fn(&LeaderlessStatus) -> bool,
+) -> anyhow::Result<LeaderlessStatus> {
     let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline {
         if let Ok(r) = http
@@ -149,9 +146,10 @@ pub async fn wait_leaderless(
             .send()
             .await
         {
-            if let Ok(v) = r.json::<serde_json::Value>().await {
-                if check(&v["leaderless"]) {
-                    return Ok(v["leaderless"].clone());
+            let status = r.json::<NodeStatus>().await.ok();
+            if let Some(l) = status.as_ref().and_then(NodeStatus::leaderless) {
+                if check(l) {
+                    return Ok(l.clone());
                 }
             }
         }

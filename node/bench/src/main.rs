@@ -23,6 +23,7 @@ mod prelude {
     pub use std::time::{Duration, Instant};
 
     pub use anyhow::{bail, Context};
+    pub use rc_api::{LeaderlessStatus, NodeStatus, StreamState};
     pub use serde_json::json;
 
     pub use crate::cluster::*;

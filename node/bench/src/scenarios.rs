@@ -126,9 +126,9 @@ pub async fn bench_join(
             .await?
             .error_for_status()?;
     }
-    let status = wait_leaderless(http, &addrs[3], |s| s["stream"] == "joined").await?;
+    let status = wait_leaderless(http, &addrs[3], |s| s.stream == StreamState::Joined).await?;
     let secs = started.elapsed().as_secs_f64();
-    let streamed = status["keys_streamed"].as_u64().unwrap_or(0);
+    let streamed = status.keys_streamed;
     let mb = streamed as f64 * (value_bytes + 20) as f64 / 1e6;
     println!(
         "leaderless join: {streamed} key copies ({mb:.0} MB of values) streamed into the 4th member in {secs:.1} s = {:.1} MB/s ({keys} keys of {value_bytes} B on 3 members)",

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod coordinator;
 mod durability;
+mod outbox;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -120,6 +121,8 @@ pub struct LeaderlessNode {
     pub actor: String,
     /// Stops the background loops (see [`LeaderlessNode::shut_down`]).
     pub(crate) stop: CancellationToken,
+    /// Writes on their way to each replica, batched.
+    outboxes: outbox::Outboxes,
 }
 
 pub fn now_ms() -> u64 {
@@ -179,6 +182,7 @@ impl LeaderlessNode {
             me: me.clone(),
             actor: format!("{}~{:016x}", cfg.id, crate::random::random_seed()),
             stop: CancellationToken::new(),
+            outboxes: outbox::Outboxes::default(),
             cfg,
         });
         super::tasks::spawn_all(&node);

@@ -98,23 +98,12 @@ impl LeaderlessNode {
         (new, seq)
     }
 
-    /// Send `state` to every replica in parallel; each answers `true` once it holds it. A
-    /// replica that is down or fails gets a hint instead (and answers `false`).
+    /// Send `state` to every replica through its outbox; each answers `true` once it holds the
+    /// state durably. A replica that is down or fails gets a hint instead (and answers `false`).
     fn replicate(&self, replicas: Vec<Member>, key: &str, state: KeyState) -> mpsc::Receiver<bool> {
         let (tx, rx) = mpsc::channel(replicas.len().max(1));
         for member in replicas {
-            let (tx, key, state) = (tx.clone(), key.to_string(), state.clone());
-            let Some(node) = self.me.upgrade() else { break };
-            tokio::spawn(async move {
-                let ok = node.is_alive(&member.id)
-                    && node
-                        .send_states(&member, vec![(key.clone(), state.clone())])
-                        .await;
-                if !ok {
-                    node.add_hint(&member.id, key, state).await;
-                }
-                let _ = tx.send(ok).await;
-            });
+            self.queue_for(&member, key.to_string(), state.clone(), tx.clone());
         }
         rx
     }
@@ -164,11 +153,19 @@ impl LeaderlessNode {
 
     /// Send whole key states to `member` (it merges them durably). `true` on success.
     pub async fn send_states(&self, member: &Member, items: Vec<(String, KeyState)>) -> bool {
+        self.send_state_slice(member, &items).await
+    }
+
+    pub(super) async fn send_state_slice(
+        &self,
+        member: &Member,
+        items: &[(String, KeyState)],
+    ) -> bool {
         let r = self
             .http
             .post(format!("http://{}/internal/v1/replicate", member.address))
             .bearer_auth(&self.cfg.token)
-            .json(&items)
+            .json(items)
             .send()
             .await;
         let ok = r.is_ok_and(|r| r.status().is_success());
@@ -178,26 +175,36 @@ impl LeaderlessNode {
         ok
     }
 
-    pub(super) async fn add_hint(&self, target: &str, key: String, state: KeyState) {
+    /// Keep `items` for `target` until it is back (hinted handoff), durably: one log append
+    /// for the lot. Beyond the hint limit, anti-entropy repairs them instead.
+    pub(super) async fn add_hints(&self, target: &str, items: Vec<(String, KeyState)>) {
         let seq = {
             let mut g = self.lock();
-            if g.hints.len() >= self.cfg.hint_limit {
+            let room = self.cfg.hint_limit.saturating_sub(g.hints.len());
+            if room < items.len() {
                 tracing::warn!(
                     target,
-                    "hint store full; anti-entropy will repair this write instead"
+                    dropped = items.len() - room,
+                    "hint store full; anti-entropy will repair these writes instead"
                 );
+            }
+            let mut records = Vec::new();
+            for (key, state) in items.into_iter().take(room) {
+                let id = g.next_hint;
+                g.next_hint += 1;
+                let hint = Hint {
+                    id,
+                    target: target.to_string(),
+                    key,
+                    state,
+                };
+                g.hints.insert(id, hint.clone());
+                records.push(WalRecord::Hint(hint));
+            }
+            if records.is_empty() {
                 return;
             }
-            let id = g.next_hint;
-            g.next_hint += 1;
-            let hint = Hint {
-                id,
-                target: target.to_string(),
-                key,
-                state,
-            };
-            g.hints.insert(id, hint.clone());
-            self.persist(&mut g, vec![WalRecord::Hint(hint)])
+            self.persist(&mut g, records)
         };
         self.wait_durable(seq).await;
     }
