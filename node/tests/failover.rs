@@ -465,3 +465,55 @@ async fn the_health_feed_answers_when_a_follower_loses_its_leader() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// A batch used to wedge replication (followers could not decode it, so nothing committed after
+/// it) and could not be replayed after a restart. It must reach every node, commit, and survive
+/// every node restarting from its own log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_replicates_commits_and_survives_every_node_restarting() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.bootstrap().await;
+    let ops = json!({"ops": [
+        {"op": "put", "key": "b1", "value": "1"},
+        {"op": "put", "key": "b2", "value": "2"},
+        {"op": "delete", "key": "b1"}
+    ]});
+    let r = c
+        .http()
+        .post(c.url(leader, "/v1/batch"))
+        .json(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}\n{}", r.status(), c.logs());
+    let index = r.json::<serde_json::Value>().await.unwrap()["index"]
+        .as_u64()
+        .unwrap();
+    for i in 0..3 {
+        c.wait_applied(i, index).await;
+    }
+    let after = c.put(leader, "after", "x").await.unwrap();
+    assert!(
+        after.status().is_success(),
+        "{}\n{}",
+        after.status(),
+        c.logs()
+    );
+    for i in 0..3 {
+        c.restart(i);
+    }
+    for i in 0..3 {
+        c.wait_up(i).await;
+    }
+    let leader = c.failover(&[0, 1, 2], 2).await;
+    c.wait_leader_ready(leader).await;
+    assert_eq!(
+        c.get(leader, "b2", "linearizable").await.as_deref(),
+        Some("2")
+    );
+    assert_eq!(c.get(leader, "b1", "linearizable").await, None);
+    assert_eq!(
+        c.get(leader, "after", "linearizable").await.as_deref(),
+        Some("x")
+    );
+}

@@ -52,7 +52,8 @@ pub struct Args {
     /// etcd binary (default: $RC_KUBE_BIN/etcd, ~/.cache/rc-kube/*/etcd, then PATH).
     #[arg(long)]
     pub etcd_bin: Option<PathBuf>,
-    /// What to measure: single-leader `async`, `quorum`, and `leaderless` (N=3, W=2, R=2).
+    /// What to measure: single-leader `async`, `quorum`, and `leaderless` (N=3, W=2, R=2);
+    /// `none` for only the other measurements (`--stall-keys`).
     #[arg(long, value_delimiter = ',', default_value = "async,quorum,leaderless")]
     pub modes: Vec<String>,
     /// Keys (1 KiB values) on the 3 members before a fourth joins, for the join's streaming rate.
@@ -70,43 +71,14 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(5))
         .build()?;
     let etcd = if args.etcd {
-        let bin = etcd_bin(&args.etcd_bin)?;
-        println!("starting a 3-member etcd cluster ({})", bin.display());
-        let (addrs, procs, dir) = start_etcd(&http, &bin).await?;
-        let leader = etcd_leader(&http, &addrs).await;
-        let mut figures = Vec::new();
-        for &clients in &args.clients {
-            let w = load(
-                Target::Etcd,
-                std::slice::from_ref(&leader),
-                clients,
-                args.seconds,
-                true,
-            )
-            .await;
-            let r = load(
-                Target::Etcd,
-                std::slice::from_ref(&leader),
-                clients,
-                args.seconds,
-                false,
-            )
-            .await;
-            row(&format!("etcd put, {clients} clients"), w, None);
-            row(
-                &format!("etcd get (linearizable), {clients} clients"),
-                r,
-                None,
-            );
-            figures.push((w, r));
-        }
-        drop(procs);
-        drop(dir);
-        Some(figures)
+        Some(etcd_baseline(&http, &args).await?)
     } else {
         None
     };
     for mode in &args.modes {
+        if mode == "none" {
+            continue;
+        }
         if mode == "leaderless" {
             bench_leaderless(&http, &args, etcd.as_deref()).await?;
             bench_join(&http, args.join_keys, 1024).await?;
@@ -142,4 +114,44 @@ async fn main() -> anyhow::Result<()> {
         windows.len()
     );
     Ok(())
+}
+
+/// The same load against a 3-member etcd cluster: (put, get) figures per client count.
+async fn etcd_baseline(
+    http: &reqwest::Client,
+    args: &Args,
+) -> anyhow::Result<Vec<(Figures, Figures)>> {
+    let bin = etcd_bin(&args.etcd_bin)?;
+    println!("starting a 3-member etcd cluster ({})", bin.display());
+    let (addrs, procs, dir) = start_etcd(http, &bin).await?;
+    let leader = etcd_leader(http, &addrs).await;
+    let mut figures = Vec::new();
+    for &clients in &args.clients {
+        let w = load(
+            Target::Etcd,
+            std::slice::from_ref(&leader),
+            clients,
+            args.seconds,
+            true,
+        )
+        .await;
+        let r = load(
+            Target::Etcd,
+            std::slice::from_ref(&leader),
+            clients,
+            args.seconds,
+            false,
+        )
+        .await;
+        row(&format!("etcd put, {clients} clients"), w, None);
+        row(
+            &format!("etcd get (linearizable), {clients} clients"),
+            r,
+            None,
+        );
+        figures.push((w, r));
+    }
+    drop(procs);
+    drop(dir);
+    Ok(figures)
 }

@@ -176,7 +176,10 @@ pub async fn bench_snapshot_stall(
     Ok(())
 }
 
-/// `keys` keys of `value_bytes` on `addr`, in batches of 1,000 from 4 concurrent writers.
+/// Puts per preload batch.
+const BATCH: usize = 200;
+
+/// `keys` keys of `value_bytes` on `addr`, in batches of `BATCH` from 4 concurrent writers.
 async fn preload(
     http: &reqwest::Client,
     addr: &str,
@@ -188,8 +191,8 @@ async fn preload(
     for w in 0..4 {
         let (http, addr, value) = (http.clone(), addr.to_owned(), value.clone());
         writers.push(tokio::spawn(async move {
-            for start in (w * 1000..keys).step_by(4000) {
-                let ops: Vec<_> = (start..(start + 1000).min(keys))
+            for start in (w * BATCH..keys).step_by(4 * BATCH) {
+                let ops: Vec<_> = (start..(start + BATCH).min(keys))
                     .map(|i| json!({"op": "put", "key": format!("key-{i:08}"), "value": value}))
                     .collect();
                 let r = http

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use rc_api::{BatchOp, KeyValue};
+use rc_api::KeyValue;
 
 use crate::storage::snapshot::Snapshot;
-use crate::storage::Command;
+use crate::storage::{Command, Op};
 
 #[derive(Debug, Default, Clone)]
 pub struct KvStore {
@@ -52,10 +52,10 @@ impl KvStore {
             Command::Batch(ops) => {
                 for op in ops {
                     match op {
-                        BatchOp::Put { key, value } => {
+                        Op::Put { key, value } => {
                             self.map.insert(key.clone(), (value.clone(), index));
                         }
-                        BatchOp::Delete { key } => {
+                        Op::Delete { key } => {
                             self.map.remove(key);
                         }
                     }
@@ -139,12 +139,12 @@ mod tests {
         kv.apply(
             4,
             &Command::Batch(vec![
-                BatchOp::Put {
+                Op::Put {
                     key: "x".into(),
                     value: "1".into(),
                 },
-                BatchOp::Delete { key: "x".into() },
-                BatchOp::Put {
+                Op::Delete { key: "x".into() },
+                Op::Put {
                     key: "y".into(),
                     value: "2".into(),
                 },

@@ -37,7 +37,7 @@ use super::quorum;
 use crate::clock::Instant;
 use crate::single_leader::kv::{Applied, KvStore};
 use crate::storage::snapshot::Snapshot;
-use crate::storage::{Command, Entry, Meta, WalRecord};
+use crate::storage::{Command, Entry, Meta, Op, WalRecord};
 
 /// Leader-side replication progress of one follower.
 #[derive(Debug, Clone)]
@@ -456,8 +456,8 @@ pub fn command_size(c: &Command) -> usize {
         Command::Batch(ops) => ops
             .iter()
             .map(|op| match op {
-                rc_api::BatchOp::Put { key, value } => 16 + key.len() + value.len(),
-                rc_api::BatchOp::Delete { key } => 16 + key.len(),
+                Op::Put { key, value } => 16 + key.len() + value.len(),
+                Op::Delete { key } => 16 + key.len(),
             })
             .sum(),
     }

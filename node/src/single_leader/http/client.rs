@@ -23,7 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::input::{check_key, check_value, json_body, key_from_path, query};
 use crate::single_leader::node::OpFailure;
 use crate::single_leader::replica::WriteRefusal;
-use crate::storage::Command;
+use crate::storage::{Command, Op};
 use rc_api::Forwarding;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -222,7 +222,7 @@ async fn batch(
     }
     write(
         &state,
-        Command::Batch(req.ops),
+        Command::Batch(req.ops.into_iter().map(Op::from).collect()),
         Method::POST,
         &uri,
         Some(raw),
