@@ -214,32 +214,17 @@ impl HttpNodeAdmin {
             .bearer_auth(token)
     }
 
-    /// A call whose JSON answer is required.
-    async fn query<B: Serialize, T: DeserializeOwned>(
+    /// One JSON call: its parsed answer, or `None` for an empty one.
+    async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         address: &str,
         path: &str,
         token: &str,
         body: &B,
-    ) -> Result<T, NodeError> {
+    ) -> Result<Option<T>, NodeError> {
         let request = self.request(method, address, path, token).json(body);
-        required(self.send(request, address).await?, address)
-    }
-
-    /// A call whose answer only has to be a success: a JSON body, if any, is read and dropped.
-    async fn command<B: Serialize>(
-        &self,
-        method: Method,
-        address: &str,
-        path: &str,
-        token: &str,
-        body: &B,
-    ) -> Result<(), NodeError> {
-        let request = self.request(method, address, path, token).json(body);
-        self.send::<serde_json::Value>(request, address)
-            .await
-            .map(|_| ())
+        self.send(request, address).await
     }
 }
 
@@ -252,9 +237,24 @@ fn required<T>(value: Option<T>, address: &str) -> Result<T, NodeError> {
 }
 
 /// A `NodeAdmin` method that POSTs its request as JSON to `$path` and answers with the parsed
-/// body (`query`) or just success (`command`).
+/// body, or just success for `()`.
 macro_rules! post_json {
-    ($name:ident, $request:ty => $answer:ty, $path:expr, $how:ident) => {
+    ($name:ident, $request:ty => (), $path:expr) => {
+        fn $name<'a>(
+            &'a self,
+            address: &'a str,
+            token: &'a str,
+            request: $request,
+        ) -> BoxFuture<'a, Result<(), NodeError>> {
+            // A JSON body, if any, is read and dropped: success is the answer.
+            Box::pin(async move {
+                self.call::<_, serde_json::Value>(Method::POST, address, $path, token, &request)
+                    .await
+                    .map(drop)
+            })
+        }
+    };
+    ($name:ident, $request:ty => $answer:ty, $path:expr) => {
         fn $name<'a>(
             &'a self,
             address: &'a str,
@@ -262,8 +262,10 @@ macro_rules! post_json {
             request: $request,
         ) -> BoxFuture<'a, Result<$answer, NodeError>> {
             Box::pin(async move {
-                self.$how(Method::POST, address, $path, token, &request)
-                    .await
+                let answer = self
+                    .call(Method::POST, address, $path, token, &request)
+                    .await?;
+                required(answer, address)
             })
         }
     };
@@ -315,10 +317,10 @@ impl NodeAdmin for HttpNodeAdmin {
         })
     }
 
-    post_json!(epoch, EpochRequest => EpochResponse, paths::EPOCH, query);
-    post_json!(promote, PromoteRequest => (), paths::PROMOTE, command);
-    post_json!(follow, FollowRequest => (), paths::FOLLOW, command);
-    post_json!(voters, VotersRequest => VoterConfig, paths::VOTERS, query);
+    post_json!(epoch, EpochRequest => EpochResponse, paths::EPOCH);
+    post_json!(promote, PromoteRequest => (), paths::PROMOTE);
+    post_json!(follow, FollowRequest => (), paths::FOLLOW);
+    post_json!(voters, VotersRequest => VoterConfig, paths::VOTERS);
 
     fn ring<'a>(
         &'a self,
@@ -326,7 +328,11 @@ impl NodeAdmin for HttpNodeAdmin {
         token: &'a str,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.command(Method::PUT, address, paths::RING, token, ring))
+        Box::pin(async move {
+            self.call::<_, serde_json::Value>(Method::PUT, address, paths::RING, token, ring)
+                .await
+                .map(drop)
+        })
     }
 
     fn decommission<'a>(
@@ -334,7 +340,17 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.command(Method::POST, address, paths::DECOMMISSION, token, &()))
+        Box::pin(async move {
+            self.call::<_, serde_json::Value>(
+                Method::POST,
+                address,
+                paths::DECOMMISSION,
+                token,
+                &(),
+            )
+            .await
+            .map(drop)
+        })
     }
 
     fn repair<'a>(
@@ -342,6 +358,10 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.command(Method::POST, address, paths::REPAIR, token, &()))
+        Box::pin(async move {
+            self.call::<_, serde_json::Value>(Method::POST, address, paths::REPAIR, token, &())
+                .await
+                .map(drop)
+        })
     }
 }
