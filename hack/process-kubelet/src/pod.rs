@@ -122,9 +122,14 @@ impl Events {
     /// Until the pod changes, is gone, or the kubelet stops.
     async fn changed(&mut self) {
         tokio::select! {
-            _ = self.pod.changed() => {}
-            () = self.gone.cancelled() => {}
-            () = self.shutdown.cancelled() => {}
+            changed = self.pod.changed() => {
+                if changed.is_err() {
+                    // The controller stopped watching (its stream ended): nothing will change
+                    // the pod any more, and answering at once would make every caller spin.
+                    ended(&self.gone, &self.shutdown).await;
+                }
+            }
+            () = ended(&self.gone, &self.shutdown) => {}
         }
     }
 
@@ -134,6 +139,14 @@ impl Events {
             () = tokio::time::sleep(d) => {}
             () = self.changed() => {}
         }
+    }
+}
+
+/// Until the pod is `gone` or the kubelet's `shutdown`.
+async fn ended(gone: &CancellationToken, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = gone.cancelled() => {}
+        () = shutdown.cancelled() => {}
     }
 }
 
@@ -451,5 +464,29 @@ async fn refresh_volumes(
                 after = Duration::from_secs(10);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pod_whose_watch_ended_waits_for_shutdown_instead_of_spinning() {
+        let (tx, pod) = watch::channel(Pod::default());
+        let mut events = Events {
+            pod,
+            gone: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+        };
+        drop(tx);
+        let waited = tokio::time::timeout(Duration::from_millis(200), events.changed()).await;
+        assert!(
+            waited.is_err(),
+            "changed() returned although nothing changed"
+        );
+        events.shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), events.changed()).await;
+        assert!(stopped.is_ok(), "changed() did not return on shutdown");
     }
 }
