@@ -111,13 +111,11 @@ fn single_leader(
     is_old: &dyn Fn(&RolloutMember) -> bool,
 ) -> Step {
     let wait = |why: String| Step::Wait { updated, why };
-    let leading = |m: &&RolloutMember| {
-        m.node
-            .and_then(|n| n.single_leader())
-            .is_some_and(|n| n.role == Role::Leader && !n.self_fenced)
-    };
-    let leader = members.iter().find(leading);
-    let Some((leader, status)) = leader.and_then(|m| Some((m, m.node?.single_leader()?))) else {
+    let serving = members.iter().find_map(|m| {
+        let s = m.node?.single_leader()?;
+        (s.role == Role::Leader && !s.self_fenced).then_some((m, s))
+    });
+    let Some((leader, status)) = serving else {
         return wait("no leader serves".to_owned());
     };
     for m in members.iter().filter(|m| m.name != leader.name) {

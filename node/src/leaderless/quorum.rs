@@ -107,13 +107,13 @@ impl ReadTally {
         }
     }
 
-    pub fn answered(&mut self) {
+    pub fn record_answer(&mut self) {
         self.answered += 1;
         self.in_flight -= 1;
     }
 
     /// An owner failed; `asked_spare` says whether a spare was asked in its place.
-    pub fn failed(&mut self, asked_spare: bool) {
+    pub fn record_failure(&mut self, asked_spare: bool) {
         if !asked_spare {
             self.in_flight -= 1;
         }
@@ -236,15 +236,15 @@ mod tests {
     #[test]
     fn a_read_waits_for_r_answers_while_any_ask_is_in_flight() {
         let mut t = ReadTally::new(2);
-        t.answered();
-        t.failed(true); // a spare replaces the failed owner
+        t.record_answer();
+        t.record_failure(true); // a spare replaces the failed owner
         assert!(t.waiting());
-        t.answered();
+        t.record_answer();
         assert!(!t.waiting() && t.reached());
 
         let mut t = ReadTally::new(2);
-        t.answered();
-        t.failed(false); // no spare left
+        t.record_answer();
+        t.record_failure(false); // no spare left
         assert!(!t.waiting() && !t.reached());
     }
 }

@@ -251,11 +251,11 @@ impl LeaderlessNode {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((m, Some(s)))) => {
                     answers.push((m, s));
-                    tally.answered();
+                    tally.record_answer();
                 }
                 Ok(Some((_, None))) => {
                     let spare = spares.pop();
-                    tally.failed(spare.is_some());
+                    tally.record_failure(spare.is_some());
                     spare.into_iter().for_each(&fetch);
                 }
                 Ok(None) | Err(_) => break,

@@ -31,30 +31,30 @@ pub(super) fn members_and_load(
 pub(super) fn current_leader<'a>(nodes: &[&'a NodeStatus]) -> Option<&'a NodeStatus> {
     nodes
         .iter()
-        .filter(|n| {
-            n.single_leader()
-                .is_some_and(|s| s.role == Role::Leader && !s.self_fenced)
-        })
-        .max_by_key(|n| n.single_leader().map(|s| s.epoch))
-        .copied()
+        .filter_map(|n| Some((*n, n.single_leader()?)))
+        .filter(|(_, s)| s.role == Role::Leader && !s.self_fenced)
+        .max_by_key(|(_, s)| s.epoch)
+        .map(|(n, _)| n)
 }
 
 fn member(name: String, ready: bool, node: Option<&Result<NodeStatus, String>>) -> MemberStatus {
     match node {
-        Some(Ok(node)) => MemberStatus {
-            name,
-            ready,
-            reachable: true,
-            role: Some(node.role()),
-            epoch: Some(node.single_leader().map_or(0, |s| to_i64(s.epoch))),
-            applied_index: Some(node.single_leader().map_or(0, |s| to_i64(s.applied_index))),
-            lag_ms: node
-                .single_leader()
-                .and_then(|s| s.ms_since_leader_contact)
-                .map(to_i64),
-            mean_response_ms: (node.stats.count > 0).then_some(round(node.stats.mean_ms)),
-            ..MemberStatus::default()
-        },
+        Some(Ok(node)) => {
+            let replication = node.single_leader();
+            MemberStatus {
+                name,
+                ready,
+                reachable: true,
+                role: Some(node.role()),
+                epoch: Some(replication.map_or(0, |s| to_i64(s.epoch))),
+                applied_index: Some(replication.map_or(0, |s| to_i64(s.applied_index))),
+                lag_ms: replication
+                    .and_then(|s| s.ms_since_leader_contact)
+                    .map(to_i64),
+                mean_response_ms: (node.stats.count > 0).then_some(round(node.stats.mean_ms)),
+                ..MemberStatus::default()
+            }
+        }
         Some(Err(message)) => MemberStatus {
             name,
             ready,
