@@ -38,6 +38,9 @@ pub struct Kubelet {
     pub hosts: HostsTable,
     /// Containers' log files and runs, for the kubelet API.
     pub logs: Arc<LogRegistry>,
+    /// How often running pods' secret, configMap, downwardAPI and projected volumes are read
+    /// again (`None`: never; projected tokens are still renewed when due).
+    pub volume_refresh: Option<Duration>,
 }
 
 /// The name pods use for the API server; their hosts file maps it to the bridge address, where

@@ -101,6 +101,16 @@ struct RunArgs {
     backoff_seconds: u64,
     #[arg(long, default_value_t = 300)]
     backoff_max_seconds: u64,
+    /// How often running pods' secret, configMap, downwardAPI and projected volumes are read
+    /// again and changed files replaced, so that a rotated Secret reaches them without a
+    /// restart (the real kubelet's periodic sync, --sync-frequency, 1 min there). 0: never
+    /// (projected service-account tokens are still renewed at 80% of their life).
+    #[arg(
+        long,
+        env = "RC_PROCESS_KUBELET_VOLUME_REFRESH_SECONDS",
+        default_value_t = 2
+    )]
+    volume_refresh_seconds: u64,
     /// Longest grace period for pods when the kubelet itself stops.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_seconds: u64,
@@ -282,6 +292,8 @@ async fn run_node(
         api_proxy_port: args.api_proxy_port,
         hosts: hosts::HostsTable::new(gateway),
         logs: log_registry,
+        volume_refresh: (args.volume_refresh_seconds > 0)
+            .then(|| Duration::from_secs(args.volume_refresh_seconds)),
     });
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     controller::run(kubelet.clone(), shutdown.clone()).await;

@@ -1,9 +1,11 @@
-//! (I/O) One pod's life: sandbox (network namespace, hosts file, volumes), containers (init
-//! containers in order, then the rest side by side), the status writer, and deletion (stop the
-//! processes within the grace period, report them terminated, then `DELETE` with grace 0 and a
-//! UID precondition so the object really goes away).
+//! (I/O) One pod's life: sandbox (network namespace, hosts file, volumes, kept current by
+//! `volume_refresh.rs` while the pod runs), containers (init containers in order, then the
+//! rest side by side), the status writer, and deletion (stop the processes within the grace
+//! period, report them terminated, then `DELETE` with grace 0 and a UID precondition so the
+//! object really goes away).
 
 mod status_writer;
+mod volume_refresh;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,7 @@ use crate::runtime::{run_container, Ended};
 use crate::status::{ContainerRt, PodRt, State, Terminal};
 use crate::volumes::{materialize, VolumeContext, Volumes};
 use status_writer::StatusWriter;
+use volume_refresh::VolumeRefresher;
 
 /// Why a pod task stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,21 +75,20 @@ pub async fn run_pod(
 
     let mut exit = events.exit_requested();
     if let Some(volumes) = volumes {
-        let refresh_after = volumes.refresh_after;
+        let refresher = tokio::spawn(
+            VolumeRefresher {
+                k: task.k.clone(),
+                pod: events.pod.clone(),
+                pod_dir: task.pod_dir.clone(),
+                pod_ip: pod_ip.clone(),
+                written: volumes.written.clone(),
+                renew_after: volumes.refresh_after,
+            }
+            .run(),
+        );
         let cx = task.context(events.pod.clone(), rt_tx, &net, volumes, pod_logs);
-        let refresher = refresh_after.map(|after| {
-            tokio::spawn(refresh_volumes(
-                task.k.clone(),
-                task.first.clone(),
-                task.pod_dir.clone(),
-                pod_ip.clone(),
-                after,
-            ))
-        });
         exit = run_until_exit(cx, &mut events, exit).await;
-        if let Some(r) = refresher {
-            r.abort();
-        }
+        refresher.abort();
     }
 
     // 4. Deletion: final status, then remove the object; always tear the sandbox down.
@@ -437,34 +439,6 @@ fn grace_period(pod: &Pod) -> Duration {
         })
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-}
-
-/// Re-requests projected tokens (and re-reads Secrets/ConfigMaps) before the tokens expire.
-async fn refresh_volumes(
-    k: Arc<Kubelet>,
-    pod: Pod,
-    pod_dir: PathBuf,
-    pod_ip: String,
-    mut after: Duration,
-) {
-    let host_ip = k.net.gateway().to_string();
-    loop {
-        tokio::time::sleep(after).await;
-        let cx = VolumeContext {
-            client: &k.client,
-            pod: &pod,
-            pod_dir: &pod_dir,
-            pod_ip: &pod_ip,
-            host_ip: &host_ip,
-        };
-        match materialize(&cx).await {
-            Ok(v) => after = v.refresh_after.unwrap_or(after),
-            Err(e) => {
-                tracing::warn!(pod = ?pod.metadata.name, error = %format!("{e:#}"), "refreshing volumes");
-                after = Duration::from_secs(10);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,34 +4,43 @@
 //!   hostpath provisioner puts them under /tmp/hostpath_pv); claims that are not bound yet, or
 //!   PVs of other kinds, are an error the pod retries.
 //! - `emptyDir`: `<pod dir>/volumes/<name>`.
-//! - `secret`, `configMap`, `downwardAPI`, `projected` (secrets, configMaps, downward API and
-//!   `serviceAccountToken` through the TokenRequest API, bound to the pod): files written into
-//!   `<pod dir>/volumes/<name>`, each replaced atomically (write + rename) on refresh.
+//! - `secret`, `configMap`, `downwardAPI` (`fieldRef`), `projected` (secrets, configMaps,
+//!   downward API and `serviceAccountToken` through the TokenRequest API, bound to the pod):
+//!   files written into `<pod dir>/volumes/<name>` (`sources.rs` reads what they hold,
+//!   `files.rs` writes it). [`refresh`] brings them up to date in a running pod, as the
+//!   kubelet's periodic sync does: a changed file is replaced atomically (write + rename), an
+//!   unchanged one is left alone, a key that is gone is removed; a Secret or ConfigMap that
+//!   cannot be read leaves the volume's files as they were. Tokens are requested again only
+//!   when due (80% of their life).
 //! - `hostPath`: the path itself.
 //!
 //! Directories are bind-mounted at the `mountPath`s by the sandbox helper (`sandbox.rs`).
 //! With `fsGroup`, every volume but `hostPath` is given to that group, as the real kubelet does.
 
-use std::collections::BTreeMap;
+mod files;
+#[cfg(test)]
+mod refresh_tests;
+mod sources;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
-    PersistentVolumeClaim, Pod, ProjectedVolumeSource, Secret, ServiceAccount, Volume,
-};
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Container, PersistentVolume, PersistentVolumeClaim, Pod, Volume};
 use kube::{Api, Client};
 
-use crate::env::field_value;
+pub use files::Applied;
+pub use sources::Tokens;
 
-/// Host directory per volume name, and when token files need renewing.
+/// Host directory per volume name, the files the kubelet wrote, and when tokens need renewing.
 #[derive(Debug, Default)]
 pub struct Volumes {
     pub dirs: BTreeMap<String, PathBuf>,
+    /// Per volume the kubelet writes (secret, configMap, downwardAPI, projected): the files it
+    /// wrote there, relative to the volume; what [`refresh`] may remove.
+    pub written: BTreeMap<String, BTreeSet<PathBuf>>,
     /// Projected service-account tokens are re-requested after this long (80% of their life).
     pub refresh_after: Option<Duration>,
 }
@@ -56,33 +65,49 @@ impl VolumeContext<'_> {
     fn namespace(&self) -> &str {
         self.pod.metadata.namespace.as_deref().unwrap_or("default")
     }
+
+    fn own_dir(&self, vol: &Volume) -> PathBuf {
+        self.pod_dir.join("volumes").join(&vol.name)
+    }
+
+    fn fs_group(&self) -> Option<u32> {
+        self.pod
+            .spec
+            .as_ref()?
+            .security_context
+            .as_ref()?
+            .fs_group
+            .and_then(|g| u32::try_from(g).ok())
+    }
 }
 
-/// Creates or refreshes every volume of the pod.
+/// Creates every volume of the pod (tokens requested).
 pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
     let mut out = Volumes::default();
     let Some(spec) = cx.pod.spec.as_ref() else {
         return Ok(out);
     };
-    let fs_group = spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.fs_group)
-        .and_then(|g| u32::try_from(g).ok());
+    let fs_group = cx.fs_group();
     for vol in spec.volumes.iter().flatten() {
-        let (dir, refresh) = volume_dir(cx, vol).await?;
-        if let Some(refresh) = refresh {
-            out.refresh_after = Some(out.refresh_after.map_or(refresh, |r| r.min(refresh)));
-        }
+        let dir = if sources::is_written(vol) {
+            let dir = cx.own_dir(vol);
+            let mut paths = BTreeSet::new();
+            let (_, renew) = update_written(cx, vol, &dir, &mut paths, Tokens::Request).await?;
+            if let Some(renew) = renew {
+                out.refresh_after = Some(out.refresh_after.map_or(renew, |r| r.min(renew)));
+            }
+            out.written.insert(vol.name.clone(), paths);
+            dir
+        } else {
+            data_dir(cx, vol).await?
+        };
         if let Some(group) = fs_group {
-            // Written by the kubelet (files the operator wrote are rewritten on refresh): set
-            // every time. Data volumes: only when the root does not have it yet (the real
-            // kubelet's OnRootMismatch), so a large volume is not walked on every start.
-            let written = vol.empty_dir.is_none()
-                && vol.persistent_volume_claim.is_none()
-                && vol.host_path.is_none();
+            // Written by the kubelet: every time (files are written with the group, but the
+            // directories need it too). Data volumes: only when the root does not have it yet
+            // (the real kubelet's OnRootMismatch), so a large volume is not walked on every
+            // start.
             if vol.host_path.is_none() {
-                give_to_group(&dir, group, written)?;
+                give_to_group(&dir, group, sources::is_written(vol))?;
             }
         }
         out.dirs.insert(vol.name.clone(), dir);
@@ -90,82 +115,95 @@ pub async fn materialize(cx: &VolumeContext<'_>) -> anyhow::Result<Volumes> {
     Ok(out)
 }
 
-/// The volume's host directory, with its files written; for projected service-account tokens,
-/// when to write them again.
-async fn volume_dir(
+/// What one volume's refresh did: its name, and what changed or why nothing could.
+pub type VolumeRefresh = (String, anyhow::Result<Applied>);
+
+/// One refresh pass over the volumes the kubelet writes, each on its own: one that fails (its
+/// Secret deleted, the API unreachable) keeps its files as they were and does not hold up the
+/// others. `written` (from [`Volumes::written`]) is updated to the files now there. With
+/// `Tokens::Request`, also when tokens need renewing next (10 s when a request failed).
+pub async fn refresh(
     cx: &VolumeContext<'_>,
-    vol: &Volume,
-) -> anyhow::Result<(PathBuf, Option<Duration>)> {
-    let own_dir = cx.pod_dir.join("volumes").join(&vol.name);
-    let mut refresh = None;
-    let dir = if let Some(pvc) = &vol.persistent_volume_claim {
-        claim_dir(cx.client, cx.namespace(), &pvc.claim_name).await?
-    } else if let Some(host) = &vol.host_path {
-        PathBuf::from(&host.path)
-    } else if vol.empty_dir.is_some() {
-        create_dir(&own_dir)?;
-        own_dir
-    } else if let Some(s) = &vol.secret {
-        create_dir(&own_dir)?;
-        let name = s.secret_name.clone().unwrap_or_default();
-        if let Some(secret) = referenced::<Secret>(cx, "secret", &name, s.optional).await? {
-            write_secret(&own_dir, &secret, s.items.as_deref(), s.default_mode)?;
-        }
-        own_dir
-    } else if let Some(c) = &vol.config_map {
-        create_dir(&own_dir)?;
-        if let Some(cm) = referenced::<ConfigMap>(cx, "configmap", &c.name, c.optional).await? {
-            write_config_map(&own_dir, &cm, c.items.as_deref(), c.default_mode)?;
-        }
-        own_dir
-    } else if let Some(d) = &vol.downward_api {
-        create_dir(&own_dir)?;
-        write_downward(
-            cx,
-            &own_dir,
-            d.items.as_deref().unwrap_or(&[]),
-            d.default_mode,
-        )?;
-        own_dir
-    } else if let Some(p) = &vol.projected {
-        create_dir(&own_dir)?;
-        refresh = write_projected(cx, &own_dir, p).await?;
-        own_dir
-    } else {
-        bail!("volume {:?}: unsupported volume type", vol.name);
-    };
-    Ok((dir, refresh))
+    written: &mut BTreeMap<String, BTreeSet<PathBuf>>,
+    tokens: Tokens,
+) -> (Vec<VolumeRefresh>, Option<Duration>) {
+    let mut outcomes = Vec::new();
+    let mut renew_after: Option<Duration> = None;
+    let mut earliest = |d: Duration| renew_after = Some(renew_after.map_or(d, |r| r.min(d)));
+    let volumes = cx.pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
+    for vol in volumes.unwrap_or(&[]) {
+        let Some(paths) = written.get_mut(&vol.name) else {
+            continue;
+        };
+        let dir = cx.own_dir(vol);
+        let result = match update_written(cx, vol, &dir, paths, tokens).await {
+            Ok((applied, renew)) => {
+                if let Some(renew) = renew {
+                    earliest(renew);
+                }
+                Ok(applied)
+            }
+            Err(e) => {
+                if tokens == Tokens::Request && has_tokens(vol) {
+                    earliest(Duration::from_secs(10));
+                }
+                Err(e)
+            }
+        };
+        outcomes.push((vol.name.clone(), result));
+    }
+    (outcomes, renew_after)
 }
 
-/// Every source of a projected volume into `dir`; when its tokens need renewing, if it has any.
-async fn write_projected(
+/// Writes a volume the kubelet writes into `dir`, given `paths`, the files written there before
+/// (updated to the files there now); what changed, and when its tokens need renewing.
+async fn update_written(
     cx: &VolumeContext<'_>,
+    vol: &Volume,
     dir: &Path,
-    p: &ProjectedVolumeSource,
-) -> anyhow::Result<Option<Duration>> {
-    let mode = p.default_mode;
-    let mut refresh: Option<Duration> = None;
-    for source in p.sources.iter().flatten() {
-        if let Some(s) = &source.secret {
-            if let Some(secret) = referenced::<Secret>(cx, "secret", &s.name, s.optional).await? {
-                write_secret(dir, &secret, s.items.as_deref(), mode)?;
-            }
-        }
-        if let Some(c) = &source.config_map {
-            if let Some(cm) = referenced::<ConfigMap>(cx, "configmap", &c.name, c.optional).await? {
-                write_config_map(dir, &cm, c.items.as_deref(), mode)?;
-            }
-        }
-        if let Some(d) = &source.downward_api {
-            write_downward(cx, dir, d.items.as_deref().unwrap_or(&[]), mode)?;
-        }
-        if let Some(t) = &source.service_account_token {
-            let life = write_token(cx, dir, t, mode).await?;
-            let after = life.mul_f64(0.8);
-            refresh = Some(refresh.map_or(after, |r| r.min(after)));
-        }
+    paths: &mut BTreeSet<PathBuf>,
+    tokens: Tokens,
+) -> anyhow::Result<(Applied, Option<Duration>)> {
+    let Some(collected) = sources::collect(cx, vol, tokens).await? else {
+        bail!("volume {:?}: not written by the kubelet", vol.name);
+    };
+    create_dir(dir)?;
+    let group = cx.fs_group();
+    let previous = std::mem::take(paths);
+    // Until the pass is through, old and new files may both be there.
+    *paths = previous
+        .union(&collected.payload.paths())
+        .cloned()
+        .collect();
+    let applied = files::apply(dir, &collected.payload, &previous, group)
+        .with_context(|| format!("volume {:?}", vol.name))?;
+    *paths = collected.payload.paths();
+    if let (Some(g), true) = (group, applied.changed()) {
+        give_to_group(dir, g, true)?; // directories made for new nested paths
     }
-    Ok(refresh)
+    Ok((applied, collected.renew_after))
+}
+
+fn has_tokens(vol: &Volume) -> bool {
+    vol.projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+        .any(|s| s.service_account_token.is_some())
+}
+
+/// A volume the kubelet does not write: a claim's, a host path, an `emptyDir`.
+async fn data_dir(cx: &VolumeContext<'_>, vol: &Volume) -> anyhow::Result<PathBuf> {
+    if let Some(pvc) = &vol.persistent_volume_claim {
+        claim_dir(cx.client, cx.namespace(), &pvc.claim_name).await
+    } else if let Some(host) = &vol.host_path {
+        Ok(PathBuf::from(&host.path))
+    } else if vol.empty_dir.is_some() {
+        let dir = cx.own_dir(vol);
+        create_dir(&dir)?;
+        Ok(dir)
+    } else {
+        bail!("volume {:?}: unsupported volume type", vol.name);
+    }
 }
 
 /// `fsGroup`, as the real kubelet applies it: every file and directory of the volume owned by
@@ -263,165 +301,6 @@ async fn claim_dir(client: &Client, ns: &str, claim: &str) -> anyhow::Result<Pat
     Ok(dir)
 }
 
-/// The Secret or ConfigMap a volume names; `None` when it does not exist and the reference is
-/// optional.
-async fn referenced<K>(
-    cx: &VolumeContext<'_>,
-    kind: &str,
-    name: &str,
-    optional: Option<bool>,
-) -> anyhow::Result<Option<K>>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let found = Api::<K>::namespaced(cx.client.clone(), cx.namespace())
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading {name}"))?;
-    if found.is_none() && optional != Some(true) {
-        bail!("{kind} {name:?} not found");
-    }
-    Ok(found)
-}
-
-async fn write_token(
-    cx: &VolumeContext<'_>,
-    dir: &Path,
-    proj: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
-    mode: Option<i32>,
-) -> anyhow::Result<Duration> {
-    let ns = cx.namespace();
-    let sa = cx
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .unwrap_or_else(|| "default".to_owned());
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: proj.audience.clone().map(|a| vec![a]),
-            expiration_seconds: Some(proj.expiration_seconds.unwrap_or(3600)),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: cx.pod.metadata.name.clone(),
-                uid: cx.pod.metadata.uid.clone(),
-            }),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let answer = Api::<ServiceAccount>::namespaced(cx.client.clone(), ns)
-        .create_token_request(&sa, &PostParams::default(), &request)
-        .await
-        .with_context(|| format!("TokenRequest for serviceaccount {ns}/{sa}"))?;
-    let Some((token, expires)) = answer
-        .status
-        .and_then(|s| Some((s.token?, s.expiration_timestamp?)))
-    else {
-        bail!("TokenRequest for {ns}/{sa} returned no token");
-    };
-    write_file(dir, &proj.path, token.as_bytes(), mode.unwrap_or(0o644))?;
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let life = expires.0.duration_since(now);
-    Ok(Duration::from_secs(
-        u64::try_from(life.as_secs()).unwrap_or(0).max(60),
-    ))
-}
-
-fn write_secret(
-    dir: &Path,
-    secret: &Secret,
-    items: Option<&[KeyToPath]>,
-    mode: Option<i32>,
-) -> anyhow::Result<()> {
-    let data: BTreeMap<&str, &[u8]> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
-        .chain(
-            secret
-                .string_data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str(), v.as_bytes())),
-        )
-        .collect();
-    write_keys(dir, &data, items, mode)
-}
-
-fn write_config_map(
-    dir: &Path,
-    cm: &ConfigMap,
-    items: Option<&[KeyToPath]>,
-    mode: Option<i32>,
-) -> anyhow::Result<()> {
-    let data: BTreeMap<&str, &[u8]> = cm
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.as_bytes()))
-        .chain(
-            cm.binary_data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str(), v.0.as_slice())),
-        )
-        .collect();
-    write_keys(dir, &data, items, mode)
-}
-
-fn write_keys(
-    dir: &Path,
-    data: &BTreeMap<&str, &[u8]>,
-    items: Option<&[KeyToPath]>,
-    mode: Option<i32>,
-) -> anyhow::Result<()> {
-    let default_mode = mode.unwrap_or(0o644);
-    match items {
-        None => {
-            for (k, v) in data {
-                write_file(dir, k, v, default_mode)?;
-            }
-        }
-        Some(items) => {
-            for item in items {
-                let Some(v) = data.get(item.key.as_str()) else {
-                    bail!("key {:?} not found", item.key);
-                };
-                write_file(dir, &item.path, v, item.mode.unwrap_or(default_mode))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn write_downward(
-    cx: &VolumeContext<'_>,
-    dir: &Path,
-    items: &[DownwardAPIVolumeFile],
-    mode: Option<i32>,
-) -> anyhow::Result<()> {
-    for item in items {
-        let value = match &item.field_ref {
-            Some(f) => field_value(cx.pod, &f.field_path, cx.pod_ip, cx.host_ip)?,
-            None => bail!("downwardAPI {:?}: only fieldRef is supported", item.path),
-        };
-        write_file(
-            dir,
-            &item.path,
-            value.as_bytes(),
-            item.mode.or(mode).unwrap_or(0o644),
-        )?;
-    }
-    Ok(())
-}
-
 /// Rejects absolute paths and `..`, as the API server does for volume item paths.
 fn safe_relative(rel: &str) -> anyhow::Result<&Path> {
     let p = Path::new(rel);
@@ -430,19 +309,6 @@ fn safe_relative(rel: &str) -> anyhow::Result<&Path> {
     } else {
         bail!("path {rel:?} must be relative without '..'")
     }
-}
-
-fn write_file(dir: &Path, rel: &str, bytes: &[u8], mode: i32) -> anyhow::Result<()> {
-    let path = dir.join(safe_relative(rel)?);
-    if let Some(parent) = path.parent() {
-        create_dir(parent)?;
-    }
-    let tmp = path.with_extension("rc-tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    let mode = u32::try_from(mode).unwrap_or(0o644) & 0o7777;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 fn create_dir(dir: &Path) -> anyhow::Result<()> {
@@ -466,7 +332,7 @@ mod tests {
     fn mounts_map_volume_names_to_dirs() {
         let volumes = Volumes {
             dirs: BTreeMap::from([("data".to_owned(), PathBuf::from("/tmp/hostpath_pv/x"))]),
-            refresh_after: None,
+            ..Volumes::default()
         };
         let container = Container {
             volume_mounts: Some(vec![VolumeMount {
