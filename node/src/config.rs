@@ -48,12 +48,26 @@ pub struct Args {
     /// Where the log and snapshots live.
     #[arg(long, env = env::DATA_DIR, default_value = "/var/lib/rc-node")]
     pub data_dir: PathBuf,
-    /// File holding the admin API bearer token (also used between peers).
+    /// File holding the admin API bearer token (also used between peers). Re-read when it
+    /// changes; `<file>.next` and `<file>.previous`, when present, are accepted too (a rotation).
     #[arg(long, env = env::ADMIN_TOKEN_FILE)]
     pub admin_token_file: Option<PathBuf>,
     /// The admin token itself (prefer --admin-token-file).
     #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// TLS certificate (PEM): with --tls-key-file, every surface serves TLS only. Re-read when
+    /// it changes.
+    #[arg(long, env = env::TLS_CERT_FILE, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = env::TLS_KEY_FILE, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA (PEM) that peers' certificates must chain to; required with TLS.
+    #[arg(long, env = env::TLS_CA_FILE, requires = "tls_cert_file")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name a peer's certificate must carry when it is dialled by IP (the cluster's Service
+    /// name, `<cluster>.<namespace>.svc`).
+    #[arg(long, env = env::TLS_SERVER_NAME, default_value = "localhost")]
+    pub tls_server_name: String,
     /// When the leader acknowledges a write.
     #[arg(long, env = env::REPLICATION, value_enum, default_value = "quorum")]
     pub replication: Replication,

@@ -12,6 +12,7 @@ pub mod http;
 pub mod leaderless;
 pub mod metrics;
 pub mod random;
+pub mod security;
 pub mod shutdown;
 pub mod single_leader;
 pub mod stats;

@@ -14,10 +14,12 @@ use rc_node::leaderless::http::{router as leaderless_router, LeaderlessState};
 use rc_node::leaderless::node::{LeaderlessConfig, LeaderlessNode};
 use rc_node::leaderless::ring;
 use rc_node::metrics::Metrics;
+use rc_node::security::{Security, SecurityConfig, TlsConfig};
 use rc_node::single_leader::http::{router as single_leader_router, AppState};
 use rc_node::single_leader::node::{Node, RuntimeConfig};
 use rc_node::single_leader::replica::ReplicaConfig;
 use rc_node::storage::wal::FsyncPolicy;
+use rc_tls::server::CertFiles;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -42,28 +44,36 @@ fn init_tracing(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_token(args: &Args) -> anyhow::Result<String> {
-    let token = match (&args.admin_token_file, &args.admin_token) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the admin token from {}", path.display()))?
-            .trim()
-            .to_string(),
-        (None, Some(t)) => t.trim().to_string(),
-        (None, None) => {
-            bail!("an admin token is required: set --admin-token-file or RC_ADMIN_TOKEN")
-        }
+/// The admin token and TLS settings from the flags.
+fn security(args: &Args) -> anyhow::Result<Arc<Security>> {
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert: CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            ca: args
+                .tls_ca_file
+                .clone()
+                .context("--tls-ca-file is required with TLS: peers are verified against it")?,
+            server_name: args.tls_server_name.clone(),
+        }),
+        _ => None,
     };
-    if token.len() < 16 {
-        bail!("the admin token must be at least 16 characters");
-    }
-    Ok(token)
+    let security = Security::load(&SecurityConfig {
+        token_file: args.admin_token_file.clone(),
+        token: args.admin_token.clone(),
+        tls,
+    })?;
+    security.spawn_reloader();
+    Ok(security)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.node_id.is_empty() {
         bail!("--node-id must not be empty");
     }
-    let token = load_token(&args)?;
+    let security = security(&args)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -80,13 +90,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let http_cfg = Arc::new(args.http_config());
     let metrics = Arc::new(Metrics::default());
     if args.mode == rc_api::Mode::Leaderless {
-        let cfg = leaderless_config(&args, advertise.clone(), token, fsync)?;
+        let cfg = leaderless_config(&args, advertise.clone(), security, fsync)?;
         return run_leaderless(&args, cfg, listener, advertise, http_cfg, metrics).await;
     }
     let runtime_cfg = RuntimeConfig {
         data_dir: args.data_dir.clone(),
         fsync,
-        token,
+        security: security.clone(),
         heartbeat: args.heartbeat(),
         write_timeout: Duration::from_millis(args.write_timeout_ms),
     };
@@ -104,14 +114,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let state = AppState {
         node: node.clone(),
         cfg: http_cfg,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
+        http: security
+            .http_client(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()))?,
         metrics,
     };
     tracing::info!(
         node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
         replication = ?args.replication, fence_timeout_ms = args.fence_timeout_ms,
+        tls = security.acceptor().is_some(),
         "rc-node serving (single-leader mode; waiting for the operator to promote or follow)"
     );
     let handover = Duration::from_millis(args.handover_timeout_ms);
@@ -120,6 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listener,
         single_leader_router(state),
         Some(node.clone()),
+        security.acceptor(),
         stop,
     )
     .await;
@@ -140,6 +151,7 @@ async fn run_leaderless(
     tracing::info!(
         node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
         n = cfg.n, w = cfg.w, r = cfg.r, conflict = ?cfg.conflict,
+        tls = cfg.security.acceptor().is_some(),
         "rc-node serving (leaderless mode; waiting for the operator's ring)"
     );
     let node = LeaderlessNode::open(cfg).context("opening the data directory")?;
@@ -148,7 +160,8 @@ async fn run_leaderless(
         cfg: http_cfg,
         metrics,
     });
-    http::serve(listener, app, None, shutdown_signal()).await;
+    let tls = node.cfg.security.acceptor();
+    http::serve(listener, app, None, tls, shutdown_signal()).await;
     node.shut_down();
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
@@ -157,7 +170,7 @@ async fn run_leaderless(
 fn leaderless_config(
     args: &Args,
     address: String,
-    token: String,
+    security: Arc<Security>,
     fsync: FsyncPolicy,
 ) -> anyhow::Result<LeaderlessConfig> {
     let (n, w, r) = (args.replication_factor, args.write_quorum, args.read_quorum);
@@ -187,7 +200,7 @@ fn leaderless_config(
         w,
         r,
         conflict: args.conflict_resolution,
-        token,
+        security,
         data_dir: args.data_dir.clone(),
         fsync,
         hint_limit: args.hint_limit,

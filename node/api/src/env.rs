@@ -15,6 +15,14 @@ pub const DATA_DIR: &str = "RC_DATA_DIR";
 pub const ADMIN_TOKEN_FILE: &str = "RC_ADMIN_TOKEN_FILE";
 /// The admin token itself.
 pub const ADMIN_TOKEN: &str = "RC_ADMIN_TOKEN";
+/// The node's TLS certificate (PEM, leaf first); with the key, every surface serves TLS.
+pub const TLS_CERT_FILE: &str = "RC_TLS_CERT_FILE";
+/// The private key of the node's TLS certificate (PEM).
+pub const TLS_KEY_FILE: &str = "RC_TLS_KEY_FILE";
+/// The cluster CA (PEM) the node trusts when it dials its peers.
+pub const TLS_CA_FILE: &str = "RC_TLS_CA_FILE";
+/// The name a peer's certificate must carry when the peer is dialled by IP.
+pub const TLS_SERVER_NAME: &str = "RC_TLS_SERVER_NAME";
 /// Single-leader: when the leader acknowledges a write.
 pub const REPLICATION: &str = "RC_REPLICATION";
 /// Single-leader: a leader cut off from a majority this long refuses writes.

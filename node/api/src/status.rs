@@ -22,6 +22,9 @@ pub struct RequestStats {
 pub struct NodeStatus {
     pub node_id: String,
     pub stats: RequestStats,
+    /// Which credentials the node uses now, as fingerprints (never the secrets themselves).
+    #[serde(default)]
+    pub credentials: Credentials,
     #[serde(flatten)]
     pub detail: ModeStatus,
 }
@@ -193,4 +196,20 @@ mod tests {
         assert_eq!(back.leaderless().map(|l| l.ring_version), Some(2));
         Ok(())
     }
+}
+
+/// A node's credentials as fingerprints: the first 16 hex digits of a SHA-256, enough to tell
+/// which of two tokens or certificates is in use without revealing either.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The admin token this node sends to its peers.
+    #[serde(default)]
+    pub token: String,
+    /// Every token this node accepts (the one above, and during a rotation the next or the
+    /// previous one).
+    #[serde(default)]
+    pub accepted_tokens: Vec<String>,
+    /// The certificate this node serves; empty without TLS.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
 }

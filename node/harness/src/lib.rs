@@ -12,9 +12,27 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rc_tls::issue::ClusterCa;
 
 /// The admin token every node is started with.
 pub const TOKEN: &str = "test-token-0123456789";
+
+/// How the nodes are secured: the defaults are plain HTTP and a fixed `--admin-token`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Security {
+    /// A test CA and one certificate (for `localhost`) shared by the nodes; clients verify it.
+    pub tls: bool,
+    /// `--admin-token-file <dir>/token` (holding [`TOKEN`]), so tests can rotate it.
+    pub token_file: bool,
+}
+
+/// The test CA and where the nodes' certificate files are.
+struct TestTls {
+    ca: ClusterCa,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_file: PathBuf,
+}
 
 /// The rc-node binary of this build: `RC_NODE_BIN`, else next to the running test's directory
 /// (`target/<profile>/deps/<test>` -> `target/<profile>/rc-node`; a workspace `cargo test`
@@ -69,11 +87,25 @@ pub struct Processes {
     /// The client tests talk to the nodes with (3 s timeout, no redirects).
     pub http: reqwest::Client,
     binary: PathBuf,
+    tls: Option<TestTls>,
+    /// With token files: `<this>/<node id>/token`, one per node (as each pod has its own copy
+    /// of a Secret, updated at its own time).
+    token_dir: Option<PathBuf>,
 }
 
 impl Processes {
     /// Start one node per id with `args`.
     pub fn start(binary: PathBuf, ids: Vec<String>, args: Vec<String>) -> Processes {
+        Self::start_secured(binary, ids, args, Security::default())
+    }
+
+    /// Start one node per id with `args`, secured as `security` says.
+    pub fn start_secured(
+        binary: PathBuf,
+        ids: Vec<String>,
+        args: Vec<String>,
+        security: Security,
+    ) -> Processes {
         let dir = tempfile::Builder::new()
             .prefix("rc-node-test-")
             .tempdir()
@@ -88,18 +120,35 @@ impl Processes {
                 child: None,
             })
             .collect();
+        let tls = security.tls.then(|| {
+            let ca = ClusterCa::generate("rc test CA", Duration::from_secs(86_400)).unwrap();
+            let ca_file = dir.path().join("ca.crt");
+            std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+            let tls = TestTls {
+                ca,
+                cert: dir.path().join("tls.crt"),
+                key: dir.path().join("tls.key"),
+                ca_file,
+            };
+            tls.issue();
+            tls
+        });
+        let token_dir = security.token_file.then(|| dir.path().join("secrets"));
         // No redirects followed: a test talks to the node it names.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
+            .timeout(Duration::from_secs(3));
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls(tls.client_config());
+        }
         let mut p = Processes {
             dir,
             nodes,
             args,
             binary,
-            http,
+            http: http.build().unwrap(),
+            tls,
+            token_dir,
         };
         for i in 0..p.count() {
             p.spawn(i);
@@ -109,18 +158,38 @@ impl Processes {
 
     /// Start node `i` on its port and data directory (again, after a kill).
     pub fn spawn(&mut self, i: usize) {
+        let token_file = self.token_file(i);
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log)
             .unwrap();
-        let child = Command::new(&self.binary)
-            .args(["--node-id", &node.id])
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--node-id", &node.id])
             .args(["--listen", &format!("127.0.0.1:{}", node.port)])
             .arg("--data-dir")
             .arg(&node.data)
-            .args(["--admin-token", TOKEN, "--log-level", "info"])
+            .args(["--log-level", "info"]);
+        match token_file {
+            Some(file) => {
+                if !file.exists() {
+                    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                    std::fs::write(&file, TOKEN).unwrap();
+                }
+                cmd.arg("--admin-token-file").arg(file)
+            }
+            None => cmd.args(["--admin-token", TOKEN]),
+        };
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-file")
+                .arg(&tls.ca_file);
+        }
+        let child = cmd
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -144,7 +213,56 @@ impl Processes {
     }
 
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{}", self.addr(i), path)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr(i), path)
+    }
+
+    fn token_file(&self, i: usize) -> Option<PathBuf> {
+        let dir = self.token_dir.as_ref()?;
+        Some(dir.join(&self.nodes[i].id).join("token"))
+    }
+
+    /// The admin token to send now: node 0's token file, or [`TOKEN`].
+    pub fn admin_token(&self) -> String {
+        match self.token_file(0) {
+            Some(file) => std::fs::read_to_string(file).unwrap().trim().to_owned(),
+            None => TOKEN.to_owned(),
+        }
+    }
+
+    /// The test CA's certificate (PEM), with TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca.cert_pem.as_str())
+    }
+
+    /// Issue a new node certificate from the same CA and swap it in as the kubelet would (write
+    /// aside, then rename), as a rotation does.
+    pub fn rotate_certificate(&self) {
+        self.tls.as_ref().expect("started with TLS").issue();
+    }
+
+    /// Rewrite node `i`'s token files (`token`, `token.next`, `token.previous`; `None` removes
+    /// one), each by write-aside and rename.
+    pub fn write_token_files(
+        &self,
+        i: usize,
+        current: &str,
+        next: Option<&str>,
+        previous: Option<&str>,
+    ) {
+        let file = self.token_file(i).expect("started with token files");
+        for (path, content) in [
+            (file.clone(), Some(current)),
+            (file.with_extension("next"), next),
+            (file.with_extension("previous"), previous),
+        ] {
+            match content {
+                Some(c) => replace_file(&path, c.as_bytes()),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
     }
 
     /// The client the harness talks to the nodes with (3 s timeout, no redirects).
@@ -232,4 +350,33 @@ impl Drop for Processes {
             self.kill9(i);
         }
     }
+}
+
+impl TestTls {
+    /// A certificate for `localhost` (nodes dial each other at 127.0.0.1, checked as localhost).
+    fn issue(&self) {
+        let issued = self
+            .ca
+            .issue(
+                "rc test node",
+                &["localhost".to_owned()],
+                &[],
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
+        // Key first: a reload between the two renames sees a mismatched pair and keeps the old.
+        replace_file(&self.key, issued.key_pem.as_bytes());
+        replace_file(&self.cert, issued.cert_pem.as_bytes());
+    }
+
+    fn client_config(&self) -> rc_tls::rustls::ClientConfig {
+        rc_tls::client::client_config(self.ca.cert_pem.as_bytes(), "localhost").unwrap()
+    }
+}
+
+/// Replace `path`'s content atomically (write aside, rename).
+fn replace_file(path: &std::path::Path, content: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }

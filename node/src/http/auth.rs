@@ -1,24 +1,26 @@
-//! Bearer-token check for the admin API and peer connections (constant-time comparison).
+//! Bearer-token check for the admin API and peer connections (constant-time comparison; the
+//! tokens themselves live in [`crate::security`]).
 
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::security::Security;
 
 /// Constant-time equality; an empty expected token never matches.
 pub fn token_matches(expected: &str, given: &str) -> bool {
     !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
-/// `Authorization: Bearer <expected>` or 401.
-pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
+/// `Authorization: Bearer <a token the node accepts>` or 401.
+pub fn check_bearer(headers: &HeaderMap, security: &Security) -> Result<(), ApiError> {
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if token_matches(expected, given) {
+    if security.accepts(given) {
         Ok(())
     } else {
         Err(ApiError::unauthorized())

@@ -1,5 +1,6 @@
-//! The node's one port, shared by both modes: HTTP (client API, admin API, probes, metrics) and,
-//! sniffed by the first byte, the single-leader peer replication protocol. The plumbing both
+//! The node's one port, shared by both modes: HTTP (client API, admin API, probes, metrics) and
+//! the single-leader peer replication protocol. With TLS, every connection is TLS and ALPN
+//! (`rc-peer/1`) marks the replication stream; without, its first byte does. The plumbing both
 //! modes' handlers use lives here too: JSON errors, bearer-token checks, input limits.
 
 pub mod auth;
@@ -11,6 +12,8 @@ use std::sync::Arc;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use rc_tls::tokio_rustls::TlsAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::single_leader::node::Node;
@@ -34,12 +37,17 @@ pub async fn timed(
     resp
 }
 
+/// A TLS handshake that takes longer ends the connection (a slow or idle client must not hold a
+/// task forever).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accept connections until `shutdown` resolves. `single_leader` (that mode's node) receives
-/// the connections that start with the replication protocol's magic byte.
+/// the replication streams; `tls`, when set, is required on every connection.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     single_leader: Option<Arc<Node>>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -59,20 +67,39 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let node = single_leader.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            if let Some(tls) = tls {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    // A client without the cluster CA, or plain HTTP on a TLS port.
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                };
+                let replication = stream.get_ref().1.alpn_protocol() == Some(rc_tls::PEER_ALPN);
+                match (replication, node) {
+                    (true, Some(node)) => peer::serve_connection(node, stream).await,
+                    (true, None) => {}
+                    (false, _) => serve_http(app, stream).await,
+                }
+                return;
+            }
             let mut first = [0u8; 1];
             match (stream.peek(&mut first).await, node) {
                 (Ok(1), Some(node)) if first[0] == peer::MAGIC => {
                     peer::serve_connection(node, stream).await
                 }
-                (Ok(1), _) => {
-                    let svc = TowerToHyperService::new(app);
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                }
+                (Ok(1), _) => serve_http(app, stream).await,
                 _ => {}
             }
         });
     }
+}
+
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: Router, stream: S) {
+    let svc = TowerToHyperService::new(app);
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }

@@ -78,8 +78,8 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
         };
         let r = node
             .http
-            .post(format!("http://{}/internal/v1/digest", m.address))
-            .bearer_auth(&node.cfg.token)
+            .post(node.cfg.security.url(&m.address, "/internal/v1/digest"))
+            .bearer_auth(node.cfg.security.token())
             .json(&req)
             .send()
             .await;

@@ -90,8 +90,8 @@ async fn probe(node: &Arc<LeaderlessNode>, m: &Member) -> bool {
     };
     let r = node
         .http
-        .post(format!("http://{}/internal/v1/gossip", m.address))
-        .bearer_auth(&node.cfg.token)
+        .post(node.cfg.security.url(&m.address, "/internal/v1/gossip"))
+        .bearer_auth(node.cfg.security.token())
         .timeout(PROBE_TIMEOUT)
         .json(&body)
         .send()
@@ -130,8 +130,8 @@ async fn probe_indirectly(node: &Arc<LeaderlessNode>, m: &Member) -> Vec<bool> {
     let asks = helpers.iter().map(|h| async move {
         let r = node
             .http
-            .post(format!("http://{}/internal/v1/probe", h.address))
-            .bearer_auth(&node.cfg.token)
+            .post(node.cfg.security.url(&h.address, "/internal/v1/probe"))
+            .bearer_auth(node.cfg.security.token())
             .timeout(PROBE_TIMEOUT * 2)
             .json(&ProbeRequest {
                 address: m.address.clone(),
@@ -155,7 +155,7 @@ pub async fn reaches(node: &LeaderlessNode, address: &str) -> bool {
     member
         && node
             .http
-            .get(format!("http://{address}/healthz"))
+            .get(node.cfg.security.url(address, "/healthz"))
             .timeout(PROBE_TIMEOUT)
             .send()
             .await

@@ -38,7 +38,8 @@ pub struct LeaderlessConfig {
     pub w: usize,
     pub r: usize,
     pub conflict: ConflictResolution,
-    pub token: String,
+    /// The admin token peers send, and TLS for calls to them.
+    pub security: Arc<crate::security::Security>,
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub hint_limit: usize,
@@ -133,7 +134,7 @@ pub fn now_ms() -> u64 {
 }
 
 impl LeaderlessNode {
-    pub fn open(cfg: LeaderlessConfig) -> Result<Arc<LeaderlessNode>, WalError> {
+    pub fn open(cfg: LeaderlessConfig) -> anyhow::Result<Arc<LeaderlessNode>> {
         let recovered = durability::recover(&cfg)?;
         let layout = Arc::new(
             recovered
@@ -151,11 +152,11 @@ impl LeaderlessNode {
             }
         });
         let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .unwrap_or_default();
+        let http = cfg.security.http_client(
+            reqwest::Client::builder()
+                .timeout(cfg.request_timeout)
+                .connect_timeout(Duration::from_millis(500)),
+        )?;
         let node = Arc::new_cyclic(|me| LeaderlessNode {
             inner: Mutex::new(Inner {
                 store: recovered.store,
@@ -328,6 +329,7 @@ impl LeaderlessNode {
         NodeStatus {
             node_id: self.cfg.id.clone(),
             stats: self.stats.snapshot(),
+            credentials: self.cfg.security.credentials(),
             detail: ModeStatus::Leaderless(LeaderlessStatus {
                 ring_version: g.ring.as_ref().map(|r| r.version).unwrap_or(0),
                 members,

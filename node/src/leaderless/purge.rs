@@ -106,8 +106,8 @@ async fn ask(
     };
     let resp = node
         .http
-        .post(format!("http://{}/internal/v1/purge", member.address))
-        .bearer_auth(&node.cfg.token)
+        .post(node.cfg.security.url(&member.address, "/internal/v1/purge"))
+        .bearer_auth(node.cfg.security.token())
         .json(&request)
         .send()
         .await

@@ -94,8 +94,8 @@ async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize>
             };
             let page = match node
                 .http
-                .post(format!("http://{}/internal/v1/stream", m.address))
-                .bearer_auth(&node.cfg.token)
+                .post(node.cfg.security.url(&m.address, "/internal/v1/stream"))
+                .bearer_auth(node.cfg.security.token())
                 .json(&req)
                 .send()
                 .await

@@ -31,7 +31,8 @@ use crate::storage::Command;
 pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
-    pub token: String,
+    /// The admin token, and TLS for the replication stream.
+    pub security: Arc<crate::security::Security>,
     pub heartbeat: Duration,
     pub write_timeout: Duration,
 }

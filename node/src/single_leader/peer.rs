@@ -1,5 +1,6 @@
-//! Node-to-node replication traffic: a persistent TCP connection per (leader, follower), opened
-//! by the leader on the node's one port. The first byte 0x00 tells it apart from HTTP; then
+//! Node-to-node replication traffic: a persistent connection per (leader, follower), opened by
+//! the leader on the node's one port (TLS with ALPN `rc-peer/1` when the cluster uses TLS). The
+//! first byte 0x00 tells it apart from HTTP; then
 //! length-delimited postcard frames: `Hello` (shared admin token) and one request at a time,
 //! each answered by one response.
 //!
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -20,6 +21,7 @@ use rc_api::{LogPosition, Peer};
 
 use super::replica::{Outgoing, PeerReply};
 use crate::clock::Instant;
+use crate::security::PeerStream;
 use crate::single_leader::node::Node;
 use crate::storage::snapshot::{self, Snapshot};
 use crate::storage::Entry;
@@ -63,7 +65,7 @@ enum Response {
     Reply(PeerReply),
 }
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+type Conn = Framed<PeerStream, LengthDelimitedCodec>;
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -90,17 +92,16 @@ enum PeerError {
 }
 
 async fn connect(node: &Node, peer: &Peer) -> Result<Conn, PeerError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&peer.address))
+    let security = &node.cfg.security;
+    let mut raw = tokio::time::timeout(CONNECT_TIMEOUT, security.connect_peer(&peer.address))
         .await
         .map_err(|_| PeerError::Connect(peer.address.clone(), "timed out".into()))?
         .map_err(|e| PeerError::Connect(peer.address.clone(), e.to_string()))?;
-    stream.set_nodelay(true)?;
-    let mut raw = stream;
     tokio::io::AsyncWriteExt::write_all(&mut raw, &[MAGIC]).await?;
     let mut conn = Framed::new(raw, codec());
     let me = node.with_replica(|r, _| r.id().to_string());
     let hello: Request<Entry> = Request::Hello {
-        token: node.cfg.token.clone(),
+        token: security.token().to_string(),
         from: me,
     };
     match call(&mut conn, &hello).await? {
@@ -242,8 +243,8 @@ async fn send_one(
     }
 }
 
-/// Follower side: serve one connection whose magic byte has been peeked (not yet read).
-pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
+/// Follower side: serve one connection (plain TCP or TLS) whose magic byte is not yet read.
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(node: Arc<Node>, mut stream: S) {
     let mut magic = [0u8; 1];
     if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
         .await
@@ -251,7 +252,6 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     {
         return;
     }
-    let _ = stream.set_nodelay(true);
     let mut conn = Framed::new(stream, codec());
     conn.codec_mut().set_max_frame_length(MAX_HELLO_FRAME);
     let mut authenticated = false;
@@ -275,7 +275,7 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
         };
         let response = match request {
             Request::Hello { token, from } => {
-                authenticated = crate::http::auth::token_matches(&node.cfg.token, &token);
+                authenticated = node.cfg.security.accepts(&token);
                 if !authenticated {
                     tracing::warn!(from, "refused a peer connection with a wrong token");
                     Response::Unauthorized

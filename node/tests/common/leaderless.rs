@@ -58,8 +58,13 @@ pub async fn wait_status(
 }
 
 pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+    start_secured(n, extra, super::Security::default()).await
+}
+
+/// As [`start`], with TLS and/or a token file.
+pub async fn start_secured(n: usize, extra: &[&str], security: super::Security) -> Cluster {
     let args: Vec<&str> = LEADERLESS.iter().chain(extra).copied().collect();
-    let c = Cluster::start(n, &args);
+    let c = Cluster::start_secured(n, &args, security);
     for i in 0..n {
         c.wait_up(i).await;
     }

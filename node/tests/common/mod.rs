@@ -13,7 +13,7 @@ use rc_api::{EpochResponse, ModeStatus, NodeStatus, Peer, Role, SingleLeaderStat
 
 pub mod leaderless;
 
-pub use rc_node_harness::{Processes, TOKEN};
+pub use rc_node_harness::{Processes, Security, TOKEN};
 
 /// A cluster of rc-node processes (`n0`, `n1`, ...) under test; the harness's processes, plus
 /// the operator's moves (fence, promote, follow, voters) done by hand.
@@ -38,13 +38,23 @@ impl Cluster {
     /// Start `n` nodes (not yet fenced or promoted) with extra flags `args`; the fence timeout
     /// is 1 s unless `args` choose their own.
     pub fn start(n: usize, args: &[&str]) -> Cluster {
+        Self::start_secured(n, args, Security::default())
+    }
+
+    /// As [`Cluster::start`], with TLS and/or a token file.
+    pub fn start_secured(n: usize, args: &[&str], security: Security) -> Cluster {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !args.iter().any(|a| a == "--fence-timeout-ms") {
             args.extend(["--fence-timeout-ms".to_string(), "1000".to_string()]);
         }
         let ids = (0..n).map(|i| format!("n{i}")).collect();
         Cluster {
-            procs: Processes::start(env!("CARGO_BIN_EXE_rc-node").into(), ids, args),
+            procs: Processes::start_secured(
+                env!("CARGO_BIN_EXE_rc-node").into(),
+                ids,
+                args,
+                security,
+            ),
         }
     }
 
@@ -62,7 +72,7 @@ impl Cluster {
         let r = self
             .http()
             .get(self.url(i, "/admin/status"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.admin_token())
             .send()
             .await
             .ok()?;
@@ -88,7 +98,7 @@ impl Cluster {
         let r = self
             .http()
             .post(self.url(i, "/admin/voters"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.admin_token())
             .json(&json!({ "epoch": epoch, "voters": ids }))
             .timeout(Duration::from_secs(5))
             .send()
@@ -102,7 +112,7 @@ impl Cluster {
         let r = self
             .http()
             .post(self.url(i, "/admin/epoch"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.admin_token())
             .json(&json!({ "epoch": epoch }))
             .timeout(Duration::from_millis(500))
             .send()
@@ -133,7 +143,7 @@ impl Cluster {
         let r = self
             .http()
             .post(self.url(i, "/admin/promote"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.admin_token())
             .json(&json!({ "epoch": epoch, "followers": followers, "voters": voters }))
             .send()
             .await
@@ -149,7 +159,7 @@ impl Cluster {
         let r = self
             .http()
             .post(self.url(i, "/admin/follow"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.admin_token())
             .json(&json!({ "epoch": epoch, "leader": self.peer(leader) }))
             .timeout(Duration::from_millis(500))
             .send()

@@ -161,8 +161,8 @@ pub(super) async fn scan(
         let r = s
             .node
             .http
-            .post(format!("http://{}/internal/v1/scan", m.address))
-            .bearer_auth(&s.node.cfg.token)
+            .post(s.node.cfg.security.url(&m.address, "/internal/v1/scan"))
+            .bearer_auth(s.node.cfg.security.token())
             .json(&(p.prefix.clone(), limit + 1))
             .send()
             .await;

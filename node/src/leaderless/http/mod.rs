@@ -96,7 +96,7 @@ async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    check_bearer(req.headers(), &s.node.cfg.token)?;
+    check_bearer(req.headers(), &s.node.cfg.security)?;
     Ok(next.run(req).await)
 }
 

@@ -124,8 +124,8 @@ impl LeaderlessNode {
         };
         let resp = self
             .http
-            .post(format!("http://{}/internal/v1/put", owner.address))
-            .bearer_auth(&self.cfg.token)
+            .post(self.cfg.security.url(&owner.address, "/internal/v1/put"))
+            .bearer_auth(self.cfg.security.token())
             .json(&body)
             .send()
             .await
@@ -163,8 +163,12 @@ impl LeaderlessNode {
     ) -> bool {
         let r = self
             .http
-            .post(format!("http://{}/internal/v1/replicate", member.address))
-            .bearer_auth(&self.cfg.token)
+            .post(
+                self.cfg
+                    .security
+                    .url(&member.address, "/internal/v1/replicate"),
+            )
+            .bearer_auth(self.cfg.security.token())
             .json(items)
             .send()
             .await;
@@ -317,8 +321,8 @@ impl LeaderlessNode {
         }
         let r = self
             .http
-            .post(format!("http://{}/internal/v1/read", m.address))
-            .bearer_auth(&self.cfg.token)
+            .post(self.cfg.security.url(&m.address, "/internal/v1/read"))
+            .bearer_auth(self.cfg.security.token())
             .json(&key)
             .send()
             .await

@@ -38,6 +38,6 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    check_bearer(req.headers(), &state.node.cfg.token)?;
+    check_bearer(req.headers(), &state.node.cfg.security)?;
     Ok(next.run(req).await)
 }

@@ -122,6 +122,7 @@ impl Node {
         NodeStatus {
             node_id: r.id().to_string(),
             stats: self.stats.snapshot(),
+            credentials: self.cfg.security.credentials(),
             detail: ModeStatus::SingleLeader(SingleLeaderStatus {
                 incarnation: r.incarnation(),
                 config: r.config(),

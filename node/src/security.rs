@@ -1,0 +1,398 @@
+//! How nodes prove who they are, shared by both modes.
+//!
+//! - The admin token: peers and the operator send it as a bearer token (the single-leader
+//!   stream sends it in its `Hello`). It is re-read when its file changes, and the files
+//!   `<file>.next` and `<file>.previous`, when present, are accepted as well: the operator
+//!   rotates a token by first adding the next one everywhere, then sending it, then dropping the
+//!   previous one, so no call fails in between.
+//! - TLS, when a certificate is configured: every connection the node accepts is TLS (ALPN tells
+//!   the replication stream from HTTP), and every connection it opens to a peer verifies the
+//!   peer against the cluster CA. The certificate is re-read when its files change.
+//!
+//! Reloads run once a second ([`Security::spawn_reloader`]); a file that is missing, too short or
+//! does not parse keeps the credential in use and logs why.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+
+use rc_tls::rustls::pki_types::ServerName;
+use rc_tls::server::{CertFiles, ReloadingCert};
+use rc_tls::tokio_rustls::{client::TlsStream, TlsAcceptor, TlsConnector};
+
+use crate::http::auth::token_matches;
+
+/// Shortest admin token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection to a peer: TLS when the cluster uses it.
+pub type PeerStream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// The node's credentials and transport security.
+pub struct Security {
+    token: AdminToken,
+    tls: Option<NodeTls>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("token", &self.token.fingerprint())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Where the node's credentials come from.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// The token file (re-read), or a fixed token.
+    pub token_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: CertFiles,
+    pub ca: PathBuf,
+    /// The name a peer's certificate must carry when it is dialled by IP.
+    pub server_name: String,
+}
+
+impl Security {
+    pub fn load(cfg: &SecurityConfig) -> anyhow::Result<Arc<Self>> {
+        let token = match (&cfg.token_file, &cfg.token) {
+            (Some(file), _) => AdminToken::from_file(file.clone())?,
+            (None, Some(token)) => AdminToken::fixed(token)?,
+            (None, None) => {
+                bail!("an admin token is required: set --admin-token-file or RC_ADMIN_TOKEN")
+            }
+        };
+        let tls = cfg.tls.as_ref().map(NodeTls::load).transpose()?;
+        Ok(Arc::new(Self { token, tls }))
+    }
+
+    /// A fixed token and no TLS (tests).
+    pub fn plain(token: &str) -> anyhow::Result<Arc<Self>> {
+        Self::load(&SecurityConfig {
+            token: Some(token.to_owned()),
+            ..SecurityConfig::default()
+        })
+    }
+
+    /// The token to send to peers.
+    pub fn token(&self) -> Arc<str> {
+        self.token.current()
+    }
+
+    /// Whether `given` is a token this node accepts now.
+    pub fn accepts(&self, given: &str) -> bool {
+        self.token.accepts(given)
+    }
+
+    /// Accepts TLS on incoming connections, if the node serves TLS.
+    pub fn acceptor(&self) -> Option<TlsAcceptor> {
+        self.tls.as_ref().map(|t| t.acceptor.clone())
+    }
+
+    /// `http` or `https`, for URLs of peers.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The URL of `path` on the node at `address` (`host:port`).
+    pub fn url(&self, address: &str, path: &str) -> String {
+        format!("{}://{address}{path}", self.scheme())
+    }
+
+    /// An HTTP client for calls to peers: trusts the cluster CA when TLS is on.
+    pub fn http_client(&self, builder: reqwest::ClientBuilder) -> anyhow::Result<reqwest::Client> {
+        let builder = match &self.tls {
+            Some(tls) => builder.use_preconfigured_tls(tls.http.clone()),
+            None => builder,
+        };
+        builder.build().context("building the peer HTTP client")
+    }
+
+    /// Opens a connection to the single-leader replication stream of the peer at `address`.
+    pub async fn connect_peer(&self, address: &str) -> std::io::Result<PeerStream> {
+        let tcp = TcpStream::connect(address).await?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = &self.tls else {
+            return Ok(Either::Left(tcp));
+        };
+        let name = server_name(address)?;
+        Ok(Either::Right(tls.peer.connect(name, tcp).await?))
+    }
+
+    /// The credentials in use, as fingerprints.
+    pub fn credentials(&self) -> rc_api::Credentials {
+        let (token, accepted_tokens) = self.token.fingerprints();
+        rc_api::Credentials {
+            token,
+            accepted_tokens,
+            certificate: self
+                .tls
+                .as_ref()
+                .map(|t| t.cert.fingerprint())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Re-reads the token and certificate files every second, for the life of the process.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last_error = None::<String>;
+            loop {
+                tokio::time::sleep(RELOAD_EVERY).await;
+                let result = me.reload();
+                let error = result.as_ref().err().map(|e| format!("{e:#}"));
+                if error != last_error {
+                    if let Some(e) = &error {
+                        tracing::warn!(error = %e, "keeping the credentials in use");
+                    }
+                    last_error = error;
+                }
+            }
+        });
+    }
+
+    fn reload(&self) -> anyhow::Result<()> {
+        if self.token.reload()? {
+            let (token, accepted) = self.token.fingerprints();
+            tracing::info!(token = %token, accepted = ?accepted, "admin token files changed; reloaded");
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.reload_if_changed()? {
+                tracing::info!(certificate = %tls.cert.fingerprint(), "TLS certificate changed; serving the new one");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host of `host:port` as a TLS server name (a DNS name or an IP address).
+fn server_name(address: &str) -> std::io::Result<ServerName<'static>> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{address:?} has no valid TLS server name: {e}"),
+        )
+    })
+}
+
+struct NodeTls {
+    cert: Arc<ReloadingCert>,
+    acceptor: TlsAcceptor,
+    /// Dials the replication stream (ALPN `rc-peer/1`).
+    peer: TlsConnector,
+    /// For HTTP calls to peers.
+    http: rc_tls::rustls::ClientConfig,
+}
+
+impl NodeTls {
+    fn load(cfg: &TlsConfig) -> anyhow::Result<Self> {
+        let cert = Arc::new(ReloadingCert::load(cfg.cert.clone()).context("the TLS certificate")?);
+        let acceptor = TlsAcceptor::from(rc_tls::server::server_config(cert.clone())?);
+        let ca = std::fs::read(&cfg.ca)
+            .with_context(|| format!("reading the CA from {}", cfg.ca.display()))?;
+        let http = rc_tls::client::client_config(&ca, &cfg.server_name)?;
+        let mut peer = http.clone();
+        peer.alpn_protocols = vec![rc_tls::PEER_ALPN.to_vec()];
+        Ok(Self {
+            cert,
+            acceptor,
+            peer: TlsConnector::from(Arc::new(peer)),
+            http,
+        })
+    }
+}
+
+/// The admin token in use, and the others accepted during a rotation.
+struct AdminToken {
+    file: Option<PathBuf>,
+    tokens: RwLock<Tokens>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tokens {
+    current: Arc<str>,
+    /// `<file>.next` and `<file>.previous`, when present.
+    others: Vec<Arc<str>>,
+}
+
+impl AdminToken {
+    fn fixed(token: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            file: None,
+            tokens: RwLock::new(Tokens {
+                current: checked(token.trim(), "the admin token")?.into(),
+                others: Vec::new(),
+            }),
+        })
+    }
+
+    fn from_file(file: PathBuf) -> anyhow::Result<Self> {
+        let tokens = read_tokens(&file)?;
+        Ok(Self {
+            file: Some(file),
+            tokens: RwLock::new(tokens),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tokens> {
+        self.tokens.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current(&self) -> Arc<str> {
+        self.read().current.clone()
+    }
+
+    fn accepts(&self, given: &str) -> bool {
+        let tokens = self.read();
+        token_matches(&tokens.current, given)
+            || tokens.others.iter().any(|t| token_matches(t, given))
+    }
+
+    /// `Ok(true)` when the files changed and were taken.
+    fn reload(&self) -> anyhow::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        let tokens = read_tokens(file)?;
+        if *self.read() == tokens {
+            return Ok(false);
+        }
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        Ok(true)
+    }
+
+    fn fingerprint(&self) -> String {
+        rc_tls::fingerprint(self.current().as_bytes())
+    }
+
+    /// The sent token's fingerprint, and every accepted one's.
+    fn fingerprints(&self) -> (String, Vec<String>) {
+        let tokens = self.read();
+        let fp = |t: &Arc<str>| rc_tls::fingerprint(t.as_bytes());
+        let accepted = std::iter::once(&tokens.current)
+            .chain(&tokens.others)
+            .map(fp)
+            .collect();
+        (fp(&tokens.current), accepted)
+    }
+}
+
+fn read_tokens(file: &Path) -> anyhow::Result<Tokens> {
+    let current = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the admin token from {}", file.display()))?;
+    let current: Arc<str> = checked(current.trim(), "the admin token")?.into();
+    let mut others = Vec::new();
+    for suffix in ["next", "previous"] {
+        let path = PathBuf::from(format!("{}.{suffix}", file.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(t) => {
+                let t: Arc<str> = checked(t.trim(), &format!("the {suffix} admin token"))?.into();
+                if t != current && !others.contains(&t) {
+                    others.push(t);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(Tokens { current, others })
+}
+
+fn checked<'a>(token: &'a str, what: &str) -> anyhow::Result<&'a str> {
+    if token.len() < MIN_TOKEN_LEN {
+        bail!("{what} must be at least {MIN_TOKEN_LEN} characters");
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_is_accepted_step_by_step_and_a_bad_file_keeps_the_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let next = dir.path().join("token.next");
+        let previous = dir.path().join("token.previous");
+        let (old, new) = ("old-token-0123456789", "new-token-0123456789");
+        std::fs::write(&file, old).unwrap();
+        let t = AdminToken::from_file(file.clone()).unwrap();
+        assert!(t.accepts(old) && !t.accepts(new));
+
+        // 1. The next token is accepted; the old one is still sent.
+        std::fs::write(&next, new).unwrap();
+        assert!(t.reload().unwrap());
+        assert!(t.accepts(old) && t.accepts(new));
+        assert_eq!(&*t.current(), old);
+        // 2. The new one is sent; the previous one still accepted.
+        std::fs::remove_file(&next).unwrap();
+        std::fs::write(&file, new).unwrap();
+        std::fs::write(&previous, old).unwrap();
+        assert!(t.reload().unwrap());
+        assert!(t.accepts(old) && t.accepts(new));
+        assert_eq!(&*t.current(), new);
+        assert!(!t.reload().unwrap(), "unchanged files are no change");
+        // 3. The previous one is dropped.
+        std::fs::remove_file(&previous).unwrap();
+        assert!(t.reload().unwrap());
+        assert!(!t.accepts(old) && t.accepts(new));
+
+        // A token file emptied (or too short) keeps the tokens in use.
+        std::fs::write(&file, "short").unwrap();
+        assert!(t.reload().is_err());
+        assert!(t.accepts(new));
+        assert!(!t.accepts("short") && !t.accepts(""));
+    }
+
+    #[test]
+    fn fingerprints_tell_tokens_apart_without_showing_them() {
+        let t = AdminToken::fixed("a-token-of-twenty-chars").unwrap();
+        let (sent, accepted) = t.fingerprints();
+        assert_eq!(sent.len(), 16);
+        assert_eq!(accepted, vec![sent.clone()]);
+        assert!(!sent.contains("token"));
+        assert_ne!(
+            sent,
+            AdminToken::fixed("another-token-of-twenty")
+                .unwrap()
+                .fingerprint()
+        );
+    }
+
+    #[test]
+    fn server_names_come_from_the_host() {
+        assert_eq!(
+            server_name("orders-0.orders-peers.shop.svc:7400").unwrap(),
+            ServerName::try_from("orders-0.orders-peers.shop.svc").unwrap()
+        );
+        assert!(matches!(
+            server_name("10.0.0.1:7400").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]:7400").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+    }
+}
