@@ -29,3 +29,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 pub use rustls;
 pub use tokio_rustls;
+
+/// A credential's fingerprint: the first 16 hex digits of its SHA-256. Shown in status and logs
+/// to tell credentials apart; never enough to recover one.
+pub fn fingerprint(secret: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret);
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

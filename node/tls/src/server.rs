@@ -114,3 +114,14 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<Arc<ServerConfi
     config.alpn_protocols = vec![PEER_ALPN.to_vec(), HTTP1_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
+
+impl ReloadingCert {
+    /// Fingerprint of the leaf certificate served now.
+    pub fn fingerprint(&self) -> String {
+        self.current()
+            .cert
+            .first()
+            .map(|c| crate::fingerprint(c.as_ref()))
+            .unwrap_or_default()
+    }
+}
