@@ -69,6 +69,7 @@ impl FakeNode {
         NodeStatus {
             node_id: self.id.clone(),
             stats: RequestStats::default(),
+            credentials: Default::default(),
             detail: ModeStatus::SingleLeader(SingleLeaderStatus {
                 incarnation: 7,
                 config: None,
@@ -210,7 +211,7 @@ async fn bench(clusters: usize) {
             .collect();
         feed.watch(
             &cluster_ref(&format!("c{c}"), "bench"),
-            "token",
+            &rc_operator::node_client::NodeAuth::plain("token"),
             LOSS_MS,
             &targets,
         );

@@ -8,6 +8,8 @@ use std::ops::ControlFlow;
 
 use tracing::warn;
 
+use crate::node_client::NodeAuth;
+
 /// Something worth an Event on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
@@ -64,7 +66,7 @@ pub(crate) async fn run<S: Steps>(steps: &mut S, max_steps: usize) -> Option<S::
 /// answer (or the error as text) through `slot`; members without an address keep what they had.
 pub(crate) async fn read_statuses<M>(
     nodes: &dyn crate::node_client::NodeAdmin,
-    token: &str,
+    auth: &NodeAuth,
     members: &mut [M],
     address: impl Fn(&M) -> Option<&String>,
     slot: impl Fn(&mut M) -> &mut Result<rc_api::NodeStatus, String>,
@@ -73,7 +75,7 @@ pub(crate) async fn read_statuses<M>(
         let address = address(m).cloned();
         async move {
             match address {
-                Some(a) => Some(nodes.status(&a, token).await.map_err(|e| e.to_string())),
+                Some(a) => Some(nodes.status(&a, auth).await.map_err(|e| e.to_string())),
                 None => None,
             }
         }

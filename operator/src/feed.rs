@@ -27,7 +27,7 @@ use tracing::{debug, info};
 
 use crate::crd::ReplicatedCluster;
 use crate::metrics::Metrics;
-use crate::node_client::NodeAdmin;
+use crate::node_client::{NodeAdmin, NodeAuth};
 
 /// The object the controller reconciles.
 pub type ClusterRef = ObjectRef<DeserializeGuard<ReplicatedCluster>>;
@@ -66,7 +66,7 @@ pub struct Feed {
 
 /// One cluster's feed tasks and what they were started with.
 struct Watched {
-    token: String,
+    auth: NodeAuth,
     leader_loss_ms: u64,
     /// When a reconcile last confirmed the list; the tasks end once it is older than STALE.
     refreshed: Arc<Mutex<Instant>>,
@@ -115,11 +115,11 @@ impl Feed {
     }
 
     /// Follows exactly `targets` of `cluster` from now on: starts tasks for new members (or
-    /// new addresses, token or timeout), stops those of members no longer listed.
+    /// new addresses, credentials or timeout), stops those of members no longer listed.
     pub fn watch(
         self: &Arc<Self>,
         cluster: &ClusterRef,
-        token: &str,
+        auth: &NodeAuth,
         leader_loss_ms: u64,
         targets: &[Target],
     ) {
@@ -128,14 +128,14 @@ impl Feed {
         };
         clusters.retain(|_, w| w.refreshed.lock().is_ok_and(|t| t.elapsed() < STALE));
         let watched = clusters.entry(cluster.clone()).or_insert_with(|| Watched {
-            token: token.to_owned(),
+            auth: auth.clone(),
             leader_loss_ms,
             refreshed: Arc::new(Mutex::new(Instant::now())),
             tasks: BTreeMap::new(),
         });
-        if watched.token != token || watched.leader_loss_ms != leader_loss_ms {
+        if watched.auth != *auth || watched.leader_loss_ms != leader_loss_ms {
             watched.tasks.clear();
-            watched.token = token.to_owned();
+            watched.auth = auth.clone();
             watched.leader_loss_ms = leader_loss_ms;
         }
         if let Ok(mut t) = watched.refreshed.lock() {
@@ -155,7 +155,7 @@ impl Feed {
                 self.clone(),
                 cluster.clone(),
                 target.clone(),
-                token.to_owned(),
+                auth.clone(),
                 leader_loss_ms,
                 watched.refreshed.clone(),
             ));
@@ -193,7 +193,7 @@ async fn follow(
     feed: Arc<Feed>,
     cluster: ClusterRef,
     target: Target,
-    token: String,
+    auth: NodeAuth,
     leader_loss_ms: u64,
     refreshed: Arc<Mutex<Instant>>,
 ) {
@@ -213,7 +213,7 @@ async fn follow(
         let asked = Instant::now();
         match feed
             .nodes
-            .watch_status(&target.address, &token, &query)
+            .watch_status(&target.address, &auth, &query)
             .await
         {
             Ok(status) => {

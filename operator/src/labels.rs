@@ -22,3 +22,14 @@ pub const RESTARTED_AT_ANNOTATION: &str = "replicated.dev/restartedAt";
 /// On a pod: `"true"` fences it for maintenance: it is never elected leader, and a leader so
 /// marked is switched away from.
 pub const FENCED_ANNOTATION: &str = "replicated.dev/fenced";
+/// On a cluster: any new value re-issues the node certificate now (it is renewed by itself
+/// before it expires).
+pub const ROTATE_CERTIFICATE_ANNOTATION: &str = "replicated.dev/rotate-certificate";
+/// On a cluster: any new value rotates the admin token of an operator-managed admin Secret.
+pub const ROTATE_ADMIN_TOKEN_ANNOTATION: &str = "replicated.dev/rotate-admin-token";
+/// On the admin and node certificate Secrets: the rotation request they were last written for.
+pub const ROTATION_ANNOTATION: &str = "replicated.dev/rotation";
+/// On the node certificate Secret: when the certificate expires (seconds since the Unix epoch).
+pub const NOT_AFTER_ANNOTATION: &str = "replicated.dev/not-after";
+/// On the node certificate Secret: the DNS names the certificate carries, comma-separated.
+pub const NAMES_ANNOTATION: &str = "replicated.dev/names";

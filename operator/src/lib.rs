@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod credentials;
 pub mod executor;
 pub mod failover;
 pub mod feed;

@@ -3,6 +3,7 @@
 //! serve `crate::failover`; leaderless ones (`ring`, `decommission`, `repair`) serve
 //! `crate::membership`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -14,9 +15,37 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// How the operator reaches one cluster's nodes: the bearer token it sends, and, with TLS, the
+/// cluster CA it verifies them with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeAuth {
+    pub token: String,
+    pub tls: Option<ClusterTls>,
+}
+
+impl NodeAuth {
+    /// A token and plain HTTP.
+    pub fn plain(token: &str) -> Self {
+        NodeAuth {
+            token: token.to_owned(),
+            tls: None,
+        }
+    }
+}
+
+/// A cluster's CA and the name its node certificates carry (checked when a node is dialled by
+/// pod IP, see `rc_tls::client`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClusterTls {
+    pub ca_pem: String,
+    pub server_name: String,
+}
+
 /// A failed admin call.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("cannot set up TLS to {address}: {message}")]
+    Tls { address: String, message: String },
     #[error("request to {address} failed: {source}{}", if refused(source) { REFUSED } else { "" })]
     Transport {
         address: String,
@@ -60,20 +89,21 @@ fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
-/// The admin calls the operator makes. `address` is `host:port`; `token` the bearer token.
+/// The admin calls the operator makes. `address` is `host:port`; `auth` the cluster's token and
+/// CA.
 pub trait NodeAdmin: Send + Sync {
     /// `GET /admin/status`.
     fn status<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>>;
     /// `GET /admin/status?waitForChange=...`: the health feed (see `crate::feed`). Waits up
     /// to `query.timeout_ms` plus a margin; a node that does not answer by then is unreachable.
     fn watch_status<'a>(
         &'a self,
         address: &'a str,
-        _token: &'a str,
+        _auth: &'a NodeAuth,
         _query: &'a StatusQuery,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move { Err(NodeError::unsupported(address, "health feed")) })
@@ -82,7 +112,7 @@ pub trait NodeAdmin: Send + Sync {
     fn epoch<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         request: EpochRequest,
     ) -> BoxFuture<'a, Result<EpochResponse, NodeError>>;
     /// `POST /admin/handover` to the leader: stop writes until the target holds the whole log;
@@ -91,7 +121,7 @@ pub trait NodeAdmin: Send + Sync {
     fn handover<'a>(
         &'a self,
         address: &'a str,
-        _token: &'a str,
+        _auth: &'a NodeAuth,
         _request: HandoverRequest,
     ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
         Box::pin(async move { Err(NodeError::unsupported(address, "hand-over")) })
@@ -100,14 +130,14 @@ pub trait NodeAdmin: Send + Sync {
     fn promote<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         request: PromoteRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/follow`.
     fn follow<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         request: FollowRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/voters` to the leader: change the voter set by one member; answers the
@@ -115,37 +145,43 @@ pub trait NodeAdmin: Send + Sync {
     fn voters<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         request: VotersRequest,
     ) -> BoxFuture<'a, Result<VoterConfig, NodeError>>;
     /// `PUT /admin/ring`: install `ring` unless the node has it or a newer one already.
     fn ring<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/decommission`: a leaving node starts handing its data to the next owners.
     fn decommission<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/repair`: one anti-entropy round with every other owner, now.
     fn repair<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
 }
 
-/// The real client: plain HTTP inside the cluster network, short timeouts so that one dead node
-/// does not stall a reconcile.
+/// The real client: HTTPS verified with each cluster's CA (plain HTTP for a cluster without
+/// TLS), short timeouts so that one dead node does not stall a reconcile.
 #[derive(Clone, Debug)]
 pub struct HttpNodeAdmin {
     http: reqwest::Client,
+    /// One client per cluster CA (connections are pooled per client).
+    tls_clients: std::sync::Arc<std::sync::Mutex<HashMap<ClusterTls, reqwest::Client>>>,
+    timeout: Duration,
     status_timeout: Duration,
 }
+
+/// More CAs than this in the client cache (clusters come and go) start it afresh.
+const MAX_TLS_CLIENTS: usize = 1024;
 
 /// How long past its wait a health-feed request may take before the node counts as hung.
 const FEED_MARGIN: Duration = Duration::from_secs(2);
@@ -161,6 +197,8 @@ impl HttpNodeAdmin {
             .build()?;
         Ok(Self {
             http,
+            tls_clients: Default::default(),
+            timeout,
             status_timeout: status_timeout.min(timeout),
         })
     }
@@ -201,17 +239,46 @@ impl HttpNodeAdmin {
         }
     }
 
+    /// The client for a cluster with `tls`, made on first use.
+    fn tls_client(&self, tls: &ClusterTls, address: &str) -> Result<reqwest::Client, NodeError> {
+        let mut clients = self.tls_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(tls) {
+            return Ok(client.clone());
+        }
+        let failed = |message: String| NodeError::Tls {
+            address: address.to_owned(),
+            message,
+        };
+        let config = rc_tls::client::client_config(tls.ca_pem.as_bytes(), &tls.server_name)
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        if clients.len() >= MAX_TLS_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(tls.clone(), client.clone());
+        Ok(client)
+    }
+
     /// An authenticated admin request to `path` on the node at `address`.
     fn request(
         &self,
         method: Method,
         address: &str,
         path: &str,
-        token: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("http://{address}{path}"))
-            .bearer_auth(token)
+        auth: &NodeAuth,
+    ) -> Result<reqwest::RequestBuilder, NodeError> {
+        let (client, scheme) = match &auth.tls {
+            Some(tls) => (self.tls_client(tls, address)?, "https"),
+            None => (self.http.clone(), "http"),
+        };
+        Ok(client
+            .request(method, format!("{scheme}://{address}{path}"))
+            .bearer_auth(&auth.token))
     }
 
     /// One JSON call: its parsed answer, or `None` for an empty one.
@@ -220,10 +287,10 @@ impl HttpNodeAdmin {
         method: Method,
         address: &str,
         path: &str,
-        token: &str,
+        auth: &NodeAuth,
         body: &B,
     ) -> Result<Option<T>, NodeError> {
-        let request = self.request(method, address, path, token).json(body);
+        let request = self.request(method, address, path, auth)?.json(body);
         self.send(request, address).await
     }
 }
@@ -243,12 +310,12 @@ macro_rules! post_json {
         fn $name<'a>(
             &'a self,
             address: &'a str,
-            token: &'a str,
+            auth: &'a NodeAuth,
             request: $request,
         ) -> BoxFuture<'a, Result<(), NodeError>> {
             // A JSON body, if any, is read and dropped: success is the answer.
             Box::pin(async move {
-                self.call::<_, serde_json::Value>(Method::POST, address, $path, token, &request)
+                self.call::<_, serde_json::Value>(Method::POST, address, $path, auth, &request)
                     .await
                     .map(drop)
             })
@@ -258,12 +325,12 @@ macro_rules! post_json {
         fn $name<'a>(
             &'a self,
             address: &'a str,
-            token: &'a str,
+            auth: &'a NodeAuth,
             request: $request,
         ) -> BoxFuture<'a, Result<$answer, NodeError>> {
             Box::pin(async move {
                 let answer = self
-                    .call(Method::POST, address, $path, token, &request)
+                    .call(Method::POST, address, $path, auth, &request)
                     .await?;
                 required(answer, address)
             })
@@ -275,13 +342,13 @@ impl NodeAdmin for HttpNodeAdmin {
     fn handover<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         request: HandoverRequest,
     ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
         Box::pin(async move {
             let wait = Duration::from_millis(request.wait_ms);
             let request = self
-                .request(Method::POST, address, paths::HANDOVER, token)
+                .request(Method::POST, address, paths::HANDOVER, auth)?
                 .json(&request)
                 .timeout(wait + FEED_MARGIN);
             required(self.send(request, address).await?, address)
@@ -291,11 +358,11 @@ impl NodeAdmin for HttpNodeAdmin {
     fn status<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move {
             let request = self
-                .request(Method::GET, address, paths::STATUS, token)
+                .request(Method::GET, address, paths::STATUS, auth)?
                 .timeout(self.status_timeout);
             required(self.send(request, address).await?, address)
         })
@@ -304,13 +371,13 @@ impl NodeAdmin for HttpNodeAdmin {
     fn watch_status<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         query: &'a StatusQuery,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move {
             let wait = Duration::from_millis(query.timeout_ms.unwrap_or(0));
             let request = self
-                .request(Method::GET, address, paths::STATUS, token)
+                .request(Method::GET, address, paths::STATUS, auth)?
                 .query(query)
                 .timeout(wait + FEED_MARGIN);
             required(self.send(request, address).await?, address)
@@ -325,11 +392,11 @@ impl NodeAdmin for HttpNodeAdmin {
     fn ring<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
-            self.call::<_, serde_json::Value>(Method::PUT, address, paths::RING, token, ring)
+            self.call::<_, serde_json::Value>(Method::PUT, address, paths::RING, auth, ring)
                 .await
                 .map(drop)
         })
@@ -338,28 +405,22 @@ impl NodeAdmin for HttpNodeAdmin {
     fn decommission<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
-            self.call::<_, serde_json::Value>(
-                Method::POST,
-                address,
-                paths::DECOMMISSION,
-                token,
-                &(),
-            )
-            .await
-            .map(drop)
+            self.call::<_, serde_json::Value>(Method::POST, address, paths::DECOMMISSION, auth, &())
+                .await
+                .map(drop)
         })
     }
 
     fn repair<'a>(
         &'a self,
         address: &'a str,
-        token: &'a str,
+        auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
-            self.call::<_, serde_json::Value>(Method::POST, address, paths::REPAIR, token, &())
+            self.call::<_, serde_json::Value>(Method::POST, address, paths::REPAIR, auth, &())
                 .await
                 .map(drop)
         })

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Nodes, TOKEN};
+use common::{auth, Nodes};
 use rc_api::{EpochRequest, Role, SingleLeaderStatus};
 use rc_operator::controller::leader::health_targets;
 use rc_operator::failover::execute::{drive, refresh, Report};
@@ -100,8 +100,8 @@ fn leading(view: &View) -> usize {
 }
 
 async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
-    refresh(admin, TOKEN, view).await;
-    drive(admin, TOKEN, view, &now_ms).await
+    refresh(admin, &auth(), view).await;
+    drive(admin, &auth(), view, &now_ms).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +240,7 @@ async fn bootstrap_then_leader_kill_fails_over_to_the_most_up_to_date_survivor()
     // the same log now ("after" needed orders-1 for its quorum), so the lowest ordinal wins.
     for i in [1, 2] {
         admin
-            .epoch(&nodes.addr(i), TOKEN, EpochRequest { epoch: 3 })
+            .epoch(&nodes.addr(i), &auth(), EpochRequest { epoch: 3 })
             .await
             .unwrap();
     }
@@ -294,9 +294,9 @@ async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_follower
     );
     let mut triggers = Box::pin(feed.triggers(None));
     let cluster = cluster_ref("orders", "shop");
-    refresh(&admin, TOKEN, &mut view).await;
+    refresh(&admin, &auth(), &mut view).await;
     let targets = health_targets(&view, loss_ms);
-    feed.watch(&cluster, TOKEN, loss_ms, &targets);
+    feed.watch(&cluster, &auth(), loss_ms, &targets);
     assert_eq!(feed.followed(), 3);
     let quiet = tokio::time::timeout(Duration::from_millis(700), triggers.next()).await;
     assert!(quiet.is_err(), "a trigger while healthy: {quiet:?}");
@@ -348,7 +348,7 @@ async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_follower
     // Resumed, the old leader learns of epoch 2 and follows: it can acknowledge nothing.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        refresh(&admin, TOKEN, &mut view).await;
+        refresh(&admin, &auth(), &mut view).await;
         let old = view.members[0].status().ok().map(|n| (n.role, n.epoch));
         if old == Some((Role::Follower, 2)) {
             break;
@@ -358,7 +358,7 @@ async fn a_paused_leader_is_reported_by_the_feed_and_failed_over_on_its_follower
             "old leader still {old:?}\n{}",
             nodes.logs()
         );
-        let _ = drive(&admin, TOKEN, &mut view, &now_ms).await;
+        let _ = drive(&admin, &auth(), &mut view, &now_ms).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_ne!(nodes.put(0, "on-the-old-leader", "x").await, 200);
@@ -411,7 +411,7 @@ async fn switchovers_under_writes_lose_no_acknowledged_write() {
     let mut epoch = status(&view, 0).epoch;
     for target in [Some(1), Some(2), None, Some(0), None] {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        refresh(&admin, TOKEN, &mut view).await;
+        refresh(&admin, &auth(), &mut view).await;
         let leader = leading(&view);
         // A named target that leads already (after an `any`) is replaced by the next member.
         let target = target.map(|t: usize| if t == leader { (t + 1) % 3 } else { t });
@@ -444,7 +444,7 @@ async fn switchovers_under_writes_lose_no_acknowledged_write() {
     for w in writers {
         w.await.unwrap();
     }
-    refresh(&admin, TOKEN, &mut view).await;
+    refresh(&admin, &auth(), &mut view).await;
     let leader = leading(&view);
     let acked = acked.lock().unwrap().clone();
     assert!(

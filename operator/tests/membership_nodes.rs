@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Nodes, TOKEN};
+use common::{auth, Nodes};
 use rc_api::{MemberState, NodeStatus, Ring};
 use rc_operator::membership::execute::{drive, refresh, Report};
 use rc_operator::membership::{Pod, View};
@@ -79,8 +79,8 @@ async fn settle(nodes: &Nodes, admin: &HttpNodeAdmin, view: &mut View) -> (Repor
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut reasons = Vec::new();
     loop {
-        refresh(admin, TOKEN, view).await;
-        let report = drive(admin, TOKEN, view).await;
+        refresh(admin, &auth(), view).await;
+        let report = drive(admin, &auth(), view).await;
         reasons.extend(report.notes.iter().map(|n| n.reason.to_owned()));
         if !report.decision.changing {
             return (report, reasons);
@@ -117,8 +117,8 @@ async fn bootstrap_then_scale_out_and_back_in_keeps_every_acknowledged_write() {
         assert_eq!(ring_version(&view, i), 1, "orders-{i}\n{}", nodes.logs());
     }
     // Idempotent: another pass does nothing.
-    refresh(&admin, TOKEN, &mut view).await;
-    let again = drive(&admin, TOKEN, &mut view).await;
+    refresh(&admin, &auth(), &mut view).await;
+    let again = drive(&admin, &auth(), &mut view).await;
     assert!(again.notes.is_empty(), "{again:?}");
 
     // Writes acknowledged (W = 2) before any membership change.
@@ -145,7 +145,7 @@ async fn bootstrap_then_scale_out_and_back_in_keeps_every_acknowledged_write() {
     let mut leaving = ring.clone();
     leaving.version = 4;
     leaving.members[3].state = MemberState::Leaving;
-    admin.ring(&nodes.addr(0), TOKEN, &leaving).await.unwrap();
+    admin.ring(&nodes.addr(0), &auth(), &leaving).await.unwrap();
     let mut view = nodes.view(3, 4, Some(ring.clone()));
     let (report, reasons) = settle(&nodes, &admin, &mut view).await;
     let ring = report.ring.clone().unwrap();

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Nodes, TOKEN};
+use common::{auth, Nodes};
 use rc_api::{EpochRequest, PromoteRequest, Role, SingleLeaderStatus};
 use rc_operator::failover::execute::{drive, refresh, Report};
 use rc_operator::failover::{Action, Member, PodState, Timing, View};
@@ -62,8 +62,8 @@ fn now_ms() -> i64 {
 }
 
 async fn pass(admin: &HttpNodeAdmin, view: &mut View) -> Report {
-    refresh(admin, TOKEN, view).await;
-    let report = drive(admin, TOKEN, view, &now_ms).await;
+    refresh(admin, &auth(), view).await;
+    let report = drive(admin, &auth(), view, &now_ms).await;
     // The caller's part: role labels.
     if let Action::Relabel { pods } = &report.decision.action {
         for (name, role) in pods {
@@ -286,7 +286,7 @@ async fn scaling_5_to_3_removes_voters_one_at_a_time_and_hands_over_from_a_leavi
     // Move leadership to orders-4 by hand (fence at 2, promote it), as a switchover would.
     for i in 0..5 {
         admin
-            .epoch(&nodes.addr(i), TOKEN, EpochRequest { epoch: 2 })
+            .epoch(&nodes.addr(i), &auth(), EpochRequest { epoch: 2 })
             .await
             .unwrap();
     }
@@ -301,8 +301,11 @@ async fn scaling_5_to_3_removes_voters_one_at_a_time_and_hands_over_from_a_leavi
         followers,
         voters: Vec::new(),
     };
-    admin.promote(&nodes.addr(4), TOKEN, request).await.unwrap();
-    refresh(&admin, TOKEN, &mut view).await;
+    admin
+        .promote(&nodes.addr(4), &auth(), request)
+        .await
+        .unwrap();
+    refresh(&admin, &auth(), &mut view).await;
     let mut keys = write(&nodes, &view, "five", 20).await;
 
     let mut view = resize(&nodes, &view, 5, 3);

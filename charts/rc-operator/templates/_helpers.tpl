@@ -48,10 +48,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Admin tokens: read the named one, create the managed one once. No list/watch.
+# Secrets: read the admin token (named or managed), create the managed one, write the CA and
+# node certificate Secrets and take token-rotation steps (patch). No list/watch.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "patch"]
 # Pods: observed for status; patched to move the replicated.dev/role label on failover.
 - apiGroups: [""]
   resources: ["pods"]

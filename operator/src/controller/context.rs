@@ -17,6 +17,10 @@ use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::node_client::NodeAdmin;
 
+/// Node certificates live 90 days by default.
+pub const DEFAULT_CERTIFICATE_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(90 * 86_400);
+
 /// Shared state of every reconcile.
 pub struct Context {
     pub client: Client,
@@ -33,6 +37,11 @@ pub struct Context {
     /// Per cluster uid: the switchover request seen and when first (ms since the Unix epoch),
     /// for its catch-up bound. In memory: an operator restart starts the bound again.
     switchovers: Mutex<HashMap<String, (String, i64)>>,
+    /// Node certificates are issued for this long (renewed with a third left).
+    pub certificate_lifetime: std::time::Duration,
+    /// Per cluster uid: the admin token last read from its managed admin Secret, so a deleted
+    /// Secret is recreated with the token the nodes hold (`controller::apply_objects`).
+    tokens: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -53,6 +62,31 @@ impl Context {
             failures: Mutex::default(),
             event_notes: Mutex::default(),
             switchovers: Mutex::default(),
+            certificate_lifetime: DEFAULT_CERTIFICATE_LIFETIME,
+            tokens: Mutex::default(),
+        }
+    }
+
+    /// Remembers `token` as `cluster`'s admin token.
+    pub fn remember_token(&self, cluster: &ReplicatedCluster, token: &str) {
+        let Some(uid) = cluster.uid() else { return };
+        if let Ok(mut tokens) = self.tokens.lock() {
+            if tokens.get(&uid).is_none_or(|t| t != token) {
+                tokens.insert(uid, token.to_owned());
+            }
+        }
+    }
+
+    /// The admin token last seen for `cluster`, if this process saw one.
+    pub fn remembered_token(&self, cluster: &ReplicatedCluster) -> Option<String> {
+        let uid = cluster.uid()?;
+        self.tokens.lock().ok()?.get(&uid).cloned()
+    }
+
+    /// Forgets a deleted cluster's token.
+    pub fn forget_token(&self, cluster: &ReplicatedCluster) {
+        if let (Some(uid), Ok(mut tokens)) = (cluster.uid(), self.tokens.lock()) {
+            tokens.remove(&uid);
         }
     }
 

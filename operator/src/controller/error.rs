@@ -24,6 +24,8 @@ pub enum Error {
     Rollout(#[source] kube::Error),
     #[error("removing the switchover request annotation: {0}")]
     Annotate(#[source] kube::Error),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl Error {
@@ -35,6 +37,7 @@ impl Error {
             Error::PatchStatus(_) => "status",
             Error::Rollout(_) => "rollout",
             Error::Annotate(_) => "annotate",
+            Error::Credentials(_) => "credentials",
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::failover::execute::{self, reason, Promotion, Report};
 use crate::failover::{Action, Member, PodState, SwitchoverRequest, SwitchoverState, View};
 use crate::feed::Target;
 use crate::labels::{ROLE_LABEL, SWITCHOVER_ANNOTATION};
+use crate::node_client::NodeAuth;
 
 /// What the status must record after the leader step (`status::compute_status` writes it).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,7 +47,7 @@ pub struct LeaderOutcome {
 }
 
 /// Runs the leader step: what the status must record (`None` in Leaderless mode or while the
-/// admin token is unknown), and an error to return once the status is written: when moving the
+/// admin credentials are unknown), and an error to return once the status is written: when moving the
 /// labels fails after the nodes changed, the status must still say what the nodes did.
 pub async fn run(
     ctx: &Context,
@@ -58,7 +59,7 @@ pub async fn run(
     if valid.mode != Mode::SingleLeader {
         return (None, Ok(()));
     }
-    let Some(token) = observed.admin_token.clone() else {
+    let Some(auth) = observed.auth.clone() else {
         return (None, Ok(()));
     };
     let previous = cluster.status.clone().unwrap_or_default();
@@ -67,7 +68,7 @@ pub async fn run(
     let asked = cluster.annotations().get(SWITCHOVER_ANNOTATION).cloned();
     let since_ms = ctx.switchover_seen(cluster, asked.as_deref(), clock());
     view.switchover = switchover_request(observed, asked.as_deref(), since_ms, rollout_avoid);
-    let report = execute::drive(ctx.nodes.as_ref(), &token, &mut view, &clock).await;
+    let report = execute::drive(ctx.nodes.as_ref(), &auth, &mut view, &clock).await;
     let ended = asked
         .as_deref()
         .and_then(|value| ended_switchover(&report, value));
@@ -85,7 +86,7 @@ pub async fn run(
                 .insert(member.name.clone(), member.node.clone());
         }
     }
-    follow_health(ctx, valid, &token, &view);
+    follow_health(ctx, valid, &auth, &view);
     let labelled = match &report.decision.action {
         Action::Relabel { pods } => relabel(ctx, &valid.namespace, pods)
             .await
@@ -179,12 +180,12 @@ async fn warn_deprecated_delay(
 
 /// Keeps one health-feed request open to every member with an address (crate::feed), so a
 /// change of what a failover decision reads wakes the next reconcile at once.
-fn follow_health(ctx: &Context, valid: &ValidatedCluster, token: &str, view: &View) {
+fn follow_health(ctx: &Context, valid: &ValidatedCluster, auth: &NodeAuth, view: &View) {
     let loss_ms = u64::try_from(valid.failover.leader_loss.as_millis()).unwrap_or(u64::MAX);
     let targets = health_targets(view, loss_ms);
     ctx.feed.watch(
         &crate::feed::cluster_ref(&valid.name, &valid.namespace),
-        token,
+        auth,
         loss_ms,
         &targets,
     );

@@ -23,6 +23,7 @@
 pub mod apply;
 pub mod build;
 mod context;
+pub mod credentials;
 mod error;
 pub mod leader;
 pub mod observe;
@@ -51,7 +52,6 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{predicates, reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use rand::Rng;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -111,6 +111,7 @@ pub async fn reconcile(
         ctx.metrics.forget_cluster(&namespace, &name);
         ctx.feed
             .forget(&crate::feed::cluster_ref(&name, &namespace));
+        ctx.forget_token(cluster);
         return Ok(Action::await_change());
     }
     let started = Instant::now();
@@ -162,6 +163,9 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             return Err(e);
         }
     }; // client
+    if let Some(admin) = &observed.admin {
+        ctx.remember_token(cluster, &admin.token);
+    }
     let validated = validate::validate(cluster, &observed.facts()); // pure
     let (steps, action) = match &validated {
         Ok(valid) => (run_steps(ctx, cluster, valid, &mut observed).await, None), // client
@@ -190,6 +194,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
             leader: steps.leader.as_ref(),
             ring: steps.ring.as_ref(),
             rollout: steps.rollout.as_ref(),
+            credentials: steps.credentials.as_ref(),
             error: steps
                 .error
                 .as_ref()
@@ -219,6 +224,7 @@ struct Outcomes {
     leader_error: Option<Error>,
     ring: Option<ring::RingOutcome>,
     rollout: Option<rollout::RolloutOutcome>,
+    credentials: Option<credentials::CredentialsOutcome>,
     /// The first other step that failed.
     error: Option<Error>,
 }
@@ -239,9 +245,16 @@ async fn run_steps(
     let mut steps = Outcomes {
         leader,
         leader_error: leader_result.err(),
-        error: apply_objects(ctx, cluster, valid, observed).await.err(), // client
         ..Outcomes::default()
     };
+    // Certificates and Secrets before the objects that mount them.
+    match credentials::run(ctx, cluster, valid, observed).await {
+        Ok(outcome) => steps.credentials = Some(outcome),
+        Err(e) => steps.error = Some(e),
+    }
+    if let Err(e) = apply_objects(ctx, cluster, valid, observed).await {
+        steps.error = steps.error.or(Some(e));
+    }
     steps.ring = ring::run(ctx, cluster, valid, observed).await; // client
     if valid.mode == crate::crd::Mode::Leaderless {
         if let Err(e) = refuse_leaderless_switchover(ctx, cluster).await {
@@ -258,7 +271,9 @@ async fn run_steps(
 }
 
 /// Builds every owned object (pure) and applies them (client), with a new admin Secret when the
-/// operator manages it and has none yet.
+/// operator manages it and has none yet: with the token this process last saw in it when it
+/// was deleted (the nodes still hold that one: no lock-out), else a new random one (the nodes
+/// take it as their Secret volumes refresh).
 async fn apply_objects(
     ctx: &Context,
     cluster: &ReplicatedCluster,
@@ -266,17 +281,27 @@ async fn apply_objects(
     observed: &observe::Observed,
 ) -> Result<(), Error> {
     let desired = build::build_all(valid); // pure
-    let new_secret = (valid.admin_secret.managed && observed.admin_token.is_none())
-        .then(|| build::build_admin_secret(valid, &new_token()));
+    let remembered = ctx.remembered_token(cluster);
+    let new_secret = (valid.admin_secret.managed && observed.admin.is_none()).then(|| {
+        let token = remembered.clone().unwrap_or_else(credentials::new_token);
+        build::build_admin_secret(valid, &token)
+    });
     if apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await? {
-        let note = format!("created admin Secret {}", valid.admin_secret.name);
-        ctx.publish(
-            &cluster.object_ref(&()),
-            EventType::Normal,
-            "AdminSecretCreated",
-            note,
-        )
-        .await;
+        let (reason, note) = match &remembered {
+            Some(_) => (
+                "AdminSecretRestored",
+                format!(
+                    "admin Secret {} was deleted; recreated with the token the nodes hold",
+                    valid.admin_secret.name
+                ),
+            ),
+            None => (
+                "AdminSecretCreated",
+                format!("created admin Secret {}", valid.admin_secret.name),
+            ),
+        };
+        ctx.publish(&cluster.object_ref(&()), EventType::Normal, reason, note)
+            .await;
     }
     Ok(())
 }
@@ -418,12 +443,6 @@ pub fn error_policy(
 pub fn backoff(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(6);
     Duration::from_secs((5_u64 << exponent).min(300))
-}
-
-/// A fresh admin token: 32 random bytes, hex.
-fn new_token() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Now, to the second: the API server stores times to the second, and a status computed with

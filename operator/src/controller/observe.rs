@@ -1,6 +1,6 @@
-//! (client) What exists: the admin Secret, the StatefulSet, the cluster's pods, and each node's
-//! `GET /admin/status`. Reads only: the three API reads concurrently, then the nodes
-//! concurrently.
+//! (client) What exists: the admin Secret, the CA and node certificate Secrets (with TLS), the
+//! StatefulSet, the cluster's pods, and each node's `GET /admin/status`. Reads only: the API
+//! reads concurrently, then the nodes concurrently.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +12,14 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use rc_api::{NodeStatus, SingleLeaderStatus};
 
-use super::validate::{admin_secret_name, ObservedFacts, ADMIN_TOKEN_KEY, NODE_PORT};
+use super::validate::{
+    admin_secret_name, ca_secret_name, tls_secret_name, ObservedFacts, ADMIN_TOKEN_KEY,
+    CA_CERT_KEY, CA_KEY_KEY, NEXT_TOKEN_KEY, NODE_PORT, PREVIOUS_TOKEN_KEY, TLS_CERT_KEY,
+    TLS_KEY_KEY,
+};
+use crate::credentials::{AdminTokens, StoredCa, StoredNodeCert};
+use crate::labels::{NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, ROTATION_ANNOTATION};
+use crate::node_client::{ClusterTls, NodeAuth};
 
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -51,8 +58,14 @@ pub struct ObservedPod {
 /// Everything `observe` found.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// The admin token, when the admin Secret exists and holds one.
-    pub admin_token: Option<String>,
+    /// The admin Secret's tokens, when it exists and holds a `token`.
+    pub admin: Option<AdminTokens>,
+    /// How to reach the nodes: the token to send and, with TLS, the CA (`None` until both are
+    /// known).
+    pub auth: Option<NodeAuth>,
+    /// With TLS: the cluster's CA and node certificate as stored.
+    pub ca: Option<StoredCa>,
+    pub node_cert: Option<StoredNodeCert>,
     /// The admin Secret is labelled `replicated.dev/admin-secret-for: <cluster>` or owned by the
     /// cluster: made for it, not just any Secret of the namespace.
     pub admin_secret_dedicated: bool,
@@ -87,7 +100,7 @@ impl Observed {
             Some((size, claim.storage_class_name.clone()))
         });
         ObservedFacts {
-            admin_secret_ready: self.admin_token.is_some(),
+            admin_secret_ready: self.admin.is_some(),
             admin_secret_dedicated: self.admin_secret_dedicated,
             existing_storage,
             ring: crate::membership::newest_ring(
@@ -122,13 +135,23 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
     let selector = format!("{CLUSTER_LABEL}={name}");
     let observe_error = |kind| move |source| Error::Observe { kind, source };
     // Concurrently: a failover's reconcile waits for these before it can read the nodes.
-    let (secret, statefulset, pod_list) = tokio::try_join!(
-        async {
+    let tls = cluster.spec.tls.enabled;
+    let get_secret = |name: String, wanted: bool| {
+        let secrets = secrets.clone();
+        async move {
+            if !wanted {
+                return Ok(None);
+            }
             secrets
-                .get_opt(&secret_name)
+                .get_opt(&name)
                 .await
                 .map_err(observe_error("Secret"))
-        },
+        }
+    };
+    let (secret, ca_secret, tls_secret, statefulset, pod_list) = tokio::try_join!(
+        get_secret(secret_name, true),
+        get_secret(ca_secret_name(&name), tls),
+        get_secret(tls_secret_name(&name), tls),
         async {
             statefulsets
                 .get_opt(&name)
@@ -148,7 +171,17 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
                 .iter()
                 .any(|o| Some(&o.uid) == cluster.metadata.uid.as_ref())
     });
-    let admin_token = secret.and_then(|secret| token_of(&secret));
+    let admin = secret.and_then(|secret| tokens_of(&secret));
+    let ca = ca_secret.as_ref().and_then(stored_ca);
+    let node_cert = tls_secret.as_ref().and_then(stored_node_cert);
+    let auth = node_auth(
+        admin.as_ref(),
+        tls,
+        ca.as_ref(),
+        node_cert.as_ref(),
+        &name,
+        &namespace,
+    );
     let mut pods: Vec<ObservedPod> = pod_list
         .items
         .iter()
@@ -157,20 +190,23 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
     pods.sort_by_key(|p| (p.ordinal.unwrap_or(i32::MAX), p.name.clone()));
 
     let mut nodes_read_ms = None;
-    let nodes = match &admin_token {
-        Some(token) => {
+    let nodes = match &auth {
+        Some(auth) => {
             nodes_read_ms = Some(k8s_openapi::jiff::Timestamp::now().as_millisecond());
             let loss_ms = cluster
                 .spec
                 .single_leader
                 .as_ref()
                 .and_then(|s| u64::try_from(s.leader_loss_timeout_ms).ok());
-            observe_nodes(ctx, &pods, token, loss_ms).await
+            observe_nodes(ctx, &pods, auth, loss_ms).await
         }
         None => BTreeMap::new(),
     };
     Ok(Observed {
-        admin_token,
+        admin,
+        auth,
+        ca,
+        node_cert,
         admin_secret_dedicated,
         statefulset,
         pods,
@@ -195,7 +231,7 @@ const LOST_LEADER_GRACE: Duration = Duration::from_millis(20);
 async fn observe_nodes(
     ctx: &Context,
     pods: &[ObservedPod],
-    token: &str,
+    auth: &NodeAuth,
     loss_ms: Option<u64>,
 ) -> BTreeMap<String, Result<NodeStatus, String>> {
     let mut nodes = BTreeMap::new();
@@ -206,7 +242,7 @@ async fn observe_nodes(
             let result = match &pod.address {
                 Some(address) => ctx
                     .nodes
-                    .status(address, token)
+                    .status(address, auth)
                     .await
                     .map_err(|e| e.to_string()),
                 None => Err("pod has no address yet".to_owned()),
@@ -275,11 +311,67 @@ fn lost_leader_pending(
     !in_contact && lost + 1 >= crate::failover::majority(members)
 }
 
-fn token_of(secret: &Secret) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(ADMIN_TOKEN_KEY)?;
-    let token = String::from_utf8(bytes.0.clone()).ok()?;
-    let token = token.trim().to_owned();
-    (!token.is_empty()).then_some(token)
+/// The trimmed, non-empty UTF-8 value of `key` in `secret`.
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    let value = String::from_utf8(bytes.0.clone()).ok()?;
+    let value = value.trim().to_owned();
+    (!value.is_empty()).then_some(value)
+}
+
+fn tokens_of(secret: &Secret) -> Option<AdminTokens> {
+    Some(AdminTokens {
+        token: secret_value(secret, ADMIN_TOKEN_KEY)?,
+        next: secret_value(secret, NEXT_TOKEN_KEY),
+        previous: secret_value(secret, PREVIOUS_TOKEN_KEY),
+        rotation: secret.annotations().get(ROTATION_ANNOTATION).cloned(),
+    })
+}
+
+fn stored_ca(secret: &Secret) -> Option<StoredCa> {
+    Some(StoredCa {
+        cert_pem: secret_value(secret, CA_CERT_KEY)?,
+        key_pem: secret_value(secret, CA_KEY_KEY)?,
+    })
+}
+
+fn stored_node_cert(secret: &Secret) -> Option<StoredNodeCert> {
+    let annotations = secret.annotations();
+    Some(StoredNodeCert {
+        ca_bundle: secret_value(secret, CA_CERT_KEY)?,
+        cert_pem: secret_value(secret, TLS_CERT_KEY)?,
+        key_pem: secret_value(secret, TLS_KEY_KEY)?,
+        not_after_s: annotations.get(NOT_AFTER_ANNOTATION)?.parse().ok()?,
+        names: annotations.get(NAMES_ANNOTATION)?.clone(),
+        rotation: annotations.get(ROTATION_ANNOTATION).cloned(),
+    })
+}
+
+/// The credentials for the nodes: the token, and with TLS the CA bundle the nodes trust (the
+/// node certificate chains to it). `None` while either is missing.
+pub fn node_auth(
+    admin: Option<&AdminTokens>,
+    tls: bool,
+    ca: Option<&StoredCa>,
+    node_cert: Option<&StoredNodeCert>,
+    name: &str,
+    namespace: &str,
+) -> Option<NodeAuth> {
+    let token = admin?.token.clone();
+    if !tls {
+        return Some(NodeAuth { token, tls: None });
+    }
+    // The node Secret's bundle when there is one (it may still list a previous CA), else the CA.
+    let ca_pem = node_cert
+        .map(|n| n.ca_bundle.clone())
+        .or_else(|| ca.map(|c| c.cert_pem.clone()))?;
+    Some(NodeAuth {
+        token,
+        tls: Some(ClusterTls {
+            ca_pem,
+            server_name: rc_tls::issue::cluster_server_name(name, namespace),
+        }),
+    })
 }
 
 fn observe_pod(

@@ -25,9 +25,8 @@ use serde_json::{json, Value};
 use tower_test::mock::{Handle, SendResponse};
 
 use super::*;
-use crate::controller::fixtures::cluster;
 use crate::crd::{Mode, ReplicatedCluster};
-use crate::node_client::{NodeAdmin, NodeError};
+use crate::node_client::{NodeAdmin, NodeAuth, NodeError};
 
 type ApiServer = Handle<Request<Body>, Response<Body>>;
 
@@ -41,7 +40,7 @@ impl NodeAdmin for FakeNodes {
     fn status<'a>(
         &'a self,
         address: &'a str,
-        _token: &'a str,
+        _auth: &'a NodeAuth,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         let answer = self
             .statuses
@@ -57,7 +56,7 @@ impl NodeAdmin for FakeNodes {
     fn epoch<'a>(
         &'a self,
         _: &'a str,
-        _: &'a str,
+        _: &'a NodeAuth,
         _: EpochRequest,
     ) -> BoxFuture<'a, Result<EpochResponse, NodeError>> {
         unimplemented!("not used by reconcile")
@@ -65,7 +64,7 @@ impl NodeAdmin for FakeNodes {
     fn promote<'a>(
         &'a self,
         _: &'a str,
-        _: &'a str,
+        _: &'a NodeAuth,
         _: PromoteRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by reconcile")
@@ -73,7 +72,7 @@ impl NodeAdmin for FakeNodes {
     fn follow<'a>(
         &'a self,
         _: &'a str,
-        _: &'a str,
+        _: &'a NodeAuth,
         _: FollowRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by reconcile")
@@ -81,7 +80,7 @@ impl NodeAdmin for FakeNodes {
     fn voters<'a>(
         &'a self,
         _: &'a str,
-        _: &'a str,
+        _: &'a NodeAuth,
         _: rc_api::VotersRequest,
     ) -> BoxFuture<'a, Result<rc_api::VoterConfig, NodeError>> {
         unimplemented!("not used by these tests")
@@ -89,17 +88,29 @@ impl NodeAdmin for FakeNodes {
     fn ring<'a>(
         &'a self,
         _: &'a str,
-        _: &'a str,
+        _: &'a NodeAuth,
         _: &'a rc_api::Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by these tests")
     }
-    fn decommission<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), NodeError>> {
+    fn decommission<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a NodeAuth,
+    ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by these tests")
     }
-    fn repair<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), NodeError>> {
+    fn repair<'a>(&'a self, _: &'a str, _: &'a NodeAuth) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by these tests")
     }
+}
+
+/// The fixture cluster without TLS: these tests follow the plain-text request sequence (the
+/// TLS one, with its certificate writes, has its own test).
+fn cluster(mode: Mode) -> ReplicatedCluster {
+    let mut cluster = crate::controller::fixtures::cluster(mode);
+    cluster.spec.tls.enabled = false;
+    cluster
 }
 
 fn context(nodes: FakeNodes) -> (Arc<Context>, ApiServer) {
@@ -543,4 +554,117 @@ fn the_error_policy_backs_off_exponentially_up_to_five_minutes() {
         .map(|n| backoff(*n).as_secs())
         .collect();
     assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
+}
+
+#[tokio::test]
+async fn a_new_tls_cluster_gets_a_ca_a_node_certificate_and_a_published_ca_before_its_pods() {
+    let (ctx, mut server) = context(FakeNodes::default());
+    let tls_cluster = crate::controller::fixtures::cluster(Mode::SingleLeader);
+    let reconciling = tokio::spawn(reconcile(guard(tls_cluster.clone()), ctx));
+    read_fresh(&mut server, &tls_cluster).await;
+    for secret in ["orders-admin", "orders-ca", "orders-tls"] {
+        let (_, send) = expect(&mut server, Method::GET, &format!("{NS}/secrets/{secret}")).await;
+        not_found(send);
+    }
+    let (_, send) = expect(
+        &mut server,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
+    )
+    .await;
+    not_found(send);
+    let (_, send) = expect(&mut server, Method::GET, &format!("{NS}/pods")).await;
+    empty_list(send, "PodList");
+
+    // The CA: kept in its own Secret, owned by the cluster.
+    let ca = expect_apply(&mut server, &format!("{NS}/secrets/orders-ca")).await;
+    assert_eq!(ca["metadata"]["ownerReferences"][0]["name"], "orders");
+    let ca_pem = String::from_utf8(
+        serde_json::from_value::<ByteString>(ca["data"]["ca.crt"].clone())
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    // The node certificate, chained to it, with the names the nodes are dialled by.
+    let node = expect_apply(&mut server, &format!("{NS}/secrets/orders-tls")).await;
+    assert_eq!(node["type"], "kubernetes.io/tls");
+    assert!(
+        node["data"].get("ca.key").is_none(),
+        "the CA key never reaches pods"
+    );
+    let decode = |key: &str| {
+        String::from_utf8(
+            serde_json::from_value::<ByteString>(node["data"][key].clone())
+                .unwrap()
+                .0,
+        )
+        .unwrap()
+    };
+    assert_eq!(decode("ca.crt"), ca_pem);
+    rc_tls::server::certified_key(decode("tls.crt").as_bytes(), decode("tls.key").as_bytes())
+        .unwrap();
+    let names = node["metadata"]["annotations"]["replicated.dev/names"]
+        .as_str()
+        .unwrap();
+    assert!(
+        names.contains("*.orders-peers.shop.svc") && names.contains("orders.shop.svc"),
+        "{names}"
+    );
+    let not_after: i64 = node["metadata"]["annotations"]["replicated.dev/not-after"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let days = (not_after - k8s_openapi::jiff::Timestamp::now().as_second()) / 86_400;
+    assert!((89..=90).contains(&days), "{days} days");
+    let (event, send) = expect(
+        &mut server,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+    )
+    .await;
+    assert_eq!(event["reason"], "CertificateIssued");
+    reply(send, 201, &event);
+    // The CA for clients.
+    let published = expect_apply(&mut server, &format!("{NS}/configmaps/orders-ca")).await;
+    assert_eq!(published["data"]["ca.crt"], ca_pem);
+
+    // Then the admin Secret and the objects, as without TLS.
+    let (secret, send) = expect(&mut server, Method::POST, &format!("{NS}/secrets")).await;
+    reply(send, 201, &secret);
+    expect_apply(&mut server, &format!("{NS}/configmaps/orders-config")).await;
+    expect_apply(&mut server, &format!("{NS}/services/orders-peers")).await;
+    expect_apply(&mut server, &format!("{NS}/services/orders-leader")).await;
+    expect_apply(&mut server, &format!("{NS}/services/orders-replicas")).await;
+    let sts = expect_apply(
+        &mut server,
+        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
+    )
+    .await;
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains("orders-tls"), "{volumes}");
+    expect_apply(
+        &mut server,
+        "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders",
+    )
+    .await;
+    let (event, send) = expect(
+        &mut server,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+    )
+    .await;
+    assert_eq!(event["reason"], "AdminSecretCreated");
+    reply(send, 201, &event);
+    let (patch, send) = expect(
+        &mut server,
+        Method::PATCH,
+        "/apis/replicated.dev/v1alpha1/namespaces/shop/replicatedclusters/orders/status",
+    )
+    .await;
+    assert_eq!(patch["status"]["security"]["tls"], true);
+    assert_eq!(patch["status"]["security"]["caConfigMap"], "orders-ca");
+    assert!(patch["status"]["security"]["certificateExpires"].is_string());
+    reply(send, 200, &stored(&patch["status"]));
+    reconciling.await.unwrap().unwrap();
 }

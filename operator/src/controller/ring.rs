@@ -41,10 +41,10 @@ pub async fn run(
     if valid.mode != Mode::Leaderless {
         return None;
     }
-    let token = observed.admin_token.clone()?;
+    let auth = observed.auth.clone()?;
     let previous = cluster.status.clone().unwrap_or_default();
     let mut view = build_view(valid, observed, &previous);
-    let report = execute::drive(ctx.nodes.as_ref(), &token, &mut view).await;
+    let report = execute::drive(ctx.nodes.as_ref(), &auth, &mut view).await;
     // The status is computed from what the nodes say now, not from before the steps.
     for pod in &view.pods {
         if pod.address.is_some() {

@@ -28,7 +28,7 @@ use super::observe::Observed;
 use super::ring::RingOutcome;
 use super::rollout::RolloutOutcome;
 use super::validate::{SpecError, ValidatedCluster};
-use crate::crd::{condition, reason, Mode, Phase, ReplicatedClusterStatus};
+use crate::crd::{condition, reason, Mode, Phase, ReplicatedClusterStatus, SecurityStatus};
 use conditions::{mark_ready, mark_true, Conditions, Verdict};
 pub use members::load_figures;
 use members::{current_leader, members_and_load, record_voters, to_i64};
@@ -53,6 +53,7 @@ pub struct StepOutcomes<'a> {
     pub leader: Option<&'a LeaderOutcome>,
     pub ring: Option<&'a RingOutcome>,
     pub rollout: Option<&'a RolloutOutcome>,
+    pub credentials: Option<&'a super::credentials::CredentialsOutcome>,
     /// A step failed (an apply, an eviction): the `Degraded` message.
     pub error: Option<String>,
 }
@@ -70,6 +71,9 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
     if let Some(rollout) = steps.rollout {
         record_rollout(&mut status, rollout, previous, now);
     }
+    if let Ok(cluster) = input.spec {
+        status.security = Some(security(cluster, input.observed, steps.credentials));
+    }
     if let Some(message) = &steps.error {
         mark_true(
             &mut status,
@@ -82,6 +86,39 @@ pub fn compute_status(input: &StatusInput<'_>) -> ReplicatedClusterStatus {
     }
     mark_ready(&mut status, previous, now);
     status
+}
+
+/// TLS on or off, where clients find the CA, when the certificate expires, and a token
+/// rotation under way.
+fn security(
+    cluster: &ValidatedCluster,
+    observed: &Observed,
+    credentials: Option<&super::credentials::CredentialsOutcome>,
+) -> SecurityStatus {
+    let rotation = credentials.and_then(|c| c.token_rotation.clone());
+    let Some(tls) = &cluster.tls else {
+        return SecurityStatus {
+            tls: false,
+            warning: Some(
+                "TLS is disabled (spec.tls.enabled: false): client data, replication and the \
+                 admin token cross the pod network in plain text"
+                    .to_owned(),
+            ),
+            admin_token_rotation: rotation,
+            ..SecurityStatus::default()
+        };
+    };
+    SecurityStatus {
+        tls: true,
+        warning: None,
+        ca_config_map: Some(tls.ca_config_map.clone()),
+        certificate_expires: observed
+            .node_cert
+            .as_ref()
+            .and_then(|n| k8s_openapi::jiff::Timestamp::from_second(n.not_after_s).ok())
+            .map(Time),
+        admin_token_rotation: rotation,
+    }
 }
 
 /// The status from what pods and nodes report, before the steps add theirs.

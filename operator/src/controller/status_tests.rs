@@ -58,6 +58,7 @@ fn node(ordinal: i32, role: Role, epoch: u64, mean_ms: f64) -> NodeStatus {
             mean_ms,
             p99_ms: mean_ms * 3.0,
         },
+        credentials: Default::default(),
         detail: ModeStatus::SingleLeader(SingleLeaderStatus {
             incarnation: u64::try_from(ordinal).unwrap() + 1,
             config: Some(rc_api::VoterConfig {
@@ -142,7 +143,13 @@ fn healthy_single_leader() -> Observed {
         },
     ];
     Observed {
-        admin_token: Some("t".into()),
+        admin: Some(crate::credentials::AdminTokens {
+            token: "t".into(),
+            ..Default::default()
+        }),
+        auth: Some(crate::node_client::NodeAuth::plain("t")),
+        ca: None,
+        node_cert: None,
         admin_secret_dedicated: false,
         statefulset: Some(settled(3)),
         pods: vec![pod(0, true), pod(1, true), pod(2, true)],

@@ -147,11 +147,17 @@ pub struct ReplicatedClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaderless: Option<LeaderlessSpec>,
 
-    /// Secret holding the bearer token of the nodes' admin API under the key `token`. When not
-    /// set, the operator creates a Secret named `<cluster>-admin` with a random token once and
-    /// never rotates it.
+    /// Secret holding the bearer token of the nodes' admin API under the key `token` (and,
+    /// during a rotation, `token.next` or `token.previous`). It must be labelled
+    /// `replicated.dev/admin-secret-for: <cluster>`. When not set, the operator creates
+    /// `<cluster>-admin` with a random token, and rotates it when the cluster is annotated
+    /// `replicated.dev/rotate-admin-token: <any new value>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_secret_ref: Option<SecretReference>,
+
+    /// Transport security of client, peer and admin traffic.
+    #[serde(default)]
+    pub tls: TlsSpec,
 
     /// Log output of the nodes.
     #[serde(default)]
@@ -301,6 +307,29 @@ pub struct SecretReference {
     /// Name of the Secret. It must hold the admin token under the key `token`.
     #[x_kube(validation = Rule::new("self != ''").message("adminSecretRef.name must not be empty"))]
     pub name: String,
+}
+
+/// TLS of the nodes: on by default, with a CA per cluster that the operator creates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve client, peer and admin traffic over TLS only. The operator creates the CA
+    /// (Secret `<cluster>-ca`), the node certificate (Secret `<cluster>-tls`, renewed before it
+    /// expires) and publishes the CA certificate for clients in ConfigMap `<cluster>-ca`. Fixed
+    /// at creation: a running cluster cannot switch between TLS and plain text.
+    #[serde(default = "enabled")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.tls.enabled is immutable").reason(Reason::FieldValueForbidden))]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec { enabled: true }
+    }
 }
 
 /// Log output of the nodes.

@@ -9,6 +9,26 @@ use serde::{Deserialize, Serialize};
 
 pub use rc_api::{MemberState, Role};
 
+/// Transport security and credentials of a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityStatus {
+    /// `true` when client, peer and admin traffic is TLS (`spec.tls.enabled`).
+    pub tls: bool,
+    /// Without TLS: what that exposes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// The ConfigMap whose `ca.crt` clients verify the nodes with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map: Option<String>,
+    /// When the node certificate expires (it is renewed with a third of its life left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<Time>,
+    /// An admin-token rotation under way: its step, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_rotation: Option<String>,
+}
+
 /// Observed state of a ReplicatedCluster.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -84,6 +104,10 @@ pub struct ReplicatedClusterStatus {
     /// SingleLeader mode: the most recent failover (or the first election).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+
+    /// Transport security and credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityStatus>,
 
     /// SingleLeader mode: since when the operator has seen no leader serving (its pod deleted or
     /// not ready, its admin API unreachable, or none elected yet). Unset while a leader serves.

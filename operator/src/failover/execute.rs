@@ -15,7 +15,7 @@ use crate::executor::{self, Steps};
 
 mod calls;
 mod elect;
-use crate::node_client::{NodeAdmin, NodeError};
+use crate::node_client::{NodeAdmin, NodeAuth, NodeError};
 use calls::follow_all;
 
 /// Most steps in one pass: fence, promote, follow, relabel, a few voter changes, plus slack.
@@ -68,13 +68,13 @@ pub struct Report {
 /// Unix epoch).
 pub async fn drive(
     nodes: &dyn NodeAdmin,
-    token: &str,
+    auth: &NodeAuth,
     view: &mut View,
     now_ms: &(dyn Fn() -> i64 + Sync),
 ) -> Report {
     let mut pass = Pass {
         nodes,
-        token,
+        auth,
         view,
         now_ms,
         notes: Vec::new(),
@@ -98,7 +98,7 @@ pub async fn drive(
 /// One pass against the nodes, and what it did so far for the [`Report`].
 struct Pass<'a> {
     nodes: &'a dyn NodeAdmin,
-    token: &'a str,
+    auth: &'a NodeAuth,
     view: &'a mut View,
     now_ms: &'a (dyn Fn() -> i64 + Sync),
     notes: Vec<Note>,
@@ -166,13 +166,13 @@ impl Steps for Pass<'_> {
                 members,
                 epoch,
                 leader,
-            } => follow_all(self.nodes, self.token, members, *epoch, leader).await,
+            } => follow_all(self.nodes, self.auth, members, *epoch, leader).await,
         }
         ControlFlow::Continue(())
     }
 
     async fn refresh(&mut self) {
-        refresh(self.nodes, self.token, self.view).await;
+        refresh(self.nodes, self.auth, self.view).await;
     }
 }
 
@@ -191,11 +191,7 @@ impl Pass<'_> {
             epoch,
             voters: voters.to_vec(),
         };
-        match self
-            .nodes
-            .voters(&leader.address, self.token, request)
-            .await
-        {
+        match self.nodes.voters(&leader.address, self.auth, request).await {
             Ok(config) => {
                 let ids: Vec<&str> = config.voters.iter().map(|v| v.id.as_str()).collect();
                 info!(leader = %leader.id, epoch, voters = ?ids, why, "voter set changed");
@@ -222,7 +218,7 @@ impl Pass<'_> {
                     warning: !retry,
                     message: format!("changing the voters to {} ({why}): {e}", voters.join(", ")),
                 });
-                refresh(self.nodes, self.token, self.view).await;
+                refresh(self.nodes, self.auth, self.view).await;
                 let decision = decide(self.view, (self.now_ms)());
                 ControlFlow::Break(Decision {
                     action: Action::Nothing,
@@ -239,11 +235,11 @@ impl Pass<'_> {
 }
 
 /// Re-reads every addressable member's status.
-pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
+pub async fn refresh(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) {
     view.statuses_read_ms = Some(k8s_openapi::jiff::Timestamp::now().as_millisecond());
     executor::read_statuses(
         nodes,
-        token,
+        auth,
         &mut view.members,
         |m| m.address.as_ref(),
         |m| &mut m.node,

@@ -87,6 +87,7 @@ pub(crate) fn node_status(id: String, s: SingleLeaderStatus) -> NodeStatus {
     NodeStatus {
         node_id: id,
         stats: RequestStats::default(),
+        credentials: Default::default(),
         detail: ModeStatus::SingleLeader(s),
     }
 }

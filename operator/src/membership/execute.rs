@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::{decide, newest_ring, Action, Change, Decision, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
-use crate::node_client::NodeAdmin;
+use crate::node_client::{NodeAdmin, NodeAuth};
 
 /// Most steps in one pass: e.g. resend, address update, mark joined, decommission, plus slack.
 const MAX_STEPS: usize = 8;
@@ -40,10 +40,10 @@ pub struct Report {
 
 /// Runs decide -> act -> re-read until done. `view.pods[..].node` is refreshed after every step,
 /// and `view.recorded` holds the last ring a node accepted.
-pub async fn drive(nodes: &dyn NodeAdmin, token: &str, view: &mut View) -> Report {
+pub async fn drive(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) -> Report {
     let mut pass = Pass {
         nodes,
-        token,
+        auth,
         view,
         notes: Vec::new(),
     };
@@ -66,7 +66,7 @@ pub async fn drive(nodes: &dyn NodeAdmin, token: &str, view: &mut View) -> Repor
 /// One pass against the nodes, and the notes it collected so far.
 struct Pass<'a> {
     nodes: &'a dyn NodeAdmin,
-    token: &'a str,
+    auth: &'a NodeAuth,
     view: &'a mut View,
     notes: Vec<Note>,
 }
@@ -98,7 +98,7 @@ impl Steps for Pass<'_> {
     }
 
     async fn refresh(&mut self) {
-        refresh(self.nodes, self.token, self.view).await;
+        refresh(self.nodes, self.auth, self.view).await;
     }
 }
 
@@ -106,9 +106,9 @@ impl Pass<'_> {
     /// Sends `ring` to `targets`; once one node holds it, it is the ring from here on.
     #[tracing::instrument(name = "push_ring", skip_all, fields(version = ring.version))]
     async fn push(&mut self, ring: &Ring, targets: &[Peer], change: &Change) {
-        let (nodes, token) = (self.nodes, self.token);
+        let (nodes, auth) = (self.nodes, self.auth);
         let calls = targets.iter().map(|p| async move {
-            let result = nodes.ring(&p.address, token, ring).await;
+            let result = nodes.ring(&p.address, auth, ring).await;
             (p, result)
         });
         let mut accepted = 0;
@@ -146,7 +146,7 @@ impl Pass<'_> {
             // A pod back at a new address may have lost its disk: refill it now rather than at
             // the next periodic anti-entropy round. Best effort.
             let calls = moved.iter().map(|p| async move {
-                if let Err(e) = nodes.repair(&p.address, token).await {
+                if let Err(e) = nodes.repair(&p.address, auth).await {
                     warn!(member = %p.id, error = %e, "repair after a move failed");
                 }
             });
@@ -157,9 +157,9 @@ impl Pass<'_> {
     /// `POST /admin/decommission` to each of `members`.
     #[tracing::instrument(name = "decommission", skip_all, fields(members = members.len()))]
     async fn decommission(&mut self, members: &[Peer]) {
-        let (nodes, token) = (self.nodes, self.token);
+        let (nodes, auth) = (self.nodes, self.auth);
         let calls = members.iter().map(|p| async move {
-            let result = nodes.decommission(&p.address, token).await;
+            let result = nodes.decommission(&p.address, auth).await;
             (p, result)
         });
         let mut started = Vec::new();
@@ -241,10 +241,10 @@ fn change_note(ring: &Ring, change: &Change) -> Option<Note> {
 }
 
 /// Re-reads every addressable pod's status.
-pub async fn refresh(nodes: &dyn NodeAdmin, token: &str, view: &mut View) {
+pub async fn refresh(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) {
     executor::read_statuses(
         nodes,
-        token,
+        auth,
         &mut view.pods,
         |m| m.address.as_ref(),
         |m| &mut m.node,

@@ -46,6 +46,7 @@ fn node(i: usize, ring: Option<&Ring>, stream: StreamState) -> NodeStatus {
     NodeStatus {
         node_id: name(i),
         stats: RequestStats::default(),
+        credentials: Default::default(),
         detail: ModeStatus::Leaderless(LeaderlessStatus {
             ring_version: ring.map_or(0, |r| r.version),
             members: ring

@@ -12,6 +12,11 @@ use serde_json::json;
 
 pub use rc_node_harness::{Processes, TOKEN};
 
+/// The operator's credentials for the test nodes: the harness token, plain HTTP.
+pub fn auth() -> rc_operator::node_client::NodeAuth {
+    rc_operator::node_client::NodeAuth::plain(TOKEN)
+}
+
 /// rc-node processes `orders-0..n`, killed by PID on drop (their data directories removed).
 pub struct Nodes {
     procs: Processes,

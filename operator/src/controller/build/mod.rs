@@ -48,7 +48,7 @@ pub fn build_all(cluster: &ValidatedCluster) -> Desired {
 
 /// Metadata of an owned object: name, namespace, the cluster's labels, and the controller
 /// owner reference that makes Kubernetes delete it with the cluster.
-fn owned_meta(cluster: &ValidatedCluster, name: &str) -> ObjectMeta {
+pub(super) fn owned_meta(cluster: &ValidatedCluster, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(cluster.namespace.clone()),

@@ -16,11 +16,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{config_hash, owned_meta};
 use crate::controller::validate::{
-    ValidatedCluster, ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, DATA_DIR, NODE_PORT, NODE_PORT_NAME,
+    ValidatedCluster, ADMIN_TOKEN_DIR, DATA_DIR, NODE_PORT, NODE_PORT_NAME, TLS_DIR,
 };
 use crate::labels::RESTARTED_AT_ANNOTATION;
 
@@ -36,6 +35,7 @@ use crate::labels::RESTARTED_AT_ANNOTATION;
 pub const CONFIG_HASH_ANNOTATION: &str = "replicated.dev/config-hash";
 const DATA_VOLUME: &str = "data";
 const ADMIN_TOKEN_VOLUME: &str = "admin-token";
+const TLS_VOLUME: &str = "tls";
 /// The root filesystem is read-only; a small scratch `/tmp` for anything that insists on one.
 const TMP_VOLUME: &str = "tmp";
 /// The distroless `nonroot` user of the node image.
@@ -93,31 +93,7 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             containers: vec![node_container(cluster)],
-            volumes: Some(vec![
-                Volume {
-                    name: ADMIN_TOKEN_VOLUME.to_owned(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(cluster.admin_secret.name.clone()),
-                        items: Some(vec![KeyToPath {
-                            key: ADMIN_TOKEN_KEY.to_owned(),
-                            path: "admin-token".to_owned(),
-                            ..KeyToPath::default()
-                        }]),
-                        default_mode: Some(0o440),
-                        optional: Some(false),
-                        ..SecretVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-                Volume {
-                    name: TMP_VOLUME.to_owned(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        size_limit: Some(Quantity("64Mi".to_owned())),
-                        ..EmptyDirVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-            ]),
+            volumes: Some(volumes(cluster)),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(NODE_UID),
@@ -137,7 +113,36 @@ fn pod_template(cluster: &ValidatedCluster) -> PodTemplateSpec {
     }
 }
 
+/// The admin Secret (every key: `token`, and during a rotation `token.next` or
+/// `token.previous`), the node certificate Secret with TLS, and a scratch `/tmp`.
+fn volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
+    let secret = |name: &str, secret_name: &str| Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name.to_owned()),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mut volumes = vec![secret(ADMIN_TOKEN_VOLUME, &cluster.admin_secret.name)];
+    if let Some(tls) = &cluster.tls {
+        volumes.push(secret(TLS_VOLUME, &tls.tls_secret));
+    }
+    volumes.push(Volume {
+        name: TMP_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    volumes
+}
+
 fn node_container(cluster: &ValidatedCluster) -> Container {
+    let tls = cluster.tls.is_some();
     Container {
         name: "node".to_owned(),
         image: Some(cluster.image.clone()),
@@ -156,12 +161,12 @@ fn node_container(cluster: &ValidatedCluster) -> Container {
             ..EnvFromSource::default()
         }]),
         env: Some(pod_env(cluster)),
-        volume_mounts: Some(volume_mounts()),
+        volume_mounts: Some(volume_mounts(tls)),
         resources: Some(cluster.resources.clone().unwrap_or_else(default_resources)),
-        readiness_probe: Some(http_probe(rc_api::paths::READYZ, 5, 2)),
-        liveness_probe: Some(http_probe(rc_api::paths::HEALTHZ, 10, 3)),
+        readiness_probe: Some(http_probe(rc_api::paths::READYZ, tls, 5, 2)),
+        liveness_probe: Some(http_probe(rc_api::paths::HEALTHZ, tls, 10, 3)),
         // Replaying a long log at start must not be mistaken for a hang: up to 5 minutes.
-        startup_probe: Some(http_probe(rc_api::paths::HEALTHZ, 2, 150)),
+        startup_probe: Some(http_probe(rc_api::paths::HEALTHZ, tls, 2, 150)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -206,9 +211,9 @@ fn pod_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
     ]
 }
 
-/// The data volume, the admin token (read-only) and a scratch `/tmp`.
-fn volume_mounts() -> Vec<VolumeMount> {
-    vec![
+/// The data volume, the admin token and node certificate (read-only) and a scratch `/tmp`.
+fn volume_mounts(tls: bool) -> Vec<VolumeMount> {
+    let mut mounts = vec![
         VolumeMount {
             name: DATA_VOLUME.to_owned(),
             mount_path: DATA_DIR.to_owned(),
@@ -225,15 +230,26 @@ fn volume_mounts() -> Vec<VolumeMount> {
             mount_path: "/tmp".to_owned(),
             ..VolumeMount::default()
         },
-    ]
+    ];
+    if tls {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_owned(),
+            mount_path: TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
 }
 
-/// A probe of `path` on the node port, every `period` seconds, failing after `failures` misses.
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+/// A probe of `path` on the node port (HTTPS with TLS: the kubelet does not verify the
+/// certificate), every `period` seconds, failing after `failures` misses.
+fn http_probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::String(NODE_PORT_NAME.to_owned()),
+            scheme: tls.then(|| "HTTPS".to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),

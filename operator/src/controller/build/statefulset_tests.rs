@@ -12,7 +12,7 @@ use crate::crd::Mode;
 
 fn probe(path: &str, period: i32, failures: i32) -> Value {
     json!({
-        "httpGet": { "path": path, "port": "node" },
+        "httpGet": { "path": path, "port": "node", "scheme": "HTTPS" },
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -84,8 +84,9 @@ fn the_statefulset_runs_the_node_binary_with_its_volume_token_probes_and_setting
                         ],
                         "volumeMounts": [
                             { "name": "data", "mountPath": "/data" },
-                            { "name": "admin-token", "mountPath": "/etc/rc-node", "readOnly": true },
+                            { "name": "admin-token", "mountPath": "/etc/rc-node/admin", "readOnly": true },
                             { "name": "tmp", "mountPath": "/tmp" },
+                            { "name": "tls", "mountPath": "/etc/rc-node/tls", "readOnly": true },
                         ],
                         "resources": { "requests": { "cpu": "100m", "memory": "128Mi" } },
                         "readinessProbe": probe("/readyz", 5, 2),
@@ -100,7 +101,11 @@ fn the_statefulset_runs_the_node_binary_with_its_volume_token_probes_and_setting
                     "volumes": [
                         { "name": "admin-token", "secret": {
                             "secretName": "orders-admin",
-                            "items": [{ "key": "token", "path": "admin-token" }],
+                            "defaultMode": 0o440,
+                            "optional": false,
+                        }},
+                        { "name": "tls", "secret": {
+                            "secretName": "orders-tls",
                             "defaultMode": 0o440,
                             "optional": false,
                         }},

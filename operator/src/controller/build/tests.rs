@@ -59,7 +59,7 @@ fn the_single_leader_config_map_holds_every_node_setting() {
         "kind": "ConfigMap",
         "metadata": meta("orders-config"),
         "data": {
-            "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin-token",
+            "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin/token",
             "RC_DATA_DIR": "/data",
             "RC_FENCE_TIMEOUT_MS": "1000",
             "RC_FORWARDING": "redirect",
@@ -72,6 +72,10 @@ fn the_single_leader_config_map_holds_every_node_setting() {
                          orders-1=orders-1.orders-peers.shop.svc:7400,\
                          orders-2=orders-2.orders-peers.shop.svc:7400",
             "RC_REPLICATION": "quorum",
+            "RC_TLS_CA_FILE": "/etc/rc-node/tls/ca.crt",
+            "RC_TLS_CERT_FILE": "/etc/rc-node/tls/tls.crt",
+            "RC_TLS_KEY_FILE": "/etc/rc-node/tls/tls.key",
+            "RC_TLS_SERVER_NAME": "orders.shop.svc",
         },
     });
     assert_eq!(
@@ -99,7 +103,7 @@ fn the_leaderless_config_map_holds_the_quorum_settings() {
     assert_eq!(
         data,
         json!({
-            "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin-token",
+            "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin/token",
             "RC_CONFLICT_RESOLUTION": "siblings",
             "RC_DATA_DIR": "/data",
             "RC_LISTEN": "0.0.0.0:7400",
@@ -109,6 +113,10 @@ fn the_leaderless_config_map_holds_the_quorum_settings() {
             "RC_PEERS": expected_peers.join(","),
             "RC_READ_QUORUM": "2",
             "RC_REPLICATION_FACTOR": "5",
+            "RC_TLS_CA_FILE": "/etc/rc-node/tls/ca.crt",
+            "RC_TLS_CERT_FILE": "/etc/rc-node/tls/tls.crt",
+            "RC_TLS_KEY_FILE": "/etc/rc-node/tls/tls.key",
+            "RC_TLS_SERVER_NAME": "orders.shop.svc",
             "RC_WRITE_QUORUM": "4",
         })
     );

@@ -97,7 +97,7 @@ impl Pass<'_> {
         };
         match self
             .nodes
-            .handover(&leader.address, self.token, request)
+            .handover(&leader.address, self.auth, request)
             .await
         {
             Ok(_) => ControlFlow::Continue(()),
@@ -147,7 +147,7 @@ impl Pass<'_> {
             .filter(|m| m.node.is_ok())
             .map(|m| m.name.as_str())
             .collect();
-        let answers = fence_all(self.nodes, self.token, fence, new_epoch, &answering).await;
+        let answers = fence_all(self.nodes, self.auth, fence, new_epoch, &answering).await;
         self.phases = Some((last_served, decided, (self.now_ms)()));
         match after_fence_preferring(self.view, new_epoch, &answers, exclude, prefer) {
             Ok(promote) => {
@@ -194,7 +194,7 @@ impl Pass<'_> {
         };
         match self
             .nodes
-            .promote(&candidate.address, self.token, request)
+            .promote(&candidate.address, self.auth, request)
             .await
         {
             Ok(()) if *elected => {
@@ -265,7 +265,7 @@ impl Pass<'_> {
             warning,
             message: message.clone(),
         });
-        refresh(self.nodes, self.token, self.view).await;
+        refresh(self.nodes, self.auth, self.view).await;
         Decision {
             failing_over: true,
             blocked: Some(Blocked {
