@@ -6,6 +6,10 @@
 #             RBAC is the chart's, for real
 #   orders    a SingleLeader cluster: Available, owned objects and owner references, status
 #             fields, printer columns, leader label and Service, keys written and read by pod IP
+#   security  TLS by default: clients need the cluster CA, plain HTTP gets no answer; a certificate
+#             rotation and an admin-token rotation under a live writer with zero failed writes;
+#             the admin Secret deleted and restored with the token the nodes hold; no token in logs
+#             or Events; a cluster with spec.tls.enabled: false says so in its status
 #   cel       invalid specs rejected by `kubectl apply` with each CEL rule's message
 #   restart   operator pod deleted: no node pod restarted, leader/epoch unchanged, Available
 #             throughout, writes keep succeeding, the new operator reconciles
@@ -42,7 +46,7 @@ NS=e2e
 T0=$(stack_now)
 PASSED=()
 FAILED=()
-ONLY=" ${E2E_ONLY:-install orders cel restart failover day2 membership sessions cascade} "
+ONLY=" ${E2E_ONLY:-install orders security cel restart failover day2 membership sessions cascade} "
 
 finish() {
   local rc=$?
@@ -108,6 +112,7 @@ wait_ready() {
   local t0
   t0=$(stack_now)
   if stack_wait "$1 Ready" "$3" healthy "$1" "$2"; then
+    refresh_ca
     pass "$1 Ready ($2 nodes ready, Available, not Degraded) after $(stack_since "$t0") s"
   else
     fail "$1 Ready" "after $3 s: $(jp "replicatedcluster/$1" '{.status.readyReplicas}') ready; Available $(cond "$1" Available) ($(cond_reason "$1" Available)); Degraded $(cond "$1" Degraded) ($(cond_reason "$1" Degraded))"
@@ -115,18 +120,35 @@ wait_ready() {
   fi
 }
 
+# Clients verify the nodes with the clusters' CAs (TLS is on by default): every <cluster>-ca
+# ConfigMap's ca.crt, in one bundle, refreshed whenever a cluster becomes ready.
+CA_BUNDLE="$STACK_DIR/ca-bundle.pem"
+refresh_ca() {
+  kubectl -n "$NS" get configmaps -l app.kubernetes.io/managed-by=rc-operator \
+    -o jsonpath='{range .items[*]}{.data.ca\.crt}{"\n"}{end}' >"$CA_BUNDLE.tmp" 2>/dev/null &&
+    mv "$CA_BUNDLE.tmp" "$CA_BUNDLE"
+}
+# ncurl IP PATH [CURL ARGS]: HTTPS to the node at IP, verified with the CA bundle. Every node
+# certificate names localhost; --connect-to dials the IP for it (pod IPs are not in certificates).
+ncurl() {
+  local ip=$1 path=$2
+  shift 2
+  [ -s "$CA_BUNDLE" ] || refresh_ca
+  curl --cacert "$CA_BUNDLE" --connect-to "localhost:7400:$ip:7400" "$@" "https://localhost:7400$path"
+}
+
 # kv_put IP KEY VALUE / kv_get IP KEY [QUERY]: the node's client API by pod IP, following redirects.
 kv_put() {
-  curl -fsS -L --max-time 5 -X PUT -H 'content-type: application/json' -d "{\"value\":\"$3\"}" \
-    "http://$1:7400/v1/kv/$2" >/dev/null
+  ncurl "$1" "/v1/kv/$2" -fsS -L --max-time 5 -X PUT -H 'content-type: application/json' \
+    -d "{\"value\":\"$3\"}" >/dev/null
 }
-kv_get() { curl -fsS -L --max-time 5 "http://$1:7400/v1/kv/$2${3:+?$3}" | sed -n 's/.*"value":"\([^"]*\)".*/\1/p'; }
+kv_get() { ncurl "$1" "/v1/kv/$2${3:+?$3}" -fsS -L --max-time 5 | sed -n 's/.*"value":"\([^"]*\)".*/\1/p'; }
 kv_get_is() { [ "$(kv_get "$1" "$2" "${4:-}")" = "$3" ]; }
 pod_ip() { stack_pod_ip "$NS" "$1"; }
 # kv_error IP KEY: the error body of a failing PUT, for the report.
 kv_error() {
-  curl -sS -L --max-time 5 -X PUT -H 'content-type: application/json' -d '{"value":"x"}' \
-    "http://$1:7400/v1/kv/$2" 2>&1 | cut -c1-300
+  ncurl "$1" "/v1/kv/$2" -sS -L --max-time 5 -X PUT -H 'content-type: application/json' \
+    -d '{"value":"x"}' 2>&1 | cut -c1-300
 }
 
 # check_owned KIND/NAME RC: exists and is controlled by the ReplicatedCluster RC.
@@ -190,7 +212,7 @@ eventually "operator holds its leader-election Lease (chart RBAC: leases)" 30 \
   bash -c "[ \"\$(kubectl -n $STACK_OPERATOR_NS get lease -o jsonpath='{.items[*].spec.holderIdentity}')\" = '$op_pod' ]"
 
 # ---------------------------------------------------------------------------------------------
-if want orders || want restart || want failover || want day2; then
+if want orders || want security || want restart || want failover || want day2; then
   section "orders: a SingleLeader cluster"
   kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: replicated.dev/v1alpha1
@@ -240,7 +262,7 @@ EOF
       # reach would otherwise go unnoticed: Quorum writes still succeed).
       token=$(jp secret/orders-admin '{.data.token}' | base64 -d)
       admin_index() {
-        curl -fsS --max-time 5 -H "Authorization: Bearer $token" "http://$1:7400/admin/status" |
+        ncurl "$1" /admin/status -fsS --max-time 5 -H "Authorization: Bearer $token" |
           sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
       }
       all_applied() {
@@ -258,18 +280,180 @@ EOF
       eventually "stale read of e2e-key from follower $follower" 15 kv_get_is "$(pod_ip "$follower")" e2e-key hello consistency=stale
       # A follower answers writes with 307 to the leader's stable DNS name, which resolves only in
       # a cluster with DNS; curl --resolve stands in for it, so the whole redirect path is tested.
-      location=$(curl -sS -o /dev/null -w '%{redirect_url}' --max-time 5 -X PUT -H 'content-type: application/json' \
-        -d '{"value":"via-follower"}' "http://$(pod_ip "$follower"):7400/v1/kv/e2e-key2")
-      expect "follower $follower redirects writes to" "$location" "http://$leader.orders-peers.$NS.svc:7400/v1/kv/e2e-key2"
-      if curl -fsS -L --max-time 5 --resolve "$leader.orders-peers.$NS.svc:7400:$lip" -X PUT \
-        -H 'content-type: application/json' -d '{"value":"via-follower"}' \
-        "http://$(pod_ip "$follower"):7400/v1/kv/e2e-key2" >/dev/null; then
+      location=$(ncurl "$(pod_ip "$follower")" /v1/kv/e2e-key2 -sS -o /dev/null -w '%{redirect_url}' --max-time 5 \
+        -X PUT -H 'content-type: application/json' -d '{"value":"via-follower"}')
+      expect "follower $follower redirects writes to" "$location" "https://$leader.orders-peers.$NS.svc:7400/v1/kv/e2e-key2"
+      # Followed by name: the leader's certificate is checked against its DNS name.
+      if ncurl "$(pod_ip "$follower")" /v1/kv/e2e-key2 -fsS -L --max-time 5 --resolve "$leader.orders-peers.$NS.svc:7400:$lip" \
+        -X PUT -H 'content-type: application/json' -d '{"value":"via-follower"}' >/dev/null; then
         expect "write through follower $follower, redirected, read back from the leader" "$(kv_get "$lip" e2e-key2)" via-follower
       else
         fail "write through follower $follower" "redirected PUT failed"
       fi
     fi
   fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# writer_start TAG IP...: PUTs TAG-<n> to the nodes in turn, each with a new TLS handshake (curl
+# per request), until writer_stop TAG; acknowledged keys in TAG.ok, failures (with why) in
+# TAG.failed.
+writer_start() {
+  local tag=$1
+  shift
+  touch "$STACK_DIR/$tag.on"
+  : >"$STACK_DIR/$tag.ok"
+  : >"$STACK_DIR/$tag.failed"
+  (
+    local i=0 ip out
+    local ips=("$@")
+    while [ -f "$STACK_DIR/$tag.on" ] && [ "$i" -lt 20000 ]; do
+      ip=${ips[$((i % ${#ips[@]}))]}
+      i=$((i + 1))
+      if out=$(ncurl "$ip" "/v1/kv/$tag-$i" -sS -f --max-time 3 -X PUT -H 'content-type: application/json' \
+        -d "{\"value\":\"v$i\"}" 2>&1); then
+        echo "$tag-$i" >>"$STACK_DIR/$tag.ok"
+      else
+        echo "$tag-$i via $ip: $out" >>"$STACK_DIR/$tag.failed"
+      fi
+    done
+  ) &
+  WRITER_PID=$!
+}
+# writer_stop TAG NAME: stops the writer; passes when it made progress and no write failed.
+writer_stop() {
+  rm -f "$STACK_DIR/$1.on"
+  wait "$WRITER_PID" 2>/dev/null || true
+  WRITER_PID=""
+  local ok failed
+  ok=$(wc -l <"$STACK_DIR/$1.ok")
+  failed=$(wc -l <"$STACK_DIR/$1.failed")
+  if [ "$failed" = 0 ] && [ "$ok" -gt 20 ]; then
+    pass "$2: $ok writes acknowledged, 0 failed"
+  else
+    fail "$2" "$ok acknowledged, $failed failed: $(head -3 "$STACK_DIR/$1.failed" | tr '\n' ' ' | cut -c1-400)"
+  fi
+}
+# node_field IP TOKEN FIELD: a string field of the node's /admin/status.
+node_field() {
+  ncurl "$1" /admin/status -fsS --max-time 5 -H "Authorization: Bearer $2" |
+    sed -n "s/.*\"$3\":\"\([^\"]*\)\".*/\1/p"
+}
+# all_nodes_field CLUSTER N TOKEN FIELD: the distinct values of FIELD over the cluster's N pods.
+all_nodes_field() {
+  local p
+  for p in $(seq 0 $(($2 - 1))); do node_field "$(pod_ip "$1-$p")" "$3" "$4"; done | sort -u | xargs
+}
+# status_code IP TOKEN: the HTTP status of GET /admin/status with TOKEN.
+status_code() { ncurl "$1" /admin/status -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $2"; }
+# One value on every node, different from the one before.
+certificate_changed() {
+  local now
+  now=$(all_nodes_field orders 3 "$2" certificate)
+  [ -n "$now" ] && [ "$now" != "$1" ] && [[ "$now" != *" "* ]]
+}
+token_sent_by_all() { [ "$(all_nodes_field orders 3 "$1" token)" = "$2" ]; }
+rotation_done() {
+  [ -z "$(jp replicatedcluster/orders '{.status.security.adminTokenRotation}')" ] &&
+    [ "$(kubectl -n "$NS" get secret orders-admin -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')" = "token " ]
+}
+
+if want security; then
+  section "security: TLS by default, rotations under a live writer, a deleted admin Secret"
+  leader=$(jp replicatedcluster/orders '{.status.leader}')
+  lip=$(pod_ip "$leader")
+  token=$(jp secret/orders-admin '{.data.token}' | base64 -d)
+  expect "status.security.tls" "$(jp replicatedcluster/orders '{.status.security.tls}')" true
+  expect "status.security.caConfigMap" "$(jp replicatedcluster/orders '{.status.security.caConfigMap}')" orders-ca
+  for obj in secret/orders-ca secret/orders-tls configmap/orders-ca; do check_owned "$obj" orders; done
+  expect "keys of the mounted node Secret (no CA key)" \
+    "$(kubectl -n "$NS" get secret orders-tls -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')" "ca.crt tls.crt tls.key "
+  if out=$(curl -sS --max-time 5 --connect-to "localhost:7400:$lip:7400" https://localhost:7400/healthz 2>&1); then
+    fail "a client without the cluster CA" "was served: $out"
+  else
+    pass "a client without the cluster CA is refused ($(echo "$out" | cut -c1-100))"
+  fi
+  if out=$(curl -sS --max-time 5 "http://$lip:7400/healthz" 2>&1); then
+    fail "plain HTTP to the node port" "was answered: $out"
+  else
+    pass "plain HTTP to the node port gets no answer"
+  fi
+  expect "a client with the cluster CA, GET /healthz" "$(ncurl "$lip" /healthz -sS -o /dev/null -w '%{http_code}' --max-time 5)" 200
+  expect "the admin API with a wrong token" "$(status_code "$lip" wrong-token-0123456789)" 401
+
+  # Certificate rotation: every write opens a new TLS connection, so writes after the swap meet
+  # the new certificate.
+  before=$(all_nodes_field orders 3 "$token" certificate)
+  writer_start certw "$lip"
+  sleep 1
+  kubectl -n "$NS" annotate replicatedcluster orders replicated.dev/rotate-certificate="$(date +%s)" --overwrite >/dev/null
+  eventually "every orders node serves one new certificate (was $before)" 60 certificate_changed "$before" "$token"
+  sleep 2
+  writer_stop certw "certificate rotation under a live writer"
+  eventually "a CertificateIssued Event for the rotation" 10 bash -c \
+    "kubectl -n $NS get events --field-selector involvedObject.name=orders -o jsonpath='{.items[*].reason}' | grep -q CertificateIssued"
+
+  # Admin-token rotation in three steps, under a writer (replication reconnects need the token).
+  writer_start tokw "$lip"
+  sleep 1
+  kubectl -n "$NS" annotate replicatedcluster orders replicated.dev/rotate-admin-token="$(date +%s)" --overwrite >/dev/null
+  eventually "the admin-token rotation completes (the Secret holds only the new token)" 120 rotation_done
+  new_token=$(jp secret/orders-admin '{.data.token}' | base64 -d)
+  new_fp=$(printf %s "$new_token" | sha256sum | cut -c1-16)
+  eventually "every orders node sends the new token" 30 token_sent_by_all "$new_token" "$new_fp"
+  sleep 2
+  writer_stop tokw "admin-token rotation under a live writer"
+  if [ "$new_token" != "$token" ]; then pass "the admin token changed"; else fail "the admin token" "unchanged"; fi
+  expect "the old token is refused" "$(status_code "$lip" "$token")" 401
+  expect "the new token is accepted" "$(status_code "$lip" "$new_token")" 200
+
+  # A deleted admin Secret is recreated with the token the nodes hold: no lock-out.
+  kubectl -n "$NS" delete secret orders-admin >/dev/null
+  eventually "the admin Secret is recreated" 30 kubectl -n "$NS" get secret orders-admin
+  expect "the recreated admin Secret's token" "$(jp secret/orders-admin '{.data.token}' | base64 -d)" "$new_token"
+  eventually "an AdminSecretRestored Event" 10 bash -c \
+    "kubectl -n $NS get events --field-selector involvedObject.name=orders -o jsonpath='{.items[*].reason}' | grep -q AdminSecretRestored"
+  expect "the nodes still accept it" "$(status_code "$lip" "$new_token")" 200
+  eventually "orders stays Ready" 30 healthy orders 3
+
+  # No secret in logs or Events.
+  leaks=""
+  for t in "$token" "$new_token"; do
+    kubectl -n "$STACK_OPERATOR_NS" logs -l app.kubernetes.io/name=rc-operator --tail=-1 2>/dev/null | grep -qF "$t" && leaks+=" operator-log"
+    for p in orders-0 orders-1 orders-2; do kubectl -n "$NS" logs "$p" 2>/dev/null | grep -qF "$t" && leaks+=" $p-log"; done
+    kubectl -n "$NS" get events -o yaml 2>/dev/null | grep -qF "$t" && leaks+=" events"
+  done
+  if [ -z "$leaks" ]; then pass "no admin token in the operator's or nodes' logs or in Events"; else fail "secrets in logs" "$leaks"; fi
+
+  # TLS off is possible, and the status says what that means.
+  kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
+apiVersion: replicated.dev/v1alpha1
+kind: ReplicatedCluster
+metadata:
+  name: plain
+spec:
+  mode: SingleLeader
+  replicas: 1
+  image: ghcr.io/replicated-dev/rc-node:0.1.0
+  storage:
+    size: 64Mi
+  tls:
+    enabled: false
+EOF
+  if wait_ready plain 1 90; then
+    expect "plain: status.security.tls" "$(jp replicatedcluster/plain '{.status.security.tls}')" false
+    case "$(jp replicatedcluster/plain '{.status.security.warning}')" in
+      *"plain text"*) pass "plain: status.security.warning says traffic is plain text" ;;
+      *) fail "plain: status.security.warning" "'$(jp replicatedcluster/plain '{.status.security.warning}')'" ;;
+    esac
+    expect "plain: GET /healthz over plain HTTP" "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "http://$(pod_ip plain-0):7400/healthz")" 200
+    if out=$(kubectl -n "$NS" patch replicatedcluster plain --type merge -p '{"spec":{"tls":{"enabled":true}}}' 2>&1); then
+      fail "spec.tls.enabled is immutable" "patch accepted: $out"
+    else
+      case "$out" in *"spec.tls.enabled is immutable"*) pass "spec.tls.enabled is immutable (CEL)" ;; *) fail "spec.tls.enabled immutable" "$out" ;; esac
+    fi
+  fi
+  kubectl -n "$NS" delete replicatedcluster plain --wait=false >/dev/null 2>&1 || true
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +619,9 @@ history_start() {
   ) &
   TARGETS_PID=$!
   stack_wait "writer targets" 10 test -s "$targets" || true
+  refresh_ca
   "$STACK_TARGET/rc-history" --targets "$targets" --out "$STACK_DIR/$HISTORY_TAG.json" \
+    --ca-file "$CA_BUNDLE" --server-name "$cluster.$NS.svc" \
     --stop "$STACK_DIR/$HISTORY_TAG.on" --clients 4 --keys 20 --key-prefix "$HISTORY_TAG-" \
     >"$STACK_DIR/$HISTORY_TAG.log" 2>&1 &
   HISTORY_PID=$!
@@ -849,8 +1035,8 @@ EOF
           i=$((i + 1))
           [ "${#ips[@]}" -gt 0 ] || { sleep 0.2; continue; }
           ip=${ips[$((i % ${#ips[@]}))]}
-          if curl -fsS --max-time 2 -X PUT -H 'content-type: application/json' -d "{\"value\":\"v$i\"}" \
-            "http://$ip:7400/v1/kv/lw-$i" >/dev/null 2>&1; then
+          if ncurl "$ip" "/v1/kv/lw-$i" -fsS --max-time 2 -X PUT -H 'content-type: application/json' \
+            -d "{\"value\":\"v$i\"}" >/dev/null 2>&1; then
             echo "lw-$i v$i" >>"$STACK_DIR/lw.acked"
           fi
         done

@@ -49,6 +49,12 @@ struct Args {
     /// Stop after this long even if `--stop` still exists.
     #[arg(long, default_value_t = 1800)]
     max_seconds: u64,
+    /// The cluster CA (PEM): talk HTTPS and verify the nodes with it.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// With --ca-file: the name the nodes' certificate must carry (they are dialled by IP).
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +79,8 @@ enum Outcome {
 }
 
 struct Shared {
+    /// `http`, or `https` with --ca-file.
+    scheme: &'static str,
     targets: Mutex<Vec<String>>,
     history: Mutex<Vec<Record>>,
     start: Instant,
@@ -92,12 +100,22 @@ impl Shared {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(3))
-        .connect_timeout(Duration::from_millis(500))
-        .build()?;
+        .connect_timeout(Duration::from_millis(500));
+    let scheme = match &args.ca_file {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            http =
+                http.use_preconfigured_tls(rc_tls::client::client_config(&pem, &args.server_name)?);
+            "https"
+        }
+        None => "http",
+    };
+    let http = http.build()?;
     let shared = Arc::new(Shared {
+        scheme,
         targets: Mutex::new(read_targets(&args.targets)),
         history: Mutex::new(Vec::new()),
         start: Instant::now(),
@@ -203,7 +221,7 @@ async fn run(
     for attempt in 0..targets.len() {
         let i = (*leader + attempt) % targets.len();
         let call = shared.now();
-        let outcome = send(http, &targets[i], op).await;
+        let outcome = send(http, shared.scheme, &targets[i], op).await;
         let ret = shared.now();
         let record = |value: String, found: bool, unknown: bool| Record {
             client,
@@ -246,11 +264,14 @@ fn push(shared: &Shared, record: Record) {
     }
 }
 
-async fn send(http: &reqwest::Client, target: &str, op: Op<'_>) -> Outcome {
+async fn send(http: &reqwest::Client, scheme: &str, target: &str, op: Op<'_>) -> Outcome {
     let url = if op.put {
-        format!("http://{target}/v1/kv/{}", op.key)
+        format!("{scheme}://{target}/v1/kv/{}", op.key)
     } else {
-        format!("http://{target}/v1/kv/{}?consistency=linearizable", op.key)
+        format!(
+            "{scheme}://{target}/v1/kv/{}?consistency=linearizable",
+            op.key
+        )
     };
     let request = if op.put {
         http.put(&url).json(&json!({ "value": op.value }))

@@ -70,6 +70,9 @@ const REFRESH_UNHEALTHY: Duration = Duration::from_secs(5);
 const FAILOVER_RECHECK_MARGIN: Duration = Duration::from_millis(100);
 /// While a rolling update runs, look again this often (a follower catching up, a pod starting).
 const ROLLOUT_RECHECK: Duration = Duration::from_millis(500);
+/// While an admin-token rotation runs: each step waits for the nodes to re-read their Secret
+/// volume (seconds), so look again soon.
+const ROTATION_RECHECK: Duration = Duration::from_secs(1);
 /// A named admin Secret is not watched; look for it again this often.
 const RECHECK_SECRET: Duration = Duration::from_secs(30);
 
@@ -327,7 +330,7 @@ async fn report_invalid(ctx: &Context, reference: &ObjectReference, error: &Spec
 
 /// When to look again: while a failover delay runs, when it ends (a little after, so it has);
 /// while members join or leave, soon (they stream in the background); while a rollout runs,
-/// soon; else after the phase's refresh interval.
+/// soon; while a token rotation runs, soon; else after the phase's refresh interval.
 fn look_again(status: &ReplicatedClusterStatus, steps: &Outcomes) -> Duration {
     let refresh = match status.phase {
         Some(Phase::Running) => REFRESH_HEALTHY,
@@ -354,6 +357,11 @@ fn look_again(status: &ReplicatedClusterStatus, steps: &Outcomes) -> Duration {
             .as_ref()
             .filter(rolling)
             .map(|_| ROLLOUT_RECHECK))
+        .or(steps
+            .credentials
+            .as_ref()
+            .and_then(|c| c.token_rotation.as_ref())
+            .map(|_| ROTATION_RECHECK))
         .unwrap_or(refresh)
 }
 
