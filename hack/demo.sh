@@ -70,16 +70,26 @@ kubectl get replicatedclusters | sed 's/^/  /'
 echo
 kubectl get pods -o wide | sed 's/^/  /'
 
-# kv METHOD IP KEY [VALUE|QUERY]: the node's client API by pod IP; retried for up to 10 s (a
-# follower's stale read may lag a moment); prints the answer, or the last error body.
+# Nodes serve TLS only; clients verify them with the cluster's CA, published in ConfigMap
+# <cluster>-ca. Node certificates name localhost (not pod IPs): curl dials the IP for that name.
+ca_file() {
+  kubectl get configmap "$1-ca" -o jsonpath='{.data.ca\.crt}' >"$STACK_DIR/$1-ca.crt" && echo "$STACK_DIR/$1-ca.crt"
+}
+
+# kv CLUSTER METHOD IP KEY [VALUE|QUERY]: the node's client API by pod IP, over TLS; retried
+# for up to 10 s (a follower's stale read may lag a moment); prints the answer, or the last
+# error body.
 kv() {
-  local i out url="http://$2:7400/v1/kv/$3"
+  local cluster=$1 i out ca url="https://localhost:7400/v1/kv/$4"
+  shift
+  ca=$(ca_file "$cluster")
+  local tls=(--cacert "$ca" --connect-to "localhost:7400:$2:7400")
   for ((i = 0; i < 10; i++)); do
     if [ "$1" = PUT ]; then
-      out=$(curl -sS --max-time 5 -X PUT -H 'content-type: application/json' -d "{\"value\":\"$4\"}" \
+      out=$(curl -sS "${tls[@]}" --max-time 5 -X PUT -H 'content-type: application/json' -d "{\"value\":\"$4\"}" \
         -w '\n%{http_code}' "$url" 2>&1)
     else
-      out=$(curl -sS --max-time 5 -w '\n%{http_code}' "$url${4:+?$4}" 2>&1)
+      out=$(curl -sS "${tls[@]}" --max-time 5 -w '\n%{http_code}' "$url${4:+?$4}" 2>&1)
     fi
     case "${out##*$'\n'}" in 2??) echo "${out%$'\n'*}"; return 0 ;; esac
     sleep 1
@@ -94,21 +104,21 @@ if [ -n "$leader" ]; then
   ip=$(stack_pod_ip default "$leader")
   stack_log "orders (SingleLeader): writing through the leader $leader at $ip"
   for i in 1 2 3; do
-    echo "  PUT greeting-$i -> $(kv PUT "$ip" "greeting-$i" "hello $i")"
+    echo "  PUT greeting-$i -> $(kv orders PUT "$ip" "greeting-$i" "hello $i")"
   done
-  echo "  GET greeting-2 <- $(kv GET "$ip" greeting-2)"
+  echo "  GET greeting-2 <- $(kv orders GET "$ip" greeting-2)"
   follower=$(kubectl get pods -l replicated.dev/cluster=orders -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | grep -vx "$leader" | sed -n 1p)
   fip=$(stack_pod_ip default "$follower")
-  echo "  GET greeting-3 from follower $follower ($fip), stale read <- $(kv GET "$fip" greeting-3 consistency=stale)"
+  echo "  GET greeting-3 from follower $follower ($fip), stale read <- $(kv orders GET "$fip" greeting-3 consistency=stale)"
 else
   stack_log "orders (SingleLeader): no leader yet (status.leader empty), skipping its keys"
 fi
 ip=$(stack_pod_ip default sessions-0)
 if kubectl get replicatedcluster sessions -o jsonpath='{.status.conditions[?(@.type=="Available")].status}' | grep -qx True; then
   stack_log "sessions (Leaderless): any node coordinates; writing through sessions-0 at $ip"
-  echo "  PUT cart-42 -> $(kv PUT "$ip" cart-42 "3 apples")"
+  echo "  PUT cart-42 -> $(kv sessions PUT "$ip" cart-42 "3 apples")"
   ip2=$(stack_pod_ip default sessions-3)
-  echo "  GET cart-42 via sessions-3 ($ip2) <- $(kv GET "$ip2" cart-42)"
+  echo "  GET cart-42 via sessions-3 ($ip2) <- $(kv sessions GET "$ip2" cart-42)"
 else
   stack_log "sessions (Leaderless): not Available, skipping its keys"
 fi
@@ -121,7 +131,8 @@ cat <<EOF
   kubectl get replicatedclusters                 # printer columns: mode, ready, leader, epoch, phase
   kubectl describe replicatedcluster orders      # conditions and events
   kubectl get pods,svc,pvc -o wide               # pods have their own IPs in $STACK_SUBNET
-  curl -s http://\$(kubectl get pod orders-0 -o jsonpath='{.status.podIP}'):7400/v1/kv/greeting-1
+  kubectl get configmap orders-ca -o jsonpath='{.data.ca\\.crt}' > /tmp/orders-ca.crt   # the cluster CA
+  curl -s --cacert /tmp/orders-ca.crt --connect-to localhost:7400:\$(kubectl get pod orders-0 -o jsonpath='{.status.podIP}'):7400 https://localhost:7400/v1/kv/greeting-1
   kubectl delete pod \$(kubectl get rcl orders -o jsonpath='{.status.leader}')   # kill the leader
   kubectl scale replicatedcluster sessions --replicas=6
   kubectl logs orders-0                          # a node's log: -f follows, --previous is the run before a restart
