@@ -39,9 +39,16 @@ pub struct Args {
     /// Stable id of this node (the pod name on Kubernetes).
     #[arg(long, env = env::NODE_ID)]
     pub node_id: String,
-    /// Address to listen on for HTTP and peer traffic.
+    /// Address to listen on for clients (and for peer and admin traffic without their own).
     #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:7400")]
     pub listen: String,
+    /// Address to listen on for peer traffic. Its port is the cluster's peer port: every member
+    /// dials the others' hosts on it, so all members must use the same one.
+    #[arg(long, env = env::PEER_LISTEN)]
+    pub peer_listen: Option<String>,
+    /// Address to listen on for the admin API (the operator).
+    #[arg(long, env = env::ADMIN_LISTEN)]
+    pub admin_listen: Option<String>,
     /// Address other nodes and clients use to reach this node (host:port; DNS names are fine).
     #[arg(long, env = env::ADVERTISE)]
     pub advertise: Option<String>,

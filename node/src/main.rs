@@ -10,12 +10,12 @@ use tracing_subscriber::EnvFilter;
 use rc_api::Peer;
 use rc_node::config::{Args, FsyncArg, LogFormat};
 use rc_node::http;
-use rc_node::leaderless::http::{router as leaderless_router, LeaderlessState};
+use rc_node::leaderless::http::{surfaces as leaderless_surfaces, LeaderlessState};
 use rc_node::leaderless::node::{LeaderlessConfig, LeaderlessNode};
 use rc_node::leaderless::ring;
 use rc_node::metrics::Metrics;
 use rc_node::security::{Security, SecurityConfig, TlsConfig};
-use rc_node::single_leader::http::{router as single_leader_router, AppState};
+use rc_node::single_leader::http::{surfaces as single_leader_surfaces, AppState};
 use rc_node::single_leader::node::{Node, RuntimeConfig};
 use rc_node::single_leader::replica::ReplicaConfig;
 use rc_node::storage::wal::FsyncPolicy;
@@ -45,7 +45,7 @@ fn init_tracing(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The admin token and TLS settings from the flags.
-fn security(args: &Args) -> anyhow::Result<Arc<Security>> {
+fn security(args: &Args, peer_port: Option<u16>) -> anyhow::Result<Arc<Security>> {
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Some(TlsConfig {
             cert: CertFiles {
@@ -64,6 +64,7 @@ fn security(args: &Args) -> anyhow::Result<Arc<Security>> {
         token_file: args.admin_token_file.clone(),
         token: args.admin_token.clone(),
         tls,
+        peer_port,
     })?;
     security.spawn_reloader();
     Ok(security)
@@ -73,13 +74,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.node_id.is_empty() {
         bail!("--node-id must not be empty");
     }
-    let security = security(&args)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listeners = Listeners {
+        client: bind(&args.listen).await?,
+        admin: match &args.admin_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        },
+        peer: match &args.peer_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        },
+    };
+    let peer_port = match &listeners.peer {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    let security = security(&args, peer_port)?;
     let advertise = match &args.advertise {
         Some(a) => a.clone(),
-        None => listener.local_addr()?.to_string(),
+        None => listeners.client.local_addr()?.to_string(),
     };
     let fsync = match args.fsync {
         FsyncArg::Always => FsyncPolicy::Always,
@@ -91,7 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     if args.mode == rc_api::Mode::Leaderless {
         let cfg = leaderless_config(&args, advertise.clone(), security, fsync)?;
-        return run_leaderless(&args, cfg, listener, advertise, http_cfg, metrics).await;
+        return run_leaderless(&args, cfg, listeners, advertise, http_cfg, metrics).await;
     }
     let runtime_cfg = RuntimeConfig {
         data_dir: args.data_dir.clone(),
@@ -120,15 +133,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tracing::info!(
         node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
+        peer_listen = args.peer_listen.as_deref().unwrap_or("(client port)"),
+        admin_listen = args.admin_listen.as_deref().unwrap_or("(client port)"),
         replication = ?args.replication, fence_timeout_ms = args.fence_timeout_ms,
         tls = security.acceptor().is_some(),
         "rc-node serving (single-leader mode; waiting for the operator to promote or follow)"
     );
     let handover = Duration::from_millis(args.handover_timeout_ms);
     let stop = hand_over_then_stop(node.clone(), handover);
-    http::serve(
-        listener,
-        single_leader_router(state),
+    serve(
+        listeners,
+        single_leader_surfaces(state),
         Some(node.clone()),
         security.acceptor(),
         stop,
@@ -143,25 +158,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn run_leaderless(
     args: &Args,
     cfg: LeaderlessConfig,
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     advertise: String,
     http_cfg: Arc<rc_node::config::HttpConfig>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     tracing::info!(
         node_id = %args.node_id, listen = %args.listen, advertise = %advertise,
+        peer_listen = args.peer_listen.as_deref().unwrap_or("(client port)"),
+        admin_listen = args.admin_listen.as_deref().unwrap_or("(client port)"),
         n = cfg.n, w = cfg.w, r = cfg.r, conflict = ?cfg.conflict,
         tls = cfg.security.acceptor().is_some(),
         "rc-node serving (leaderless mode; waiting for the operator's ring)"
     );
     let node = LeaderlessNode::open(cfg).context("opening the data directory")?;
-    let app = leaderless_router(LeaderlessState {
+    let surfaces = leaderless_surfaces(LeaderlessState {
         node: node.clone(),
         cfg: http_cfg,
         metrics,
     });
     let tls = node.cfg.security.acceptor();
-    http::serve(listener, app, None, tls, shutdown_signal()).await;
+    serve(listeners, surfaces, None, tls, shutdown_signal()).await;
     node.shut_down();
     tracing::info!("shutting down; every acknowledged write is already durable");
     Ok(())
@@ -210,6 +227,58 @@ fn leaderless_config(
         seeds,
         compact_every: args.snapshot_every.max(1),
     })
+}
+
+/// The node's listeners: clients always; the admin API and peers when they have their own.
+struct Listeners {
+    client: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    peer: Option<tokio::net::TcpListener>,
+}
+
+async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))
+}
+
+/// Serves every surface on its listener until `stop`. The single-leader replication stream
+/// (`single_leader`) is accepted where peers are: the peer port, else the client port.
+async fn serve(
+    listeners: Listeners,
+    surfaces: http::Surfaces,
+    single_leader: Option<Arc<Node>>,
+    tls: Option<rc_tls::tokio_rustls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let (client, admin, peer) = surfaces.split(listeners.admin.is_some(), listeners.peer.is_some());
+    let on_client = if listeners.peer.is_some() {
+        None
+    } else {
+        single_leader.clone()
+    };
+    let stopped = || token.clone().cancelled_owned();
+    let optional = |listener: Option<tokio::net::TcpListener>,
+                    router: Option<axum::Router>,
+                    replication: Option<Arc<Node>>| {
+        let tls = tls.clone();
+        let stopped = stopped();
+        async move {
+            if let (Some(listener), Some(router)) = (listener, router) {
+                http::serve(listener, router, replication, tls, stopped).await;
+            }
+        }
+    };
+    tokio::join!(
+        async {
+            stop.await;
+            token.cancel();
+        },
+        http::serve(listeners.client, client, on_client, tls.clone(), stopped()),
+        optional(listeners.admin, admin, None),
+        optional(listeners.peer, peer, single_leader),
+    );
 }
 
 /// Resolves when the node should stop serving. A follower stops at SIGTERM. A leader keeps

@@ -1,4 +1,4 @@
-//! How nodes prove who they are, shared by both modes.
+//! How nodes reach and prove themselves to each other, shared by both modes.
 //!
 //! - The admin token: peers and the operator send it as a bearer token (the single-leader
 //!   stream sends it in its `Hello`). It is re-read when its file changes, and the files
@@ -8,6 +8,8 @@
 //! - TLS, when a certificate is configured: every connection the node accepts is TLS (ALPN tells
 //!   the replication stream from HTTP), and every connection it opens to a peer verifies the
 //!   peer against the cluster CA. The certificate is re-read when its files change.
+//! - The peer port: members are known by their client address (`host:port`); when the cluster
+//!   has a peer port of its own (`--peer-listen`), peer traffic goes to that port of the host.
 //!
 //! Reloads run once a second ([`Security::spawn_reloader`]); a file that is missing, too short or
 //! does not parse keeps the credential in use and logs why.
@@ -37,6 +39,9 @@ pub type PeerStream = Either<TcpStream, TlsStream<TcpStream>>;
 pub struct Security {
     token: AdminToken,
     tls: Option<NodeTls>,
+    /// The cluster's peer port, when peers listen apart from clients: peer traffic to a member
+    /// at `host:port` goes to `host:peer_port`.
+    peer_port: Option<u16>,
 }
 
 impl std::fmt::Debug for Security {
@@ -55,6 +60,8 @@ pub struct SecurityConfig {
     pub token_file: Option<PathBuf>,
     pub token: Option<String>,
     pub tls: Option<TlsConfig>,
+    /// See [`Security::peer_address`].
+    pub peer_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +82,11 @@ impl Security {
             }
         };
         let tls = cfg.tls.as_ref().map(NodeTls::load).transpose()?;
-        Ok(Arc::new(Self { token, tls }))
+        Ok(Arc::new(Self {
+            token,
+            tls,
+            peer_port: cfg.peer_port,
+        }))
     }
 
     /// A fixed token and no TLS (tests).
@@ -110,8 +121,22 @@ impl Security {
         }
     }
 
-    /// The URL of `path` on the node at `address` (`host:port`).
+    /// Where a member known as `address` (`host:port`, its client address) takes peer
+    /// traffic: the same host on the cluster's peer port, when peers have their own.
+    pub fn peer_address(&self, address: &str) -> String {
+        match (self.peer_port, address.rsplit_once(':')) {
+            (Some(port), Some((host, _))) => format!("{host}:{port}"),
+            _ => address.to_owned(),
+        }
+    }
+
+    /// The URL of `path` on the peer surface of the member known as `address`.
     pub fn url(&self, address: &str, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme(), self.peer_address(address))
+    }
+
+    /// The URL of `path` on the client surface of the node at `address` (redirects, forwarding).
+    pub fn client_url(&self, address: &str, path: &str) -> String {
         format!("{}://{address}{path}", self.scheme())
     }
 
@@ -124,8 +149,11 @@ impl Security {
         builder.build().context("building the peer HTTP client")
     }
 
-    /// Opens a connection to the single-leader replication stream of the peer at `address`.
+    /// Opens a connection to the single-leader replication stream of the member known as
+    /// `address` (on its peer port).
     pub async fn connect_peer(&self, address: &str) -> std::io::Result<PeerStream> {
+        let address = self.peer_address(address);
+        let address = address.as_str();
         let tcp = TcpStream::connect(address).await?;
         tcp.set_nodelay(true)?;
         let Some(tls) = &self.tls else {
@@ -378,6 +406,31 @@ mod tests {
                 .unwrap()
                 .fingerprint()
         );
+    }
+
+    #[test]
+    fn peer_traffic_goes_to_the_peer_port_of_the_same_host() {
+        let split = Security::load(&SecurityConfig {
+            token: Some("a-token-of-twenty-chars".into()),
+            peer_port: Some(7401),
+            ..SecurityConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            split.peer_address("orders-1.p.ns.svc:7400"),
+            "orders-1.p.ns.svc:7401"
+        );
+        assert_eq!(split.peer_address("[::1]:7400"), "[::1]:7401");
+        assert_eq!(
+            split.url("10.0.0.2:7400", "/internal/v1/put"),
+            "http://10.0.0.2:7401/internal/v1/put"
+        );
+        assert_eq!(
+            split.client_url("10.0.0.2:7400", "/v1/kv/a"),
+            "http://10.0.0.2:7400/v1/kv/a"
+        );
+        let one_port = Security::plain("a-token-of-twenty-chars").unwrap();
+        assert_eq!(one_port.peer_address("10.0.0.2:7400"), "10.0.0.2:7400");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::json;
 const SECURED: Security = Security {
     tls: true,
     token_file: true,
+    split_ports: false,
 };
 
 /// A client that trusts `ca_pem` and opens a new connection (a new handshake) per request.
@@ -267,4 +268,83 @@ async fn a_token_rotation_under_a_leaderless_writer_fails_no_write() {
             json!("rotation")
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_split_ports_each_surface_answers_only_on_its_own_port() {
+    let split = Security {
+        tls: true,
+        token_file: false,
+        split_ports: true,
+    };
+    // Single-leader: the operator's calls on the admin port, replication on the peer port.
+    let c = Cluster::start_secured(3, &[], split);
+    let leader = c.bootstrap().await;
+    assert!(c.put(leader, "k", "v").await.unwrap().status().is_success());
+    let applied = c.status(leader).await.unwrap().applied_index;
+    for i in 0..3 {
+        c.wait_applied(i, applied).await;
+    }
+    let http = c.http.clone();
+    let code = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let (peer, admin) = c.split_addrs(leader).unwrap();
+    assert_eq!(
+        code(c.client_url(leader, "/admin/status")).await,
+        404,
+        "no admin API on the client port"
+    );
+    assert_eq!(code(format!("https://{admin}/admin/status")).await, 200);
+    assert_eq!(
+        code(format!("https://{admin}/v1/kv/k")).await,
+        404,
+        "no client API on the admin port"
+    );
+    assert_eq!(
+        code(format!("https://{peer}/v1/kv/k")).await,
+        404,
+        "no client API on the peer port"
+    );
+    assert_eq!(
+        code(format!("https://{peer}/admin/status")).await,
+        404,
+        "no admin API on the peer port"
+    );
+    assert_eq!(code(c.client_url(leader, "/v1/kv/k")).await, 200);
+    drop(c);
+
+    // Leaderless: the ring through the admin port; replica traffic on the peer port.
+    let c = start_secured(3, &[], split).await;
+    assert!(put(&c, 0, "a", "1", None).await);
+    for i in 0..3 {
+        assert_eq!(get(&c, i, "a").await.unwrap()["value"], json!("1"));
+    }
+    let (peer, _) = c.split_addrs(1).unwrap();
+    let internal = c
+        .http
+        .post(c.client_url(1, "/internal/v1/read"))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(internal, 404, "no internal API on the client port");
+    let healthz = c
+        .http
+        .get(format!("https://{peer}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(healthz, 200, "gossip probes the peer port");
 }

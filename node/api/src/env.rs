@@ -7,6 +7,11 @@ pub const MODE: &str = "RC_MODE";
 pub const NODE_ID: &str = "RC_NODE_ID";
 /// Address to listen on for HTTP and peer traffic.
 pub const LISTEN: &str = "RC_LISTEN";
+/// Address to listen on for peer traffic (replication, the leaderless internal API); unset: the
+/// client port carries it.
+pub const PEER_LISTEN: &str = "RC_PEER_LISTEN";
+/// Address to listen on for the admin API; unset: the client port carries it.
+pub const ADMIN_LISTEN: &str = "RC_ADMIN_LISTEN";
 /// Address other nodes and clients use to reach the node.
 pub const ADVERTISE: &str = "RC_ADVERTISE";
 /// Where the log and snapshots live.

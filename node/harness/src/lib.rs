@@ -24,6 +24,16 @@ pub struct Security {
     pub tls: bool,
     /// `--admin-token-file <dir>/token` (holding [`TOKEN`]), so tests can rotate it.
     pub token_file: bool,
+    /// Client, peer and admin traffic on three ports, the same on every node: node `i` listens
+    /// on 127.0.0.`10 + i` (all of 127/8 is loopback) so that the ports can be shared.
+    pub split_ports: bool,
+}
+
+/// With split ports: the peer and admin ports every node listens on.
+#[derive(Debug, Clone, Copy)]
+struct SplitPorts {
+    peer: u16,
+    admin: u16,
 }
 
 /// The test CA and where the nodes' certificate files are.
@@ -72,6 +82,8 @@ pub fn free_port() -> u16 {
 /// One node: its id, port, data directory, log file and, while it runs, its process.
 pub struct NodeProcess {
     pub id: String,
+    /// The loopback address it listens on.
+    pub host: String,
     pub port: u16,
     pub data: PathBuf,
     pub log: PathBuf,
@@ -88,6 +100,7 @@ pub struct Processes {
     pub http: reqwest::Client,
     binary: PathBuf,
     tls: Option<TestTls>,
+    split: Option<SplitPorts>,
     /// With token files: `<this>/<node id>/token`, one per node (as each pod has its own copy
     /// of a Secret, updated at its own time).
     token_dir: Option<PathBuf>,
@@ -110,13 +123,23 @@ impl Processes {
             .prefix("rc-node-test-")
             .tempdir()
             .unwrap();
+        let split = security.split_ports.then(|| SplitPorts {
+            peer: free_port(),
+            admin: free_port(),
+        });
+        let client_port = split.map(|_| free_port());
         let nodes = ids
             .into_iter()
-            .map(|id| NodeProcess {
+            .enumerate()
+            .map(|(i, id)| NodeProcess {
                 data: dir.path().join(&id),
                 log: dir.path().join(format!("{id}.log")),
                 id,
-                port: free_port(),
+                host: match split {
+                    Some(_) => format!("127.0.0.{}", 10 + i),
+                    None => "127.0.0.1".to_owned(),
+                },
+                port: client_port.unwrap_or_else(free_port),
                 child: None,
             })
             .collect();
@@ -148,6 +171,7 @@ impl Processes {
             binary,
             http: http.build().unwrap(),
             tls,
+            split,
             token_dir,
         };
         for i in 0..p.count() {
@@ -167,7 +191,7 @@ impl Processes {
             .unwrap();
         let mut cmd = Command::new(&self.binary);
         cmd.args(["--node-id", &node.id])
-            .args(["--listen", &format!("127.0.0.1:{}", node.port)])
+            .args(["--listen", &format!("{}:{}", node.host, node.port)])
             .arg("--data-dir")
             .arg(&node.data)
             .args(["--log-level", "info"]);
@@ -181,6 +205,10 @@ impl Processes {
             }
             None => cmd.args(["--admin-token", TOKEN]),
         };
+        if let Some(split) = self.split {
+            cmd.args(["--peer-listen", &format!("{}:{}", node.host, split.peer)])
+                .args(["--admin-listen", &format!("{}:{}", node.host, split.admin)]);
+        }
         if let Some(tls) = &self.tls {
             cmd.arg("--tls-cert-file")
                 .arg(&tls.cert)
@@ -208,13 +236,34 @@ impl Processes {
         &self.nodes[i].id
     }
 
+    /// Node `i`'s client address (the one it is known by).
     pub fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[i].port)
+        format!("{}:{}", self.nodes[i].host, self.nodes[i].port)
     }
 
+    /// The URL of `path` on node `i`: `/admin/...` on its admin port and `/internal/...` on its
+    /// peer port when they have their own, else the client port.
     pub fn url(&self, i: usize, path: &str) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.addr(i), path)
+        let port = match self.split {
+            Some(s) if path.starts_with("/admin") => s.admin,
+            Some(s) if path.starts_with("/internal") => s.peer,
+            _ => self.nodes[i].port,
+        };
+        format!("{scheme}://{}:{port}{path}", self.nodes[i].host)
+    }
+
+    /// The URL of `path` on node `i`'s client port, whatever the path.
+    pub fn client_url(&self, i: usize, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr(i))
+    }
+
+    /// With split ports: node `i`'s (peer, admin) addresses.
+    pub fn split_addrs(&self, i: usize) -> Option<(String, String)> {
+        let s = self.split?;
+        let host = &self.nodes[i].host;
+        Some((format!("{host}:{}", s.peer), format!("{host}:{}", s.admin)))
     }
 
     fn token_file(&self, i: usize) -> Option<PathBuf> {

@@ -1,5 +1,8 @@
-//! The node's one port, shared by both modes: HTTP (client API, admin API, probes, metrics) and
-//! the single-leader peer replication protocol. With TLS, every connection is TLS and ALPN
+//! The node's listeners, shared by both modes. Each mode's HTTP API comes in three
+//! [`Surfaces`]: client (key-value API, probes, metrics), admin (the operator) and peer (the
+//! other members; in single-leader mode also the replication stream's own protocol). A node
+//! serves them on one port, or on three (`--peer-listen`, `--admin-listen`) so that a
+//! NetworkPolicy can tell who may reach what. With TLS, every connection is TLS and ALPN
 //! (`rc-peer/1`) marks the replication stream; without, its first byte does. The plumbing both
 //! modes' handlers use lives here too: JSON errors, bearer-token checks, input limits.
 
@@ -18,6 +21,46 @@ use tokio::net::TcpListener;
 
 use crate::single_leader::node::Node;
 use crate::single_leader::peer;
+
+/// A mode's HTTP API by who calls it.
+pub struct Surfaces {
+    /// Clients: the key-value API, probes and metrics.
+    pub client: Router,
+    /// The operator: status, fencing, promotion, membership (behind the admin token).
+    pub admin: Router,
+    /// The other members (behind the admin token). On a port of its own it also answers
+    /// `/healthz` (gossip's indirect probes ask it).
+    pub peer: Router,
+}
+
+impl Surfaces {
+    /// The routers of the client, admin and peer ports: the client port also carries every
+    /// surface that has no port of its own. Unknown paths answer a JSON 404.
+    pub fn split(
+        self,
+        admin_port: bool,
+        peer_port: bool,
+    ) -> (Router, Option<Router>, Option<Router>) {
+        let mut client = self.client;
+        let admin = if admin_port {
+            Some(self.admin)
+        } else {
+            client = client.merge(self.admin);
+            None
+        };
+        let peer = if peer_port {
+            Some(self.peer.route(
+                rc_api::paths::HEALTHZ,
+                axum::routing::get(|| async { "ok" }),
+            ))
+        } else {
+            client = client.merge(self.peer);
+            None
+        };
+        let finish = |r: Router| r.fallback(error::not_found);
+        (finish(client), admin.map(finish), peer.map(finish))
+    }
+}
 
 /// Run a client request, counting it in flight and recording its response time.
 pub async fn timed(

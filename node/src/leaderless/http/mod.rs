@@ -28,8 +28,9 @@ use super::streaming::{self, StreamPage, StreamRequest};
 use super::tasks;
 use crate::config::HttpConfig;
 use crate::http::auth::check_bearer;
-use crate::http::error::{self, ApiError};
+use crate::http::error::ApiError;
 use crate::http::input::{check_value, json_body, key_from_path};
+use crate::http::Surfaces;
 use crate::metrics::Metrics;
 
 mod admin;
@@ -47,9 +48,19 @@ pub struct LeaderlessState {
     pub metrics: Arc<Metrics>,
 }
 
-pub fn router(state: LeaderlessState) -> Router {
+/// The leaderless node's HTTP surfaces: clients (any node coordinates), the operator's ring
+/// and repairs, and the other members' internal API.
+pub fn surfaces(state: LeaderlessState) -> Surfaces {
     // Internal streams carry pages of up to 4 MiB of keys; client bodies stay at the configured cap.
-    let body_limit = state.cfg.max_body_bytes.max(64 << 20);
+    let client_limit = state.cfg.max_body_bytes;
+    let peer_limit = client_limit.max(64 << 20);
+    let limited = move |router: Router<LeaderlessState>, limit: usize| {
+        router
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(middleware::from_fn(move |req, next| {
+                crate::http::input::refuse_oversized(limit, req, next)
+            }))
+    };
     let client = Router::new()
         .route("/v1/kv", get(scan))
         .route(
@@ -58,11 +69,17 @@ pub fn router(state: LeaderlessState) -> Router {
         )
         .route("/v1/batch", post(batch))
         .route_layer(middleware::from_fn_with_state(state.clone(), track));
-    let protected = Router::new()
+    let client = limited(client, peer_limit)
+        .route(paths::HEALTHZ, get(|| async { "ok" }))
+        .route(paths::READYZ, get(|| async { "ok" }))
+        .route(paths::METRICS, get(metrics));
+    let admin = Router::new()
         .route(paths::STATUS, get(status))
         .route(paths::RING, put(install_ring))
         .route(paths::DECOMMISSION, post(decommission))
         .route(paths::REPAIR, post(repair))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let peer = Router::new()
         .route("/internal/v1/replicate", post(replicate))
         .route("/internal/v1/read", post(read_local))
         .route("/internal/v1/put", post(forwarded_put))
@@ -73,18 +90,12 @@ pub fn router(state: LeaderlessState) -> Router {
         .route("/internal/v1/purge", post(purge))
         .route("/internal/v1/probe", post(probe))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .merge(client)
-        .merge(protected)
-        .route(paths::HEALTHZ, get(|| async { "ok" }))
-        .route(paths::READYZ, get(|| async { "ok" }))
-        .route(paths::METRICS, get(metrics))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(move |req, next| {
-            crate::http::input::refuse_oversized(body_limit, req, next)
-        }))
-        .fallback(error::not_found)
-        .with_state(state)
+    let peer = limited(peer, peer_limit);
+    Surfaces {
+        client: client.with_state(state.clone()),
+        admin: limited(admin, client_limit).with_state(state.clone()),
+        peer: peer.with_state(state),
+    }
 }
 
 async fn track(State(s): State<LeaderlessState>, req: Request, next: Next) -> Response {

@@ -25,17 +25,21 @@ use crate::http::input::{json_body, query};
 use crate::single_leader::node::{OpFailure, VotersFailure};
 use crate::single_leader::replica::AdminRefusal;
 
+/// The operator's calls, behind the admin token.
 pub fn routes(state: AppState) -> Router<AppState> {
-    let protected = Router::new()
+    Router::new()
         .route(paths::STATUS, get(status))
         .route(paths::EPOCH, post(epoch))
         .route(paths::PROMOTE, post(promote))
         .route(paths::FOLLOW, post(follow))
         .route(paths::HANDOVER, post(handover))
         .route(paths::VOTERS, post(voters))
-        .route_layer(middleware::from_fn_with_state(state, require_token));
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Probes and metrics (on the client surface: the kubelet and Prometheus reach it).
+pub fn probes() -> Router<AppState> {
     Router::new()
-        .merge(protected)
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::READYZ, get(readyz))
         .route(paths::METRICS, get(metrics))

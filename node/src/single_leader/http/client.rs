@@ -286,7 +286,7 @@ async fn forward(
     body: Option<Bytes>,
 ) -> Result<Response, ApiError> {
     let path = uri.0.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let url = state.node.cfg.security.url(&target.address, path);
+    let url = state.node.cfg.security.client_url(&target.address, path);
     match how {
         Forwarding::Redirect => Err(ApiError {
             status: StatusCode::TEMPORARY_REDIRECT,

@@ -13,7 +13,8 @@ use axum::Router;
 
 use crate::config::HttpConfig;
 use crate::http::auth::check_bearer;
-use crate::http::error::{self, ApiError};
+use crate::http::error::ApiError;
+use crate::http::Surfaces;
 use crate::single_leader::node::Node;
 
 /// Shared state of the HTTP handlers.
@@ -25,11 +26,16 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-pub fn router(state: AppState) -> Router {
-    client::routes(state.clone())
-        .merge(admin::routes(state.clone()))
-        .fallback(error::not_found)
-        .with_state(state)
+/// The single-leader node's HTTP surfaces. Its peers use no HTTP: the replication stream has
+/// its own protocol (`crate::single_leader::peer`), served on the peer listener.
+pub fn surfaces(state: AppState) -> Surfaces {
+    Surfaces {
+        client: client::routes(state.clone())
+            .merge(admin::probes())
+            .with_state(state.clone()),
+        admin: admin::routes(state.clone()).with_state(state),
+        peer: Router::new(),
+    }
 }
 
 /// The admin token, from the `Authorization: Bearer` header, or 401.
