@@ -211,7 +211,7 @@ async fn bench(clusters: usize) {
             .collect();
         feed.watch(
             &cluster_ref(&format!("c{c}"), "bench"),
-            &rc_operator::node_client::NodeAuth::plain("token"),
+            &rc_operator::node_client::NodeAccess::plain("token"),
             LOSS_MS,
             &targets,
         );

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use tracing::warn;
 
-use crate::node_client::NodeAuth;
+use crate::node_client::NodeAccess;
 
 /// Something worth an Event on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub(crate) async fn run<S: Steps>(steps: &mut S, max_steps: usize) -> Option<S::
 /// answer (or the error as text) through `slot`; members without an address keep what they had.
 pub(crate) async fn read_statuses<M>(
     nodes: &dyn crate::node_client::NodeAdmin,
-    auth: &NodeAuth,
+    auth: &NodeAccess,
     members: &mut [M],
     address: impl Fn(&M) -> Option<&String>,
     slot: impl Fn(&mut M) -> &mut Result<rc_api::NodeStatus, String>,

@@ -27,7 +27,7 @@ use tracing::{debug, info};
 
 use crate::crd::ReplicatedCluster;
 use crate::metrics::Metrics;
-use crate::node_client::{NodeAdmin, NodeAuth};
+use crate::node_client::{NodeAccess, NodeAdmin};
 
 /// The object the controller reconciles.
 pub type ClusterRef = ObjectRef<DeserializeGuard<ReplicatedCluster>>;
@@ -66,7 +66,7 @@ pub struct Feed {
 
 /// One cluster's feed tasks and what they were started with.
 struct Watched {
-    auth: NodeAuth,
+    auth: NodeAccess,
     leader_loss_ms: u64,
     /// When a reconcile last confirmed the list; the tasks end once it is older than STALE.
     refreshed: Arc<Mutex<Instant>>,
@@ -119,7 +119,7 @@ impl Feed {
     pub fn watch(
         self: &Arc<Self>,
         cluster: &ClusterRef,
-        auth: &NodeAuth,
+        auth: &NodeAccess,
         leader_loss_ms: u64,
         targets: &[Target],
     ) {
@@ -193,7 +193,7 @@ async fn follow(
     feed: Arc<Feed>,
     cluster: ClusterRef,
     target: Target,
-    auth: NodeAuth,
+    auth: NodeAccess,
     leader_loss_ms: u64,
     refreshed: Arc<Mutex<Instant>>,
 ) {

@@ -93,6 +93,26 @@ struct RunArgs {
         default_value = "pod-ip"
     )]
     node_address: NodeAddressing,
+    /// Create a NetworkPolicy per cluster (client port open, peer port for members, admin port
+    /// for this operator's pods). Needs POD_NAMESPACE (the chart sets it): an operator running
+    /// outside the cluster creates none, since it would shut itself out.
+    #[arg(
+        long,
+        global = true,
+        env = "RC_OPERATOR_NETWORK_POLICIES",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    network_policies: bool,
+    /// Lifetime of the node certificates the operator issues, in hours (renewed with a third
+    /// left).
+    #[arg(
+        long,
+        global = true,
+        env = "RC_OPERATOR_CERTIFICATE_LIFETIME_HOURS",
+        default_value_t = 2160
+    )]
+    certificate_lifetime_hours: u64,
     /// Timeout of one admin API call, in milliseconds.
     #[arg(
         long,
@@ -165,6 +185,25 @@ fn init_tracing(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where this operator's pods run, for the clusters' NetworkPolicies: `POD_NAMESPACE` and the
+/// chart's `app.kubernetes.io/name` label.
+fn operator_pods(enabled: bool) -> Option<rc_operator::controller::build::OperatorPods> {
+    if !enabled {
+        return None;
+    }
+    let Ok(namespace) = std::env::var("POD_NAMESPACE") else {
+        warn!("POD_NAMESPACE is not set (running outside the cluster?): no NetworkPolicies are created");
+        return None;
+    };
+    Some(rc_operator::controller::build::OperatorPods {
+        namespace,
+        labels: std::collections::BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            "rc-operator".to_owned(),
+        )]),
+    })
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -205,13 +244,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.node_timeout_ms),
         Duration::from_millis(args.status_timeout_ms),
     )?;
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Recorder::new(client.clone(), reporter),
         Arc::new(nodes),
         metrics.clone(),
         args.node_address,
-    ));
+    );
+    ctx.certificate_lifetime = Duration::from_secs(args.certificate_lifetime_hours.max(1) * 3600);
+    ctx.operator_pods = operator_pods(args.network_policies);
+    let ctx = Arc::new(ctx);
     info!(namespaces = ?args.namespaces, identity, "starting");
 
     let result = if args.leader_election {

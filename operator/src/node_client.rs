@@ -15,20 +15,31 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// How the operator reaches one cluster's nodes: the bearer token it sends, and, with TLS, the
-/// cluster CA it verifies them with.
+/// How the operator reaches one cluster's nodes: the bearer token it sends, with TLS the
+/// cluster CA it verifies them with, and the admin port when it is not the client port.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeAuth {
+pub struct NodeAccess {
     pub token: String,
     pub tls: Option<ClusterTls>,
+    /// Nodes are known by their client address; admin calls go to this port of the host.
+    pub admin_port: Option<u16>,
 }
 
-impl NodeAuth {
-    /// A token and plain HTTP.
+impl NodeAccess {
+    /// A token, plain HTTP, everything on the client port.
     pub fn plain(token: &str) -> Self {
-        NodeAuth {
+        NodeAccess {
             token: token.to_owned(),
             tls: None,
+            admin_port: None,
+        }
+    }
+
+    /// Where the admin API of the node known as `address` (`host:port`) listens.
+    pub fn admin_address(&self, address: &str) -> String {
+        match (self.admin_port, address.rsplit_once(':')) {
+            (Some(port), Some((host, _))) => format!("{host}:{port}"),
+            _ => address.to_owned(),
         }
     }
 }
@@ -96,14 +107,14 @@ pub trait NodeAdmin: Send + Sync {
     fn status<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>>;
     /// `GET /admin/status?waitForChange=...`: the health feed (see `crate::feed`). Waits up
     /// to `query.timeout_ms` plus a margin; a node that does not answer by then is unreachable.
     fn watch_status<'a>(
         &'a self,
         address: &'a str,
-        _auth: &'a NodeAuth,
+        _auth: &'a NodeAccess,
         _query: &'a StatusQuery,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move { Err(NodeError::unsupported(address, "health feed")) })
@@ -112,7 +123,7 @@ pub trait NodeAdmin: Send + Sync {
     fn epoch<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         request: EpochRequest,
     ) -> BoxFuture<'a, Result<EpochResponse, NodeError>>;
     /// `POST /admin/handover` to the leader: stop writes until the target holds the whole log;
@@ -121,7 +132,7 @@ pub trait NodeAdmin: Send + Sync {
     fn handover<'a>(
         &'a self,
         address: &'a str,
-        _auth: &'a NodeAuth,
+        _auth: &'a NodeAccess,
         _request: HandoverRequest,
     ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
         Box::pin(async move { Err(NodeError::unsupported(address, "hand-over")) })
@@ -130,14 +141,14 @@ pub trait NodeAdmin: Send + Sync {
     fn promote<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         request: PromoteRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/follow`.
     fn follow<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         request: FollowRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/voters` to the leader: change the voter set by one member; answers the
@@ -145,27 +156,27 @@ pub trait NodeAdmin: Send + Sync {
     fn voters<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         request: VotersRequest,
     ) -> BoxFuture<'a, Result<VoterConfig, NodeError>>;
     /// `PUT /admin/ring`: install `ring` unless the node has it or a newer one already.
     fn ring<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/decommission`: a leaving node starts handing its data to the next owners.
     fn decommission<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
     /// `POST /admin/repair`: one anti-entropy round with every other owner, now.
     fn repair<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>>;
 }
 
@@ -270,12 +281,13 @@ impl HttpNodeAdmin {
         method: Method,
         address: &str,
         path: &str,
-        auth: &NodeAuth,
+        auth: &NodeAccess,
     ) -> Result<reqwest::RequestBuilder, NodeError> {
         let (client, scheme) = match &auth.tls {
             Some(tls) => (self.tls_client(tls, address)?, "https"),
             None => (self.http.clone(), "http"),
         };
+        let address = auth.admin_address(address);
         Ok(client
             .request(method, format!("{scheme}://{address}{path}"))
             .bearer_auth(&auth.token))
@@ -287,7 +299,7 @@ impl HttpNodeAdmin {
         method: Method,
         address: &str,
         path: &str,
-        auth: &NodeAuth,
+        auth: &NodeAccess,
         body: &B,
     ) -> Result<Option<T>, NodeError> {
         let request = self.request(method, address, path, auth)?.json(body);
@@ -310,7 +322,7 @@ macro_rules! post_json {
         fn $name<'a>(
             &'a self,
             address: &'a str,
-            auth: &'a NodeAuth,
+            auth: &'a NodeAccess,
             request: $request,
         ) -> BoxFuture<'a, Result<(), NodeError>> {
             // A JSON body, if any, is read and dropped: success is the answer.
@@ -325,7 +337,7 @@ macro_rules! post_json {
         fn $name<'a>(
             &'a self,
             address: &'a str,
-            auth: &'a NodeAuth,
+            auth: &'a NodeAccess,
             request: $request,
         ) -> BoxFuture<'a, Result<$answer, NodeError>> {
             Box::pin(async move {
@@ -342,7 +354,7 @@ impl NodeAdmin for HttpNodeAdmin {
     fn handover<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         request: HandoverRequest,
     ) -> BoxFuture<'a, Result<LogPosition, NodeError>> {
         Box::pin(async move {
@@ -358,7 +370,7 @@ impl NodeAdmin for HttpNodeAdmin {
     fn status<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move {
             let request = self
@@ -371,7 +383,7 @@ impl NodeAdmin for HttpNodeAdmin {
     fn watch_status<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         query: &'a StatusQuery,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         Box::pin(async move {
@@ -392,7 +404,7 @@ impl NodeAdmin for HttpNodeAdmin {
     fn ring<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
@@ -405,7 +417,7 @@ impl NodeAdmin for HttpNodeAdmin {
     fn decommission<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
             self.call::<_, serde_json::Value>(Method::POST, address, paths::DECOMMISSION, auth, &())
@@ -417,7 +429,7 @@ impl NodeAdmin for HttpNodeAdmin {
     fn repair<'a>(
         &'a self,
         address: &'a str,
-        auth: &'a NodeAuth,
+        auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         Box::pin(async move {
             self.call::<_, serde_json::Value>(Method::POST, address, paths::REPAIR, auth, &())

@@ -128,13 +128,15 @@ refresh_ca() {
     -o jsonpath='{range .items[*]}{.data.ca\.crt}{"\n"}{end}' >"$CA_BUNDLE.tmp" 2>/dev/null &&
     mv "$CA_BUNDLE.tmp" "$CA_BUNDLE"
 }
-# ncurl IP PATH [CURL ARGS]: HTTPS to the node at IP, verified with the CA bundle. Every node
-# certificate names localhost; --connect-to dials the IP for it (pod IPs are not in certificates).
+# ncurl IP PATH [CURL ARGS]: HTTPS to the node at IP, verified with the CA bundle: /admin/ on
+# the admin port (7402), the rest on the client port (7400). Every node certificate names
+# localhost; --connect-to dials the IP for it (pod IPs are not in certificates).
 ncurl() {
-  local ip=$1 path=$2
+  local ip=$1 path=$2 port=7400
   shift 2
+  case "$path" in /admin/*) port=7402 ;; esac
   [ -s "$CA_BUNDLE" ] || refresh_ca
-  curl --cacert "$CA_BUNDLE" --connect-to "localhost:7400:$ip:7400" "$@" "https://localhost:7400$path"
+  curl --cacert "$CA_BUNDLE" --connect-to "localhost:$port:$ip:$port" "$@" "https://localhost:$port$path"
 }
 
 # kv_put IP KEY VALUE / kv_get IP KEY [QUERY]: the node's client API by pod IP, following redirects.
@@ -365,7 +367,17 @@ if want security; then
   token=$(jp secret/orders-admin '{.data.token}' | base64 -d)
   expect "status.security.tls" "$(jp replicatedcluster/orders '{.status.security.tls}')" true
   expect "status.security.caConfigMap" "$(jp replicatedcluster/orders '{.status.security.caConfigMap}')" orders-ca
-  for obj in secret/orders-ca secret/orders-tls configmap/orders-ca; do check_owned "$obj" orders; done
+  for obj in secret/orders-ca secret/orders-tls configmap/orders-ca networkpolicy/orders; do check_owned "$obj" orders; done
+  # The NetworkPolicy as rendered (this local environment has no network plugin, so nothing
+  # enforces it: the ports are checked below directly instead).
+  expect "NetworkPolicy: client port 7400 open to all" "$(jp networkpolicy/orders '{.spec.ingress[0].ports[0].port}/{.spec.ingress[0].from}')" "7400/"
+  expect "NetworkPolicy: peer port 7401 from the cluster's pods" \
+    "$(jp networkpolicy/orders '{.spec.ingress[1].ports[0].port} {.spec.ingress[1].from[0].podSelector.matchLabels.replicated\.dev/cluster}')" "7401 orders"
+  expect "NetworkPolicy: admin port 7402 from the operator's pods" \
+    "$(jp networkpolicy/orders '{.spec.ingress[2].ports[0].port} {.spec.ingress[2].from[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name} {.spec.ingress[2].from[0].podSelector.matchLabels.app\.kubernetes\.io/name}')" \
+    "7402 $STACK_OPERATOR_NS rc-operator"
+  expect "the client port has no admin API" "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$CA_BUNDLE" \
+    --connect-to "localhost:7400:$lip:7400" -H "Authorization: Bearer $token" https://localhost:7400/admin/status)" 404
   expect "keys of the mounted node Secret (no CA key)" \
     "$(kubectl -n "$NS" get secret orders-tls -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')" "ca.crt tls.crt tls.key "
   if out=$(curl -sS --max-time 5 --connect-to "localhost:7400:$lip:7400" https://localhost:7400/healthz 2>&1); then

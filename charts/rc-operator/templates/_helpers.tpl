@@ -48,6 +48,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# One NetworkPolicy per cluster: peers reach the peer port, this operator the admin port.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
 # Secrets: read the admin token (named or managed), create the managed one, write the CA and
 # node certificate Secrets and take token-rotation steps (patch). No list/watch.
 - apiGroups: [""]

@@ -59,6 +59,9 @@ pub async fn apply(
     }
     server_side_apply(client, namespace, &desired.statefulset).await?;
     server_side_apply(client, namespace, &desired.pdb).await?;
+    if let Some(policy) = &desired.network_policy {
+        server_side_apply(client, namespace, policy).await?;
+    }
     Ok(created_secret)
 }
 

@@ -39,6 +39,9 @@ pub struct Context {
     switchovers: Mutex<HashMap<String, (String, i64)>>,
     /// Node certificates are issued for this long (renewed with a third left).
     pub certificate_lifetime: std::time::Duration,
+    /// Where the operator's own pods run: the clusters' NetworkPolicies admit them (and only
+    /// them) to the admin port. `None` (running outside the cluster): no NetworkPolicy.
+    pub operator_pods: Option<super::build::OperatorPods>,
     /// Per cluster uid: the admin token last read from its managed admin Secret, so a deleted
     /// Secret is recreated with the token the nodes hold (`controller::apply_objects`).
     tokens: Mutex<HashMap<String, String>>,
@@ -63,6 +66,7 @@ impl Context {
             event_notes: Mutex::default(),
             switchovers: Mutex::default(),
             certificate_lifetime: DEFAULT_CERTIFICATE_LIFETIME,
+            operator_pods: None,
             tokens: Mutex::default(),
         }
     }

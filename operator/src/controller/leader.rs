@@ -25,7 +25,7 @@ use crate::failover::execute::{self, reason, Promotion, Report};
 use crate::failover::{Action, Member, PodState, SwitchoverRequest, SwitchoverState, View};
 use crate::feed::Target;
 use crate::labels::{ROLE_LABEL, SWITCHOVER_ANNOTATION};
-use crate::node_client::NodeAuth;
+use crate::node_client::NodeAccess;
 
 /// What the status must record after the leader step (`status::compute_status` writes it).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -180,7 +180,7 @@ async fn warn_deprecated_delay(
 
 /// Keeps one health-feed request open to every member with an address (crate::feed), so a
 /// change of what a failover decision reads wakes the next reconcile at once.
-fn follow_health(ctx: &Context, valid: &ValidatedCluster, auth: &NodeAuth, view: &View) {
+fn follow_health(ctx: &Context, valid: &ValidatedCluster, auth: &NodeAccess, view: &View) {
     let loss_ms = u64::try_from(valid.failover.leader_loss.as_millis()).unwrap_or(u64::MAX);
     let targets = health_targets(view, loss_ms);
     ctx.feed.watch(

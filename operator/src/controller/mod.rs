@@ -283,7 +283,7 @@ async fn apply_objects(
     valid: &validate::ValidatedCluster,
     observed: &observe::Observed,
 ) -> Result<(), Error> {
-    let desired = build::build_all(valid); // pure
+    let desired = build::build_all(valid, ctx.operator_pods.as_ref()); // pure
     let remembered = ctx.remembered_token(cluster);
     let new_secret = (valid.admin_secret.managed && observed.admin.is_none()).then(|| {
         let token = remembered.clone().unwrap_or_else(credentials::new_token);

@@ -13,13 +13,13 @@ use kube::{Api, ResourceExt};
 use rc_api::{NodeStatus, SingleLeaderStatus};
 
 use super::validate::{
-    admin_secret_name, ca_secret_name, tls_secret_name, ObservedFacts, ADMIN_TOKEN_KEY,
+    admin_secret_name, ca_secret_name, tls_secret_name, ObservedFacts, ADMIN_PORT, ADMIN_TOKEN_KEY,
     CA_CERT_KEY, CA_KEY_KEY, NEXT_TOKEN_KEY, NODE_PORT, PREVIOUS_TOKEN_KEY, TLS_CERT_KEY,
     TLS_KEY_KEY,
 };
 use crate::credentials::{AdminTokens, StoredCa, StoredNodeCert};
 use crate::labels::{NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, ROTATION_ANNOTATION};
-use crate::node_client::{ClusterTls, NodeAuth};
+use crate::node_client::{ClusterTls, NodeAccess};
 
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -62,7 +62,7 @@ pub struct Observed {
     pub admin: Option<AdminTokens>,
     /// How to reach the nodes: the token to send and, with TLS, the CA (`None` until both are
     /// known).
-    pub auth: Option<NodeAuth>,
+    pub auth: Option<NodeAccess>,
     /// With TLS: the cluster's CA and node certificate as stored.
     pub ca: Option<StoredCa>,
     pub node_cert: Option<StoredNodeCert>,
@@ -231,7 +231,7 @@ const LOST_LEADER_GRACE: Duration = Duration::from_millis(20);
 async fn observe_nodes(
     ctx: &Context,
     pods: &[ObservedPod],
-    auth: &NodeAuth,
+    auth: &NodeAccess,
     loss_ms: Option<u64>,
 ) -> BTreeMap<String, Result<NodeStatus, String>> {
     let mut nodes = BTreeMap::new();
@@ -356,21 +356,27 @@ pub fn node_auth(
     node_cert: Option<&StoredNodeCert>,
     name: &str,
     namespace: &str,
-) -> Option<NodeAuth> {
+) -> Option<NodeAccess> {
     let token = admin?.token.clone();
+    let admin_port = u16::try_from(ADMIN_PORT).ok();
     if !tls {
-        return Some(NodeAuth { token, tls: None });
+        return Some(NodeAccess {
+            token,
+            tls: None,
+            admin_port,
+        });
     }
     // The node Secret's bundle when there is one (it may still list a previous CA), else the CA.
     let ca_pem = node_cert
         .map(|n| n.ca_bundle.clone())
         .or_else(|| ca.map(|c| c.cert_pem.clone()))?;
-    Some(NodeAuth {
+    Some(NodeAccess {
         token,
         tls: Some(ClusterTls {
             ca_pem,
             server_name: rc_tls::issue::cluster_server_name(name, namespace),
         }),
+        admin_port,
     })
 }
 

@@ -26,7 +26,7 @@ use tower_test::mock::{Handle, SendResponse};
 
 use super::*;
 use crate::crd::{Mode, ReplicatedCluster};
-use crate::node_client::{NodeAdmin, NodeAuth, NodeError};
+use crate::node_client::{NodeAccess, NodeAdmin, NodeError};
 
 type ApiServer = Handle<Request<Body>, Response<Body>>;
 
@@ -40,7 +40,7 @@ impl NodeAdmin for FakeNodes {
     fn status<'a>(
         &'a self,
         address: &'a str,
-        _auth: &'a NodeAuth,
+        _auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<NodeStatus, NodeError>> {
         let answer = self
             .statuses
@@ -56,7 +56,7 @@ impl NodeAdmin for FakeNodes {
     fn epoch<'a>(
         &'a self,
         _: &'a str,
-        _: &'a NodeAuth,
+        _: &'a NodeAccess,
         _: EpochRequest,
     ) -> BoxFuture<'a, Result<EpochResponse, NodeError>> {
         unimplemented!("not used by reconcile")
@@ -64,7 +64,7 @@ impl NodeAdmin for FakeNodes {
     fn promote<'a>(
         &'a self,
         _: &'a str,
-        _: &'a NodeAuth,
+        _: &'a NodeAccess,
         _: PromoteRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by reconcile")
@@ -72,7 +72,7 @@ impl NodeAdmin for FakeNodes {
     fn follow<'a>(
         &'a self,
         _: &'a str,
-        _: &'a NodeAuth,
+        _: &'a NodeAccess,
         _: FollowRequest,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by reconcile")
@@ -80,7 +80,7 @@ impl NodeAdmin for FakeNodes {
     fn voters<'a>(
         &'a self,
         _: &'a str,
-        _: &'a NodeAuth,
+        _: &'a NodeAccess,
         _: rc_api::VotersRequest,
     ) -> BoxFuture<'a, Result<rc_api::VoterConfig, NodeError>> {
         unimplemented!("not used by these tests")
@@ -88,7 +88,7 @@ impl NodeAdmin for FakeNodes {
     fn ring<'a>(
         &'a self,
         _: &'a str,
-        _: &'a NodeAuth,
+        _: &'a NodeAccess,
         _: &'a rc_api::Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by these tests")
@@ -96,11 +96,11 @@ impl NodeAdmin for FakeNodes {
     fn decommission<'a>(
         &'a self,
         _: &'a str,
-        _: &'a NodeAuth,
+        _: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by these tests")
     }
-    fn repair<'a>(&'a self, _: &'a str, _: &'a NodeAuth) -> BoxFuture<'a, Result<(), NodeError>> {
+    fn repair<'a>(&'a self, _: &'a str, _: &'a NodeAccess) -> BoxFuture<'a, Result<(), NodeError>> {
         unimplemented!("not used by these tests")
     }
 }

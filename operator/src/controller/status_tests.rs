@@ -147,7 +147,7 @@ fn healthy_single_leader() -> Observed {
             token: "t".into(),
             ..Default::default()
         }),
-        auth: Some(crate::node_client::NodeAuth::plain("t")),
+        auth: Some(crate::node_client::NodeAccess::plain("t")),
         ca: None,
         node_cert: None,
         admin_secret_dedicated: false,

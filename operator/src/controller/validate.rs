@@ -25,6 +25,12 @@ mod modes;
 
 /// The single TCP port of a node: client, admin, peer, probe and metrics traffic.
 pub const NODE_PORT: i32 = 7400;
+/// The nodes' peer port (replication, the leaderless internal API): only members reach it.
+pub const PEER_PORT: i32 = 7401;
+pub const PEER_PORT_NAME: &str = "peer";
+/// The nodes' admin port: only the operator reaches it.
+pub const ADMIN_PORT: i32 = 7402;
+pub const ADMIN_PORT_NAME: &str = "admin";
 /// Name of the container port, used by probes and Services.
 pub const NODE_PORT_NAME: &str = "node";
 /// Where each node's PersistentVolumeClaim is mounted.
@@ -428,6 +434,11 @@ fn shared_node_config(spec: &ReplicatedClusterSpec, peers: &[Peer]) -> BTreeMap<
         .collect();
     BTreeMap::from([
         (env::LISTEN.to_owned(), format!("0.0.0.0:{NODE_PORT}")),
+        (env::PEER_LISTEN.to_owned(), format!("0.0.0.0:{PEER_PORT}")),
+        (
+            env::ADMIN_LISTEN.to_owned(),
+            format!("0.0.0.0:{ADMIN_PORT}"),
+        ),
         (env::DATA_DIR.to_owned(), DATA_DIR.to_owned()),
         (
             env::ADMIN_TOKEN_FILE.to_owned(),

@@ -15,7 +15,7 @@ use crate::executor::{self, Steps};
 
 mod calls;
 mod elect;
-use crate::node_client::{NodeAdmin, NodeAuth, NodeError};
+use crate::node_client::{NodeAccess, NodeAdmin, NodeError};
 use calls::follow_all;
 
 /// Most steps in one pass: fence, promote, follow, relabel, a few voter changes, plus slack.
@@ -68,7 +68,7 @@ pub struct Report {
 /// Unix epoch).
 pub async fn drive(
     nodes: &dyn NodeAdmin,
-    auth: &NodeAuth,
+    auth: &NodeAccess,
     view: &mut View,
     now_ms: &(dyn Fn() -> i64 + Sync),
 ) -> Report {
@@ -98,7 +98,7 @@ pub async fn drive(
 /// One pass against the nodes, and what it did so far for the [`Report`].
 struct Pass<'a> {
     nodes: &'a dyn NodeAdmin,
-    auth: &'a NodeAuth,
+    auth: &'a NodeAccess,
     view: &'a mut View,
     now_ms: &'a (dyn Fn() -> i64 + Sync),
     notes: Vec<Note>,
@@ -235,7 +235,7 @@ impl Pass<'_> {
 }
 
 /// Re-reads every addressable member's status.
-pub async fn refresh(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) {
+pub async fn refresh(nodes: &dyn NodeAdmin, auth: &NodeAccess, view: &mut View) {
     view.statuses_read_ms = Some(k8s_openapi::jiff::Timestamp::now().as_millisecond());
     executor::read_statuses(
         nodes,

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::{decide, newest_ring, Action, Change, Decision, View};
 pub use crate::executor::Note;
 use crate::executor::{self, Steps};
-use crate::node_client::{NodeAdmin, NodeAuth};
+use crate::node_client::{NodeAccess, NodeAdmin};
 
 /// Most steps in one pass: e.g. resend, address update, mark joined, decommission, plus slack.
 const MAX_STEPS: usize = 8;
@@ -40,7 +40,7 @@ pub struct Report {
 
 /// Runs decide -> act -> re-read until done. `view.pods[..].node` is refreshed after every step,
 /// and `view.recorded` holds the last ring a node accepted.
-pub async fn drive(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) -> Report {
+pub async fn drive(nodes: &dyn NodeAdmin, auth: &NodeAccess, view: &mut View) -> Report {
     let mut pass = Pass {
         nodes,
         auth,
@@ -66,7 +66,7 @@ pub async fn drive(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) -> R
 /// One pass against the nodes, and the notes it collected so far.
 struct Pass<'a> {
     nodes: &'a dyn NodeAdmin,
-    auth: &'a NodeAuth,
+    auth: &'a NodeAccess,
     view: &'a mut View,
     notes: Vec<Note>,
 }
@@ -241,7 +241,7 @@ fn change_note(ring: &Ring, change: &Change) -> Option<Note> {
 }
 
 /// Re-reads every addressable pod's status.
-pub async fn refresh(nodes: &dyn NodeAdmin, auth: &NodeAuth, view: &mut View) {
+pub async fn refresh(nodes: &dyn NodeAdmin, auth: &NodeAccess, view: &mut View) {
     executor::read_statuses(
         nodes,
         auth,

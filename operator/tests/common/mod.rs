@@ -13,8 +13,8 @@ use serde_json::json;
 pub use rc_node_harness::{Processes, TOKEN};
 
 /// The operator's credentials for the test nodes: the harness token, plain HTTP.
-pub fn auth() -> rc_operator::node_client::NodeAuth {
-    rc_operator::node_client::NodeAuth::plain(TOKEN)
+pub fn auth() -> rc_operator::node_client::NodeAccess {
+    rc_operator::node_client::NodeAccess::plain(TOKEN)
 }
 
 /// rc-node processes `orders-0..n`, killed by PID on drop (their data directories removed).

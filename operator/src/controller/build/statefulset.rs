@@ -27,7 +27,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{config_hash, owned_meta};
 use crate::controller::validate::{
-    ValidatedCluster, ADMIN_TOKEN_DIR, DATA_DIR, NODE_PORT, NODE_PORT_NAME, TLS_DIR,
+    ValidatedCluster, ADMIN_PORT, ADMIN_PORT_NAME, ADMIN_TOKEN_DIR, DATA_DIR, NODE_PORT,
+    NODE_PORT_NAME, PEER_PORT, PEER_PORT_NAME, TLS_DIR,
 };
 use crate::labels::RESTARTED_AT_ANNOTATION;
 
@@ -147,12 +148,21 @@ fn node_container(cluster: &ValidatedCluster) -> Container {
         name: "node".to_owned(),
         image: Some(cluster.image.clone()),
         image_pull_policy: cluster.image_pull_policy.clone(),
-        ports: Some(vec![ContainerPort {
-            name: Some(NODE_PORT_NAME.to_owned()),
-            container_port: NODE_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(
+            [
+                (NODE_PORT_NAME, NODE_PORT),
+                (PEER_PORT_NAME, PEER_PORT),
+                (ADMIN_PORT_NAME, ADMIN_PORT),
+            ]
+            .into_iter()
+            .map(|(name, port)| ContainerPort {
+                name: Some(name.to_owned()),
+                container_port: port,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            })
+            .collect(),
+        ),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: cluster.config_map_name.clone(),

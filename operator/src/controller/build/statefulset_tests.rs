@@ -75,7 +75,11 @@ fn the_statefulset_runs_the_node_binary_with_its_volume_token_probes_and_setting
                     "containers": [{
                         "name": "node",
                         "image": "ghcr.io/replicated-dev/rc-node:0.1.0",
-                        "ports": [{ "name": "node", "containerPort": 7400, "protocol": "TCP" }],
+                        "ports": [
+                            { "name": "node", "containerPort": 7400, "protocol": "TCP" },
+                            { "name": "peer", "containerPort": 7401, "protocol": "TCP" },
+                            { "name": "admin", "containerPort": 7402, "protocol": "TCP" },
+                        ],
                         "envFrom": [{ "configMapRef": { "name": "orders-config", "optional": false } }],
                         "env": [
                             { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },

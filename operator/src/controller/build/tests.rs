@@ -59,6 +59,7 @@ fn the_single_leader_config_map_holds_every_node_setting() {
         "kind": "ConfigMap",
         "metadata": meta("orders-config"),
         "data": {
+            "RC_ADMIN_LISTEN": "0.0.0.0:7402",
             "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin/token",
             "RC_DATA_DIR": "/data",
             "RC_FENCE_TIMEOUT_MS": "1000",
@@ -68,6 +69,7 @@ fn the_single_leader_config_map_holds_every_node_setting() {
             "RC_LOG_FORMAT": "json",
             "RC_LOG_LEVEL": "info",
             "RC_MODE": "single-leader",
+            "RC_PEER_LISTEN": "0.0.0.0:7401",
             "RC_PEERS": "orders-0=orders-0.orders-peers.shop.svc:7400,\
                          orders-1=orders-1.orders-peers.shop.svc:7400,\
                          orders-2=orders-2.orders-peers.shop.svc:7400",
@@ -103,6 +105,7 @@ fn the_leaderless_config_map_holds_the_quorum_settings() {
     assert_eq!(
         data,
         json!({
+            "RC_ADMIN_LISTEN": "0.0.0.0:7402",
             "RC_ADMIN_TOKEN_FILE": "/etc/rc-node/admin/token",
             "RC_CONFLICT_RESOLUTION": "siblings",
             "RC_DATA_DIR": "/data",
@@ -110,6 +113,7 @@ fn the_leaderless_config_map_holds_the_quorum_settings() {
             "RC_LOG_FORMAT": "json",
             "RC_LOG_LEVEL": "info",
             "RC_MODE": "leaderless",
+            "RC_PEER_LISTEN": "0.0.0.0:7401",
             "RC_PEERS": expected_peers.join(","),
             "RC_READ_QUORUM": "2",
             "RC_REPLICATION_FACTOR": "5",
@@ -228,5 +232,70 @@ fn the_admin_secret_carries_the_given_token() {
 #[test]
 fn build_all_is_deterministic() {
     let v = validated(Mode::SingleLeader);
-    assert_eq!(build_all(&v), build_all(&v));
+    let operator = operator_pods();
+    assert_eq!(
+        build_all(&v, Some(&operator)),
+        build_all(&v, Some(&operator))
+    );
+    assert_eq!(build_all(&v, None).network_policy, None);
+}
+
+fn operator_pods() -> OperatorPods {
+    OperatorPods {
+        namespace: "rc-system".into(),
+        labels: [(
+            "app.kubernetes.io/name".to_owned(),
+            "rc-operator".to_owned(),
+        )]
+        .into(),
+    }
+}
+
+#[test]
+fn the_network_policy_opens_the_client_port_and_keeps_peers_and_admin_to_their_callers() {
+    let v = validated(Mode::SingleLeader);
+    let pods = json!({ "matchLabels": {
+        "app.kubernetes.io/instance": "orders",
+        "app.kubernetes.io/name": "rc-node",
+        "replicated.dev/cluster": "orders",
+    }});
+    let port = |p: i32| json!([{ "port": p, "protocol": "TCP" }]);
+    let expected = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "orders",
+            "namespace": "shop",
+            "labels": {
+                "app.kubernetes.io/instance": "orders",
+                "app.kubernetes.io/managed-by": "rc-operator",
+                "app.kubernetes.io/name": "rc-node",
+                "app.kubernetes.io/part-of": "replicated-cluster",
+                "replicated.dev/cluster": "orders",
+            },
+            "ownerReferences": [{
+                "apiVersion": "replicated.dev/v1alpha1",
+                "kind": "ReplicatedCluster",
+                "name": "orders",
+                "uid": UID,
+                "controller": true,
+            }],
+        },
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                { "ports": port(7400) },
+                { "ports": port(7401), "from": [{ "podSelector": pods }] },
+                { "ports": port(7402), "from": [{
+                    "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "rc-system" } },
+                    "podSelector": { "matchLabels": { "app.kubernetes.io/name": "rc-operator" } },
+                }] },
+            ],
+        },
+    });
+    assert_eq!(
+        to_json(&build_network_policy(&v, &operator_pods())),
+        expected
+    );
 }

@@ -9,7 +9,7 @@ use rc_api::{EpochRequest, FollowRequest, Peer};
 use tracing::warn;
 
 use super::super::View;
-use crate::node_client::{NodeAdmin, NodeAuth};
+use crate::node_client::{NodeAccess, NodeAdmin};
 
 /// Once a majority of the targets answered a fence, how long the others get: a hung node must
 /// not hold up the promotion for a whole call timeout, and the answers that came are enough
@@ -21,7 +21,7 @@ const FENCE_STRAGGLER_WAIT: Duration = Duration::from_millis(150);
 /// answered their last status read) are still out, and at most [`FENCE_STRAGGLER_WAIT`].
 pub(super) async fn fence_all(
     nodes: &dyn NodeAdmin,
-    auth: &NodeAuth,
+    auth: &NodeAccess,
     targets: &[Peer],
     epoch: u64,
     answering: &[&str],
@@ -91,7 +91,7 @@ pub(super) fn last_contact_ms(view: &View, leader: &str, now_ms: i64) -> Option<
 
 pub(super) async fn follow_all(
     nodes: &dyn NodeAdmin,
-    auth: &NodeAuth,
+    auth: &NodeAccess,
     members: &[Peer],
     epoch: u64,
     leader: &Peer,
