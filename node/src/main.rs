@@ -74,22 +74,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.node_id.is_empty() {
         bail!("--node-id must not be empty");
     }
-    let listeners = Listeners {
-        client: bind(&args.listen).await?,
-        admin: match &args.admin_listen {
-            Some(a) => Some(bind(a).await?),
-            None => None,
-        },
-        peer: match &args.peer_listen {
-            Some(a) => Some(bind(a).await?),
-            None => None,
-        },
-    };
-    let peer_port = match &listeners.peer {
-        Some(l) => Some(l.local_addr()?.port()),
-        None => None,
-    };
-    let security = security(&args, peer_port)?;
+    let listeners = Listeners::bind(&args).await?;
+    let security = security(&args, listeners.peer_port()?)?;
     let advertise = match &args.advertise {
         Some(a) => a.clone(),
         None => listeners.client.local_addr()?.to_string(),
@@ -234,6 +220,33 @@ struct Listeners {
     client: tokio::net::TcpListener,
     admin: Option<tokio::net::TcpListener>,
     peer: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(args: &Args) -> anyhow::Result<Self> {
+        let optional = |address: &Option<String>| {
+            let address = address.clone();
+            async move {
+                match address {
+                    Some(a) => bind(&a).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        Ok(Listeners {
+            client: bind(&args.listen).await?,
+            admin: optional(&args.admin_listen).await?,
+            peer: optional(&args.peer_listen).await?,
+        })
+    }
+
+    /// The cluster's peer port, when peers have a listener of their own.
+    fn peer_port(&self) -> anyhow::Result<Option<u16>> {
+        Ok(match &self.peer {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        })
+    }
 }
 
 async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {

@@ -97,23 +97,24 @@ impl Shared {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut http = reqwest::Client::builder()
+/// The client and the scheme to use: HTTPS verified with `--ca-file`, else plain HTTP.
+fn http_client(args: &Args) -> anyhow::Result<(reqwest::Client, &'static str)> {
+    let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(3))
         .connect_timeout(Duration::from_millis(500));
-    let scheme = match &args.ca_file {
-        Some(ca) => {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            http =
-                http.use_preconfigured_tls(rc_tls::client::client_config(&pem, &args.server_name)?);
-            "https"
-        }
-        None => "http",
+    let Some(ca) = &args.ca_file else {
+        return Ok((http.build()?, "http"));
     };
-    let http = http.build()?;
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let tls = rc_tls::client::client_config(&pem, &args.server_name)?;
+    Ok((http.use_preconfigured_tls(tls).build()?, "https"))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (http, scheme) = http_client(&args)?;
     let shared = Arc::new(Shared {
         scheme,
         targets: Mutex::new(read_targets(&args.targets)),

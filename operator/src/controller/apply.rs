@@ -1,10 +1,10 @@
 //! (client) Server-side apply of the desired objects, one field manager, in a fixed order:
 //!
-//! 1. the admin Secret (created once when managed and absent, never updated: the token must not
-//!    change under running nodes),
+//! 1. the admin Secret (created when managed and absent, with the token the nodes hold when it
+//!    was deleted; token changes are rotations, `controller::credentials`),
 //! 2. the ConfigMap, 3. the peers Service, 4. the client Services: everything the pods mount or
 //!    resolve exists before the pods do, so they never sit in `ContainerCreating`,
-//! 5. the StatefulSet, 6. the PodDisruptionBudget.
+//! 5. the StatefulSet, 6. the PodDisruptionBudget, 7. the NetworkPolicy.
 //!
 //! `force`: the operator is the only owner of these fields; a hand edit is overwritten.
 
@@ -14,8 +14,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use kube::runtime::events::EventType;
+
 use super::build::Desired;
-use super::Error;
+use super::observe::Observed;
+use super::validate::ValidatedCluster;
+use super::{Context, Error};
+use crate::crd::ReplicatedCluster;
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "rc-operator";
@@ -84,4 +89,42 @@ where
             name,
             source,
         })
+}
+
+/// Builds every owned object (pure) and applies them (client), with a new admin Secret when the
+/// operator manages it and has none yet: with the token this process last saw in it when it
+/// was deleted (the nodes still hold that one: no lock-out), else a new random one (the nodes
+/// take it as their Secret volumes refresh).
+pub(super) async fn apply_objects(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    valid: &ValidatedCluster,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let desired = super::build::build_all(valid, ctx.operator_pods.as_ref()); // pure
+    let remembered = ctx.remembered_token(cluster);
+    let new_secret = (valid.admin_secret.managed && observed.admin.is_none()).then(|| {
+        let token = remembered
+            .clone()
+            .unwrap_or_else(super::credentials::new_token);
+        super::build::build_admin_secret(valid, &token)
+    });
+    if apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await? {
+        let (reason, note) = match &remembered {
+            Some(_) => (
+                "AdminSecretRestored",
+                format!(
+                    "admin Secret {} was deleted; recreated with the token the nodes hold",
+                    valid.admin_secret.name
+                ),
+            ),
+            None => (
+                "AdminSecretCreated",
+                format!("created admin Secret {}", valid.admin_secret.name),
+            ),
+        };
+        ctx.publish(&cluster.object_ref(&()), EventType::Normal, reason, note)
+            .await;
+    }
+    Ok(())
 }

@@ -25,7 +25,9 @@ use super::validate::{
 };
 use super::{Context, Error};
 use crate::crd::ReplicatedCluster;
-use crate::credentials::{cert_step, token_step, CertStep, StoredCa, StoredNodeCert, TokenStep};
+use crate::credentials::{
+    cert_step, token_step, AdminTokens, CertStep, StoredCa, StoredNodeCert, TokenStep,
+};
 use crate::labels::{
     NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, ROTATE_ADMIN_TOKEN_ANNOTATION,
     ROTATE_CERTIFICATE_ANNOTATION, ROTATION_ANNOTATION,
@@ -90,7 +92,6 @@ async fn certificates(
         now_s,
         lifetime_s,
     );
-    let common_name = format!("{}/{} rc-node", valid.namespace, valid.name);
     let ca_name = format!("{}/{} rc CA", valid.namespace, valid.name);
     let (ca, bundle, reason) = match step {
         CertStep::Keep => {
@@ -130,6 +131,39 @@ async fn certificates(
             (ca, bundle, reason)
         }
     };
+    let node = issue_node_certificate(ctx, valid, tls, &ca, bundle, requested).await?;
+    info!(cluster = %valid.name, namespace = %valid.namespace, reason, certificate = %node.fingerprint, not_after_s = node.stored.not_after_s, "issued the node certificate");
+    let note = format!(
+        "issued node certificate {} ({reason}); nodes serve it once their Secret volume refreshes",
+        node.fingerprint
+    );
+    ctx.publish(
+        &cluster.object_ref(&()),
+        EventType::Normal,
+        "CertificateIssued",
+        note,
+    )
+    .await;
+    observed.node_cert = Some(node.stored);
+    publish_ca(ctx, valid, tls, observed).await
+}
+
+/// A node certificate just issued and stored, and its fingerprint.
+struct IssuedNode {
+    stored: StoredNodeCert,
+    fingerprint: String,
+}
+
+/// Issues a node certificate from `ca` and writes it, with `bundle`, into the node Secret.
+async fn issue_node_certificate(
+    ctx: &Context,
+    valid: &ValidatedCluster,
+    tls: &TlsNames,
+    ca: &ClusterCa,
+    bundle: String,
+    requested: Option<&String>,
+) -> Result<IssuedNode, Error> {
+    let common_name = format!("{}/{} rc-node", valid.namespace, valid.name);
     let issued = ca
         .issue(&common_name, &tls.dns_names, &[], ctx.certificate_lifetime)
         .map_err(issue_failed)?;
@@ -142,7 +176,7 @@ async fn certificates(
         cert_pem: issued.cert_pem,
         key_pem: issued.key_pem,
         not_after_s,
-        names,
+        names: tls.dns_names.join(","),
         rotation: requested.cloned(),
     };
     let mut annotations = BTreeMap::from([
@@ -166,19 +200,10 @@ async fn certificates(
             .ok()
             .and_then(|k| k.cert.first().map(|c| rc_tls::fingerprint(c.as_ref())))
             .unwrap_or_default();
-    info!(cluster = %valid.name, namespace = %valid.namespace, reason, certificate = %fingerprint, not_after_s, "issued the node certificate");
-    let note = format!(
-        "issued node certificate {fingerprint} ({reason}); nodes serve it once their Secret volume refreshes"
-    );
-    ctx.publish(
-        &cluster.object_ref(&()),
-        EventType::Normal,
-        "CertificateIssued",
-        note,
-    )
-    .await;
-    observed.node_cert = Some(node);
-    publish_ca(ctx, valid, tls, observed).await
+    Ok(IssuedNode {
+        stored: node,
+        fingerprint,
+    })
 }
 
 fn issue_failed(e: anyhow::Error) -> Error {
@@ -271,6 +296,66 @@ async fn publish_ca(
     })
 }
 
+/// The merge patch of the admin Secret for a rotation step, what to say about it, and the
+/// tokens after it.
+fn token_patch(
+    step: TokenStep,
+    tokens: &AdminTokens,
+) -> Option<(serde_json::Value, &'static str, AdminTokens)> {
+    let b64 = |t: &str| json!(ByteString(t.as_bytes().to_vec()));
+    match step {
+        TokenStep::Idle | TokenStep::Waiting(_) => None,
+        TokenStep::Begin { request } => {
+            let next = new_token();
+            let patch = json!({
+                "metadata": {"annotations": {ROTATION_ANNOTATION: request}},
+                "data": {NEXT_TOKEN_KEY: b64(&next)},
+            });
+            let after = AdminTokens {
+                next: Some(next),
+                rotation: Some(request),
+                ..tokens.clone()
+            };
+            Some((
+                patch,
+                "admin token rotation: step 1 of 3, every node accepts the next token",
+                after,
+            ))
+        }
+        TokenStep::Promote => {
+            let next = tokens.next.clone()?;
+            let patch = json!({"data": {
+                ADMIN_TOKEN_KEY: b64(&next),
+                PREVIOUS_TOKEN_KEY: b64(&tokens.token),
+                NEXT_TOKEN_KEY: null,
+            }});
+            let after = AdminTokens {
+                token: next,
+                next: None,
+                previous: Some(tokens.token.clone()),
+                rotation: tokens.rotation.clone(),
+            };
+            Some((
+                patch,
+                "admin token rotation: step 2 of 3, nodes and the operator send the new token",
+                after,
+            ))
+        }
+        TokenStep::Finish => {
+            let patch = json!({"data": {PREVIOUS_TOKEN_KEY: null}});
+            let after = AdminTokens {
+                previous: None,
+                ..tokens.clone()
+            };
+            Some((
+                patch,
+                "admin token rotation: step 3 of 3, the previous token is no longer accepted",
+                after,
+            ))
+        }
+    }
+}
+
 /// Takes the next step of an admin-token rotation; returns what a step under way waits for.
 async fn rotate_token(
     ctx: &Context,
@@ -292,56 +377,13 @@ async fn rotate_token(
         })
         .collect();
     let step = token_step(&tokens, requested.map(String::as_str), &members);
-    let b64 = |t: &str| json!(ByteString(t.as_bytes().to_vec()));
     let (patch, note, next) = match step {
         TokenStep::Idle => return Ok(None),
         TokenStep::Waiting(message) => return Ok(Some(message)),
-        TokenStep::Begin { request } => {
-            let next = new_token();
-            let patch = json!({
-                "metadata": {"annotations": {ROTATION_ANNOTATION: request}},
-                "data": {NEXT_TOKEN_KEY: b64(&next)},
-            });
-            let mut after = tokens.clone();
-            after.next = Some(next);
-            after.rotation = Some(request);
-            (
-                patch,
-                "admin token rotation: step 1 of 3, every node accepts the next token",
-                after,
-            )
-        }
-        TokenStep::Promote => {
-            let Some(next) = tokens.next.clone() else {
-                return Ok(None);
-            };
-            let patch = json!({"data": {
-                ADMIN_TOKEN_KEY: b64(&next),
-                PREVIOUS_TOKEN_KEY: b64(&tokens.token),
-                NEXT_TOKEN_KEY: null,
-            }});
-            let after = crate::credentials::AdminTokens {
-                token: next,
-                next: None,
-                previous: Some(tokens.token.clone()),
-                rotation: tokens.rotation.clone(),
-            };
-            (
-                patch,
-                "admin token rotation: step 2 of 3, nodes and the operator send the new token",
-                after,
-            )
-        }
-        TokenStep::Finish => {
-            let patch = json!({"data": {PREVIOUS_TOKEN_KEY: null}});
-            let mut after = tokens.clone();
-            after.previous = None;
-            (
-                patch,
-                "admin token rotation: step 3 of 3, the previous token is no longer accepted",
-                after,
-            )
-        }
+        step => match token_patch(step, &tokens) {
+            Some(change) => change,
+            None => return Ok(None),
+        },
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &valid.namespace);
     api.patch(

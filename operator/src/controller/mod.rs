@@ -255,7 +255,7 @@ async fn run_steps(
         Ok(outcome) => steps.credentials = Some(outcome),
         Err(e) => steps.error = Some(e),
     }
-    if let Err(e) = apply_objects(ctx, cluster, valid, observed).await {
+    if let Err(e) = apply::apply_objects(ctx, cluster, valid, observed).await {
         steps.error = steps.error.or(Some(e));
     }
     steps.ring = ring::run(ctx, cluster, valid, observed).await; // client
@@ -271,42 +271,6 @@ async fn run_steps(
         }
     }
     steps
-}
-
-/// Builds every owned object (pure) and applies them (client), with a new admin Secret when the
-/// operator manages it and has none yet: with the token this process last saw in it when it
-/// was deleted (the nodes still hold that one: no lock-out), else a new random one (the nodes
-/// take it as their Secret volumes refresh).
-async fn apply_objects(
-    ctx: &Context,
-    cluster: &ReplicatedCluster,
-    valid: &validate::ValidatedCluster,
-    observed: &observe::Observed,
-) -> Result<(), Error> {
-    let desired = build::build_all(valid, ctx.operator_pods.as_ref()); // pure
-    let remembered = ctx.remembered_token(cluster);
-    let new_secret = (valid.admin_secret.managed && observed.admin.is_none()).then(|| {
-        let token = remembered.clone().unwrap_or_else(credentials::new_token);
-        build::build_admin_secret(valid, &token)
-    });
-    if apply::apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await? {
-        let (reason, note) = match &remembered {
-            Some(_) => (
-                "AdminSecretRestored",
-                format!(
-                    "admin Secret {} was deleted; recreated with the token the nodes hold",
-                    valid.admin_secret.name
-                ),
-            ),
-            None => (
-                "AdminSecretCreated",
-                format!("created admin Secret {}", valid.admin_secret.name),
-            ),
-        };
-        ctx.publish(&cluster.object_ref(&()), EventType::Normal, reason, note)
-            .await;
-    }
-    Ok(())
 }
 
 /// An invalid spec: a Warning Event, then wait for the spec to change (a named admin Secret is

@@ -125,16 +125,28 @@ impl Observed {
     }
 }
 
-pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Observed, Error> {
-    let namespace = cluster.namespace().unwrap_or_default();
-    let name = cluster.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret_name = admin_secret_name(cluster);
+/// The API objects a reconcile reads: the admin Secret, with TLS the CA and node certificate
+/// Secrets, the StatefulSet and the pods.
+type Objects = (
+    Option<Secret>,
+    Option<Secret>,
+    Option<Secret>,
+    Option<StatefulSet>,
+    kube::core::ObjectList<Pod>,
+);
+
+/// Reads them concurrently: a failover's reconcile waits for these before it can read the nodes.
+async fn read_objects(
+    ctx: &Context,
+    cluster: &ReplicatedCluster,
+    namespace: &str,
+    name: &str,
+) -> Result<Objects, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!("{CLUSTER_LABEL}={name}");
     let observe_error = |kind| move |source| Error::Observe { kind, source };
-    // Concurrently: a failover's reconcile waits for these before it can read the nodes.
     let tls = cluster.spec.tls.enabled;
     let get_secret = |name: String, wanted: bool| {
         let secrets = secrets.clone();
@@ -148,13 +160,13 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
                 .map_err(observe_error("Secret"))
         }
     };
-    let (secret, ca_secret, tls_secret, statefulset, pod_list) = tokio::try_join!(
-        get_secret(secret_name, true),
-        get_secret(ca_secret_name(&name), tls),
-        get_secret(tls_secret_name(&name), tls),
+    tokio::try_join!(
+        get_secret(admin_secret_name(cluster), true),
+        get_secret(ca_secret_name(name), tls),
+        get_secret(tls_secret_name(name), tls),
         async {
             statefulsets
-                .get_opt(&name)
+                .get_opt(name)
                 .await
                 .map_err(observe_error("StatefulSet"))
         },
@@ -163,14 +175,18 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
                 .await
                 .map_err(observe_error("Pod"))
         },
-    )?;
-    let admin_secret_dedicated = secret.as_ref().is_some_and(|secret| {
-        secret.labels().get(ADMIN_SECRET_FOR_LABEL) == Some(&name)
-            || secret
-                .owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == cluster.metadata.uid.as_ref())
-    });
+    )
+}
+
+pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Observed, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let tls = cluster.spec.tls.enabled;
+    let (secret, ca_secret, tls_secret, statefulset, pod_list) =
+        read_objects(ctx, cluster, &namespace, &name).await?;
+    let admin_secret_dedicated = secret
+        .as_ref()
+        .is_some_and(|secret| dedicated_to(secret, cluster));
     let admin = secret.and_then(|secret| tokens_of(&secret));
     let ca = ca_secret.as_ref().and_then(stored_ca);
     let node_cert = tls_secret.as_ref().and_then(stored_node_cert);
@@ -309,6 +325,16 @@ fn lost_leader_pending(
             && n.ms_since_leader_contact.is_none_or(|ms| ms < loss_ms)
     });
     !in_contact && lost + 1 >= crate::failover::majority(members)
+}
+
+/// Whether `secret` was made for `cluster`: labelled `replicated.dev/admin-secret-for: <name>`
+/// or owned by it.
+fn dedicated_to(secret: &Secret, cluster: &ReplicatedCluster) -> bool {
+    secret.labels().get(ADMIN_SECRET_FOR_LABEL) == Some(&cluster.name_any())
+        || secret
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == cluster.metadata.uid.as_ref())
 }
 
 /// The trimmed, non-empty UTF-8 value of `key` in `secret`.

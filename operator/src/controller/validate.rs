@@ -22,6 +22,13 @@ use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION};
 use crate::membership;
 
 mod modes;
+mod tls;
+
+use tls::tls_node_config;
+pub use tls::{
+    ca_config_map_name, ca_secret_name, tls_secret_name, TlsNames, CA_CERT_KEY, CA_KEY_KEY,
+    TLS_CERT_KEY, TLS_DIR, TLS_KEY_KEY,
+};
 
 /// The single TCP port of a node: client, admin, peer, probe and metrics traffic.
 pub const NODE_PORT: i32 = 7400;
@@ -44,13 +51,6 @@ pub const ADMIN_TOKEN_KEY: &str = "token";
 pub const NEXT_TOKEN_KEY: &str = "token.next";
 /// During a token rotation: the token still accepted after the new one is sent.
 pub const PREVIOUS_TOKEN_KEY: &str = "token.previous";
-/// Where the node certificate Secret is mounted, and its keys (the `kubernetes.io/tls` ones).
-pub const TLS_DIR: &str = "/etc/rc-node/tls";
-pub const CA_CERT_KEY: &str = "ca.crt";
-pub const TLS_CERT_KEY: &str = "tls.crt";
-pub const TLS_KEY_KEY: &str = "tls.key";
-/// The CA's private key, only in the CA Secret (never mounted).
-pub const CA_KEY_KEY: &str = "ca.key";
 /// Longest cluster name: keeps `<name>-replicas`, pod names and the StatefulSet's
 /// controller-revision-hash label inside 63 characters.
 pub const MAX_NAME_LEN: usize = 40;
@@ -110,18 +110,6 @@ pub struct AdminSecret {
     pub name: String,
     /// True when the user named none and the operator creates `<cluster>-admin`.
     pub managed: bool,
-}
-
-/// With TLS: the objects that hold the cluster's certificates and the names they carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsNames {
-    pub ca_secret: String,
-    pub tls_secret: String,
-    pub ca_config_map: String,
-    /// The DNS names of the node certificate.
-    pub dns_names: Vec<String>,
-    /// The name checked when a node is dialled by IP (`<cluster>.<namespace>.svc`).
-    pub server_name: String,
 }
 
 /// A client Service: its name and the role label its pods must carry (none: every ready pod).
@@ -224,21 +212,6 @@ pub struct ObservedFacts {
     pub statefulset_replicas: Option<i32>,
 }
 
-/// Name of the Secret holding the cluster's CA and its key (read by the operator only).
-pub fn ca_secret_name(cluster: &str) -> String {
-    format!("{cluster}-ca")
-}
-
-/// Name of the Secret holding the node certificate, its key and the CA bundle (mounted).
-pub fn tls_secret_name(cluster: &str) -> String {
-    format!("{cluster}-tls")
-}
-
-/// Name of the ConfigMap publishing the CA certificate for clients.
-pub fn ca_config_map_name(cluster: &str) -> String {
-    format!("{cluster}-ca")
-}
-
 /// Name of the Secret holding the admin token: the one the user named, else `<cluster>-admin`.
 pub fn admin_secret_name(cluster: &ReplicatedCluster) -> String {
     match &cluster.spec.admin_secret_ref {
@@ -284,13 +257,10 @@ pub fn validate(
     };
     let peers: Vec<Peer> = (0..spec.replicas).map(peer).collect();
     let members: Vec<Peer> = (0..statefulset_replicas).map(peer).collect();
-    let tls = spec.tls.enabled.then(|| TlsNames {
-        ca_secret: ca_secret_name(&name),
-        tls_secret: tls_secret_name(&name),
-        ca_config_map: ca_config_map_name(&name),
-        dns_names: rc_tls::issue::node_dns_names(&name, &namespace, &peers_service_name),
-        server_name: rc_tls::issue::cluster_server_name(&name, &namespace),
-    });
+    let tls = spec
+        .tls
+        .enabled
+        .then(|| TlsNames::new(&name, &namespace, &peers_service_name));
     let mut node_config = shared_node_config(spec, &peers);
     node_config.extend(mode.node_config);
     if let Some(tls) = &tls {
@@ -405,25 +375,6 @@ fn statefulset_replicas(
         }
     }
     Ok(statefulset_replicas)
-}
-
-/// The node settings of TLS: the mounted node certificate Secret's files.
-fn tls_node_config(tls: &TlsNames) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            env::TLS_CERT_FILE.to_owned(),
-            format!("{TLS_DIR}/{TLS_CERT_KEY}"),
-        ),
-        (
-            env::TLS_KEY_FILE.to_owned(),
-            format!("{TLS_DIR}/{TLS_KEY_KEY}"),
-        ),
-        (
-            env::TLS_CA_FILE.to_owned(),
-            format!("{TLS_DIR}/{CA_CERT_KEY}"),
-        ),
-        (env::TLS_SERVER_NAME.to_owned(), tls.server_name.clone()),
-    ])
 }
 
 /// The node settings every mode shares, with every node's stable address (`RC_PEERS`).
