@@ -482,3 +482,95 @@ async fn former_owners_drop_ranges_they_no_longer_own_once_the_owners_hold_them(
         assert_eq!(values(&got), vec!["v".to_string()], "{k}");
     }
 }
+
+/// A leaving member drops its data once it has handed every range over, but the ring still names
+/// it (as `leaving`, a current owner) until the operator installs the next one. In that gap it
+/// must answer no reads: it used to "restore" at once (a leaving member will own nothing, so it
+/// streamed nothing back) and answer empty, and a read quorum of the two leavers then returned
+/// "absent" for a key acknowledged just before (seen in `leaderless_faults`, 5 -> 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_member_answers_no_reads_while_the_ring_still_names_it_leaving() {
+    use rc_node::leaderless::ring::Layout;
+    let c = cluster(5, 5, &[]).await;
+    let (leavers, stay) = ([3usize, 4], [0usize, 1, 2]);
+    let all: Vec<rc_api::Member> = (0..5)
+        .map(|i| rc_api::Member {
+            id: c.nodes[i].id.clone(),
+            address: c.addr(i),
+            state: MemberState::Normal,
+        })
+        .collect();
+    let layout = Layout::new(
+        &rc_api::Ring {
+            version: 1,
+            members: all,
+        },
+        3,
+    );
+    // Keys whose first two owners are the leavers: a read through a member that does not own
+    // them asks exactly those two.
+    let ids = |is: &[usize]| -> Vec<String> { is.iter().map(|i| c.nodes[*i].id.clone()).collect() };
+    let mut keys = Vec::new();
+    for k in 0..2000 {
+        let key = format!("l{k}");
+        let owners: Vec<String> = layout.owners(&key).iter().map(|m| m.id.clone()).collect();
+        if ids(&leavers).iter().all(|l| owners[..2].contains(l)) {
+            let via = stay
+                .into_iter()
+                .find(|i| !owners.contains(&c.nodes[*i].id))
+                .unwrap();
+            keys.push((key, via));
+        }
+        if keys.len() == 5 {
+            break;
+        }
+    }
+    assert!(!keys.is_empty(), "no key has both leavers first");
+    for (key, _) in &keys {
+        assert!(put(&c, 0, key, "v", None).await, "{}", c.logs());
+    }
+    let mut leaving: Vec<(usize, MemberState)> =
+        stay.iter().map(|i| (*i, MemberState::Normal)).collect();
+    leaving.extend(leavers.iter().map(|i| (*i, MemberState::Leaving)));
+    push_everywhere(&c, &[0, 1, 2, 3, 4], &ring(&c, 2, &leaving)).await;
+    for l in leavers {
+        let r = c
+            .http
+            .post(c.url(l, "/admin/decommission"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    for l in leavers {
+        wait_status(&c, l, "decommissioned", |s| {
+            s.stream == StreamState::Decommissioned
+        })
+        .await;
+    }
+    // Several rounds of the watch that streams ranges in (every 200 ms); the operator has not
+    // installed the ring without the leavers yet.
+    for _ in 0..4 {
+        for (key, via) in &keys {
+            let got = get(&c, *via, key).await;
+            assert_ne!(
+                got,
+                Some(Value::Null),
+                "{key} read as absent through n{via} after the decommission\n{}",
+                c.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for l in leavers {
+        assert!(lstatus(&c, l).await.restoring, "n{l} serves reads again");
+    }
+    // Once the ring no longer names them, every key reads back from its next owners.
+    let three: Vec<(usize, MemberState)> = stay.iter().map(|i| (*i, MemberState::Normal)).collect();
+    push_everywhere(&c, &[0, 1, 2, 3, 4], &ring(&c, 3, &three)).await;
+    for (key, via) in &keys {
+        let got = get(&c, *via, key).await.unwrap();
+        assert_eq!(values(&got), vec!["v".to_string()], "{key}\n{}", c.logs());
+    }
+}

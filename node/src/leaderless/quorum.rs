@@ -247,4 +247,91 @@ mod tests {
         t.record_failure(false); // no spare left
         assert!(!t.waiting() && !t.reached());
     }
+
+    /// Every subset of `items` of size `k`.
+    fn subsets<T: Clone>(items: &[T], k: usize) -> Vec<Vec<T>> {
+        if k == 0 {
+            return vec![Vec::new()];
+        }
+        if items.len() < k {
+            return Vec::new();
+        }
+        let mut out = subsets(&items[1..], k - 1);
+        for s in &mut out {
+            s.insert(0, items[0].clone());
+        }
+        out.extend(subsets(&items[1..], k));
+        out
+    }
+
+    fn any_state() -> impl proptest::strategy::Strategy<Value = MemberState> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(MemberState::Normal),
+            1 => Just(MemberState::Joining),
+            1 => Just(MemberState::Leaving),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Across a ring change (members joining and leaving at once), a write acknowledged by
+        /// any `need` of its targets (the coordinator among them) meets every read quorum of R
+        /// owners, read under the same ring (its current owners) or under the next one (the
+        /// change done), whenever W + R > N; and a member that restores streams back every key
+        /// it answers reads for as a current owner.
+        #[test]
+        fn every_read_quorum_meets_every_acknowledged_write_across_a_ring_change(
+            states in proptest::collection::vec(any_state(), 3..8),
+            w in 1usize..=3,
+            key in "[a-z0-9]{1,8}",
+        ) {
+            let n = 3;
+            let r = n - w + 1;
+            let members: Vec<Member> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| member(&format!("m{i}"), *s))
+                .collect();
+            let now = Ring { version: 1, members: members.clone() };
+            let next = Ring {
+                version: 2,
+                members: members
+                    .iter()
+                    .filter(|m| m.state != MemberState::Leaving)
+                    .map(|m| member(&m.id, MemberState::Normal))
+                    .collect(),
+            };
+            proptest::prop_assume!(crate::leaderless::ring::validate(&now, n).is_ok());
+            proptest::prop_assume!(crate::leaderless::ring::validate(&next, n).is_ok());
+            let (l, l_next) = (Layout::new(&now, n), Layout::new(&next, n));
+            let owners: Vec<String> = l.owners(&key).iter().map(|m| m.id.clone()).collect();
+            let owners_next: Vec<String> =
+                l_next.owners(&key).iter().map(|m| m.id.clone()).collect();
+            for m in &members {
+                proptest::prop_assert!(
+                    !owners.contains(&m.id) || l.owns_now_or_later(&key, &m.id),
+                    "{} answers reads for {key} but would not restore it", m.id
+                );
+            }
+            let me = owners[0].clone();
+            let WriteRoute::Coordinate { replicas, need } = route_write(&l, &key, &me, w) else {
+                return Err(proptest::test_runner::TestCaseError::fail("an owner coordinates"));
+            };
+            let replicas: Vec<String> = replicas.into_iter().map(|m| m.id).collect();
+            for acked in subsets(&replicas, need - 1) {
+                let acked: Vec<String> = acked.into_iter().chain([me.clone()]).collect();
+                for (ring, owners) in [("same", &owners), ("next", &owners_next)] {
+                    for read in subsets(owners, r) {
+                        proptest::prop_assert!(
+                            read.iter().any(|m| acked.contains(m)),
+                            "{ring} ring: read {read:?} misses write acked by {acked:?} \
+                             (N={n} W={w} R={r}, states {states:?})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -182,6 +182,13 @@ impl Layout {
         }
         out
     }
+
+    /// Whether `id` owns `key` now or will once every joining/leaving member is done: the keys
+    /// a member streams in before it is counted (a joiner owns only the latter; a member that
+    /// lost its data answers reads for the former, as a current owner, once it has restored).
+    pub fn owns_now_or_later(&self, key: &str, id: &str) -> bool {
+        self.write_targets(key).iter().any(|m| m.id == id)
+    }
 }
 
 #[cfg(test)]

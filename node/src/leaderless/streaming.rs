@@ -1,5 +1,6 @@
 //! Streaming ranges on membership changes: a joining (or restoring) member pulls the keys it
-//! will own, page by page; a leaving member pushes its keys to their next owners. Does I/O.
+//! will own (or owns), page by page; a leaving member pushes its keys to their next owners.
+//! Does I/O, except [`stream_in_now`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +13,57 @@ use super::dvv::KeyState;
 use super::gossip::others;
 use super::node::LeaderlessNode;
 
+/// What the watch that streams ranges in does this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamIn {
+    Nothing,
+    /// A joining member streams every key it will own.
+    Join,
+    /// A member that lost its data streams back every key it owns now or will own.
+    Restore,
+}
+
+/// Pure: whether a member in ring state `state` (`None`: not in the ring), streaming `stream`,
+/// with its data incomplete (`restoring`) streams ranges in now.
+///
+/// A leaving member whose decommission dropped its data (stream `streaming` or
+/// `decommissioned` while restoring: a decommission starts only when the member is not
+/// restoring) does not restore: it handed its ranges over and the next ring drops it. The ring
+/// still names it an owner until then, so it must stay restoring and answer no reads: with the
+/// leaver's empty answers counted, a read quorum of leavers returns "absent" for an
+/// acknowledged write. A leaving member that lost its data otherwise, or restarted after its
+/// decommission (stream `idle` again), restores its current ranges before it answers reads or
+/// hands them over (the operator decommissions it again, as it reports no `decommissioned`).
+pub fn stream_in_now(state: Option<MemberState>, stream: StreamState, restoring: bool) -> StreamIn {
+    let handed_over = matches!(stream, StreamState::Streaming | StreamState::Decommissioned);
+    match state {
+        Some(MemberState::Joining) if stream == StreamState::Idle => StreamIn::Join,
+        Some(MemberState::Normal) if restoring => StreamIn::Restore,
+        Some(MemberState::Leaving) if restoring && !handed_over => StreamIn::Restore,
+        _ => StreamIn::Nothing,
+    }
+}
+
 /// A joining node streams every key it will own from the current members, once per ring; a
 /// member that lost its data (restoring) streams its ranges back before answering reads.
 pub(super) async fn join_watch(node: Arc<LeaderlessNode>) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let idle = node.lock().stream == StreamState::Idle;
-        let state = node.my_state();
-        let joining = idle && state == Some(MemberState::Joining);
-        let restoring = node.is_restoring()
-            && matches!(state, Some(MemberState::Normal | MemberState::Leaving));
-        if !joining && !restoring {
+        // One look under the lock: a decommission sets `stream` before it drops the data.
+        let decision = {
+            let g = node.lock();
+            let state = g.ring.as_ref().and_then(|r| {
+                r.members
+                    .iter()
+                    .find(|m| m.id == node.cfg.id)
+                    .map(|m| m.state)
+            });
+            stream_in_now(state, g.stream, g.restoring)
+        };
+        if decision == StreamIn::Nothing {
             continue;
         }
+        let (joining, restoring) = (decision == StreamIn::Join, decision == StreamIn::Restore);
         if joining {
             node.set_stream(StreamState::Streaming, 0);
         }
@@ -51,7 +90,7 @@ pub(super) async fn join_watch(node: Arc<LeaderlessNode>) {
     }
 }
 
-/// `/internal/v1/stream`: a page of the keys `for_node` will own, after `after`.
+/// `/internal/v1/stream`: a page of the keys `for_node` owns now or will own, after `after`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StreamRequest {
     pub for_node: String,
@@ -68,8 +107,8 @@ pub struct StreamPage {
     pub next: Option<String>,
 }
 
-/// Pull every key this node will own from each current member, page by page. `None` if a
-/// member could not be streamed from; with `skip_dead`, members reported dead are skipped.
+/// Pull every key this node owns now or will own from each current member, page by page.
+/// `None` if a member could not be streamed from; with `skip_dead`, dead members are skipped.
 async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize> {
     let mut total = 0;
     for m in others(node) {
@@ -175,4 +214,46 @@ pub async fn decommission(node: Arc<LeaderlessNode>) {
     );
     node.drop_all_data().await;
     node.set_stream(StreamState::Decommissioned, sent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaver_that_handed_its_ranges_over_stays_restoring_and_others_restore() {
+        use MemberState::{Joining, Leaving, Normal};
+        use StreamState::{Decommissioned, Failed, Idle, Joined, Streaming};
+        // Its decommission dropped the data; the ring still names it: no restore, no reads.
+        assert_eq!(
+            stream_in_now(Some(Leaving), Decommissioned, true),
+            StreamIn::Nothing
+        );
+        assert_eq!(
+            stream_in_now(Some(Leaving), Streaming, true),
+            StreamIn::Nothing,
+            "dropped, not yet reported decommissioned"
+        );
+        // A leaver that lost its disk (a restart: idle) restores before reads and hand-over.
+        assert_eq!(stream_in_now(Some(Leaving), Idle, true), StreamIn::Restore);
+        assert_eq!(
+            stream_in_now(Some(Leaving), Failed, true),
+            StreamIn::Restore
+        );
+        assert_eq!(stream_in_now(Some(Normal), Joined, true), StreamIn::Restore);
+        assert_eq!(
+            stream_in_now(Some(Normal), Decommissioned, true),
+            StreamIn::Restore
+        );
+        assert_eq!(stream_in_now(Some(Joining), Idle, true), StreamIn::Join);
+        assert_eq!(stream_in_now(Some(Joining), Idle, false), StreamIn::Join);
+        assert_eq!(
+            stream_in_now(Some(Joining), Joined, true),
+            StreamIn::Nothing
+        );
+        assert_eq!(stream_in_now(None, Decommissioned, true), StreamIn::Nothing);
+        for state in [Some(Normal), Some(Leaving), None] {
+            assert_eq!(stream_in_now(state, Idle, false), StreamIn::Nothing);
+        }
+    }
 }

@@ -26,6 +26,11 @@ pub(super) async fn decommission(State(s): State<LeaderlessState>) -> Result<Res
             "decommission needs a ring in which this node is leaving",
         ));
     }
+    // Under way or done (its data dropped, so it is restoring until the ring drops it): again.
+    let stream = s.node.lock().stream;
+    if matches!(stream, StreamState::Streaming | StreamState::Decommissioned) {
+        return Ok((StatusCode::ACCEPTED, Json(s.node.status())).into_response());
+    }
     if s.node.is_restoring() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -33,10 +38,7 @@ pub(super) async fn decommission(State(s): State<LeaderlessState>) -> Result<Res
             "this node is streaming its ranges back in; decommission once it is done",
         ));
     }
-    let stream = s.node.lock().stream;
-    if !matches!(stream, StreamState::Streaming | StreamState::Decommissioned) {
-        tasks::spawn(&s.node, streaming::decommission(s.node.clone()));
-    }
+    tasks::spawn(&s.node, streaming::decommission(s.node.clone()));
     Ok((StatusCode::ACCEPTED, Json(s.node.status())).into_response())
 }
 

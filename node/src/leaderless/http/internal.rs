@@ -109,8 +109,9 @@ pub(super) async fn stream_out(
             ),
         ));
     }
+    // Keys it owns now as well as later: a restoring member answers reads for the former.
     let (items, next) = s.node.page_where(req.after.as_deref(), |l, k| {
-        l.future_owners(k).iter().any(|m| m.id == req.for_node)
+        l.owns_now_or_later(k, &req.for_node)
     });
     Ok(Json(StreamPage { items, next }))
 }

@@ -128,7 +128,9 @@ impl LeaderlessNode {
 
     /// After a decommission handed every range to its next owners: drop the data, so that if
     /// this member is added back it streams current data instead of offering stale copies (a
-    /// key deleted and purged meanwhile would otherwise come back through it).
+    /// key deleted and purged meanwhile would otherwise come back through it). It stays
+    /// restoring, answering no reads, while the ring still names it leaving (an owner): see
+    /// `streaming::stream_in_now`.
     pub(crate) async fn drop_all_data(&self) {
         if let Err(e) = write_marker(&self.cfg.data_dir) {
             tracing::error!(error = %e, "could not write the restore marker; keeping the data");
