@@ -344,7 +344,10 @@ node_field() {
 # all_nodes_field CLUSTER N TOKEN FIELD: the distinct values of FIELD over the cluster's N pods.
 all_nodes_field() {
   local p
-  for p in $(seq 0 $(($2 - 1))); do node_field "$(pod_ip "$1-$p")" "$3" "$4"; done | sort -u | xargs
+  for p in $(seq 0 $(($2 - 1))); do
+    node_field "$(pod_ip "$1-$p")" "$3" "$4"
+    echo
+  done | grep . | sort -u | xargs
 }
 # status_code IP TOKEN: the HTTP status of GET /admin/status with TOKEN.
 status_code() { ncurl "$1" /admin/status -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $2"; }
@@ -355,8 +358,10 @@ certificate_changed() {
   [ -n "$now" ] && [ "$now" != "$1" ] && [[ "$now" != *" "* ]]
 }
 token_sent_by_all() { [ "$(all_nodes_field orders 3 "$1" token)" = "$2" ]; }
+# rotation_done OLD: the Secret holds one token, not OLD, and no rotation step is under way.
 rotation_done() {
-  [ -z "$(jp replicatedcluster/orders '{.status.security.adminTokenRotation}')" ] &&
+  [ "$(jp secret/orders-admin '{.data.token}' | base64 -d)" != "$1" ] &&
+    [ -z "$(jp replicatedcluster/orders '{.status.security.adminTokenRotation}')" ] &&
     [ "$(kubectl -n "$NS" get secret orders-admin -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')" = "token " ]
 }
 
@@ -409,7 +414,7 @@ if want security; then
   writer_start tokw "$lip"
   sleep 1
   kubectl -n "$NS" annotate replicatedcluster orders replicated.dev/rotate-admin-token="$(date +%s)" --overwrite >/dev/null
-  eventually "the admin-token rotation completes (the Secret holds only the new token)" 120 rotation_done
+  eventually "the admin-token rotation completes (the Secret holds only a new token)" 120 rotation_done "$token"
   new_token=$(jp secret/orders-admin '{.data.token}' | base64 -d)
   new_fp=$(printf %s "$new_token" | sha256sum | cut -c1-16)
   eventually "every orders node sends the new token" 30 token_sent_by_all "$new_token" "$new_fp"

@@ -21,6 +21,7 @@ use super::observe::Observed;
 use super::validate::ValidatedCluster;
 use super::{Context, Error};
 use crate::crd::ReplicatedCluster;
+use crate::credentials::AdminTokens;
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "rc-operator";
@@ -102,12 +103,13 @@ pub(super) async fn apply_objects(
     observed: &Observed,
 ) -> Result<(), Error> {
     let desired = super::build::build_all(valid, ctx.operator_pods.as_ref()); // pure
-    let remembered = ctx.remembered_token(cluster);
+    let remembered = ctx.remembered_tokens(cluster);
     let new_secret = (valid.admin_secret.managed && observed.admin.is_none()).then(|| {
-        let token = remembered
-            .clone()
-            .unwrap_or_else(super::credentials::new_token);
-        super::build::build_admin_secret(valid, &token)
+        let tokens = remembered.clone().unwrap_or_else(|| AdminTokens {
+            token: super::credentials::new_token(),
+            ..AdminTokens::default()
+        });
+        super::build::build_admin_secret(valid, &tokens)
     });
     if apply(&ctx.client, &valid.namespace, &desired, new_secret.as_ref()).await? {
         let (reason, note) = match &remembered {

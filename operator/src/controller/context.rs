@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::observe::NodeAddressing;
 use crate::crd::ReplicatedCluster;
+use crate::credentials::AdminTokens;
 use crate::executor::Note;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
@@ -42,9 +43,9 @@ pub struct Context {
     /// Where the operator's own pods run: the clusters' NetworkPolicies admit them (and only
     /// them) to the admin port. `None` (running outside the cluster): no NetworkPolicy.
     pub operator_pods: Option<super::build::OperatorPods>,
-    /// Per cluster uid: the admin token last read from its managed admin Secret, so a deleted
-    /// Secret is recreated with the token the nodes hold (`controller::apply_objects`).
-    tokens: Mutex<HashMap<String, String>>,
+    /// Per cluster uid: the tokens last read from its managed admin Secret, so a deleted Secret
+    /// is recreated with the tokens the nodes hold (`controller::apply`).
+    tokens: Mutex<HashMap<String, AdminTokens>>,
 }
 
 impl Context {
@@ -71,18 +72,18 @@ impl Context {
         }
     }
 
-    /// Remembers `token` as `cluster`'s admin token.
-    pub fn remember_token(&self, cluster: &ReplicatedCluster, token: &str) {
+    /// Remembers what `cluster`'s admin Secret holds.
+    pub fn remember_tokens(&self, cluster: &ReplicatedCluster, admin: &AdminTokens) {
         let Some(uid) = cluster.uid() else { return };
         if let Ok(mut tokens) = self.tokens.lock() {
-            if tokens.get(&uid).is_none_or(|t| t != token) {
-                tokens.insert(uid, token.to_owned());
+            if tokens.get(&uid) != Some(admin) {
+                tokens.insert(uid, admin.clone());
             }
         }
     }
 
-    /// The admin token last seen for `cluster`, if this process saw one.
-    pub fn remembered_token(&self, cluster: &ReplicatedCluster) -> Option<String> {
+    /// What `cluster`'s admin Secret last held, if this process saw it.
+    pub fn remembered_tokens(&self, cluster: &ReplicatedCluster) -> Option<AdminTokens> {
         let uid = cluster.uid()?;
         self.tokens.lock().ok()?.get(&uid).cloned()
     }

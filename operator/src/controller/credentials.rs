@@ -61,6 +61,9 @@ pub async fn run(
     let mut outcome = CredentialsOutcome::default();
     if valid.admin_secret.managed {
         outcome.token_rotation = rotate_token(ctx, cluster, valid, observed).await?;
+        if let Some(admin) = &observed.admin {
+            ctx.remember_tokens(cluster, admin);
+        }
     }
     observed.auth = node_auth(
         observed.admin.as_ref(),

@@ -167,7 +167,7 @@ async fn reconcile_cluster(cluster: &ReplicatedCluster, ctx: &Context) -> Result
         }
     }; // client
     if let Some(admin) = &observed.admin {
-        ctx.remember_token(cluster, &admin.token);
+        ctx.remember_tokens(cluster, admin);
     }
     let validated = validate::validate(cluster, &observed.facts()); // pure
     let (steps, action) = match &validated {

@@ -151,6 +151,12 @@ fn corroborate(
     base: &Decision,
 ) -> Result<String, Hold> {
     let loss_ms = u64::try_from(view.timing.leader_loss.as_millis()).unwrap_or(u64::MAX);
+    // A member with no leader yet has only lost one that has led for leaderLossTimeoutMs: a
+    // leader promoted moments ago (this pass, say) simply has not reached it yet. Without this,
+    // a leader whose pod is not ready yet would be replaced before its first round.
+    let led_long_enough = view.last_failover_ms.is_none_or(|at| {
+        u64::try_from(now_ms.saturating_sub(at)).is_ok_and(|since| since >= loss_ms)
+    });
     let mut lost = vec![format!("{leader} (unreachable to the operator)")];
     let mut in_contact = Vec::new();
     for (m, n) in reachable.iter().filter(|(m, _)| m.name != leader) {
@@ -159,10 +165,11 @@ fn corroborate(
         if follows && !health.leader_contact_lost {
             in_contact.push((m.name.clone(), n.ms_since_leader_contact.unwrap_or(0)));
         } else {
-            lost.push(match n.ms_since_leader_contact {
-                Some(ms) if follows => format!("{} ({ms} ms without contact)", m.name),
-                _ => format!("{} (no leader)", m.name),
-            });
+            match n.ms_since_leader_contact {
+                Some(ms) if follows => lost.push(format!("{} ({ms} ms without contact)", m.name)),
+                _ if led_long_enough => lost.push(format!("{} (no leader)", m.name)),
+                _ => {}
+            }
         }
     }
     let needed = majority(view.members.len());

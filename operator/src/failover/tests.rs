@@ -715,3 +715,32 @@ fn the_epoch_in_status_is_a_floor_for_the_next_one() {
         "{decision:?}"
     );
 }
+
+#[test]
+fn a_leader_promoted_moments_ago_whose_pod_is_not_ready_yet_is_not_replaced() {
+    // The e2e saw epochs 1, 2, 3, 4 in 30 ms: right after a promotion the leader's pod is not
+    // ready yet (probes lag) and the followers, fenced at the new epoch, have not heard from it
+    // yet (its first round is under way), which read as "a majority lost it".
+    let mut fresh_leader = leader(0, 1, &[1, 2]);
+    fresh_leader.ms_since_leader_contact = None;
+    let not_ready = member(0, PodState::NotReady, Ok(fresh_leader));
+    let waiting = |i| up(i, follower(1, None, (1, 2), None));
+    let just_promoted = View {
+        last_failover_ms: Some(NOW - 20),
+        ..view(vec![not_ready.clone(), waiting(1), waiting(2)], 1, None)
+    };
+    let decision = decide(&just_promoted, NOW);
+    assert_eq!(decision.action, Action::Nothing, "{decision:?}");
+    assert!(!decision.failing_over);
+    // The same silence once it has led for leaderLossTimeoutMs (and past the least interval
+    // between failovers) is a lost leader.
+    let long_ago = View {
+        last_failover_ms: Some(NOW - 6_000),
+        ..view(vec![not_ready, waiting(1), waiting(2)], 1, None)
+    };
+    let decision = decide(&long_ago, NOW);
+    assert!(
+        matches!(&decision.action, Action::Failover { .. }),
+        "{decision:?}"
+    );
+}

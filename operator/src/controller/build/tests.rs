@@ -215,7 +215,7 @@ fn the_pdb_keeps_a_majority_and_always_allows_evicting_unhealthy_pods() {
 }
 
 #[test]
-fn the_admin_secret_carries_the_given_token() {
+fn the_admin_secret_carries_the_given_tokens_and_rotation_step() {
     let expected = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -223,9 +223,32 @@ fn the_admin_secret_carries_the_given_token() {
         "type": "Opaque",
         "stringData": { "token": "t0k3n" },
     });
+    let tokens = crate::credentials::AdminTokens {
+        token: "t0k3n".into(),
+        ..Default::default()
+    };
     assert_eq!(
-        to_json(&build_admin_secret(&validated(Mode::SingleLeader), "t0k3n")),
+        to_json(&build_admin_secret(&validated(Mode::SingleLeader), &tokens)),
         expected
+    );
+    // Restored in the middle of a rotation: the step and the request it handled come back.
+    let rotating = crate::credentials::AdminTokens {
+        token: "t0k3n".into(),
+        next: Some("n3xt".into()),
+        previous: None,
+        rotation: Some("7".into()),
+    };
+    let secret = to_json(&build_admin_secret(
+        &validated(Mode::SingleLeader),
+        &rotating,
+    ));
+    assert_eq!(
+        secret["stringData"],
+        json!({ "token": "t0k3n", "token.next": "n3xt" })
+    );
+    assert_eq!(
+        secret["metadata"]["annotations"]["replicated.dev/rotation"],
+        "7"
     );
 }
 

@@ -200,6 +200,8 @@ impl Pass<'_> {
             Ok(()) if *elected => {
                 let at_ms = (self.now_ms)();
                 let since = self.view.no_leader_since_ms.unwrap_or(at_ms);
+                // The rest of this pass judges the new leader as led since now.
+                self.view.last_failover_ms = Some(at_ms);
                 info!(leader = %candidate.id, epoch, "promoted");
                 let from = self.pending_from.take();
                 self.notes.push(Note {
