@@ -62,6 +62,11 @@ pub struct Args {
     /// The admin token itself (prefer --admin-token-file).
     #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Client tokens, one per line: `<token>` (reads and writes) or `<token> read-only`. With
+    /// it, the client API answers 401 without a listed bearer token and 403 to a read-only
+    /// token's writes. Re-read when it changes.
+    #[arg(long, env = env::CLIENT_TOKEN_FILE)]
+    pub client_token_file: Option<PathBuf>,
     /// TLS certificate (PEM): with --tls-key-file, every surface serves TLS only. Re-read when
     /// it changes.
     #[arg(long, env = env::TLS_CERT_FILE, requires = "tls_key_file")]

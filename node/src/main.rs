@@ -63,6 +63,7 @@ fn security(args: &Args, peer_port: Option<u16>) -> anyhow::Result<Arc<Security>
     let security = Security::load(&SecurityConfig {
         token_file: args.admin_token_file.clone(),
         token: args.admin_token.clone(),
+        client_tokens: args.client_token_file.clone(),
         tls,
         peer_port,
     })?;

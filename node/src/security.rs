@@ -14,8 +14,15 @@
 //! Reloads run once a second ([`Security::spawn_reloader`]); a file that is missing, too short or
 //! does not parse keeps the credential in use and logs why.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+mod admin_token;
+mod client_tokens;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use admin_token::AdminToken;
+pub use admin_token::MIN_TOKEN_LEN;
+pub use client_tokens::{ClientAccess, ClientTokens};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -26,10 +33,6 @@ use rc_tls::rustls::pki_types::ServerName;
 use rc_tls::server::{CertFiles, ReloadingCert};
 use rc_tls::tokio_rustls::{client::TlsStream, TlsAcceptor, TlsConnector};
 
-use crate::http::auth::token_matches;
-
-/// Shortest admin token accepted.
-pub const MIN_TOKEN_LEN: usize = 16;
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection to a peer: TLS when the cluster uses it.
@@ -38,6 +41,8 @@ pub type PeerStream = Either<TcpStream, TlsStream<TcpStream>>;
 /// The node's credentials and transport security.
 pub struct Security {
     token: AdminToken,
+    /// With client authentication: the tokens that may use the client API.
+    clients: Option<ClientTokens>,
     tls: Option<NodeTls>,
     /// The cluster's peer port, when peers listen apart from clients: peer traffic to a member
     /// at `host:port` goes to `host:peer_port`.
@@ -59,6 +64,8 @@ pub struct SecurityConfig {
     /// The token file (re-read), or a fixed token.
     pub token_file: Option<PathBuf>,
     pub token: Option<String>,
+    /// `--client-token-file`: client authentication.
+    pub client_tokens: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
     /// See [`Security::peer_address`].
     pub peer_port: Option<u16>,
@@ -82,8 +89,14 @@ impl Security {
             }
         };
         let tls = cfg.tls.as_ref().map(NodeTls::load).transpose()?;
+        let clients = cfg
+            .client_tokens
+            .clone()
+            .map(ClientTokens::from_file)
+            .transpose()?;
         Ok(Arc::new(Self {
             token,
+            clients,
             tls,
             peer_port: cfg.peer_port,
         }))
@@ -105,6 +118,25 @@ impl Security {
     /// Whether `given` is a token this node accepts now.
     pub fn accepts(&self, given: &str) -> bool {
         self.token.accepts(given)
+    }
+
+    /// What a client with `Authorization: Bearer <given>` may do: everything without client
+    /// authentication, else what its token grants (`None`: refused). The admin token may do
+    /// everything: members forward clients they checked with it, and it can do more anyway.
+    pub fn client_access(&self, given: Option<&str>) -> Option<ClientAccess> {
+        let Some(clients) = &self.clients else {
+            return Some(ClientAccess::ReadWrite);
+        };
+        let given = given?;
+        if self.token.accepts(given) {
+            return Some(ClientAccess::ReadWrite);
+        }
+        clients.access(given)
+    }
+
+    /// Whether the client API requires a token.
+    pub fn client_auth(&self) -> bool {
+        self.clients.is_some()
     }
 
     /// Accepts TLS on incoming connections, if the node serves TLS.
@@ -201,6 +233,11 @@ impl Security {
             let (token, accepted) = self.token.fingerprints();
             tracing::info!(token = %token, accepted = ?accepted, "admin token files changed; reloaded");
         }
+        if let Some(clients) = &self.clients {
+            if clients.reload()? {
+                tracing::info!(tokens = clients.count(), "client tokens changed; reloaded");
+            }
+        }
         if let Some(tls) = &self.tls {
             if tls.cert.reload_if_changed()? {
                 tracing::info!(certificate = %tls.cert.fingerprint(), "TLS certificate changed; serving the new one");
@@ -249,164 +286,10 @@ impl NodeTls {
     }
 }
 
-/// The admin token in use, and the others accepted during a rotation.
-struct AdminToken {
-    file: Option<PathBuf>,
-    tokens: RwLock<Tokens>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tokens {
-    current: Arc<str>,
-    /// `<file>.next` and `<file>.previous`, when present.
-    others: Vec<Arc<str>>,
-}
-
-impl AdminToken {
-    fn fixed(token: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            file: None,
-            tokens: RwLock::new(Tokens {
-                current: checked(token.trim(), "the admin token")?.into(),
-                others: Vec::new(),
-            }),
-        })
-    }
-
-    fn from_file(file: PathBuf) -> anyhow::Result<Self> {
-        let tokens = read_tokens(&file)?;
-        Ok(Self {
-            file: Some(file),
-            tokens: RwLock::new(tokens),
-        })
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tokens> {
-        self.tokens.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn current(&self) -> Arc<str> {
-        self.read().current.clone()
-    }
-
-    fn accepts(&self, given: &str) -> bool {
-        let tokens = self.read();
-        token_matches(&tokens.current, given)
-            || tokens.others.iter().any(|t| token_matches(t, given))
-    }
-
-    /// `Ok(true)` when the files changed and were taken.
-    fn reload(&self) -> anyhow::Result<bool> {
-        let Some(file) = &self.file else {
-            return Ok(false);
-        };
-        let tokens = read_tokens(file)?;
-        if *self.read() == tokens {
-            return Ok(false);
-        }
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
-        Ok(true)
-    }
-
-    fn fingerprint(&self) -> String {
-        rc_tls::fingerprint(self.current().as_bytes())
-    }
-
-    /// The sent token's fingerprint, and every accepted one's.
-    fn fingerprints(&self) -> (String, Vec<String>) {
-        let tokens = self.read();
-        let fp = |t: &Arc<str>| rc_tls::fingerprint(t.as_bytes());
-        let accepted = std::iter::once(&tokens.current)
-            .chain(&tokens.others)
-            .map(fp)
-            .collect();
-        (fp(&tokens.current), accepted)
-    }
-}
-
-fn read_tokens(file: &Path) -> anyhow::Result<Tokens> {
-    let current = std::fs::read_to_string(file)
-        .with_context(|| format!("reading the admin token from {}", file.display()))?;
-    let current: Arc<str> = checked(current.trim(), "the admin token")?.into();
-    let mut others = Vec::new();
-    for suffix in ["next", "previous"] {
-        let path = PathBuf::from(format!("{}.{suffix}", file.display()));
-        match std::fs::read_to_string(&path) {
-            Ok(t) => {
-                let t: Arc<str> = checked(t.trim(), &format!("the {suffix} admin token"))?.into();
-                if t != current && !others.contains(&t) {
-                    others.push(t);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-    Ok(Tokens { current, others })
-}
-
-fn checked<'a>(token: &'a str, what: &str) -> anyhow::Result<&'a str> {
-    if token.len() < MIN_TOKEN_LEN {
-        bail!("{what} must be at least {MIN_TOKEN_LEN} characters");
-    }
-    Ok(token)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_rotation_is_accepted_step_by_step_and_a_bad_file_keeps_the_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        let next = dir.path().join("token.next");
-        let previous = dir.path().join("token.previous");
-        let (old, new) = ("old-token-0123456789", "new-token-0123456789");
-        std::fs::write(&file, old).unwrap();
-        let t = AdminToken::from_file(file.clone()).unwrap();
-        assert!(t.accepts(old) && !t.accepts(new));
-
-        // 1. The next token is accepted; the old one is still sent.
-        std::fs::write(&next, new).unwrap();
-        assert!(t.reload().unwrap());
-        assert!(t.accepts(old) && t.accepts(new));
-        assert_eq!(&*t.current(), old);
-        // 2. The new one is sent; the previous one still accepted.
-        std::fs::remove_file(&next).unwrap();
-        std::fs::write(&file, new).unwrap();
-        std::fs::write(&previous, old).unwrap();
-        assert!(t.reload().unwrap());
-        assert!(t.accepts(old) && t.accepts(new));
-        assert_eq!(&*t.current(), new);
-        assert!(!t.reload().unwrap(), "unchanged files are no change");
-        // 3. The previous one is dropped.
-        std::fs::remove_file(&previous).unwrap();
-        assert!(t.reload().unwrap());
-        assert!(!t.accepts(old) && t.accepts(new));
-
-        // A token file emptied (or too short) keeps the tokens in use.
-        std::fs::write(&file, "short").unwrap();
-        assert!(t.reload().is_err());
-        assert!(t.accepts(new));
-        assert!(!t.accepts("short") && !t.accepts(""));
-    }
-
-    #[test]
-    fn fingerprints_tell_tokens_apart_without_showing_them() {
-        let t = AdminToken::fixed("a-token-of-twenty-chars").unwrap();
-        let (sent, accepted) = t.fingerprints();
-        assert_eq!(sent.len(), 16);
-        assert_eq!(accepted, vec![sent.clone()]);
-        assert!(!sent.contains("token"));
-        assert_ne!(
-            sent,
-            AdminToken::fixed("another-token-of-twenty")
-                .unwrap()
-                .fingerprint()
-        );
-    }
 
     #[test]
     fn peer_traffic_goes_to_the_peer_port_of_the_same_host() {

@@ -348,3 +348,62 @@ async fn with_split_ports_each_surface_answers_only_on_its_own_port() {
         .status();
     assert_eq!(healthz, 200, "gossip probes the peer port");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_tokens_the_client_api_answers_401_and_403_as_the_token_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clients");
+    let (writer, reader) = ("writer-token-0123456789", "reader-token-0123456789");
+    std::fs::write(&file, format!("{writer}\n{reader} read-only\n")).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let c = Cluster::start(3, &["--client-token-file", &file, "--forwarding", "proxy"]);
+    let leader = c.bootstrap().await;
+    let follower = (leader + 1) % 3;
+    let call = |i: usize, method: reqwest::Method, token: Option<&'static str>| {
+        let mut req = c
+            .http
+            .request(method.clone(), c.url(i, "/v1/kv/k"))
+            .json(&json!({ "value": "v" }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let (status, body) = call(leader, reqwest::Method::PUT, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("requires client authentication"), "{body}");
+    let (status, body) = call(leader, reqwest::Method::PUT, Some("not-a-token-0123456789")).await;
+    assert_eq!(
+        (status, body.contains("unknown client token")),
+        (401, true),
+        "{body}"
+    );
+    let (status, body) = call(leader, reqwest::Method::PUT, Some(reader)).await;
+    assert_eq!((status, body.contains("forbidden")), (403, true), "{body}");
+    assert_eq!(
+        call(leader, reqwest::Method::PUT, Some(writer)).await.0,
+        200
+    );
+    assert_eq!(
+        call(leader, reqwest::Method::GET, Some(reader)).await.0,
+        200
+    );
+    // A follower checks the client, then proxies to the leader on the client's behalf.
+    assert_eq!(
+        call(follower, reqwest::Method::PUT, Some(writer)).await.0,
+        200
+    );
+    assert_eq!(
+        call(follower, reqwest::Method::PUT, Some(reader)).await.0,
+        403
+    );
+    assert_eq!(call(follower, reqwest::Method::GET, None).await.0, 401);
+    // Probes and the admin API are not client calls.
+    let health = c.http.get(c.url(leader, "/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(c.node_status(leader).await.is_some());
+}

@@ -20,6 +20,9 @@ pub const DATA_DIR: &str = "RC_DATA_DIR";
 pub const ADMIN_TOKEN_FILE: &str = "RC_ADMIN_TOKEN_FILE";
 /// The admin token itself.
 pub const ADMIN_TOKEN: &str = "RC_ADMIN_TOKEN";
+/// Client tokens, one per line (`<token>` or `<token> read-only`): with it, the client API
+/// needs `Authorization: Bearer <token>`.
+pub const CLIENT_TOKEN_FILE: &str = "RC_CLIENT_TOKEN_FILE";
 /// The node's TLS certificate (PEM, leaf first); with the key, every surface serves TLS.
 pub const TLS_CERT_FILE: &str = "RC_TLS_CERT_FILE";
 /// The private key of the node's TLS certificate (PEM).

@@ -65,6 +65,8 @@ error_codes! {
     // Authentication
     /// Missing or wrong bearer token.
     Unauthorized = "unauthorized",
+    /// The client token may not do this (a read-only token writing).
+    Forbidden = "forbidden",
     // Single-leader writes
     /// This node does not lead; `leader` names the one that does when known.
     NotLeader = "not_leader",

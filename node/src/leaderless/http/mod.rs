@@ -68,7 +68,12 @@ pub fn surfaces(state: LeaderlessState) -> Surfaces {
             get(get_key).put(put_key).delete(delete_key),
         )
         .route("/v1/batch", post(batch))
-        .route_layer(middleware::from_fn_with_state(state.clone(), track));
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        // Outermost: a refused client costs no body read.
+        .route_layer(middleware::from_fn_with_state(
+            state.node.cfg.security.clone(),
+            crate::http::auth::require_client,
+        ));
     let client = limited(client, peer_limit)
         .route(paths::HEALTHZ, get(|| async { "ok" }))
         .route(paths::READYZ, get(|| async { "ok" }))

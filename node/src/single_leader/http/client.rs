@@ -27,6 +27,7 @@ use crate::storage::{Command, Op};
 use rc_api::Forwarding;
 
 pub fn routes(state: AppState) -> Router<AppState> {
+    let security = state.node.cfg.security.clone();
     Router::new()
         .route("/v1/kv", get(scan))
         .route(
@@ -40,6 +41,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
             move |req, next| crate::http::input::refuse_oversized(limit, req, next)
         }))
         .route_layer(middleware::from_fn_with_state(state, track))
+        // Outermost: a refused client costs no body read.
+        .route_layer(middleware::from_fn_with_state(
+            security,
+            crate::http::auth::require_client,
+        ))
 }
 
 /// Count and time every client request (for /admin/status and /metrics).
@@ -300,6 +306,10 @@ async fn forward(
                 .http
                 .request(method, &url)
                 .header("x-rc-forwarded", "1");
+            // This node checked the client already; the leader takes a member's word for it.
+            if state.node.cfg.security.client_auth() {
+                req = req.bearer_auth(state.node.cfg.security.token());
+            }
             if let Some(b) = body {
                 req = req.header("content-type", "application/json").body(b);
             }
