@@ -13,6 +13,10 @@ pub const ROLE_FOLLOWER: &str = "follower";
 /// been made for this cluster, not be any Secret of the namespace.
 pub const ADMIN_SECRET_FOR_LABEL: &str = "replicated.dev/admin-secret-for";
 
+/// Label the Secret named by `spec.clientAuth.secretName` must carry, with the cluster's name as
+/// value (unless the cluster owns it), for the same reason as the admin Secret's.
+pub const CLIENT_TOKENS_FOR_LABEL: &str = "replicated.dev/client-tokens-for";
+
 /// On a cluster: ask for a switchover to the named pod, or `any` (the most caught-up
 /// follower). The operator removes it once done or refused.
 pub const SWITCHOVER_ANNOTATION: &str = "replicated.dev/switchover";

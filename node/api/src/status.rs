@@ -135,6 +135,7 @@ mod tests {
         NodeStatus {
             node_id: "n0".into(),
             stats: RequestStats::default(),
+            credentials: Credentials::default(),
             detail: ModeStatus::SingleLeader(SingleLeaderStatus {
                 incarnation: 7,
                 config: None,
@@ -174,6 +175,7 @@ mod tests {
         let status = NodeStatus {
             node_id: "n1".into(),
             stats: RequestStats::default(),
+            credentials: Credentials::default(),
             detail: ModeStatus::Leaderless(LeaderlessStatus {
                 ring_version: 2,
                 members: Vec::new(),

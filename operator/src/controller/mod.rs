@@ -285,9 +285,10 @@ async fn report_invalid(ctx: &Context, reference: &ObjectReference, error: &Spec
     )
     .await;
     match error {
-        SpecError::AdminSecret(_) | SpecError::AdminSecretNotDedicated { .. } => {
-            Action::requeue(RECHECK_SECRET)
-        }
+        SpecError::AdminSecret(_)
+        | SpecError::AdminSecretNotDedicated { .. }
+        | SpecError::ClientTokensSecret(_)
+        | SpecError::ClientTokensSecretNotDedicated { .. } => Action::requeue(RECHECK_SECRET),
         _ => Action::await_change(),
     }
 }

@@ -14,11 +14,13 @@ use rc_api::{NodeStatus, SingleLeaderStatus};
 
 use super::validate::{
     admin_secret_name, ca_secret_name, tls_secret_name, ObservedFacts, ADMIN_PORT, ADMIN_TOKEN_KEY,
-    CA_CERT_KEY, CA_KEY_KEY, NEXT_TOKEN_KEY, NODE_PORT, PREVIOUS_TOKEN_KEY, TLS_CERT_KEY,
-    TLS_KEY_KEY,
+    CA_CERT_KEY, CA_KEY_KEY, CLIENT_TOKENS_KEY, NEXT_TOKEN_KEY, NODE_PORT, PREVIOUS_TOKEN_KEY,
+    TLS_CERT_KEY, TLS_KEY_KEY,
 };
 use crate::credentials::{AdminTokens, StoredCa, StoredNodeCert};
-use crate::labels::{NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, ROTATION_ANNOTATION};
+use crate::labels::{
+    CLIENT_TOKENS_FOR_LABEL, NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, ROTATION_ANNOTATION,
+};
 use crate::node_client::{ClusterTls, NodeAccess};
 
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
@@ -69,6 +71,10 @@ pub struct Observed {
     /// The admin Secret is labelled `replicated.dev/admin-secret-for: <cluster>` or owned by the
     /// cluster: made for it, not just any Secret of the namespace.
     pub admin_secret_dedicated: bool,
+    /// With `spec.clientAuth`: its Secret exists with a `tokens` key; and is labelled
+    /// `replicated.dev/client-tokens-for: <cluster>` or owned by the cluster.
+    pub client_secret_ready: bool,
+    pub client_secret_dedicated: bool,
     pub statefulset: Option<StatefulSet>,
     /// Pods sorted by ordinal.
     pub pods: Vec<ObservedPod>,
@@ -102,6 +108,8 @@ impl Observed {
         ObservedFacts {
             admin_secret_ready: self.admin.is_some(),
             admin_secret_dedicated: self.admin_secret_dedicated,
+            client_secret_ready: self.client_secret_ready,
+            client_secret_dedicated: self.client_secret_dedicated,
             existing_storage,
             ring: crate::membership::newest_ring(
                 None,
@@ -126,14 +134,15 @@ impl Observed {
 }
 
 /// The API objects a reconcile reads: the admin Secret, with TLS the CA and node certificate
-/// Secrets, the StatefulSet and the pods.
-type Objects = (
-    Option<Secret>,
-    Option<Secret>,
-    Option<Secret>,
-    Option<StatefulSet>,
-    kube::core::ObjectList<Pod>,
-);
+/// Secrets, with client authentication its Secret, the StatefulSet and the pods.
+struct Objects {
+    admin: Option<Secret>,
+    ca: Option<Secret>,
+    node_cert: Option<Secret>,
+    client_tokens: Option<Secret>,
+    statefulset: Option<StatefulSet>,
+    pods: kube::core::ObjectList<Pod>,
+}
 
 /// Reads them concurrently: a failover's reconcile waits for these before it can read the nodes.
 async fn read_objects(
@@ -160,10 +169,19 @@ async fn read_objects(
                 .map_err(observe_error("Secret"))
         }
     };
-    tokio::try_join!(
+    let client_tokens = cluster
+        .spec
+        .client_auth
+        .as_ref()
+        .map(|a| a.secret_name.clone());
+    let (admin, ca, node_cert, client_tokens, statefulset, pods) = tokio::try_join!(
         get_secret(admin_secret_name(cluster), true),
         get_secret(ca_secret_name(name), tls),
         get_secret(tls_secret_name(name), tls),
+        get_secret(
+            client_tokens.clone().unwrap_or_default(),
+            client_tokens.is_some()
+        ),
         async {
             statefulsets
                 .get_opt(name)
@@ -175,18 +193,38 @@ async fn read_objects(
                 .await
                 .map_err(observe_error("Pod"))
         },
-    )
+    )?;
+    Ok(Objects {
+        admin,
+        ca,
+        node_cert,
+        client_tokens,
+        statefulset,
+        pods,
+    })
 }
 
 pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Observed, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let tls = cluster.spec.tls.enabled;
-    let (secret, ca_secret, tls_secret, statefulset, pod_list) =
-        read_objects(ctx, cluster, &namespace, &name).await?;
+    let Objects {
+        admin: secret,
+        ca: ca_secret,
+        node_cert: tls_secret,
+        client_tokens,
+        statefulset,
+        pods: pod_list,
+    } = read_objects(ctx, cluster, &namespace, &name).await?;
+    let client_secret_ready = client_tokens
+        .as_ref()
+        .is_some_and(|s| secret_value(s, CLIENT_TOKENS_KEY).is_some());
+    let client_secret_dedicated = client_tokens
+        .as_ref()
+        .is_some_and(|s| dedicated_to(s, cluster, CLIENT_TOKENS_FOR_LABEL));
     let admin_secret_dedicated = secret
         .as_ref()
-        .is_some_and(|secret| dedicated_to(secret, cluster));
+        .is_some_and(|secret| dedicated_to(secret, cluster, ADMIN_SECRET_FOR_LABEL));
     let admin = secret.and_then(|secret| tokens_of(&secret));
     let ca = ca_secret.as_ref().and_then(stored_ca);
     let node_cert = tls_secret.as_ref().and_then(stored_node_cert);
@@ -224,6 +262,8 @@ pub async fn observe(ctx: &Context, cluster: &ReplicatedCluster) -> Result<Obser
         ca,
         node_cert,
         admin_secret_dedicated,
+        client_secret_ready,
+        client_secret_dedicated,
         statefulset,
         pods,
         nodes,
@@ -327,10 +367,9 @@ fn lost_leader_pending(
     !in_contact && lost + 1 >= crate::failover::majority(members)
 }
 
-/// Whether `secret` was made for `cluster`: labelled `replicated.dev/admin-secret-for: <name>`
-/// or owned by it.
-fn dedicated_to(secret: &Secret, cluster: &ReplicatedCluster) -> bool {
-    secret.labels().get(ADMIN_SECRET_FOR_LABEL) == Some(&cluster.name_any())
+/// Whether `secret` was made for `cluster`: labelled `<label>: <name>` or owned by it.
+fn dedicated_to(secret: &Secret, cluster: &ReplicatedCluster, label: &str) -> bool {
+    secret.labels().get(label) == Some(&cluster.name_any())
         || secret
             .owner_references()
             .iter()

@@ -96,9 +96,11 @@ fn security(
     credentials: Option<&super::credentials::CredentialsOutcome>,
 ) -> SecurityStatus {
     let rotation = credentials.and_then(|c| c.token_rotation.clone());
+    let client_auth = cluster.client_tokens_secret.is_some();
     let Some(tls) = &cluster.tls else {
         return SecurityStatus {
             tls: false,
+            client_auth,
             warning: Some(
                 "TLS is disabled (spec.tls.enabled: false): client data, replication and the \
                  admin token cross the pod network in plain text"
@@ -110,6 +112,7 @@ fn security(
     };
     SecurityStatus {
         tls: true,
+        client_auth,
         warning: None,
         ca_config_map: Some(tls.ca_config_map.clone()),
         certificate_expires: observed

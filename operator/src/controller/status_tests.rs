@@ -151,6 +151,8 @@ fn healthy_single_leader() -> Observed {
         ca: None,
         node_cert: None,
         admin_secret_dedicated: false,
+        client_secret_ready: false,
+        client_secret_dedicated: false,
         statefulset: Some(settled(3)),
         pods: vec![pod(0, true), pod(1, true), pod(2, true)],
         nodes: BTreeMap::from([

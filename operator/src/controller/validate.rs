@@ -22,7 +22,11 @@ use crate::labels::{CLUSTER_LABEL, RESTARTED_AT_ANNOTATION};
 use crate::membership;
 
 mod modes;
+mod secrets;
 mod tls;
+
+use secrets::{admin_secret, client_tokens_secret};
+pub use secrets::{CLIENT_TOKENS_DIR, CLIENT_TOKENS_KEY};
 
 use tls::tls_node_config;
 pub use tls::{
@@ -90,6 +94,10 @@ pub enum SpecError {
     AdminSecret(String),
     #[error("spec.adminSecretRef names Secret {secret:?}, which is not made for this cluster: the operator mounts it into pods, so it must carry the label replicated.dev/admin-secret-for={cluster} (kubectl label secret {secret} replicated.dev/admin-secret-for={cluster})")]
     AdminSecretNotDedicated { secret: String, cluster: String },
+    #[error("client tokens Secret {0:?} (spec.clientAuth.secretName) does not exist or has no key \"tokens\"")]
+    ClientTokensSecret(String),
+    #[error("spec.clientAuth.secretName names Secret {secret:?}, which is not made for this cluster: the operator mounts it into pods, so it must carry the label replicated.dev/client-tokens-for={cluster} (kubectl label secret {secret} replicated.dev/client-tokens-for={cluster})")]
+    ClientTokensSecretNotDedicated { secret: String, cluster: String },
     #[error("spec.replicas changed from {running} to {wanted} while spec.paused is true: a paused rollout holds every pod as it is; set spec.paused to false, or spec.replicas back to {running}")]
     ScaleWhilePaused { running: i32, wanted: i32 },
 }
@@ -143,6 +151,8 @@ pub struct ValidatedCluster {
     pub admin_secret: AdminSecret,
     /// `None` when `spec.tls.enabled` is false.
     pub tls: Option<TlsNames>,
+    /// With client authentication: the Secret of client tokens (mounted).
+    pub client_tokens_secret: Option<String>,
     /// Node settings, as the `RC_*` environment variables of the ConfigMap.
     pub node_config: BTreeMap<String, String>,
     /// Every node by ordinal: pod name and the stable address peers and the operator dial.
@@ -200,6 +210,10 @@ pub struct ObservedFacts {
     pub admin_secret_ready: bool,
     /// True when it is labelled for this cluster or owned by it.
     pub admin_secret_dedicated: bool,
+    /// With `spec.clientAuth`: whether its Secret exists with a `tokens` key, and is labelled
+    /// for this cluster (or owned by it).
+    pub client_secret_ready: bool,
+    pub client_secret_dedicated: bool,
     /// Size and class of the existing StatefulSet's volume claim template, which Kubernetes
     /// never lets change: a different `spec.storage` only applies to a new cluster.
     pub existing_storage: Option<(Quantity, Option<String>)>,
@@ -234,12 +248,7 @@ pub fn validate(
         return Err(SpecError::Unpersisted);
     };
     let spec = &cluster.spec;
-    if spec.replicas < 1 {
-        return Err(SpecError::Replicas(spec.replicas));
-    }
-    if spec.image.is_empty() {
-        return Err(SpecError::Image);
-    }
+    check_replicas_and_image(spec)?;
     let ring = known_ring(cluster, facts);
     let mode = match spec.mode {
         Mode::SingleLeader => modes::single_leader(&name, spec)?,
@@ -248,6 +257,7 @@ pub fn validate(
         }
     };
     let admin_secret = admin_secret(&name, spec, facts)?;
+    let client_tokens_secret = client_tokens_secret(&name, spec, facts)?;
     let statefulset_replicas = statefulset_replicas(cluster, facts, ring.as_ref())?;
     let peers_service_name = format!("{name}-peers");
     let peer = |ordinal: i32| {
@@ -263,9 +273,10 @@ pub fn validate(
         .then(|| TlsNames::new(&name, &namespace, &peers_service_name));
     let mut node_config = shared_node_config(spec, &peers);
     node_config.extend(mode.node_config);
-    if let Some(tls) = &tls {
-        node_config.extend(tls_node_config(tls));
-    }
+    node_config.extend(security_node_config(
+        tls.as_ref(),
+        client_tokens_secret.is_some(),
+    ));
     let (storage_size, storage_class_name) = facts.existing_storage.clone().unwrap_or_else(|| {
         (
             spec.storage.size.clone(),
@@ -280,6 +291,7 @@ pub fn validate(
         client_services: mode.client_services,
         admin_secret,
         tls,
+        client_tokens_secret,
         node_config,
         peers,
         members,
@@ -300,6 +312,16 @@ pub fn validate(
     })
 }
 
+fn check_replicas_and_image(spec: &ReplicatedClusterSpec) -> Result<(), SpecError> {
+    if spec.replicas < 1 {
+        return Err(SpecError::Replicas(spec.replicas));
+    }
+    if spec.image.is_empty() {
+        return Err(SpecError::Image);
+    }
+    Ok(())
+}
+
 /// Leaderless: the ring the nodes (or the last status) know; its members keep their pods.
 fn known_ring(cluster: &ReplicatedCluster, facts: &ObservedFacts) -> Option<Ring> {
     let recorded = cluster
@@ -312,34 +334,6 @@ fn known_ring(cluster: &ReplicatedCluster, facts: &ObservedFacts) -> Option<Ring
         .flatten()
         .max_by_key(|r| r.version)
         .filter(|_| cluster.spec.mode == Mode::Leaderless)
-}
-
-/// The admin Secret: the one the user named, which must exist and be made for this cluster,
-/// else `<cluster>-admin`, which `apply` creates when it does not exist yet.
-fn admin_secret(
-    name: &str,
-    spec: &ReplicatedClusterSpec,
-    facts: &ObservedFacts,
-) -> Result<AdminSecret, SpecError> {
-    let Some(reference) = &spec.admin_secret_ref else {
-        return Ok(AdminSecret {
-            name: format!("{name}-admin"),
-            managed: true,
-        });
-    };
-    if !facts.admin_secret_ready {
-        return Err(SpecError::AdminSecret(reference.name.clone()));
-    }
-    if !facts.admin_secret_dedicated {
-        return Err(SpecError::AdminSecretNotDedicated {
-            secret: reference.name.clone(),
-            cluster: name.to_owned(),
-        });
-    }
-    Ok(AdminSecret {
-        name: reference.name.clone(),
-        managed: false,
-    })
 }
 
 /// The pods the StatefulSet keeps. A member is never stopped before it left the ring, or the
@@ -375,6 +369,18 @@ fn statefulset_replicas(
         }
     }
     Ok(statefulset_replicas)
+}
+
+/// The node settings of TLS and client authentication: where their mounted files are.
+fn security_node_config(tls: Option<&TlsNames>, client_tokens: bool) -> BTreeMap<String, String> {
+    let mut config = tls.map(tls_node_config).unwrap_or_default();
+    if client_tokens {
+        config.insert(
+            env::CLIENT_TOKEN_FILE.to_owned(),
+            format!("{CLIENT_TOKENS_DIR}/{CLIENT_TOKENS_KEY}"),
+        );
+    }
+    config
 }
 
 /// The node settings every mode shares, with every node's stable address (`RC_PEERS`).

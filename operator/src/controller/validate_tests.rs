@@ -264,6 +264,51 @@ fn a_named_admin_secret_must_exist_and_a_missing_managed_one_is_fine() {
 }
 
 #[test]
+fn client_authentication_needs_a_dedicated_secret_and_points_the_nodes_at_its_tokens() {
+    let mut c = cluster(Mode::SingleLeader);
+    assert_eq!(ok(&c).client_tokens_secret, None);
+    assert!(!ok(&c).node_config.contains_key("RC_CLIENT_TOKEN_FILE"));
+    c.spec.client_auth = Some(crate::crd::ClientAuthSpec {
+        secret_name: "clients".into(),
+    });
+    assert_eq!(
+        validate(&c, &ObservedFacts::default()),
+        Err(SpecError::ClientTokensSecret("clients".into()))
+    );
+    let undedicated = validate(
+        &c,
+        &ObservedFacts {
+            client_secret_ready: true,
+            ..ObservedFacts::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        undedicated
+            .to_string()
+            .contains("kubectl label secret clients replicated.dev/client-tokens-for=orders"),
+        "{undedicated}"
+    );
+    let v = validate(
+        &c,
+        &ObservedFacts {
+            client_secret_ready: true,
+            client_secret_dedicated: true,
+            ..ObservedFacts::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(v.client_tokens_secret.as_deref(), Some("clients"));
+    assert_eq!(
+        v.node_config["RC_CLIENT_TOKEN_FILE"],
+        "/etc/rc-node/clients/tokens"
+    );
+    let sts = serde_json::to_value(crate::controller::build::build_statefulset(&v)).unwrap();
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains("\"secretName\":\"clients\""), "{volumes}");
+}
+
+#[test]
 fn the_selector_string_lists_the_pod_labels() {
     assert_eq!(
         ok(&cluster(Mode::SingleLeader)).selector_string(),

@@ -159,6 +159,12 @@ pub struct ReplicatedClusterSpec {
     #[serde(default)]
     pub tls: TlsSpec,
 
+    /// Client authentication. When set, the client API needs `Authorization: Bearer <token>`
+    /// with a token listed in the named Secret (401 otherwise; 403 when a read-only token
+    /// writes). Unset: any client that reaches the client port may read and write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthSpec>,
+
     /// Log output of the nodes.
     #[serde(default)]
     pub logging: LoggingSpec,
@@ -307,6 +313,19 @@ pub struct SecretReference {
     /// Name of the Secret. It must hold the admin token under the key `token`.
     #[x_kube(validation = Rule::new("self != ''").message("adminSecretRef.name must not be empty"))]
     pub name: String,
+}
+
+/// Client authentication by bearer tokens.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAuthSpec {
+    /// A Secret of the cluster's namespace whose key `tokens` lists the client tokens, one per
+    /// line: `<token>` (reads and writes) or `<token> read-only`; at least 16 characters each.
+    /// It must be labelled `replicated.dev/client-tokens-for: <cluster>` (it is mounted into
+    /// the pods). Nodes re-read it when it changes: add a token, roll clients over, remove the
+    /// old one.
+    #[x_kube(validation = Rule::new("self != ''").message("clientAuth.secretName must not be empty"))]
+    pub secret_name: String,
 }
 
 /// TLS of the nodes: on by default, with a CA per cluster that the operator creates.

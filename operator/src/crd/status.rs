@@ -21,6 +21,9 @@ pub struct SecurityStatus {
     /// The ConfigMap whose `ca.crt` clients verify the nodes with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_config_map: Option<String>,
+    /// `true` when the client API needs a client token (`spec.clientAuth`).
+    #[serde(default)]
+    pub client_auth: bool,
     /// When the node certificate expires (it is renewed with a third of its life left).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_expires: Option<Time>,

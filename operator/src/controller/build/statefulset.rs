@@ -27,8 +27,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{config_hash, owned_meta};
 use crate::controller::validate::{
-    ValidatedCluster, ADMIN_PORT, ADMIN_PORT_NAME, ADMIN_TOKEN_DIR, DATA_DIR, NODE_PORT,
-    NODE_PORT_NAME, PEER_PORT, PEER_PORT_NAME, TLS_DIR,
+    ValidatedCluster, ADMIN_PORT, ADMIN_PORT_NAME, ADMIN_TOKEN_DIR, CLIENT_TOKENS_DIR, DATA_DIR,
+    NODE_PORT, NODE_PORT_NAME, PEER_PORT, PEER_PORT_NAME, TLS_DIR,
 };
 use crate::labels::RESTARTED_AT_ANNOTATION;
 
@@ -37,6 +37,7 @@ pub const CONFIG_HASH_ANNOTATION: &str = "replicated.dev/config-hash";
 const DATA_VOLUME: &str = "data";
 const ADMIN_TOKEN_VOLUME: &str = "admin-token";
 const TLS_VOLUME: &str = "tls";
+const CLIENT_TOKENS_VOLUME: &str = "client-tokens";
 /// The root filesystem is read-only; a small scratch `/tmp` for anything that insists on one.
 const TMP_VOLUME: &str = "tmp";
 /// The distroless `nonroot` user of the node image.
@@ -131,6 +132,9 @@ fn volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
     if let Some(tls) = &cluster.tls {
         volumes.push(secret(TLS_VOLUME, &tls.tls_secret));
     }
+    if let Some(clients) = &cluster.client_tokens_secret {
+        volumes.push(secret(CLIENT_TOKENS_VOLUME, clients));
+    }
     volumes.push(Volume {
         name: TMP_VOLUME.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -171,7 +175,7 @@ fn node_container(cluster: &ValidatedCluster) -> Container {
             ..EnvFromSource::default()
         }]),
         env: Some(pod_env(cluster)),
-        volume_mounts: Some(volume_mounts(tls)),
+        volume_mounts: Some(volume_mounts(tls, cluster.client_tokens_secret.is_some())),
         resources: Some(cluster.resources.clone().unwrap_or_else(default_resources)),
         readiness_probe: Some(http_probe(rc_api::paths::READYZ, tls, 5, 2)),
         liveness_probe: Some(http_probe(rc_api::paths::HEALTHZ, tls, 10, 3)),
@@ -221,8 +225,9 @@ fn pod_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
     ]
 }
 
-/// The data volume, the admin token and node certificate (read-only) and a scratch `/tmp`.
-fn volume_mounts(tls: bool) -> Vec<VolumeMount> {
+/// The data volume, a scratch `/tmp`, and read-only: the admin token, the node certificate and
+/// the client tokens.
+fn volume_mounts(tls: bool, client_tokens: bool) -> Vec<VolumeMount> {
     let mut mounts = vec![
         VolumeMount {
             name: DATA_VOLUME.to_owned(),
@@ -241,13 +246,17 @@ fn volume_mounts(tls: bool) -> Vec<VolumeMount> {
             ..VolumeMount::default()
         },
     ];
+    let read_only = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
     if tls {
-        mounts.push(VolumeMount {
-            name: TLS_VOLUME.to_owned(),
-            mount_path: TLS_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
+        mounts.push(read_only(TLS_VOLUME, TLS_DIR));
+    }
+    if client_tokens {
+        mounts.push(read_only(CLIENT_TOKENS_VOLUME, CLIENT_TOKENS_DIR));
     }
     mounts
 }
