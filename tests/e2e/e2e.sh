@@ -350,6 +350,21 @@ all_nodes_field() {
     echo
   done | grep . | sort -u | xargs
 }
+# one_node_cluster NAME SPEC: a 1-node SingleLeader cluster NAME with one more spec line SPEC.
+one_node_cluster() {
+  kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: replicated.dev/v1alpha1
+kind: ReplicatedCluster
+metadata:
+  name: $1
+spec:
+  mode: SingleLeader
+  replicas: 1
+  image: ghcr.io/replicated-dev/rc-node:0.1.0
+  storage: { size: 64Mi }
+  $2
+EOF
+}
 # status_code IP TOKEN: the HTTP status of GET /admin/status with TOKEN.
 status_code() { ncurl "$1" /admin/status -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $2"; }
 # One value on every node, different from the one before.
@@ -444,20 +459,7 @@ if want security; then
   if [ -z "$leaks" ]; then pass "no admin token in the operator's or nodes' logs or in Events"; else fail "secrets in logs" "$leaks"; fi
 
   # TLS off is possible, and the status says what that means.
-  kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
-apiVersion: replicated.dev/v1alpha1
-kind: ReplicatedCluster
-metadata:
-  name: plain
-spec:
-  mode: SingleLeader
-  replicas: 1
-  image: ghcr.io/replicated-dev/rc-node:0.1.0
-  storage:
-    size: 64Mi
-  tls:
-    enabled: false
-EOF
+  one_node_cluster plain "tls: { enabled: false }"
   if wait_ready plain 1 90; then
     expect "plain: status.security.tls" "$(jp replicatedcluster/plain '{.status.security.tls}')" false
     case "$(jp replicatedcluster/plain '{.status.security.warning}')" in
@@ -477,20 +479,7 @@ EOF
   kubectl -n "$NS" create secret generic guarded-clients \
     --from-literal=tokens="$(printf 'writer-token-0123456789\nreader-token-0123456789 read-only\n')" >/dev/null
   kubectl -n "$NS" label secret guarded-clients replicated.dev/client-tokens-for=guarded >/dev/null
-  kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
-apiVersion: replicated.dev/v1alpha1
-kind: ReplicatedCluster
-metadata:
-  name: guarded
-spec:
-  mode: SingleLeader
-  replicas: 1
-  image: ghcr.io/replicated-dev/rc-node:0.1.0
-  storage:
-    size: 64Mi
-  clientAuth:
-    secretName: guarded-clients
-EOF
+  one_node_cluster guarded "clientAuth: { secretName: guarded-clients }"
   if wait_ready guarded 1 90; then
     gip=$(pod_ip guarded-0)
     put_code() {

@@ -71,7 +71,12 @@ pub async fn apply(
     Ok(created_secret)
 }
 
-async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), Error>
+/// Server-side apply of `object`, forced, with the operator's field manager.
+pub(super) async fn server_side_apply<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

@@ -16,7 +16,7 @@ use rc_tls::issue::ClusterCa;
 use serde_json::json;
 use tracing::info;
 
-use super::apply::FIELD_MANAGER;
+use super::apply::server_side_apply;
 use super::build::owned_meta;
 use super::observe::{node_auth, Observed};
 use super::validate::{
@@ -249,19 +249,7 @@ async fn write_secret(
         data: Some(data),
         ..Secret::default()
     };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &valid.namespace);
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::Apply {
-        kind: "Secret".into(),
-        name: name.to_owned(),
-        source,
-    })
+    server_side_apply(&ctx.client, &valid.namespace, &secret).await
 }
 
 /// The CA bundle for clients, in ConfigMap `<cluster>-ca` (`ca.crt`).
@@ -284,19 +272,7 @@ async fn publish_ca(
         data: Some(BTreeMap::from([(CA_CERT_KEY.to_owned(), bundle)])),
         ..ConfigMap::default()
     };
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &valid.namespace);
-    api.patch(
-        &tls.ca_config_map,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&config_map),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::Apply {
-        kind: "ConfigMap".into(),
-        name: tls.ca_config_map.clone(),
-        source,
-    })
+    server_side_apply(&ctx.client, &valid.namespace, &config_map).await
 }
 
 /// The merge patch of the admin Secret for a rotation step, what to say about it, and the

@@ -210,8 +210,16 @@ async fn read_fresh(server: &mut ApiServer, cluster: &ReplicatedCluster) {
 /// Answers the observe step's reads for a cluster that has nothing yet, in the order they come:
 /// no admin Secret, no StatefulSet, no pods.
 async fn observe_nothing_yet(server: &mut ApiServer) {
-    let (_, send) = expect(server, Method::GET, &format!("{NS}/secrets/orders-admin")).await;
-    not_found(send);
+    observe_nothing_of(server, &["orders-admin"]).await;
+}
+
+/// The same, for a cluster that also reads the Secrets `secrets` (with TLS: the CA's and the
+/// node certificate's), none of which exists.
+async fn observe_nothing_of(server: &mut ApiServer, secrets: &[&str]) {
+    for secret in secrets {
+        let (_, send) = expect(server, Method::GET, &format!("{NS}/secrets/{secret}")).await;
+        not_found(send);
+    }
     let (_, send) = expect(
         server,
         Method::GET,
@@ -233,6 +241,33 @@ fn stored(status: &Value) -> Value {
     })
 }
 
+/// Answers a new single-leader cluster's writes, in their order: the admin Secret created, the
+/// ConfigMap, the three Services, the StatefulSet and the PDB applied, the AdminSecretCreated
+/// Event. Returns the Secret, the ConfigMap and the StatefulSet as sent.
+async fn expect_new_objects(server: &mut ApiServer) -> (Value, Value, Value) {
+    let (secret, send) = expect(server, Method::POST, &format!("{NS}/secrets")).await;
+    reply(send, 201, &secret);
+    let config = expect_apply(server, &format!("{NS}/configmaps/orders-config")).await;
+    for service in ["orders-peers", "orders-leader", "orders-replicas"] {
+        expect_apply(server, &format!("{NS}/services/{service}")).await;
+    }
+    let sts = expect_apply(server, "/apis/apps/v1/namespaces/shop/statefulsets/orders").await;
+    expect_apply(
+        server,
+        "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders",
+    )
+    .await;
+    let (event, send) = expect(
+        server,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+    )
+    .await;
+    assert_eq!(event["reason"], "AdminSecretCreated");
+    reply(send, 201, &event);
+    (secret, config, sts)
+}
+
 #[tokio::test]
 async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status() {
     let (ctx, mut server) = context(FakeNodes::default());
@@ -241,37 +276,12 @@ async fn a_new_cluster_gets_a_secret_its_objects_in_order_and_a_pending_status()
 
     observe_nothing_yet(&mut server).await;
 
-    let (secret, send) = expect(&mut server, Method::POST, &format!("{NS}/secrets")).await;
+    let (secret, config, sts) = expect_new_objects(&mut server).await;
     let token = secret["stringData"]["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 64, "32 random bytes, hex");
     assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
-    reply(send, 201, &secret);
-
-    let config = expect_apply(&mut server, &format!("{NS}/configmaps/orders-config")).await;
     assert_eq!(config["data"]["RC_MODE"], "single-leader");
-    expect_apply(&mut server, &format!("{NS}/services/orders-peers")).await;
-    expect_apply(&mut server, &format!("{NS}/services/orders-leader")).await;
-    expect_apply(&mut server, &format!("{NS}/services/orders-replicas")).await;
-    let sts = expect_apply(
-        &mut server,
-        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
-    )
-    .await;
     assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
-    expect_apply(
-        &mut server,
-        "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders",
-    )
-    .await;
-
-    let (event, send) = expect(
-        &mut server,
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/shop/events",
-    )
-    .await;
-    assert_eq!(event["reason"], "AdminSecretCreated");
-    reply(send, 201, &event);
 
     let (patch, send) = expect(
         &mut server,
@@ -562,19 +572,7 @@ async fn a_new_tls_cluster_gets_a_ca_a_node_certificate_and_a_published_ca_befor
     let tls_cluster = crate::controller::fixtures::cluster(Mode::SingleLeader);
     let reconciling = tokio::spawn(reconcile(guard(tls_cluster.clone()), ctx));
     read_fresh(&mut server, &tls_cluster).await;
-    for secret in ["orders-admin", "orders-ca", "orders-tls"] {
-        let (_, send) = expect(&mut server, Method::GET, &format!("{NS}/secrets/{secret}")).await;
-        not_found(send);
-    }
-    let (_, send) = expect(
-        &mut server,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
-    )
-    .await;
-    not_found(send);
-    let (_, send) = expect(&mut server, Method::GET, &format!("{NS}/pods")).await;
-    empty_list(send, "PodList");
+    observe_nothing_of(&mut server, &["orders-admin", "orders-ca", "orders-tls"]).await;
 
     // The CA: kept in its own Secret, owned by the cluster.
     let ca = expect_apply(&mut server, &format!("{NS}/secrets/orders-ca")).await;
@@ -630,32 +628,9 @@ async fn a_new_tls_cluster_gets_a_ca_a_node_certificate_and_a_published_ca_befor
     assert_eq!(published["data"]["ca.crt"], ca_pem);
 
     // Then the admin Secret and the objects, as without TLS.
-    let (secret, send) = expect(&mut server, Method::POST, &format!("{NS}/secrets")).await;
-    reply(send, 201, &secret);
-    expect_apply(&mut server, &format!("{NS}/configmaps/orders-config")).await;
-    expect_apply(&mut server, &format!("{NS}/services/orders-peers")).await;
-    expect_apply(&mut server, &format!("{NS}/services/orders-leader")).await;
-    expect_apply(&mut server, &format!("{NS}/services/orders-replicas")).await;
-    let sts = expect_apply(
-        &mut server,
-        "/apis/apps/v1/namespaces/shop/statefulsets/orders",
-    )
-    .await;
+    let (_, _, sts) = expect_new_objects(&mut server).await;
     let volumes = sts["spec"]["template"]["spec"]["volumes"].to_string();
     assert!(volumes.contains("orders-tls"), "{volumes}");
-    expect_apply(
-        &mut server,
-        "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders",
-    )
-    .await;
-    let (event, send) = expect(
-        &mut server,
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/shop/events",
-    )
-    .await;
-    assert_eq!(event["reason"], "AdminSecretCreated");
-    reply(send, 201, &event);
     let (patch, send) = expect(
         &mut server,
         Method::PATCH,

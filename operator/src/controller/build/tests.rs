@@ -286,24 +286,7 @@ fn the_network_policy_opens_the_client_port_and_keeps_peers_and_admin_to_their_c
     let expected = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": "orders",
-            "namespace": "shop",
-            "labels": {
-                "app.kubernetes.io/instance": "orders",
-                "app.kubernetes.io/managed-by": "rc-operator",
-                "app.kubernetes.io/name": "rc-node",
-                "app.kubernetes.io/part-of": "replicated-cluster",
-                "replicated.dev/cluster": "orders",
-            },
-            "ownerReferences": [{
-                "apiVersion": "replicated.dev/v1alpha1",
-                "kind": "ReplicatedCluster",
-                "name": "orders",
-                "uid": UID,
-                "controller": true,
-            }],
-        },
+        "metadata": meta("orders"),
         "spec": {
             "podSelector": pods,
             "policyTypes": ["Ingress"],
