@@ -20,7 +20,17 @@ pub async fn spawn_n_nodes(
     n: usize,
     flags: &[&str],
 ) -> anyhow::Result<RcCluster> {
-    let dir = tempfile::tempdir()?;
+    spawn_in(tempfile::tempdir()?, http, "http", n, flags).await
+}
+
+/// Start `n` nodes with data and logs in `dir`; wait until `http` gets `/healthz` with `scheme`.
+async fn spawn_in(
+    dir: tempfile::TempDir,
+    http: &reqwest::Client,
+    scheme: &str,
+    n: usize,
+    flags: &[&str],
+) -> anyhow::Result<RcCluster> {
     let bin = node_bin()?;
     let mut procs = Procs(Vec::new());
     let mut addrs = Vec::new();
@@ -52,7 +62,7 @@ pub async fn spawn_n_nodes(
         addrs.push(addr);
     }
     for a in &addrs {
-        wait_http(http, &format!("http://{a}/healthz")).await?;
+        wait_http(http, &format!("{scheme}://{a}/healthz")).await?;
     }
     Ok(RcCluster {
         addrs,
@@ -63,20 +73,66 @@ pub async fn spawn_n_nodes(
 
 pub async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<RcCluster> {
     let c = spawn_nodes(http, &["--replication", replication]).await?;
-    promote(http, &c.addrs, 0, 1, &[0, 1, 2]).await?;
+    promote(http, "http", &c.addrs, 0, 1, &[0, 1, 2]).await?;
     Ok(c)
+}
+
+/// As [`start_rc`], every node serving TLS with a certificate of a test CA (for `localhost`,
+/// checked when nodes dial 127.0.0.1); returns the load target that verifies it.
+pub async fn start_rc_tls(replication: &str) -> anyhow::Result<(RcCluster, Target)> {
+    let dir = tempfile::tempdir()?;
+    let ca = rc_tls::issue::ClusterCa::generate("rc-bench CA", Duration::from_secs(86_400))?;
+    let cert = ca.issue(
+        "rc-bench",
+        &["localhost".to_owned()],
+        &[],
+        Duration::from_secs(86_400),
+    )?;
+    let file = |name: &str, pem: &str| -> anyhow::Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let (ca_file, cert_file, key_file) = (
+        file("ca.crt", &ca.cert_pem)?,
+        file("tls.crt", &cert.cert_pem)?,
+        file("tls.key", &cert.key_pem)?,
+    );
+    let tls = Arc::new(rc_tls::client::client_config(
+        ca.cert_pem.as_bytes(),
+        "localhost",
+    )?);
+    let target = Target::Rc(Some(tls.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .use_preconfigured_tls((*tls).clone())
+        .build()?;
+    let flags = [
+        "--replication",
+        replication,
+        "--tls-cert-file",
+        &cert_file,
+        "--tls-key-file",
+        &key_file,
+        "--tls-ca-file",
+        &ca_file,
+    ];
+    let c = spawn_in(dir, &http, "https", 3, &flags).await?;
+    promote(&http, "https", &c.addrs, 0, 1, &[0, 1, 2]).await?;
+    Ok((c, target))
 }
 
 /// The operator's failover steps: fence `alive` at `epoch`, promote `leader`, others follow.
 pub async fn promote(
     http: &reqwest::Client,
+    scheme: &str,
     addrs: &[String],
     leader: usize,
     epoch: u64,
     alive: &[usize],
 ) -> anyhow::Result<()> {
     for &i in alive {
-        http.post(format!("http://{}/admin/epoch", addrs[i]))
+        http.post(format!("{scheme}://{}/admin/epoch", addrs[i]))
             .bearer_auth(TOKEN)
             .json(&json!({"epoch": epoch}))
             .send()
@@ -87,7 +143,7 @@ pub async fn promote(
         .map(|j| json!({"id": format!("n{j}"), "address": addrs[j]}))
         .collect();
     let r = http
-        .post(format!("http://{}/admin/promote", addrs[leader]))
+        .post(format!("{scheme}://{}/admin/promote", addrs[leader]))
         .bearer_auth(TOKEN)
         .json(&json!({"epoch": epoch, "followers": followers}))
         .send()
@@ -99,7 +155,7 @@ pub async fn promote(
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let r = http
-            .get(format!("http://{}/v1/kv/warmup", addrs[leader]))
+            .get(format!("{scheme}://{}/v1/kv/warmup", addrs[leader]))
             .send()
             .await?;
         if r.status().as_u16() == 404 || r.status().is_success() {

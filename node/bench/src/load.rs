@@ -2,10 +2,34 @@
 
 use crate::prelude::*;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Target {
-    Rc,
+    /// rc-node; with a client configuration, over TLS.
+    Rc(Option<Arc<ClientConfig>>),
     Etcd,
+}
+
+impl Target {
+    /// rc-node over plain HTTP.
+    pub const RC: Target = Target::Rc(None);
+
+    fn scheme(&self) -> &'static str {
+        match self {
+            Target::Rc(Some(_)) => "https",
+            _ => "http",
+        }
+    }
+
+    /// A client of its own for one load task (no connection shared between tasks).
+    fn client(&self) -> reqwest::Client {
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+        match self {
+            Target::Rc(Some(tls)) => builder.use_preconfigured_tls((**tls).clone()),
+            _ => builder,
+        }
+        .build()
+        .unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,19 +63,24 @@ pub fn b64(s: &str) -> String {
 
 pub async fn one_op(
     http: &reqwest::Client,
-    target: Target,
+    target: &Target,
     addr: &str,
     write: bool,
     key: &str,
 ) -> bool {
+    let scheme = target.scheme();
     let r = match (target, write) {
-        (Target::Rc, true) => {
-            http.put(format!("http://{addr}/v1/kv/{key}"))
+        (Target::Rc(_), true) => {
+            http.put(format!("{scheme}://{addr}/v1/kv/{key}"))
                 .json(&json!({"value": "0123456789abcdef"}))
                 .send()
                 .await
         }
-        (Target::Rc, false) => http.get(format!("http://{addr}/v1/kv/{key}")).send().await,
+        (Target::Rc(_), false) => {
+            http.get(format!("{scheme}://{addr}/v1/kv/{key}"))
+                .send()
+                .await
+        }
         (Target::Etcd, true) => {
             http.post(format!("http://{addr}/v3/kv/put"))
                 .json(&json!({"key": b64(key), "value": b64("0123456789abcdef")}))
@@ -81,18 +110,16 @@ pub async fn load(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (stop, errors, addr) = (stop.clone(), errors.clone(), addrs[c % addrs.len()].clone());
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default();
+            let http = target.client();
             let mut lat = Vec::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("key-{c}-{}", n % 1000);
                 n += 1;
                 let t = Instant::now();
-                if one_op(&http, target, &addr, write, &key).await {
+                if one_op(&http, &target, &addr, write, &key).await {
                     lat.push(t.elapsed().as_micros() as u32);
                 } else {
                     errors.fetch_add(1, Ordering::Relaxed);

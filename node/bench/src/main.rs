@@ -24,6 +24,7 @@ mod prelude {
 
     pub use anyhow::{bail, Context};
     pub use rc_api::{LeaderlessStatus, NodeStatus, StreamState};
+    pub use rc_tls::rustls::ClientConfig;
     pub use serde_json::json;
 
     pub use crate::cluster::*;
@@ -62,6 +63,9 @@ pub struct Args {
     /// Keys on a single-leader leader for the snapshot-stall measurement (0: skip it).
     #[arg(long, default_value_t = 0)]
     pub stall_keys: usize,
+    /// Single-leader modes over TLS (a test CA; clients verify it), as on Kubernetes.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[tokio::main]
@@ -84,14 +88,19 @@ async fn main() -> anyhow::Result<()> {
             bench_join(&http, args.join_keys, 1024).await?;
             continue;
         }
-        let c = start_rc(&http, mode).await?;
-        println!("rc-node, 3 nodes, replication={mode}, fsync=always (group commit)");
+        let (c, target) = if args.tls {
+            start_rc_tls(mode).await?
+        } else {
+            (start_rc(&http, mode).await?, Target::RC)
+        };
+        let tls = if args.tls { ", TLS" } else { "" };
+        println!("rc-node, 3 nodes, replication={mode}, fsync=always (group commit){tls}");
         for (i, &clients) in args.clients.iter().enumerate() {
             let base = etcd.as_ref().and_then(|e| e.get(i)).copied();
             let leader = &c.addrs[..1];
-            let w = load(Target::Rc, leader, clients, args.seconds, true).await;
+            let w = load(target.clone(), leader, clients, args.seconds, true).await;
             row(&format!("rc put, {clients} clients"), w, base.map(|b| b.0));
-            let r = load(Target::Rc, leader, clients, args.seconds, false).await;
+            let r = load(target.clone(), leader, clients, args.seconds, false).await;
             row(
                 &format!("rc get (linearizable), {clients} clients"),
                 r,

@@ -9,7 +9,7 @@ pub async fn failover_window(http: &reqwest::Client) -> anyhow::Result<Duration>
     let killed = Instant::now();
     let _ = c.procs.0[0].kill();
     let _ = c.procs.0[0].wait();
-    promote(http, &c.addrs, 1, 2, &[1, 2]).await?;
+    promote(http, "http", &c.addrs, 1, 2, &[1, 2]).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ok = http
@@ -48,13 +48,13 @@ pub async fn bench_leaderless(
     println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always");
     for (i, &clients) in args.clients.iter().enumerate() {
         let base = etcd.and_then(|e| e.get(i)).copied();
-        let w = load(Target::Rc, &addrs, clients, args.seconds, true).await;
+        let w = load(Target::RC, &addrs, clients, args.seconds, true).await;
         row(
             &format!("leaderless put, {clients} clients"),
             w,
             base.map(|b| b.0),
         );
-        let r = load(Target::Rc, &addrs, clients, args.seconds, false).await;
+        let r = load(Target::RC, &addrs, clients, args.seconds, false).await;
         row(
             &format!("leaderless get, {clients} clients"),
             r,
@@ -65,9 +65,9 @@ pub async fn bench_leaderless(
     let _ = procs.0[2].wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alive = &addrs[..2];
-    let w = load(Target::Rc, alive, 16, args.seconds, true).await;
+    let w = load(Target::RC, alive, 16, args.seconds, true).await;
     row("leaderless put, 16 clients, 1 node down", w, None);
-    let r = load(Target::Rc, alive, 16, args.seconds, false).await;
+    let r = load(Target::RC, alive, 16, args.seconds, false).await;
     row("leaderless get, 16 clients, 1 node down", r, None);
     Ok(())
 }
@@ -154,7 +154,7 @@ pub async fn bench_snapshot_stall(
         "info",
     ];
     let c = spawn_nodes(http, &flags).await?;
-    promote(http, &c.addrs, 0, 1, &[0, 1, 2]).await?;
+    promote(http, "http", &c.addrs, 0, 1, &[0, 1, 2]).await?;
     let loaded = Instant::now();
     preload(http, &c.addrs[0], keys, 100).await?;
     println!(
@@ -163,7 +163,7 @@ pub async fn bench_snapshot_stall(
     );
     let log = c._dir.path().join("n0.log");
     let before = snapshot_times(&log).len();
-    let f = load(Target::Rc, &c.addrs[..1], 64, seconds, true).await;
+    let f = load(Target::RC, &c.addrs[..1], 64, seconds, true).await;
     row("rc put, 64 clients, through snapshots", f, None);
     let took = snapshot_times(&log);
     let during = &took[before.min(took.len())..];
