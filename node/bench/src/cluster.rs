@@ -77,9 +77,20 @@ pub async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Resu
     Ok(c)
 }
 
-/// As [`start_rc`], every node serving TLS with a certificate of a test CA (for `localhost`,
-/// checked when nodes dial 127.0.0.1); returns the load target that verifies it.
+/// As [`start_rc`], every node serving TLS (see [`spawn_tls_nodes`]); returns the load target
+/// that verifies it.
 pub async fn start_rc_tls(replication: &str) -> anyhow::Result<(RcCluster, Target)> {
+    let (c, target, http) = spawn_tls_nodes(&["--replication", replication]).await?;
+    promote(&http, "https", &c.addrs, 0, 1, &[0, 1, 2]).await?;
+    Ok((c, target))
+}
+
+/// Three nodes with `flags`, serving TLS with a certificate of a test CA (for `localhost`,
+/// checked when nodes dial 127.0.0.1). Returns the load target and an admin client that
+/// verify it.
+pub async fn spawn_tls_nodes(
+    flags: &[&str],
+) -> anyhow::Result<(RcCluster, Target, reqwest::Client)> {
     let dir = tempfile::tempdir()?;
     let ca = rc_tls::issue::ClusterCa::generate("rc-bench CA", Duration::from_secs(86_400))?;
     let cert = ca.issue(
@@ -102,24 +113,21 @@ pub async fn start_rc_tls(replication: &str) -> anyhow::Result<(RcCluster, Targe
         ca.cert_pem.as_bytes(),
         "localhost",
     )?);
-    let target = Target::Rc(Some(tls.clone()));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .use_preconfigured_tls((*tls).clone())
         .build()?;
-    let flags = [
-        "--replication",
-        replication,
+    let mut all = flags.to_vec();
+    all.extend([
         "--tls-cert-file",
         &cert_file,
         "--tls-key-file",
         &key_file,
         "--tls-ca-file",
         &ca_file,
-    ];
-    let c = spawn_in(dir, &http, "https", 3, &flags).await?;
-    promote(&http, "https", &c.addrs, 0, 1, &[0, 1, 2]).await?;
-    Ok((c, target))
+    ]);
+    let c = spawn_in(dir, &http, "https", 3, &all).await?;
+    Ok((c, Target::Rc(Some(tls)), http))
 }
 
 /// The operator's failover steps: fence `alive` at `epoch`, promote `leader`, others follow.
@@ -170,12 +178,13 @@ pub async fn promote(
 /// (a node with an empty disk streams its ranges before it serves reads).
 pub async fn push_ring(
     http: &reqwest::Client,
+    scheme: &str,
     addrs: &[String],
     version: u64,
     members: &[serde_json::Value],
 ) -> anyhow::Result<()> {
     for a in addrs {
-        http.put(format!("http://{a}/admin/ring"))
+        http.put(format!("{scheme}://{a}/admin/ring"))
             .bearer_auth(TOKEN)
             .json(&json!({"version": version, "members": members}))
             .send()
@@ -183,7 +192,10 @@ pub async fn push_ring(
             .error_for_status()?;
     }
     for a in addrs {
-        wait_leaderless(http, a, |s| s.ring_version == version && !s.restoring).await?;
+        wait_leaderless(http, scheme, a, |s| {
+            s.ring_version == version && !s.restoring
+        })
+        .await?;
     }
     Ok(())
 }
@@ -191,13 +203,14 @@ pub async fn push_ring(
 /// Poll `/admin/status` of a leaderless node until `check` holds for its leaderless part.
 pub async fn wait_leaderless(
     http: &reqwest::Client,
+    scheme: &str,
     addr: &str,
     check: impl Fn(&LeaderlessStatus) -> bool,
 ) -> anyhow::Result<LeaderlessStatus> {
     let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline {
         if let Ok(r) = http
-            .get(format!("http://{addr}/admin/status"))
+            .get(format!("{scheme}://{addr}/admin/status"))
             .bearer_auth(TOKEN)
             .send()
             .await

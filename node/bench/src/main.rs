@@ -63,7 +63,8 @@ pub struct Args {
     /// Keys on a single-leader leader for the snapshot-stall measurement (0: skip it).
     #[arg(long, default_value_t = 0)]
     pub stall_keys: usize,
-    /// Single-leader modes over TLS (a test CA; clients verify it), as on Kubernetes.
+    /// The rc-node load runs (both modes) over TLS (a test CA; clients verify it), as on
+    /// Kubernetes; the join, stall and failover measurements stay plain.
     #[arg(long)]
     pub tls: bool,
 }

@@ -34,27 +34,40 @@ pub async fn bench_leaderless(
     args: &Args,
     etcd: Option<&[(Figures, Figures)]>,
 ) -> anyhow::Result<()> {
+    let flags = ["--mode", "leaderless"];
+    let (cluster, target, admin, scheme) = if args.tls {
+        let (c, target, admin) = spawn_tls_nodes(&flags).await?;
+        (c, target, admin, "https")
+    } else {
+        (
+            spawn_nodes(http, &flags).await?,
+            Target::RC,
+            http.clone(),
+            "http",
+        )
+    };
     let RcCluster {
         addrs,
         mut procs,
         _dir,
-    } = spawn_nodes(http, &["--mode", "leaderless"]).await?;
+    } = cluster;
     let members: Vec<_> = addrs
         .iter()
         .enumerate()
         .map(|(i, a)| json!({"id": format!("n{i}"), "address": a, "state": "normal"}))
         .collect();
-    push_ring(http, &addrs, 1, &members).await?;
-    println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always");
+    push_ring(&admin, scheme, &addrs, 1, &members).await?;
+    let tls = if args.tls { ", TLS" } else { "" };
+    println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always{tls}");
     for (i, &clients) in args.clients.iter().enumerate() {
         let base = etcd.and_then(|e| e.get(i)).copied();
-        let w = load(Target::RC, &addrs, clients, args.seconds, true).await;
+        let w = load(target.clone(), &addrs, clients, args.seconds, true).await;
         row(
             &format!("leaderless put, {clients} clients"),
             w,
             base.map(|b| b.0),
         );
-        let r = load(Target::RC, &addrs, clients, args.seconds, false).await;
+        let r = load(target.clone(), &addrs, clients, args.seconds, false).await;
         row(
             &format!("leaderless get, {clients} clients"),
             r,
@@ -65,9 +78,9 @@ pub async fn bench_leaderless(
     let _ = procs.0[2].wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alive = &addrs[..2];
-    let w = load(Target::RC, alive, 16, args.seconds, true).await;
+    let w = load(target.clone(), alive, 16, args.seconds, true).await;
     row("leaderless put, 16 clients, 1 node down", w, None);
-    let r = load(Target::RC, alive, 16, args.seconds, false).await;
+    let r = load(target.clone(), alive, 16, args.seconds, false).await;
     row("leaderless get, 16 clients, 1 node down", r, None);
     Ok(())
 }
@@ -87,7 +100,7 @@ pub async fn bench_join(
     let member =
         |i: usize, state: &str| json!({"id": format!("n{i}"), "address": addrs[i], "state": state});
     let three: Vec<_> = (0..3).map(|i| member(i, "normal")).collect();
-    push_ring(http, &addrs[..3], 1, &three).await?;
+    push_ring(http, "http", &addrs[..3], 1, &three).await?;
     let value = "x".repeat(value_bytes);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -126,7 +139,8 @@ pub async fn bench_join(
             .await?
             .error_for_status()?;
     }
-    let status = wait_leaderless(http, &addrs[3], |s| s.stream == StreamState::Joined).await?;
+    let status =
+        wait_leaderless(http, "http", &addrs[3], |s| s.stream == StreamState::Joined).await?;
     let secs = started.elapsed().as_secs_f64();
     let streamed = status.keys_streamed;
     let mb = streamed as f64 * (value_bytes + 20) as f64 / 1e6;
