@@ -275,7 +275,9 @@ pub fn container_mounts(container: &Container, volumes: &Volumes) -> anyhow::Res
         mounts.push(Mount {
             src,
             dst: m.mount_path.clone(),
-            read_only: m.read_only == Some(true),
+            // Secret, ConfigMap, downward API and projected volumes are read-only whatever the
+            // mount says, as with the real kubelet: the kubelet owns their files.
+            read_only: m.read_only == Some(true) || volumes.written.contains_key(&m.name),
         });
     }
     Ok(mounts)
@@ -360,5 +362,20 @@ mod tests {
             ..Container::default()
         };
         assert!(container_mounts(&missing, &volumes).is_err());
+        // A Secret's volume is read-only even when the mount does not say so.
+        let with_secret = Volumes {
+            dirs: BTreeMap::from([("token".to_owned(), PathBuf::from("/pods/p/volumes/token"))]),
+            written: BTreeMap::from([("token".to_owned(), BTreeSet::new())]),
+            ..Volumes::default()
+        };
+        let writable = Container {
+            volume_mounts: Some(vec![VolumeMount {
+                name: "token".into(),
+                mount_path: "/etc/token".into(),
+                ..VolumeMount::default()
+            }]),
+            ..Container::default()
+        };
+        assert!(container_mounts(&writable, &with_secret).unwrap()[0].read_only);
     }
 }
