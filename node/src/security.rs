@@ -102,8 +102,9 @@ impl Security {
         }))
     }
 
-    /// A fixed token and no TLS (tests).
-    pub fn plain(token: &str) -> anyhow::Result<Arc<Self>> {
+    /// A fixed token and no TLS.
+    #[cfg(test)]
+    fn plain(token: &str) -> anyhow::Result<Arc<Self>> {
         Self::load(&SecurityConfig {
             token: Some(token.to_owned()),
             ..SecurityConfig::default()

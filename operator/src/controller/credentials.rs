@@ -61,9 +61,6 @@ pub async fn run(
     let mut outcome = CredentialsOutcome::default();
     if valid.admin_secret.managed {
         outcome.token_rotation = rotate_token(ctx, cluster, valid, observed).await?;
-        if let Some(admin) = &observed.admin {
-            ctx.remember_tokens(cluster, admin);
-        }
     }
     observed.auth = node_auth(
         observed.admin.as_ref(),
@@ -384,6 +381,8 @@ async fn rotate_token(
         note.to_owned(),
     )
     .await;
+    // What the Secret holds now, should it be deleted before the next pass reads it.
+    ctx.remember_tokens(cluster, &next);
     observed.admin = Some(next);
     Ok(Some(note.to_owned()))
 }
