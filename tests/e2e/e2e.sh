@@ -957,12 +957,14 @@ settled() {
 }
 # scale_to N VOTERS: scale, and wait (bounded) until settled.
 scale_to() {
-  local t0
+  local t0 before
   t0=$(stack_now)
+  # Taken before scaling: the operator may finish a voter change before the wait below starts.
+  before=$(voters)
   kubectl -n "$NS" scale replicatedcluster orders --replicas="$1" >/dev/null
   if [ -n "${3:-}" ]; then
     # The fault in the middle of the step: once the first voter change is made.
-    stack_wait "orders voters change ($3)" 120 bash -c "[ \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.status.voters[*]}')\" != '$(voters)' ]" || true
+    stack_wait "orders voters change ($3)" 120 bash -c "[ \"\$(kubectl -n $NS get rcl orders -o jsonpath='{.status.voters[*]}')\" != '$before' ]" || true
     kill_leader
   fi
   if stack_wait "orders settled at $1" 240 settled "$1" "$2"; then
