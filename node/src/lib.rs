@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod leaderless;
 pub mod metrics;
+pub mod peer_stream;
 pub mod random;
 pub mod security;
 pub mod shutdown;

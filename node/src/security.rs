@@ -104,7 +104,7 @@ impl Security {
 
     /// A fixed token and no TLS.
     #[cfg(test)]
-    fn plain(token: &str) -> anyhow::Result<Arc<Self>> {
+    pub(crate) fn plain(token: &str) -> anyhow::Result<Arc<Self>> {
         Self::load(&SecurityConfig {
             token: Some(token.to_owned()),
             ..SecurityConfig::default()

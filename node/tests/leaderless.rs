@@ -401,7 +401,9 @@ async fn bad_rings_and_quorums_get_clear_errors_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hints_survive_a_restart_of_the_node_holding_them() {
-    let mut c = start(3, &[]).await;
+    // Compacting every few records puts keys, hints and the ring through snapshots (written in
+    // the background) and their replay, not only through the log.
+    let mut c = start(3, &["--snapshot-every", "7"]).await;
     c.kill9(2);
     wait_status(&c, 0, "n2 detected down", |s| {
         s.members.iter().any(|m| m.id == "n2" && !m.alive)

@@ -638,6 +638,9 @@ async fn run(mode: Mode) {
         "2",
         "--conflict-resolution",
         conflict,
+        // Background snapshots while nodes are killed, paused and wiped.
+        "--snapshot-every",
+        "300",
     ];
     // Extra rc-node flags for experiments (e.g. `--write-quorum 1 --read-quorum 1` shows
     // what the checks catch when quorums do not overlap).

@@ -1,6 +1,6 @@
 //! The node's listeners, shared by both modes. Each mode's HTTP API comes in three
 //! [`Surfaces`]: client (key-value API, probes, metrics), admin (the operator) and peer (the
-//! other members; in single-leader mode also the replication stream's own protocol). A node
+//! other members, and the binary peer stream of `peer_stream`). A node
 //! serves them on one port, or on three (`--peer-listen`, `--admin-listen`) so that a
 //! NetworkPolicy can tell who may reach what. With TLS, every connection is TLS and ALPN
 //! (`rc-peer/1`) marks the replication stream; without, its first byte does. The plumbing both
@@ -19,8 +19,28 @@ use rc_tls::tokio_rustls::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+use crate::leaderless::node::LeaderlessNode;
 use crate::single_leader::node::Node;
-use crate::single_leader::peer;
+
+/// The node that answers the binary peer stream (`peer_stream`) on a port, in either mode.
+#[derive(Clone)]
+pub enum PeerStreams {
+    SingleLeader(Arc<Node>),
+    Leaderless(Arc<LeaderlessNode>),
+}
+
+impl PeerStreams {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+        match self {
+            PeerStreams::SingleLeader(node) => {
+                crate::single_leader::peer::serve_connection(node, stream).await
+            }
+            PeerStreams::Leaderless(node) => {
+                crate::leaderless::peer::serve_connection(node, stream).await
+            }
+        }
+    }
+}
 
 /// A mode's HTTP API by who calls it.
 pub struct Surfaces {
@@ -84,12 +104,12 @@ pub async fn timed(
 /// task forever).
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Accept connections until `shutdown` resolves. `single_leader` (that mode's node) receives
-/// the replication streams; `tls`, when set, is required on every connection.
+/// Accept connections until `shutdown` resolves. `streams` receives the peer streams; `tls`,
+/// when set, is required on every connection.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    single_leader: Option<Arc<Node>>,
+    streams: Option<PeerStreams>,
     tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -109,7 +129,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let node = single_leader.clone();
+        let streams = streams.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             if let Some(tls) = tls {
@@ -121,17 +141,17 @@ pub async fn serve(
                     Err(_) => return tracing::debug!("TLS handshake timed out"),
                 };
                 let replication = stream.get_ref().1.alpn_protocol() == Some(rc_tls::PEER_ALPN);
-                match (replication, node) {
-                    (true, Some(node)) => peer::serve_connection(node, stream).await,
+                match (replication, streams) {
+                    (true, Some(streams)) => streams.serve(stream).await,
                     (true, None) => {}
                     (false, _) => serve_http(app, stream).await,
                 }
                 return;
             }
             let mut first = [0u8; 1];
-            match (stream.peek(&mut first).await, node) {
-                (Ok(1), Some(node)) if first[0] == peer::MAGIC => {
-                    peer::serve_connection(node, stream).await
+            match (stream.peek(&mut first).await, streams) {
+                (Ok(1), Some(streams)) if first[0] == crate::peer_stream::MAGIC => {
+                    streams.serve(stream).await
                 }
                 (Ok(1), _) => serve_http(app, stream).await,
                 _ => {}

@@ -77,10 +77,7 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
             buckets: digests(node, &m.id),
         };
         let r = node
-            .http
-            .post(node.cfg.security.url(&m.address, "/internal/v1/digest"))
-            .bearer_auth(node.cfg.security.token())
-            .json(&req)
+            .internal_post(&m.address, "/internal/v1/digest", &req)
             .send()
             .await;
         let Ok(resp) = r else { continue };

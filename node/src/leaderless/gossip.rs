@@ -89,11 +89,8 @@ async fn probe(node: &Arc<LeaderlessNode>, m: &Member) -> bool {
         ring: node.ring(),
     };
     let r = node
-        .http
-        .post(node.cfg.security.url(&m.address, "/internal/v1/gossip"))
-        .bearer_auth(node.cfg.security.token())
+        .internal_post(&m.address, "/internal/v1/gossip", &body)
         .timeout(PROBE_TIMEOUT)
-        .json(&body)
         .send()
         .await;
     let Ok(resp) = r else { return false };
@@ -128,14 +125,12 @@ async fn probe_indirectly(node: &Arc<LeaderlessNode>, m: &Member) -> Vec<bool> {
         .take(2)
         .collect();
     let asks = helpers.iter().map(|h| async move {
+        let probe = ProbeRequest {
+            address: m.address.clone(),
+        };
         let r = node
-            .http
-            .post(node.cfg.security.url(&h.address, "/internal/v1/probe"))
-            .bearer_auth(node.cfg.security.token())
+            .internal_post(&h.address, "/internal/v1/probe", &probe)
             .timeout(PROBE_TIMEOUT * 2)
-            .json(&ProbeRequest {
-                address: m.address.clone(),
-            })
             .send()
             .await;
         match r {

@@ -16,6 +16,7 @@ pub mod hints;
 pub mod hlc;
 pub mod http;
 pub mod node;
+pub mod peer;
 pub mod purge;
 pub mod quorum;
 pub mod ring;

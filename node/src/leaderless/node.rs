@@ -26,8 +26,8 @@ use super::hlc::Hlc;
 use super::ring::{self, Layout, RingError};
 use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
-use crate::storage::snapshot::Snapshot;
-use crate::storage::wal::{self, FsyncPolicy, Wal, WalError, WalOp};
+use crate::storage::snapshot::SnapshotSource;
+use crate::storage::wal::{self, Compaction, FsyncPolicy, Wal, WalError, WalOp};
 use crate::storage::{Hint, WalRecord};
 
 #[derive(Debug, Clone)]
@@ -76,13 +76,18 @@ pub struct PutOutcome {
     pub w: usize,
 }
 
+/// Every key's merged state. Persistent (structurally shared): a snapshot is an O(1) clone.
+pub(crate) type Store = imbl::OrdMap<String, KeyState>;
+/// Writes held for members that were down, by id.
+pub(crate) type Hints = imbl::OrdMap<u64, Hint>;
+
 pub(crate) struct Inner {
-    pub store: BTreeMap<String, KeyState>,
+    pub store: Store,
     pub ring: Option<Ring>,
     /// Shared: every request takes the layout without copying its token tables; a ring change
     /// swaps in a new one.
     pub layout: Arc<Layout>,
-    pub hints: BTreeMap<u64, Hint>,
+    pub hints: Hints,
     next_hint: u64,
     pub hlc: Hlc,
     /// Counter of the last dot this incarnation issued, for any key (dots are never reused).
@@ -122,8 +127,9 @@ pub struct LeaderlessNode {
     pub actor: String,
     /// Stops the background loops (see [`LeaderlessNode::shut_down`]).
     pub(crate) stop: CancellationToken,
-    /// Writes on their way to each replica, batched.
-    outboxes: outbox::Outboxes,
+    /// Writes and reads on their way to each replica, batched.
+    outboxes: outbox::Outboxes<outbox::Queued>,
+    read_outboxes: outbox::Outboxes<outbox::QueuedRead>,
 }
 
 pub fn now_ms() -> u64 {
@@ -151,7 +157,14 @@ impl LeaderlessNode {
                 tx.send_replace(seq);
             }
         });
-        let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
+        // Nothing waits for a leaderless snapshot: its log has no base to move.
+        let wal = Wal::start(
+            &cfg.data_dir,
+            recovered.segment,
+            cfg.fsync,
+            on_durable,
+            Box::new(|_| ()),
+        )?;
         let http = cfg.security.http_client(
             reqwest::Client::builder()
                 .timeout(cfg.request_timeout)
@@ -184,6 +197,7 @@ impl LeaderlessNode {
             actor: format!("{}~{:016x}", cfg.id, crate::random::random_seed()),
             stop: CancellationToken::new(),
             outboxes: outbox::Outboxes::default(),
+            read_outboxes: outbox::Outboxes::default(),
             cfg,
         });
         super::tasks::spawn_all(&node);
@@ -230,9 +244,10 @@ impl LeaderlessNode {
             let mut records = Vec::new();
             for (key, incoming) in items {
                 g.hlc.observe(incoming.max_ts());
-                let current = g.store.get(&key).cloned().unwrap_or_default();
+                let empty = KeyState::default();
+                let current = g.store.get(&key).unwrap_or(&empty);
                 let merged = current.merge(&incoming, self.cfg.conflict);
-                if merged != current {
+                if merged != *current {
                     g.store.insert(key.clone(), merged.clone());
                     records.push(WalRecord::KeyState { key, state: merged });
                 }
@@ -251,8 +266,36 @@ impl LeaderlessNode {
         changed
     }
 
+    /// A POST of `body` (JSON) to `path` on the peer surface of the member known as `address`,
+    /// with the admin token; more settings (a timeout) may follow.
+    pub(crate) fn internal_post(
+        &self,
+        address: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.cfg.security.url(address, path))
+            .bearer_auth(self.cfg.security.token())
+            .json(body)
+    }
+
     pub fn local_state(&self, key: &str) -> Option<KeyState> {
         self.lock().store.get(key).cloned()
+    }
+
+    /// The local state of each key (empty when absent), under one lock; `None` while this node
+    /// is restoring (its data is incomplete and must not count as an owner's answer).
+    pub fn local_states(&self, keys: &[String]) -> Option<Vec<KeyState>> {
+        let g = self.lock();
+        if g.restoring {
+            return None;
+        }
+        Some(
+            keys.iter()
+                .map(|k| g.store.get(k).cloned().unwrap_or_default())
+                .collect(),
+        )
     }
 
     fn layout(&self) -> Result<Arc<Layout>, LeaderlessError> {

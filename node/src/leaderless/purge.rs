@@ -105,10 +105,7 @@ async fn ask(
         keys: keys.to_vec(),
     };
     let resp = node
-        .http
-        .post(node.cfg.security.url(&member.address, "/internal/v1/purge"))
-        .bearer_auth(node.cfg.security.token())
-        .json(&request)
+        .internal_post(&member.address, "/internal/v1/purge", &request)
         .send()
         .await
         .ok()?;

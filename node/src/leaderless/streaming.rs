@@ -132,10 +132,7 @@ async fn stream_in(node: &Arc<LeaderlessNode>, skip_dead: bool) -> Option<usize>
                 ring_version: node.ring().map_or(0, |r| r.version),
             };
             let page = match node
-                .http
-                .post(node.cfg.security.url(&m.address, "/internal/v1/stream"))
-                .bearer_auth(node.cfg.security.token())
-                .json(&req)
+                .internal_post(&m.address, "/internal/v1/stream", &req)
                 .send()
                 .await
             {

@@ -85,12 +85,18 @@ impl Log {
         dropped
     }
 
-    /// Forget entries up to and including `upto` (they are in a snapshot now).
-    pub fn compact_to(&mut self, upto: LogPosition) {
-        while self.entries.front().is_some_and(|e| e.index <= upto.index) {
-            self.entries.pop_front();
-        }
+    /// Forget entries up to and including `upto` (they are in a snapshot now). Returns them,
+    /// for the caller to free after it lets go of the node's lock (a snapshot covers 100,000
+    /// entries by default: freeing them is a stall of its own).
+    pub fn compact_to(&mut self, upto: LogPosition) -> VecDeque<Arc<Entry>> {
+        let covered = self
+            .entries
+            .iter()
+            .take_while(|e| e.index <= upto.index)
+            .count();
+        let after = self.entries.split_off(covered);
         self.base = upto;
+        std::mem::replace(&mut self.entries, after)
     }
 
     /// Replace the whole log by a snapshot's position (a follower that installed a snapshot).
@@ -177,7 +183,11 @@ mod tests {
     #[test]
     fn compaction_moves_the_base_and_keeps_later_entries_addressable() {
         let mut log = log_of(&[1, 1, 2, 2, 3]);
-        log.compact_to(LogPosition { epoch: 2, index: 3 });
+        let covered = log.compact_to(LogPosition { epoch: 2, index: 3 });
+        assert_eq!(
+            covered.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert_eq!(log.base(), LogPosition { epoch: 2, index: 3 });
         assert!(log.get(3).is_none());
         assert_eq!(log.epoch_at(3), Some(2));

@@ -91,8 +91,10 @@ pub struct Node {
 impl Node {
     /// Replay the data directory and start the WAL writer. Must run inside a tokio runtime.
     pub fn open(cfg: RuntimeConfig, replica_cfg: ReplicaConfig) -> Result<Arc<Node>, WalError> {
-        let recovered = wal::recover(&cfg.data_dir)?;
-        let replica = Replica::recover(replica_cfg, recovered.snapshot, recovered.records);
+        // The log is replayed as it is read: its records are never all in memory at once.
+        let mut replica = Replica::recovering(replica_cfg, wal::open(&cfg.data_dir)?);
+        let segment = wal::replay(&cfg.data_dir, &mut |rec| replica.replay(rec))?;
+        let replica = replica.finish_recovery();
         tracing::info!(
             epoch = replica.epoch(), last_log = ?replica.last_log(), data_dir = %cfg.data_dir.display(),
             "recovered from disk"
@@ -108,7 +110,16 @@ impl Node {
                 }
             })
         };
-        let wal = Wal::start(&cfg.data_dir, recovered.segment, cfg.fsync, on_durable)?;
+        let on_snapshot = {
+            let slot = slot.clone();
+            Box::new(move |at| {
+                if let Some(n) = slot.get().and_then(Weak::upgrade) {
+                    let covered = n.lock().replica.snapshot_written(at);
+                    drop(covered);
+                }
+            })
+        };
+        let wal = Wal::start(&cfg.data_dir, segment, cfg.fsync, on_durable, on_snapshot)?;
         let node = Arc::new_cyclic(|me: &Weak<Node>| Node {
             cfg,
             inner: Mutex::new(Inner {
@@ -162,11 +173,8 @@ impl Node {
             let seq = g.wal.submit(WalOp::Append(effects.persist));
             g.replica.note_submitted(seq);
         }
-        if let Some((snapshot, tail)) = effects.compact {
-            let seq = g.wal.submit(WalOp::Compact {
-                snapshot: Box::new(snapshot),
-                tail,
-            });
+        if let Some(compaction) = effects.compact {
+            let seq = g.wal.submit(WalOp::Compact(compaction));
             g.replica.note_submitted(seq);
         }
         match effects.leading {

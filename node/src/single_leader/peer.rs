@@ -1,8 +1,5 @@
-//! Node-to-node replication traffic: a persistent connection per (leader, follower), opened by
-//! the leader on the node's one port (TLS with ALPN `rc-peer/1` when the cluster uses TLS). The
-//! first byte 0x00 tells it apart from HTTP; then
-//! length-delimited postcard frames: `Hello` (shared admin token) and one request at a time,
-//! each answered by one response.
+//! The single-leader replication stream (see `peer_stream` for the connection): the leader
+//! sends appends and snapshots to each follower, one at a time, each answered by a reply.
 //!
 //! Does I/O. The leader side is `run_sender` (one task per follower); the follower side is
 //! `serve_connection`.
@@ -10,114 +7,64 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use rc_api::{LogPosition, Peer};
 
-use super::replica::{Outgoing, PeerReply};
+use super::replica::{Frame, Outgoing, PeerReply};
 use crate::clock::Instant;
-use crate::security::PeerStream;
+use crate::peer_stream::{self, Conn, PeerError};
+use crate::single_leader::kv::ReceivedSnapshot;
 use crate::single_leader::node::Node;
-use crate::storage::snapshot::{self, Snapshot};
+use crate::storage::snapshot;
 use crate::storage::Entry;
 
-/// First byte of a peer connection; no HTTP request starts with it.
-pub const MAGIC: u8 = 0;
-const MAX_FRAME: usize = 1 << 30;
-/// Largest frame before the peer has authenticated: a `Hello` is a token and a node id. A
-/// larger one ends the connection before it is read (an unauthenticated peer must not make the
-/// node buffer a gigabyte).
-const MAX_HELLO_FRAME: usize = 4 << 10;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every frame from a leader carries.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    epoch: u64,
+    leader: Peer,
+    /// The leader's read round, echoed in the reply.
+    round: u64,
+}
+
+impl Header {
+    fn frame(&self, load: u32, now: Instant) -> Frame<'_> {
+        Frame {
+            epoch: self.epoch,
+            leader: &self.leader,
+            round: self.round,
+            load,
+            now,
+        }
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request<E> {
-    Hello {
-        token: String,
-        from: String,
-    },
     Append {
-        epoch: u64,
-        leader: Peer,
+        header: Header,
         prev: LogPosition,
         entries: Vec<E>,
         commit: u64,
-        round: u64,
     },
     Snapshot {
-        epoch: u64,
-        leader: Peer,
-        round: u64,
+        header: Header,
         data: Vec<u8>,
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum Response {
-    HelloOk,
-    Unauthorized,
-    Reply(PeerReply),
-}
-
-type Conn = Framed<PeerStream, LengthDelimitedCodec>;
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec()
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PeerError {
-    #[error("connecting to {0}: {1}")]
-    Connect(String, String),
-    #[error("peer i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("encoding: {0}")]
-    Codec(#[from] postcard::Error),
-    #[error("peer closed the connection")]
-    Closed,
-    #[error("peer did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("peer refused our token")]
-    Unauthorized,
-    #[error("unexpected answer from peer")]
-    Protocol,
-}
-
 async fn connect(node: &Node, peer: &Peer) -> Result<Conn, PeerError> {
-    let security = &node.cfg.security;
-    let mut raw = tokio::time::timeout(CONNECT_TIMEOUT, security.connect_peer(&peer.address))
-        .await
-        .map_err(|_| PeerError::Connect(peer.address.clone(), "timed out".into()))?
-        .map_err(|e| PeerError::Connect(peer.address.clone(), e.to_string()))?;
-    tokio::io::AsyncWriteExt::write_all(&mut raw, &[MAGIC]).await?;
-    let mut conn = Framed::new(raw, codec());
     let me = node.with_replica(|r, _| r.id().to_string());
-    let hello: Request<Entry> = Request::Hello {
-        token: security.token().to_string(),
-        from: me,
-    };
-    match call(&mut conn, &hello).await? {
-        Response::HelloOk => Ok(conn),
-        Response::Unauthorized => Err(PeerError::Unauthorized),
-        Response::Reply(_) => Err(PeerError::Protocol),
-    }
+    peer_stream::connect(&node.cfg.security, &peer.address, &me).await
 }
 
-async fn call<E: Serialize>(conn: &mut Conn, req: &Request<E>) -> Result<Response, PeerError> {
-    conn.send(Bytes::from(postcard::to_allocvec(req)?)).await?;
-    let frame = tokio::time::timeout(REPLY_TIMEOUT, conn.next())
-        .await
-        .map_err(|_| PeerError::Timeout(REPLY_TIMEOUT))?
-        .ok_or(PeerError::Closed)??;
-    Ok(postcard::from_bytes(&frame)?)
+async fn call<E: Serialize>(conn: &mut Conn, req: &Request<E>) -> Result<PeerReply, PeerError> {
+    peer_stream::call(conn, req, REPLY_TIMEOUT).await
 }
 
 /// Leader side: keep follower `peer` replicated for as long as this node leads `epoch`.
@@ -210,12 +157,14 @@ async fn send_one(
         } => {
             // Arc<Entry> serializes exactly like Entry: no copy of the batch.
             let req = Request::Append {
-                epoch,
-                leader: me,
+                header: Header {
+                    epoch,
+                    leader: me,
+                    round,
+                },
                 prev,
                 entries,
                 commit,
-                round,
             };
             call(c, &req).await?
         }
@@ -228,72 +177,31 @@ async fn send_one(
                 .ok_or(PeerError::Protocol)?;
             tracing::info!(follower = %peer.id, bytes = data.len(), "sending a snapshot to a follower that is too far behind");
             let req: Request<Entry> = Request::Snapshot {
-                epoch,
-                leader: me,
-                round,
+                header: Header {
+                    epoch,
+                    leader: me,
+                    round,
+                },
                 data,
             };
             call(c, &req).await?
         }
     };
-    match response {
-        Response::Reply(r) => Ok(r),
-        Response::Unauthorized => Err(PeerError::Unauthorized),
-        Response::HelloOk => Err(PeerError::Protocol),
-    }
+    Ok(response)
 }
 
 /// Follower side: serve one connection (plain TCP or TLS) whose magic byte is not yet read.
-pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(node: Arc<Node>, mut stream: S) {
-    let mut magic = [0u8; 1];
-    if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(node: Arc<Node>, stream: S) {
+    peer_stream::serve(&node.cfg.security, stream, |request| answer(&node, request)).await
+}
+
+/// Decode a snapshot and build its state machine on a blocking thread (a million keys take a
+/// while), before the node's lock is taken.
+async fn decode_off_the_runtime(data: Vec<u8>) -> Option<ReceivedSnapshot> {
+    tokio::task::spawn_blocking(move || ReceivedSnapshot::decode(data))
         .await
-        .is_err()
-    {
-        return;
-    }
-    let mut conn = Framed::new(stream, codec());
-    conn.codec_mut().set_max_frame_length(MAX_HELLO_FRAME);
-    let mut authenticated = false;
-    loop {
-        let frame = match conn.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
-                if !authenticated {
-                    tracing::warn!(error = %e, "closed an unauthenticated peer connection");
-                }
-                break;
-            }
-            None => break,
-        };
-        let request = match postcard::from_bytes::<Request<Entry>>(&frame) {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::warn!(error = %e, "malformed peer frame; closing the connection");
-                return;
-            }
-        };
-        let response = match request {
-            Request::Hello { token, from } => {
-                authenticated = node.cfg.security.accepts(&token);
-                if !authenticated {
-                    tracing::warn!(from, "refused a peer connection with a wrong token");
-                    Response::Unauthorized
-                } else {
-                    conn.codec_mut().set_max_frame_length(MAX_FRAME);
-                    Response::HelloOk
-                }
-            }
-            _ if !authenticated => Response::Unauthorized,
-            request => Response::Reply(answer(&node, request).await),
-        };
-        let Ok(bytes) = postcard::to_allocvec(&response) else {
-            return;
-        };
-        if conn.send(Bytes::from(bytes)).await.is_err() {
-            return;
-        }
-    }
+        .ok()
+        .flatten()
 }
 
 /// A follower's answer to an authenticated leader's append or snapshot.
@@ -301,38 +209,25 @@ async fn answer(node: &Node, request: Request<Entry>) -> PeerReply {
     let load = node.stats.inflight();
     match request {
         Request::Append {
-            epoch,
-            leader,
+            header,
             prev,
             entries,
             commit,
-            round,
         } => {
             node.with_replica_durably(|r, now| {
-                r.on_append(epoch, &leader, prev, entries, commit, round, load, now)
+                r.on_append(header.frame(load, now), prev, entries, commit)
             })
             .await
         }
-        Request::Snapshot {
-            epoch,
-            leader,
-            round,
-            data,
-        } => match Snapshot::decode(&data) {
+        Request::Snapshot { header, data } => match decode_off_the_runtime(data).await {
             Some(snap) => {
-                node.with_replica_durably(|r, now| {
-                    r.on_snapshot(epoch, &leader, snap, round, load, now)
-                })
-                .await
+                node.with_replica_durably(|r, now| r.on_snapshot(header.frame(load, now), snap))
+                    .await
             }
             None => PeerReply::Rejected {
                 epoch: 0,
                 reason: "corrupt snapshot".into(),
             },
-        },
-        Request::Hello { .. } => PeerReply::Rejected {
-            epoch: 0,
-            reason: "hello after the handshake".into(),
         },
     }
 }

@@ -28,7 +28,9 @@ use std::time::Duration;
 use rc_api::{FollowerStatus, LogPosition, Peer, Replication, Role, Voter};
 
 mod follower;
+pub use follower::Frame;
 pub mod leader;
+mod recovery;
 mod roles;
 mod voters;
 
@@ -37,6 +39,7 @@ use super::quorum;
 use crate::clock::Instant;
 use crate::single_leader::kv::{Applied, KvStore};
 use crate::storage::snapshot::Snapshot;
+use crate::storage::wal::Compaction;
 use crate::storage::{Command, Entry, Meta, Op, WalRecord};
 
 /// Leader-side replication progress of one follower.
@@ -66,7 +69,7 @@ pub struct Effects {
     /// [`Replica::note_submitted`].
     pub persist: Vec<WalRecord>,
     /// A snapshot and the log tail to compact to, then [`Replica::note_submitted`].
-    pub compact: Option<(Snapshot, Vec<WalRecord>)>,
+    pub compact: Option<Compaction>,
     /// Leading: what the senders have to look at. `None`: not leading.
     pub leading: Option<SenderWork>,
 }
@@ -185,7 +188,12 @@ pub struct Replica {
     /// Leader: index of its no-op; linearizable reads wait until it is committed.
     epoch_start: u64,
     /// A compaction the runtime should hand to the WAL.
-    pending_compaction: Option<(Snapshot, Vec<WalRecord>)>,
+    pending_compaction: Option<Compaction>,
+    /// The background snapshot being written. The log keeps what it covers until it is durable
+    /// (`snapshot_written`): the snapshot file sent to a follower is never behind the base.
+    snapshot_in_flight: Option<LogPosition>,
+    /// Applied entries past the log's base that start the next snapshot.
+    snapshot_interval: u64,
     /// Configuration entries: the one in force at the log's base and every one after it, in
     /// log order. The last one is in force.
     configs: Vec<(u64, Vec<Voter>)>,
@@ -199,92 +207,25 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Rebuild from what replay found. Starts as a follower: a restarted leader never resumes
-    /// leading by itself (it may lack entries that a majority committed without its fsync).
-    pub fn recover(
-        cfg: ReplicaConfig,
-        snapshot: Option<Snapshot>,
-        records: Vec<WalRecord>,
-    ) -> Replica {
-        let (log, kv) = match &snapshot {
-            Some(s) => (Log::with_base(s.last), KvStore::from_snapshot(s)),
-            None => (Log::default(), KvStore::default()),
-        };
-        let base = log.base().index;
-        let configs = snapshot
-            .as_ref()
-            .and_then(|s| s.config.clone())
-            .into_iter()
-            .collect();
-        let rng = cfg.seed;
-        let mut r = Replica {
-            cfg,
-            meta: Meta::default(),
-            role: Role::Follower,
-            log,
-            kv,
-            commit: base,
-            applied: base,
-            durable: 0,
-            submitted: VecDeque::new(),
-            records: Vec::new(),
-            followers: Vec::new(),
-            leader_contact: None,
-            round: 0,
-            epoch_start: 0,
-            pending_compaction: None,
-            configs,
-            meta_unsubmitted: false,
-            meta_in_flight: None,
-            rng,
-            hand_over_until: None,
-        };
-        for rec in records {
-            match rec {
-                WalRecord::Meta(m) => r.meta = m,
-                WalRecord::Truncate { from } => {
-                    r.log_truncate(from);
-                }
-                WalRecord::Entry(e) => r.replay_entry(e),
-                // Leaderless records never appear in a single-leader data directory.
-                WalRecord::KeyState { .. }
-                | WalRecord::Ring(_)
-                | WalRecord::Hint(_)
-                | WalRecord::HintDone { .. } => {}
-            }
-        }
-        if r.meta.leader.as_ref().is_some_and(|l| l.id == r.cfg.id) {
-            tracing::warn!(
-                epoch = r.meta.epoch,
-                "restarted while leading: staying a follower until the operator decides"
-            );
-        }
-        if r.meta.incarnation == 0 {
-            // A data directory without an identity: new, or lost. Anything this node once
-            // acknowledged is gone, so it must never be counted as the voter it was.
-            let incarnation = r.fresh_incarnation();
-            tracing::info!(
-                incarnation,
-                "empty data directory: starting as a new incarnation (a learner until added as a voter)"
-            );
-            let meta = Meta {
-                incarnation,
-                ..r.meta.clone()
-            };
-            r.set_meta_record(meta);
-        }
-        r.durable = r.log.last().index;
-        r
-    }
-
-    /// A new random incarnation (never 0).
-    fn fresh_incarnation(&mut self) -> u64 {
-        // splitmix64 over the runtime's seed.
+    /// 64 random bits: splitmix64 over the runtime's seed.
+    fn random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.rng;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)).max(1)
+        z ^ (z >> 31)
+    }
+
+    /// A new random incarnation (never 0).
+    fn fresh_incarnation(&mut self) -> u64 {
+        self.random().max(1)
+    }
+
+    /// `snapshot_every`, give or take a quarter at random: members apply the same entries at
+    /// nearly the same time, and must not all write their snapshots at once.
+    fn draw_snapshot_interval(&mut self) -> u64 {
+        let every = self.cfg.snapshot_every.max(1);
+        every - every / 4 + self.random() % (every / 2 + 1)
     }
 
     /// Append to the log, tracking configuration entries.
@@ -302,26 +243,7 @@ impl Replica {
         self.log.truncate_from(from)
     }
 
-    fn replay_entry(&mut self, e: Entry) {
-        if e.index <= self.log.base().index {
-            return;
-        }
-        match self.log.epoch_at(e.index) {
-            Some(epoch) if epoch == e.epoch => {}
-            Some(_) => {
-                self.log_truncate(e.index);
-                self.log_append(e);
-            }
-            None if e.index == self.log.last().index + 1 => self.log_append(e),
-            None => tracing::warn!(
-                index = e.index,
-                "skipping a log record past a gap during replay"
-            ),
-        }
-    }
-
     // ---- accessors -------------------------------------------------------------------------
-
     pub fn id(&self) -> &str {
         &self.cfg.id
     }
@@ -368,8 +290,23 @@ impl Replica {
     pub fn take_records(&mut self) -> Vec<WalRecord> {
         std::mem::take(&mut self.records)
     }
-    pub fn take_compaction(&mut self) -> Option<(Snapshot, Vec<WalRecord>)> {
+    pub fn take_compaction(&mut self) -> Option<Compaction> {
         self.pending_compaction.take()
+    }
+
+    /// The background snapshot at `at` is durable: forget the entries it covers, and return
+    /// them to be freed off the lock. Ignored if the state was replaced meanwhile (a snapshot
+    /// installed or the state discarded).
+    #[must_use = "the entries are returned to be freed after the node's lock is released"]
+    pub fn snapshot_written(&mut self, at: LogPosition) -> VecDeque<Arc<Entry>> {
+        if self.snapshot_in_flight != Some(at) {
+            return VecDeque::new();
+        }
+        self.snapshot_in_flight = None;
+        if at.index > self.log.base().index && self.log.epoch_at(at.index) == Some(at.epoch) {
+            return self.log.compact_to(at);
+        }
+        VecDeque::new()
     }
 
     /// Everything the last steps asked of the runtime, as one list it carries out in order

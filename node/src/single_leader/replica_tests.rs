@@ -71,7 +71,14 @@ fn exchange(
     };
     let me = peer(leader.id());
     let entries = entries.iter().map(|e| (**e).clone()).collect();
-    let reply = f.on_append(leader.epoch(), &me, prev, entries, commit, round, 0, now);
+    let frame = Frame {
+        epoch: leader.epoch(),
+        leader: &me,
+        round,
+        load: 0,
+        now,
+    };
+    let reply = f.on_append(frame, prev, entries, commit);
     sync(f, seq, now);
     let id = f.id().to_string();
     let epoch = leader.epoch();
@@ -188,9 +195,17 @@ fn a_node_accepts_one_leader_per_epoch_and_refuses_older_epochs() {
             current: 5
         })
     );
-    let reply = n.on_append(4, &peer("b"), LogPosition::default(), vec![], 0, 0, 0, now);
+    let b = peer("b");
+    let frame = |epoch| Frame {
+        epoch,
+        leader: &b,
+        round: 0,
+        load: 0,
+        now,
+    };
+    let reply = n.on_append(frame(4), LogPosition::default(), vec![], 0);
     assert!(matches!(reply, PeerReply::Rejected { epoch: 5, .. }));
-    let reply = n.on_append(5, &peer("b"), LogPosition::default(), vec![], 0, 0, 0, now);
+    let reply = n.on_append(frame(5), LogPosition::default(), vec![], 0);
     assert!(
         matches!(reply, PeerReply::Rejected { .. }),
         "b is not epoch 5's leader"
@@ -577,10 +592,135 @@ fn the_voter_set_survives_replay_and_compaction_and_a_truncated_one_is_undone() 
     );
     replayed.commit = replayed.last_log().index;
     replayed.apply_committed();
-    let (snap, _) = replayed
+    let compaction = replayed
         .take_compaction()
         .unwrap_or_else(|| unreachable!("compaction due"));
-    assert_eq!(snap.config.map(|(_, v)| v), Some(first.voters));
+    assert_eq!(
+        decoded(&compaction).config.map(|(_, v)| v),
+        Some(first.voters)
+    );
+}
+
+/// What a compaction's snapshot reads back as.
+fn decoded(c: &Compaction) -> Snapshot {
+    let mut bytes = Vec::new();
+    c.snapshot
+        .encode_into(&mut bytes)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    postcard::from_bytes(&bytes).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// A one-voter leader that snapshots every `every` applied entries, with its no-op applied.
+fn solo_leader(every: u64, seq: &mut u64, now: Instant) -> Replica {
+    let mut c = cfg("a", Replication::Quorum);
+    c.snapshot_every = every;
+    let mut a = Replica::recover(c, None, vec![]);
+    a.fence(1);
+    let voters = voters_of(&[&a]);
+    a.promote(1, vec![], voters, now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    sync(&mut a, seq, now);
+    a
+}
+
+#[test]
+fn a_background_snapshot_leaves_the_log_whole_until_it_is_durable() {
+    let (now, mut seq) = (Instant::now(), 0);
+    let mut a = solo_leader(3, &mut seq, now);
+    let before = a.last_log().index;
+    for k in ["x", "y"] {
+        write(&mut a, put(k), &mut seq, now);
+    }
+    let compaction = a
+        .effects()
+        .compact
+        .unwrap_or_else(|| unreachable!("a snapshot is due"));
+    assert!(compaction.background);
+    let at = compaction.snapshot.last();
+    assert_eq!(at.index, before + 2);
+    let keys: Vec<String> = decoded(&compaction)
+        .items
+        .into_iter()
+        .map(|i| i.0)
+        .collect();
+    assert_eq!(keys, ["x", "y"]);
+    // Until it is durable the log keeps what it covers (a follower that needs those entries
+    // gets them, not an older snapshot file), and no second snapshot starts.
+    write(&mut a, put("z"), &mut seq, now);
+    write(&mut a, put("w"), &mut seq, now);
+    assert!(a.effects().compact.is_none());
+    assert_eq!(a.log.base(), LogPosition::default());
+    let covered = a.snapshot_written(LogPosition {
+        epoch: 1,
+        index: at.index - 1,
+    });
+    assert!(covered.is_empty());
+    assert_eq!(
+        a.log.base(),
+        LogPosition::default(),
+        "not the snapshot in flight"
+    );
+    let covered = a.snapshot_written(at);
+    assert_eq!(
+        covered.len() as u64,
+        at.index,
+        "handed back to be freed off the lock"
+    );
+    assert_eq!(a.log.base(), at);
+    assert!(a.log.get(at.index).is_none() && a.log.get(at.index + 1).is_some());
+}
+
+#[test]
+fn a_background_snapshot_that_lands_after_the_state_was_replaced_is_ignored() {
+    let (now, mut seq) = (Instant::now(), 0);
+    let mut a = solo_leader(2, &mut seq, now);
+    write(&mut a, put("x"), &mut seq, now);
+    let at = a
+        .effects()
+        .compact
+        .map(|c| c.snapshot.last())
+        .unwrap_or_else(|| unreachable!("a snapshot is due"));
+    a.discard_state("a test");
+    let wipe = a
+        .take_compaction()
+        .unwrap_or_else(|| unreachable!("discarding writes an empty snapshot"));
+    assert!(
+        !wipe.background,
+        "a replaced state is durable before anything after it"
+    );
+    assert!(a.snapshot_written(at).is_empty());
+    assert_eq!(a.log.base(), LogPosition::default());
+    assert_eq!(a.last_log(), LogPosition::default());
+}
+
+#[test]
+fn replay_skips_the_records_a_compaction_tail_repeats() {
+    // A crash before a background snapshot lands: the old segment, then the new one starting
+    // with its tail (the meta and the entries after the snapshot's position, again).
+    let meta = WalRecord::Meta(Meta {
+        epoch: 1,
+        leader: Some(peer("a")),
+        incarnation: 42,
+    });
+    let entry = |index, k: &str| {
+        WalRecord::Entry(Entry {
+            index,
+            epoch: 1,
+            command: put(k),
+        })
+    };
+    let records = vec![
+        meta.clone(),
+        entry(1, "x"),
+        entry(2, "y"),
+        entry(3, "z"),
+        meta,
+        entry(3, "z"),
+        entry(4, "w"),
+    ];
+    let r = Replica::recover(cfg("a", Replication::Quorum), None, records);
+    assert_eq!(r.last_log(), LogPosition { epoch: 1, index: 4 });
+    assert_eq!(r.log.slice(1, 10).len(), 4);
 }
 
 #[test]

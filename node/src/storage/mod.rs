@@ -3,7 +3,9 @@
 //! Does I/O. The replication core decides *what* to persist; this module only makes it durable
 //! and tells the core how far durability has reached (a sequence number per submitted batch).
 
+pub mod compaction;
 pub mod snapshot;
+pub mod unlink;
 pub mod wal;
 
 use serde::{Deserialize, Serialize};

@@ -14,8 +14,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::snapshot::{self, Snapshot};
+use std::sync::Arc;
+
+use rc_api::LogPosition;
+
+use serde::de::DeserializeOwned;
+
+use super::compaction::SnapshotJob;
+pub use super::compaction::{Compaction, SnapshotCallback};
 use super::WalRecord;
+use super::{snapshot, unlink};
 
 /// How writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +38,7 @@ pub enum FsyncPolicy {
 /// Work for the writer thread, executed strictly in submission order.
 pub enum WalOp {
     Append(Vec<WalRecord>),
-    /// Write `snapshot`, start a fresh segment holding `tail` (the records still needed after
-    /// it), then delete the older segments and snapshot.
-    Compact {
-        snapshot: Box<Snapshot>,
-        tail: Vec<WalRecord>,
-    },
+    Compact(Compaction),
 }
 
 /// Called by the writer thread with the highest sequence number that is now durable.
@@ -58,27 +61,18 @@ pub enum WalError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-/// What replay found on disk.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    pub snapshot: Option<Snapshot>,
-    pub records: Vec<WalRecord>,
-    /// Number of the segment to continue writing.
-    pub segment: u64,
-}
-
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("wal-{n:012}.log"))
 }
 
-fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+pub(super) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
@@ -97,15 +91,20 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(out)
 }
 
-/// Read the snapshot and every segment. Cuts a torn tail off the last segment.
-pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
+/// Make sure `dir` exists, delete what a crash left half-removed, and read the snapshot.
+pub fn open<S: DeserializeOwned>(dir: &Path) -> Result<Option<S>, WalError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let snapshot = snapshot::read(dir)?;
+    unlink::clean_up(dir).map_err(io_err(dir))?;
+    snapshot::read(dir)
+}
+
+/// Hand every record of every segment to `apply`, in order, with one segment in memory at a
+/// time; cut a torn tail off the last segment. Returns the number of the segment to continue.
+pub fn replay(dir: &Path, apply: &mut dyn FnMut(WalRecord)) -> Result<u64, WalError> {
     let segs = segments(dir)?;
-    let mut records = Vec::new();
     for (i, (_, path)) in segs.iter().enumerate() {
         let last_segment = i + 1 == segs.len();
-        let (good_len, len) = read_segment(path, last_segment, &mut records)?;
+        let (good_len, len) = read_segment(path, last_segment, apply)?;
         if good_len < len {
             tracing::warn!(
                 segment = %path.display(), kept_bytes = good_len, dropped_bytes = len - good_len,
@@ -119,20 +118,15 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
             f.sync_all().map_err(io_err(path))?;
         }
     }
-    let segment = segs.last().map(|(n, _)| *n).unwrap_or(1);
-    Ok(Recovered {
-        snapshot,
-        records,
-        segment,
-    })
+    Ok(segs.last().map(|(n, _)| *n).unwrap_or(1))
 }
 
-/// Append the segment's valid records to `out`; return the length of its valid prefix and of
+/// Hand the segment's valid records to `out`; return the length of its valid prefix and of
 /// the file. Only the last segment may end in a torn tail; any other damage is an error.
 fn read_segment(
     path: &Path,
     last_segment: bool,
-    out: &mut Vec<WalRecord>,
+    out: &mut dyn FnMut(WalRecord),
 ) -> Result<(u64, u64), WalError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
     let total = bytes.len();
@@ -142,7 +136,7 @@ fn read_segment(
         let frame = parse_frame(rest);
         let problem = match frame {
             Ok((rec, used)) => {
-                out.push(rec);
+                out(rec);
                 offset += used;
                 continue;
             }
@@ -219,6 +213,7 @@ impl Wal {
         segment: u64,
         policy: FsyncPolicy,
         on_durable: DurableCallback,
+        on_snapshot: SnapshotCallback,
     ) -> Result<Wal, WalError> {
         let path = segment_path(dir, segment);
         let file = OpenOptions::new()
@@ -235,6 +230,8 @@ impl Wal {
             policy,
             last_sync: Instant::now(),
             unsynced: false,
+            snapshotting: None,
+            on_snapshot: Arc::from(on_snapshot),
         };
         thread::Builder::new()
             .name("wal-writer".into())
@@ -257,7 +254,7 @@ impl Wal {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
@@ -270,6 +267,9 @@ struct Writer {
     policy: FsyncPolicy,
     last_sync: Instant,
     unsynced: bool,
+    /// The background snapshot being written, if any: one at a time, in order.
+    snapshotting: Option<thread::JoinHandle<()>>,
+    on_snapshot: Arc<dyn Fn(LogPosition) + Send + Sync>,
 }
 
 impl Writer {
@@ -315,9 +315,9 @@ impl Writer {
                         encode_frame(rec, buf)?;
                     }
                 }
-                WalOp::Compact { snapshot, tail } => {
+                WalOp::Compact(compaction) => {
                     self.flush(buf)?;
-                    self.compact(&snapshot, &tail)?;
+                    self.compact(compaction)?;
                 }
             }
         }
@@ -345,20 +345,65 @@ impl Writer {
         };
         if due {
             let path = segment_path(&self.dir, self.segment);
+            let started = Instant::now();
             self.file.sync_data().map_err(io_err(&path))?;
+            let took = started.elapsed();
+            if took >= SLOW_SYNC {
+                let took_ms = took.as_millis() as u64;
+                tracing::warn!(took_ms, segment = self.segment, "slow log fsync");
+            }
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
         Ok(())
     }
 
-    /// Crash-safe order: snapshot renamed into place, then the new segment synced, then old files
-    /// removed. A crash in between leaves extra old records, which replay skips or overrides.
-    fn compact(&mut self, snap: &Snapshot, tail: &[WalRecord]) -> Result<(), WalError> {
-        let started = std::time::Instant::now();
+    /// Crash-safe order: the snapshot renamed into place and the next segment synced before
+    /// the older files are removed. A crash in between leaves extra old records, which replay
+    /// skips or overrides.
+    fn compact(&mut self, c: Compaction) -> Result<(), WalError> {
+        // One snapshot at a time: an older one must not land after a newer one.
+        if let Some(previous) = self.snapshotting.take() {
+            let _ = previous.join();
+        }
+        let started = Instant::now();
         let path = segment_path(&self.dir, self.segment);
         self.file.sync_data().map_err(io_err(&path))?;
-        snapshot::write(&self.dir, snap)?;
+        if !c.background {
+            snapshot::write(&self.dir, &*c.snapshot)?;
+        }
+        let next = self.roll(&c.tail)?;
+        // Appends queued behind a compaction wait for this part: it is their stall.
+        let waited_ms = started.elapsed().as_millis() as u64;
+        let job = SnapshotJob {
+            dir: self.dir.clone(),
+            source: c.snapshot,
+            tail_records: c.tail.len(),
+            segment: next,
+            waited_ms,
+        };
+        if !c.background {
+            return job.finish(started, None);
+        }
+        let on_snapshot = self.on_snapshot.clone();
+        let handle = thread::Builder::new()
+            .name("wal-snapshot".into())
+            .spawn(move || {
+                lower_priority();
+                let started = Instant::now();
+                if let Err(e) = snapshot::write(&job.dir, &*job.source)
+                    .and_then(|_| job.finish(started, Some(&*on_snapshot)))
+                {
+                    fatal(&e);
+                }
+            })
+            .map_err(io_err(&self.dir))?;
+        self.snapshotting = Some(handle);
+        Ok(())
+    }
+
+    /// Start segment `self.segment + 1` holding `tail`, synced, and write to it from now on.
+    fn roll(&mut self, tail: &[WalRecord]) -> Result<u64, WalError> {
         let next = self.segment + 1;
         let next_path = segment_path(&self.dir, next);
         let mut file = OpenOptions::new()
@@ -374,30 +419,32 @@ impl Writer {
         file.write_all(&buf).map_err(io_err(&next_path))?;
         file.sync_all().map_err(io_err(&next_path))?;
         sync_dir(&self.dir)?;
-        for (n, old) in segments(&self.dir)? {
-            if n < next {
-                fs::remove_file(&old).map_err(io_err(&old))?;
-            }
-        }
-        sync_dir(&self.dir)?;
         self.file = file;
         self.segment = next;
         self.unsynced = false;
-        // Appends queued behind a compaction wait for it: its duration is a write stall.
-        tracing::info!(
-            snapshot_index = snap.last.index,
-            keys = snap.items.len(),
-            tail_records = tail.len(),
-            segment = next,
-            took_ms = started.elapsed().as_millis() as u64,
-            "compacted the log into a snapshot"
-        );
-        Ok(())
+        Ok(next)
     }
 }
 
 /// A node that cannot write its log must not go on acknowledging anything.
-fn fatal(e: &WalError) -> ! {
+/// A log fsync that takes this long is logged (etcd warns of a slow fdatasync likewise): every
+/// write waiting for it was held up as long, and the cause is the disk, not the node.
+const SLOW_SYNC: Duration = Duration::from_millis(250);
+
+/// Run the calling thread only when a core is otherwise idle (SCHED_IDLE): a background
+/// snapshot is not urgent, and on a busy machine it must not take a core from requests.
+fn lower_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::warn!(error = ?e, "could not lower the snapshot thread's priority");
+    }
+}
+
+pub(super) fn fatal(e: &WalError) -> ! {
     tracing::error!(error = %e, "write-ahead log failed; stopping the node to protect data");
     std::process::exit(70)
 }
@@ -405,8 +452,47 @@ fn fatal(e: &WalError) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::snapshot::Snapshot;
     use crate::storage::{Command, Entry, Meta};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
+
+    /// What replay found on disk, all at once: the snapshot, the records after it, and the
+    /// segment to continue writing.
+    #[derive(Debug)]
+    struct Recovered {
+        snapshot: Option<Snapshot>,
+        records: Vec<WalRecord>,
+        segment: u64,
+    }
+
+    #[test]
+    fn the_snapshot_thread_runs_only_on_idle_cores() -> Result<(), thread_priority::Error> {
+        use thread_priority::ThreadSchedulePolicy::Normal;
+        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy as P};
+        let policy = thread::spawn(|| {
+            let before = thread_schedule_policy()?;
+            lower_priority();
+            Ok::<_, thread_priority::Error>((before, thread_schedule_policy()?))
+        });
+        let Ok(seen) = policy.join() else {
+            unreachable!("the thread does not panic")
+        };
+        assert_eq!(seen?, (Normal(P::Other), Normal(P::Idle)));
+        // Only that thread: the one that spawned it keeps its policy.
+        assert_eq!(thread_schedule_policy()?, Normal(P::Other));
+        Ok(())
+    }
+
+    fn recovered(dir: &Path) -> Result<Recovered, WalError> {
+        let snapshot = open(dir)?;
+        let mut records = Vec::new();
+        let segment = replay(dir, &mut |rec| records.push(rec))?;
+        Ok(Recovered {
+            snapshot,
+            records,
+            segment,
+        })
+    }
 
     fn entry(index: u64, epoch: u64) -> WalRecord {
         WalRecord::Entry(Entry {
@@ -430,17 +516,27 @@ mod tests {
     }
 
     fn start(dir: &Path, segment: u64) -> (Wal, Arc<Mutex<u64>>) {
+        let (wal, durable, _) = start_reporting(dir, segment);
+        (wal, durable)
+    }
+
+    /// A writer, the highest durable sequence, and the positions of background snapshots.
+    fn start_reporting(dir: &Path, segment: u64) -> (Wal, Arc<Mutex<u64>>, Reported) {
         let durable = Arc::new(Mutex::new(0));
-        let d = durable.clone();
+        let snapshots: Reported = Arc::default();
+        let (d, s) = (durable.clone(), snapshots.clone());
         let wal = Wal::start(
             dir,
             segment,
             FsyncPolicy::Always,
-            Box::new(move |s| *d.lock().unwrap_or_else(|p| p.into_inner()) = s),
+            Box::new(move |seq| *d.lock().unwrap_or_else(|p| p.into_inner()) = seq),
+            Box::new(move |at| s.lock().unwrap_or_else(|p| p.into_inner()).push(at)),
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
-        (wal, durable)
+        (wal, durable, snapshots)
     }
+
+    type Reported = Arc<Mutex<Vec<LogPosition>>>;
 
     #[test]
     fn records_survive_a_restart_in_order() -> Result<(), WalError> {
@@ -458,7 +554,7 @@ mod tests {
         ]));
         wait_durable(&durable, seq);
         drop(wal);
-        let rec = recover(dir.path())?;
+        let rec = recovered(dir.path())?;
         assert_eq!(rec.records.len(), 5);
         assert_eq!(rec.records[3], WalRecord::Truncate { from: 2 });
         assert_eq!(rec.records[4], entry(2, 4));
@@ -483,10 +579,10 @@ mod tests {
         f.write_all(&torn[..torn.len() - 3])
             .map_err(io_err(&path))?;
         drop(f);
-        let rec = recover(dir.path())?;
+        let rec = recovered(dir.path())?;
         assert_eq!(rec.records, vec![entry(1, 1), entry(2, 1)]);
         // The cut is persistent: a second recovery sees the same and the file is clean.
-        let again = recover(dir.path())?;
+        let again = recovered(dir.path())?;
         assert_eq!(again.records.len(), 2);
         Ok(())
     }
@@ -505,13 +601,13 @@ mod tests {
         let mut zeroed = good.clone();
         zeroed.extend_from_slice(&[0u8; 64]);
         fs::write(&path, &zeroed).map_err(io_err(&path))?;
-        assert_eq!(recover(dir.path())?.records.len(), 3);
+        assert_eq!(recovered(dir.path())?.records.len(), 3);
         // One flipped byte in the first frame's payload: later frames are intact, so this is
         // not a torn write. Refuse, and say where.
         let mut flipped = good.clone();
         flipped[10] ^= 0xff;
         fs::write(&path, &flipped).map_err(io_err(&path))?;
-        match recover(dir.path()) {
+        match recovered(dir.path()) {
             Err(WalError::Corrupt { offset: 0, .. }) => {}
             other => unreachable!("expected corruption at byte 0, got {other:?}"),
         }
@@ -520,8 +616,27 @@ mod tests {
         let n = last.len();
         last[n - 2] ^= 0xff;
         fs::write(&path, &last).map_err(io_err(&path))?;
-        assert_eq!(recover(dir.path())?.records, vec![entry(1, 1), entry(2, 1)]);
+        assert_eq!(
+            recovered(dir.path())?.records,
+            vec![entry(1, 1), entry(2, 1)]
+        );
         Ok(())
+    }
+
+    fn snap(index: u64) -> Snapshot {
+        Snapshot {
+            last: LogPosition { epoch: 1, index },
+            items: vec![("k1".into(), "v".into(), 1)],
+            config: None,
+        }
+    }
+
+    fn compact(wal: &mut Wal, at: u64, tail: Vec<WalRecord>, background: bool) -> u64 {
+        wal.submit(WalOp::Compact(Compaction {
+            snapshot: Box::new(snap(at)),
+            tail,
+            background,
+        }))
     }
 
     #[test]
@@ -529,23 +644,78 @@ mod tests {
         let dir = tempfile::tempdir().map_err(io_err(Path::new("tmp")))?;
         let (mut wal, durable) = start(dir.path(), 1);
         wal.submit(WalOp::Append((1..=10).map(|i| entry(i, 1)).collect()));
-        let snap = Snapshot {
-            last: rc_api::LogPosition { epoch: 1, index: 8 },
-            items: vec![("k1".into(), "v".into(), 1)],
-            config: None,
-        };
-        wal.submit(WalOp::Compact {
-            snapshot: Box::new(snap.clone()),
-            tail: vec![entry(9, 1), entry(10, 1)],
-        });
+        compact(&mut wal, 8, vec![entry(9, 1), entry(10, 1)], false);
         let seq = wal.submit(WalOp::Append(vec![entry(11, 1)]));
         wait_durable(&durable, seq);
         drop(wal);
-        let rec = recover(dir.path())?;
-        assert_eq!(rec.snapshot, Some(snap));
+        let rec = recovered(dir.path())?;
+        assert_eq!(rec.snapshot, Some(snap(8)));
         assert_eq!(rec.records, vec![entry(9, 1), entry(10, 1), entry(11, 1)]);
         assert_eq!(rec.segment, 2);
         assert_eq!(segments(dir.path())?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_background_snapshot_keeps_old_segments_until_it_is_durable_then_reports(
+    ) -> Result<(), WalError> {
+        let dir = tempfile::tempdir().map_err(io_err(Path::new("tmp")))?;
+        let (mut wal, durable, reported) = start_reporting(dir.path(), 1);
+        wal.submit(WalOp::Append((1..=10).map(|i| entry(i, 1)).collect()));
+        compact(&mut wal, 8, vec![entry(9, 1), entry(10, 1)], true);
+        let seq = wal.submit(WalOp::Append(vec![entry(11, 1)]));
+        wait_durable(&durable, seq);
+        // The appends after the compaction went into the next segment whether or not the
+        // snapshot has landed; once it reports, the older segment is gone.
+        for _ in 0..500 {
+            if !reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let at = reported.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(at, vec![LogPosition { epoch: 1, index: 8 }]);
+        // A second one waits for the first, and lands after it.
+        compact(&mut wal, 11, Vec::new(), true);
+        let seq = wal.submit(WalOp::Append(vec![entry(12, 1)]));
+        wait_durable(&durable, seq);
+        drop(wal);
+        std::thread::sleep(Duration::from_millis(200));
+        let rec = recovered(dir.path())?;
+        assert_eq!(rec.snapshot, Some(snap(11)));
+        assert_eq!(rec.records, vec![entry(12, 1)]);
+        assert_eq!(segments(dir.path())?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn before_a_background_snapshot_lands_replay_sees_every_record() -> Result<(), WalError> {
+        // What a crash between the roll and the snapshot's rename leaves: the old segment, then
+        // the new one starting with the tail (a repeat of records the old one holds).
+        let dir = tempfile::tempdir().map_err(io_err(Path::new("tmp")))?;
+        let (mut wal, durable) = start(dir.path(), 1);
+        let seq = wal.submit(WalOp::Append((1..=3).map(|i| entry(i, 1)).collect()));
+        wait_durable(&durable, seq);
+        drop(wal);
+        let (mut wal, durable) = start(dir.path(), 2);
+        let seq = wal.submit(WalOp::Append(vec![entry(3, 1), entry(4, 1)]));
+        wait_durable(&durable, seq);
+        drop(wal);
+        let rec = recovered(dir.path())?;
+        assert_eq!(rec.snapshot, None);
+        let indexes: Vec<u64> = rec
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                WalRecord::Entry(e) => Some(e.index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(indexes, vec![1, 2, 3, 3, 4]);
         Ok(())
     }
 }

@@ -160,10 +160,7 @@ pub(super) async fn scan(
         }
         let r = s
             .node
-            .http
-            .post(s.node.cfg.security.url(&m.address, "/internal/v1/scan"))
-            .bearer_auth(s.node.cfg.security.token())
-            .json(&(p.prefix.clone(), limit + 1))
+            .internal_post(&m.address, "/internal/v1/scan", &(&p.prefix, limit + 1))
             .send()
             .await;
         if let Ok(resp) = r {

@@ -77,7 +77,8 @@ impl LeaderlessNode {
     fn write_local(&self, key: &str, value: Option<String>, context: &Clock) -> (KeyState, u64) {
         let mut g = self.lock();
         let ts = g.hlc.now(now_ms());
-        let current = g.store.get(key).cloned().unwrap_or_default();
+        let empty = KeyState::default();
+        let current = g.store.get(key).unwrap_or(&empty);
         let new = current.put(
             self.cfg.conflict,
             &self.actor,
@@ -100,10 +101,21 @@ impl LeaderlessNode {
 
     /// Send `state` to every replica through its outbox; each answers `true` once it holds the
     /// state durably. A replica that is down or fails gets a hint instead (and answers `false`).
-    fn replicate(&self, replicas: Vec<Member>, key: &str, state: KeyState) -> mpsc::Receiver<bool> {
+    fn replicate(
+        &self,
+        replicas: Vec<Member>,
+        key: &str,
+        mut state: KeyState,
+    ) -> mpsc::Receiver<bool> {
         let (tx, rx) = mpsc::channel(replicas.len().max(1));
-        for member in replicas {
-            self.queue_for(&member, key.to_string(), state.clone(), tx.clone());
+        // The last replica takes the state itself: one copy fewer per write.
+        let mut replicas = replicas.into_iter().peekable();
+        while let Some(member) = replicas.next() {
+            let copy = match replicas.peek() {
+                Some(_) => state.clone(),
+                None => std::mem::take(&mut state),
+            };
+            self.queue_for(&member, key.to_string(), copy, tx.clone());
         }
         rx
     }
@@ -123,10 +135,7 @@ impl LeaderlessNode {
             w,
         };
         let resp = self
-            .http
-            .post(self.cfg.security.url(&owner.address, "/internal/v1/put"))
-            .bearer_auth(self.cfg.security.token())
-            .json(&body)
+            .internal_post(&owner.address, "/internal/v1/put", &body)
             .send()
             .await
             .map_err(|e| {
@@ -162,14 +171,7 @@ impl LeaderlessNode {
         items: &[(String, KeyState)],
     ) -> bool {
         let r = self
-            .http
-            .post(
-                self.cfg
-                    .security
-                    .url(&member.address, "/internal/v1/replicate"),
-            )
-            .bearer_auth(self.cfg.security.token())
-            .json(items)
+            .internal_post(&member.address, "/internal/v1/replicate", &items)
             .send()
             .await;
         let ok = r.is_ok_and(|r| r.status().is_success());
@@ -319,20 +321,6 @@ impl LeaderlessNode {
             }
             return Some(self.local_state(key).unwrap_or_default());
         }
-        let r = self
-            .http
-            .post(self.cfg.security.url(&m.address, "/internal/v1/read"))
-            .bearer_auth(self.cfg.security.token())
-            .json(&key)
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.json::<Option<KeyState>>()
-            .await
-            .ok()
-            .map(Option::unwrap_or_default)
+        self.read_from(m, key).await
     }
 }

@@ -9,11 +9,57 @@ use super::*;
 /// its ranges in. It is a file, not a log record, so a crash in between leaves it in place.
 const RESTORE_MARKER: &str = "restore-pending";
 
+/// The store as a snapshot file holds it: every key's state, the hints, the ring. Written from
+/// a [`StoreView`], read back as this.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct StoreSnapshot {
+    pub keys: Vec<(String, KeyState)>,
+    pub hints: Vec<Hint>,
+    pub ring: Option<Ring>,
+}
+
+/// O(1) clones of the store's persistent maps, encoded off the lock as a [`StoreSnapshot`].
+struct StoreView {
+    store: Store,
+    hints: Hints,
+    ring: Option<Ring>,
+}
+
+impl SnapshotSource for StoreView {
+    fn last(&self) -> LogPosition {
+        LogPosition::default()
+    }
+    fn keys(&self) -> usize {
+        self.store.len()
+    }
+    fn encode_into(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let shape = (
+            Seq(self.store.iter()),
+            Seq(self.hints.iter().map(|(_, h)| h)),
+            &self.ring,
+        );
+        crate::storage::snapshot::encode_to(&shape, out)
+    }
+}
+
+/// Items written as a sequence (postcard needs the length first, hence `ExactSizeIterator`).
+struct Seq<I>(I);
+
+impl<I> Serialize for Seq<I>
+where
+    I: ExactSizeIterator + Clone,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
 /// What the data directory held.
 pub(super) struct Recovered {
-    pub store: BTreeMap<String, KeyState>,
+    pub store: Store,
     pub ring: Option<Ring>,
-    pub hints: BTreeMap<u64, Hint>,
+    pub hints: Hints,
     pub next_hint: u64,
     /// Past every timestamp in the store.
     pub hlc: Hlc,
@@ -24,21 +70,17 @@ pub(super) struct Recovered {
 
 /// Replay the snapshot and log; a node starting on an empty directory is restoring.
 pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
-    let recovered = wal::recover(&cfg.data_dir)?;
-    if recovered.snapshot.is_none() && recovered.records.is_empty() {
-        write_marker(&cfg.data_dir)?;
-    }
-    let restoring = cfg.data_dir.join(RESTORE_MARKER).exists();
-    let mut store = BTreeMap::new();
-    if let Some(snap) = &recovered.snapshot {
-        for (key, encoded, _) in &snap.items {
-            if let Some(state) = decode_state(encoded) {
-                store.insert(key.clone(), state);
-            }
-        }
-    }
-    let (mut ring, mut hints, mut next_hint) = (None, BTreeMap::new(), 0);
-    for rec in recovered.records {
+    let snap: Option<StoreSnapshot> = wal::open(&cfg.data_dir)?;
+    let empty_snapshot = snap.is_none();
+    let snap = snap.unwrap_or_default();
+    let mut store: Store = snap.keys.into_iter().collect();
+    let mut hints: Hints = snap.hints.into_iter().map(|h| (h.id, h)).collect();
+    let mut ring = snap.ring;
+    let mut next_hint = hints.keys().next_back().map_or(0, |id| id + 1);
+    let mut replayed = 0u64;
+    // The log is replayed as it is read: its records are never all in memory at once.
+    let segment = wal::replay(&cfg.data_dir, &mut |rec| {
+        replayed += 1;
         match rec {
             WalRecord::KeyState { key, state } => {
                 store.insert(key, state);
@@ -53,13 +95,18 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
             }
             WalRecord::Entry(_) | WalRecord::Truncate { .. } | WalRecord::Meta(_) => {}
         }
+    })?;
+    if empty_snapshot && replayed == 0 {
+        write_marker(&cfg.data_dir)?;
     }
+    let restoring = cfg.data_dir.join(RESTORE_MARKER).exists();
     let mut hlc = Hlc::default();
     for s in store.values() {
         hlc.observe(s.max_ts());
     }
     tracing::info!(
         keys = store.len(),
+        records_replayed = replayed,
         hints = hints.len(),
         ring_version = ring.as_ref().map(|r| r.version),
         restoring,
@@ -72,7 +119,7 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
         next_hint,
         hlc,
         restoring,
-        segment: recovered.segment,
+        segment,
     })
 }
 
@@ -80,27 +127,28 @@ impl LeaderlessNode {
     /// Queue records; compacts the log into a snapshot now and then. Returns the WAL sequence.
     pub(super) fn persist(&self, g: &mut Inner, records: Vec<WalRecord>) -> u64 {
         g.since_compaction += records.len() as u64;
-        let mut seq = g.wal.submit(WalOp::Append(records));
-        if g.since_compaction >= self.cfg.compact_every {
-            g.since_compaction = 0;
-            let items = g
-                .store
-                .iter()
-                .map(|(k, s)| (k.clone(), encode_state(s), 0))
-                .collect();
-            let snapshot = Snapshot {
-                last: LogPosition::default(),
-                items,
-                config: None,
-            };
-            let mut tail: Vec<WalRecord> = g.ring.iter().cloned().map(WalRecord::Ring).collect();
-            tail.extend(g.hints.values().cloned().map(WalRecord::Hint));
-            seq = g.wal.submit(WalOp::Compact {
-                snapshot: Box::new(snapshot),
-                tail,
-            });
+        let seq = g.wal.submit(WalOp::Append(records));
+        if g.since_compaction < self.cfg.compact_every {
+            return seq;
         }
-        seq
+        self.compact(g, true)
+    }
+
+    /// Compact the log into a snapshot of the whole store. In the background (a periodic one)
+    /// the lock is held only for O(1) clones of the maps and the log goes on at once; otherwise
+    /// the snapshot is durable before anything after it.
+    fn compact(&self, g: &mut Inner, background: bool) -> u64 {
+        g.since_compaction = 0;
+        let view = StoreView {
+            store: g.store.clone(),
+            hints: g.hints.clone(),
+            ring: g.ring.clone(),
+        };
+        g.wal.submit(WalOp::Compact(Compaction {
+            snapshot: Box::new(view),
+            tail: Vec::new(),
+            background,
+        }))
     }
 
     pub(crate) async fn wait_durable(&self, seq: u64) {
@@ -146,9 +194,7 @@ impl LeaderlessNode {
                 keys,
                 "dropped local data after handing it to the next owners"
             );
-            let compact = self.cfg.compact_every;
-            g.since_compaction = compact;
-            self.persist(&mut g, Vec::new())
+            self.compact(&mut g, false)
         };
         self.wait_durable(seq).await;
     }
@@ -164,20 +210,4 @@ fn write_marker(dir: &std::path::Path) -> Result<(), WalError> {
 
 fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
-}
-
-fn encode_state(s: &KeyState) -> String {
-    postcard::to_allocvec(s)
-        .unwrap_or_default()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn decode_state(hex: &str) -> Option<KeyState> {
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    postcard::from_bytes(&bytes?).ok()
 }

@@ -2,7 +2,20 @@
 //! (prevIndex, prevEpoch) check, truncation of a divergent suffix) and snapshots. Pure.
 
 use super::*;
+use crate::single_leader::kv::ReceivedSnapshot;
 use crate::single_leader::log::PrevCheck;
+
+/// What every frame from a leader carries, and when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub epoch: u64,
+    pub leader: &'a Peer,
+    /// The leader's read round, echoed in the reply.
+    pub round: u64,
+    /// This node's requests in flight, reported to the leader.
+    pub load: u32,
+    pub now: Instant,
+}
 
 impl Replica {
     // ---- follower: incoming frames ---------------------------------------------------------
@@ -41,21 +54,17 @@ impl Replica {
 
     /// An append frame from `leader`. The runtime sends the reply once every record pushed so
     /// far is durable.
-    #[allow(clippy::too_many_arguments)]
     pub fn on_append(
         &mut self,
-        epoch: u64,
-        leader: &Peer,
+        frame: Frame<'_>,
         prev: LogPosition,
         entries: Vec<Entry>,
         leader_commit: u64,
-        round: u64,
-        load: u32,
-        now: Instant,
     ) -> PeerReply {
-        if let Err(reply) = self.accept_leader(epoch, leader, now) {
+        if let Err(reply) = self.accept_leader(frame.epoch, frame.leader, frame.now) {
             return reply;
         }
+        let (round, load) = (frame.round, frame.load);
         let incarnation = self.meta.incarnation;
         if self.contradicts_committed(prev, &entries) {
             // Only an `Async` leader commits what a majority does not hold: its unreplicated
@@ -137,18 +146,11 @@ impl Replica {
     }
 
     /// A snapshot frame: replace state if it is ahead of what we have.
-    pub fn on_snapshot(
-        &mut self,
-        epoch: u64,
-        leader: &Peer,
-        snap: Snapshot,
-        round: u64,
-        load: u32,
-        now: Instant,
-    ) -> PeerReply {
-        if let Err(reply) = self.accept_leader(epoch, leader, now) {
+    pub fn on_snapshot(&mut self, frame: Frame<'_>, snap: ReceivedSnapshot) -> PeerReply {
+        if let Err(reply) = self.accept_leader(frame.epoch, frame.leader, frame.now) {
             return reply;
         }
+        let (round, load) = (frame.round, frame.load);
         let last = snap.last;
         if self.contradicts_committed(last, &[]) {
             self.discard_state("the leader's snapshot contradicts entries this node committed");
@@ -158,14 +160,19 @@ impl Replica {
                 snapshot_index = last.index,
                 "installing a snapshot from the leader"
             );
-            self.kv = KvStore::from_snapshot(&snap);
+            self.kv = snap.kv;
             self.log.reset(last);
-            self.configs = snap.config.clone().into_iter().collect();
+            self.configs = snap.config.into_iter().collect();
             self.commit = last.index;
             self.applied = last.index;
             self.durable = self.durable.min(last.index);
             let tail = vec![WalRecord::Meta(self.meta.clone())];
-            self.pending_compaction = Some((snap, tail));
+            self.snapshot_in_flight = None;
+            self.pending_compaction = Some(Compaction {
+                snapshot: Box::new(snap.file),
+                tail,
+                background: false,
+            });
         }
         PeerReply::Ok {
             match_index: last.index.max(self.commit.min(self.log.last().index)),

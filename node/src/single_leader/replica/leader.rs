@@ -127,8 +127,7 @@ impl Replica {
 
     pub(super) fn maybe_compact(&mut self) {
         let base = self.log.base();
-        if self.pending_compaction.is_some() || self.applied < base.index + self.cfg.snapshot_every
-        {
+        if self.snapshot_in_flight.is_some() || self.applied < base.index + self.snapshot_interval {
             return;
         }
         let Some(epoch) = self.log.epoch_at(self.applied) else {
@@ -149,19 +148,20 @@ impl Replica {
             let at = *at;
             self.configs.retain(|(i, _)| *i >= at);
         }
-        let snapshot = Snapshot {
-            last,
-            items: self.kv.to_items(),
-            config,
-        };
+        let snapshot = Box::new(self.kv.snapshot(last, config));
         let mut tail = vec![WalRecord::Meta(self.meta.clone())];
         tail.extend(
             self.log
                 .entries_after(last.index)
                 .map(|e| WalRecord::Entry((**e).clone())),
         );
-        self.log.compact_to(last);
-        self.pending_compaction = Some((snapshot, tail));
+        self.snapshot_in_flight = Some(last);
+        self.snapshot_interval = self.draw_snapshot_interval();
+        self.pending_compaction = Some(Compaction {
+            snapshot,
+            tail,
+            background: true,
+        });
     }
 
     /// Start a read-index confirmation round. Returns (read index, round) once this leader has

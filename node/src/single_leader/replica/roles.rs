@@ -51,7 +51,12 @@ impl Replica {
             items: Vec::new(),
             config: None,
         };
-        self.pending_compaction = Some((empty, vec![WalRecord::Meta(self.meta.clone())]));
+        self.snapshot_in_flight = None;
+        self.pending_compaction = Some(Compaction {
+            snapshot: Box::new(empty),
+            tail: vec![WalRecord::Meta(self.meta.clone())],
+            background: false,
+        });
     }
 
     pub(super) fn step_down(&mut self, reason: &str) {

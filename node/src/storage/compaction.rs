@@ -1,0 +1,81 @@
+//! Compaction (docs/design.md §9): a snapshot of the state, after which the log needs only a
+//! tail. The writer thread starts the next segment; the snapshot is written there or on a
+//! thread of its own, and the older segments go once it is durable.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rc_api::LogPosition;
+
+use super::snapshot::SnapshotSource;
+use super::unlink;
+use super::wal::{io_err, segments, WalError};
+use super::WalRecord;
+
+/// A snapshot to write, and the records the log still needs after it.
+pub struct Compaction {
+    pub snapshot: Box<dyn SnapshotSource>,
+    /// Records still needed after the snapshot: they start the next segment.
+    pub tail: Vec<WalRecord>,
+    /// Write the snapshot on a background thread. The writer starts the next segment at once
+    /// and appends go on into it; the older segments stay until the snapshot is durable, so a
+    /// crash before then replays them (the tail repeats some of their records, which replay
+    /// skips). [`SnapshotCallback`] reports the snapshot's position once it is durable.
+    /// Otherwise (a state replaced wholesale: installed from a leader, or discarded) the
+    /// snapshot is durable before anything submitted after it.
+    pub background: bool,
+}
+
+impl std::fmt::Debug for Compaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compaction")
+            .field("last", &self.snapshot.last())
+            .field("keys", &self.snapshot.keys())
+            .field("tail", &self.tail.len())
+            .field("background", &self.background)
+            .finish()
+    }
+}
+
+/// Called from the snapshot thread once a background snapshot is durable (and the segments
+/// before it deleted), with its position.
+pub type SnapshotCallback = Box<dyn Fn(LogPosition) + Send + Sync>;
+
+/// A snapshot written, or being written, and the segment that follows it.
+pub(super) struct SnapshotJob {
+    pub dir: PathBuf,
+    pub source: Box<dyn SnapshotSource>,
+    pub tail_records: usize,
+    pub segment: u64,
+    pub waited_ms: u64,
+}
+
+impl SnapshotJob {
+    /// The snapshot is durable: remove the segments before it, log, and report.
+    pub fn finish(
+        &self,
+        started: Instant,
+        on_snapshot: Option<&(dyn Fn(LogPosition) + Send + Sync)>,
+    ) -> Result<(), WalError> {
+        for (n, old) in segments(&self.dir)? {
+            if n < self.segment {
+                unlink::discard(&old).map_err(io_err(&old))?;
+            }
+        }
+        let last = self.source.last();
+        tracing::info!(
+            snapshot_index = last.index,
+            keys = self.source.keys(),
+            tail_records = self.tail_records,
+            segment = self.segment,
+            background = on_snapshot.is_some(),
+            took_ms = started.elapsed().as_millis() as u64,
+            appends_waited_ms = self.waited_ms,
+            "compacted the log into a snapshot"
+        );
+        if let Some(report) = on_snapshot {
+            report(last);
+        }
+        Ok(())
+    }
+}
