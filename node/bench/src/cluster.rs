@@ -31,34 +31,11 @@ async fn spawn_in(
     n: usize,
     flags: &[&str],
 ) -> anyhow::Result<RcCluster> {
-    let bin = node_bin()?;
     let mut procs = Procs(Vec::new());
     let mut addrs = Vec::new();
     for i in 0..n {
         let addr = format!("127.0.0.1:{}", free_port()?);
-        procs.0.push(
-            Command::new(&bin)
-                .args([
-                    "--node-id",
-                    &format!("n{i}"),
-                    "--listen",
-                    &addr,
-                    "--admin-token",
-                    TOKEN,
-                ])
-                .args(
-                    (!flags.contains(&"--log-level"))
-                        .then_some(["--log-level", "warn"])
-                        .into_iter()
-                        .flatten(),
-                )
-                .args(flags)
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("n{i}")))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join(format!("n{i}.log")))?)
-                .spawn()?,
-        );
+        procs.0.push(spawn_node(dir.path(), i, &addr, flags)?);
         addrs.push(addr);
     }
     for a in &addrs {
@@ -69,6 +46,48 @@ async fn spawn_in(
         procs,
         _dir: dir,
     })
+}
+
+/// Node `n{i}` listening on `addr`, with its data in `dir/n{i}` and its log in `dir/n{i}.log`.
+fn spawn_node(
+    dir: &Path,
+    i: usize,
+    addr: &str,
+    flags: &[&str],
+) -> anyhow::Result<std::process::Child> {
+    Ok(Command::new(node_bin()?)
+        .args(["--node-id", &format!("n{i}"), "--listen", addr])
+        .args(["--admin-token", TOKEN])
+        .args(
+            (!flags.contains(&"--log-level"))
+                .then_some(["--log-level", "warn"])
+                .into_iter()
+                .flatten(),
+        )
+        .args(flags)
+        .arg("--data-dir")
+        .arg(dir.join(format!("n{i}")))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("n{i}.log")))?)
+        .spawn()?)
+}
+
+impl RcCluster {
+    /// Start one more node (plain HTTP) with `flags`, an empty data directory; its index.
+    pub async fn add_node(
+        &mut self,
+        http: &reqwest::Client,
+        flags: &[&str],
+    ) -> anyhow::Result<usize> {
+        let i = self.addrs.len();
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        self.procs
+            .0
+            .push(spawn_node(self._dir.path(), i, &addr, flags)?);
+        wait_http(http, &format!("http://{addr}/healthz")).await?;
+        self.addrs.push(addr);
+        Ok(i)
+    }
 }
 
 pub async fn start_rc(http: &reqwest::Client, replication: &str) -> anyhow::Result<RcCluster> {

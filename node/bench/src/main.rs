@@ -57,7 +57,8 @@ pub struct Args {
     /// `none` for only the other measurements (`--stall-keys`).
     #[arg(long, value_delimiter = ',', default_value = "async,quorum,leaderless")]
     pub modes: Vec<String>,
-    /// Keys (1 KiB values) on the 3 members before a fourth joins, for the join's streaming rate.
+    /// Keys (1 KiB values) on the 3 members before a fourth joins, for the join's streaming rate
+    /// (0: skip it).
     #[arg(long, default_value_t = 50_000)]
     pub join_keys: usize,
     /// Keys on a single-leader leader for the snapshot-stall measurement (0: skip it).
@@ -86,7 +87,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if mode == "leaderless" {
             bench_leaderless(&http, &args, etcd.as_deref()).await?;
-            bench_join(&http, args.join_keys, 1024).await?;
+            if args.join_keys > 0 {
+                bench_join(&http, args.join_keys, 1024).await?;
+            }
             continue;
         }
         let (c, target) = if args.tls {
