@@ -90,17 +90,34 @@ impl SnapshotSource for Snapshot {
     }
 }
 
-/// Decode a snapshot file's bytes: `None` when truncated or corrupt.
+/// Decode a snapshot file's bytes: `None` when truncated or corrupt, or when the payload is
+/// not exactly one `T` (bytes left over mean it was written as another type).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    decode_payload(payload(bytes)?)
+}
+
+/// The payload of a snapshot file's bytes, if its checksum holds.
+pub fn payload(bytes: &[u8]) -> Option<&[u8]> {
     let (crc, payload) = bytes.split_at_checked(4)?;
-    if u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) != crc32fast::hash(payload) {
-        return None;
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    (crc == crc32fast::hash(payload)).then_some(payload)
+}
+
+/// A payload decoded as exactly one `T`.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Option<T> {
+    match postcard::take_from_bytes(payload) {
+        Ok((value, [])) => Some(value),
+        _ => None,
     }
-    postcard::from_bytes(payload).ok()
 }
 
 /// The snapshot in `dir`, decoded as `T` (each mode has its own snapshot type).
 pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>, WalError> {
+    read_as(dir, decode)
+}
+
+/// The snapshot in `dir`, decoded by `decode` (`None`: corrupt).
+pub fn read_as<T>(dir: &Path, decode: fn(&[u8]) -> Option<T>) -> Result<Option<T>, WalError> {
     let path = dir.join(FILE);
     match fs::read(&path) {
         Ok(bytes) => match decode(&bytes) {

@@ -93,9 +93,14 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 
 /// Make sure `dir` exists, delete what a crash left half-removed, and read the snapshot.
 pub fn open<S: DeserializeOwned>(dir: &Path) -> Result<Option<S>, WalError> {
+    open_as(dir, snapshot::decode)
+}
+
+/// As [`open`], with the snapshot file's bytes decoded by `decode` (`None`: corrupt).
+pub fn open_as<S>(dir: &Path, decode: fn(&[u8]) -> Option<S>) -> Result<Option<S>, WalError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     unlink::clean_up(dir).map_err(io_err(dir))?;
-    snapshot::read(dir)
+    snapshot::read_as(dir, decode)
 }
 
 /// Hand every record of every segment to `apply`, in order, with one segment in memory at a

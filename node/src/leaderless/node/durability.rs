@@ -3,6 +3,7 @@
 //! which lost its data from answering reads until it has streamed its ranges back.
 
 use super::*;
+use crate::storage::snapshot::{self, Snapshot};
 
 /// File in the data directory while the node's data is incomplete: created when the node starts
 /// on an empty directory or drops its data after a decommission, removed once it has streamed
@@ -16,6 +17,36 @@ pub(crate) struct StoreSnapshot {
     pub keys: Vec<(String, KeyState)>,
     pub hints: Vec<Hint>,
     pub ring: Option<Ring>,
+}
+
+impl StoreSnapshot {
+    /// A snapshot file's bytes in either format: this one, or the one nodes wrote before snapshots moved off the write path
+    /// (the single-leader `Snapshot` shape, each state hex-encoded postcard, hints and ring in
+    /// the log). A node upgraded in place reads its old snapshot instead of refusing to start.
+    fn decode(bytes: &[u8]) -> Option<StoreSnapshot> {
+        let payload = snapshot::payload(bytes)?;
+        if let Some(current) = snapshot::decode_payload(payload) {
+            return Some(current);
+        }
+        let old: Snapshot = snapshot::decode_payload(payload)?;
+        let keys = old.items.into_iter().map(|(key, hex, _)| {
+            let state = postcard::from_bytes(&decode_hex(&hex)?).ok()?;
+            Some((key, state))
+        });
+        Some(StoreSnapshot {
+            keys: keys.collect::<Option<_>>()?,
+            hints: Vec::new(),
+            ring: None,
+        })
+    }
+}
+
+/// Bytes from lower-case hex (the old snapshot format); `None` if it is not hex.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// O(1) clones of the store's persistent maps, encoded off the lock as a [`StoreSnapshot`].
@@ -70,7 +101,7 @@ pub(super) struct Recovered {
 
 /// Replay the snapshot and log; a node starting on an empty directory is restoring.
 pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
-    let snap: Option<StoreSnapshot> = wal::open(&cfg.data_dir)?;
+    let snap = wal::open_as(&cfg.data_dir, StoreSnapshot::decode)?;
     let empty_snapshot = snap.is_none();
     let snap = snap.unwrap_or_default();
     let mut store: Store = snap.keys.into_iter().collect();
@@ -210,4 +241,67 @@ fn write_marker(dir: &std::path::Path) -> Result<(), WalError> {
 
 fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(value: &str) -> KeyState {
+        let put = |s: &KeyState| {
+            s.put(
+                ConflictResolution::LastWriteWins,
+                "n1",
+                0,
+                &Clock::new(),
+                Some(value.to_owned()),
+                7,
+            )
+        };
+        put(&KeyState::default())
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_in_the_current_and_in_the_old_format() -> Result<(), WalError> {
+        let dir = tempfile::tempdir().map_err(|e| WalError::Io {
+            path: "tmp".into(),
+            source: e,
+        })?;
+        let (a, b) = (state("a"), state("b"));
+        let current = StoreView {
+            store: [("a".to_owned(), a.clone())].into_iter().collect(),
+            hints: Hints::new(),
+            ring: None,
+        };
+        snapshot::write(dir.path(), &current)?;
+        let read = wal::open_as(dir.path(), StoreSnapshot::decode)?;
+        assert_eq!(
+            read.map(|s| s.keys),
+            Some(vec![("a".to_owned(), a.clone())])
+        );
+
+        // The old format: each state hex-encoded postcard in a single-leader `Snapshot`.
+        let hex = |s: &KeyState| -> String {
+            let bytes = postcard::to_allocvec(s).unwrap_or_default();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let old = Snapshot {
+            last: LogPosition::default(),
+            items: vec![("a".into(), hex(&a), 0), ("b".into(), hex(&b), 0)],
+            config: None,
+        };
+        snapshot::write(dir.path(), &old)?;
+        let read = wal::open_as(dir.path(), StoreSnapshot::decode)?;
+        let keys = read.map(|s| s.keys);
+        assert_eq!(keys, Some(vec![("a".into(), a), ("b".into(), b)]));
+
+        // Neither format: refused as corrupt, never read as an empty store.
+        let neither = Snapshot {
+            items: vec![("a".into(), "not hex".into(), 0)],
+            ..old
+        };
+        snapshot::write(dir.path(), &neither)?;
+        assert!(wal::open_as(dir.path(), StoreSnapshot::decode).is_err());
+        Ok(())
+    }
 }
