@@ -67,7 +67,12 @@ pub async fn start_etcd(
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?,
+                .with_context(|| {
+                    format!(
+                        "starting {} (build it with hack/kube/build.sh, or pass --etcd-bin)",
+                        bin.display()
+                    )
+                })?,
         );
     }
     let addrs: Vec<String> = ports

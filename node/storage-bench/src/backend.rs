@@ -16,17 +16,15 @@ pub trait Backend {
 
     /// Visit the keys in `from..to` in key order with their owned states (what a stream page or
     /// an anti-entropy digest needs), until `visit` returns false.
-    fn scan(
-        &self,
-        from: &str,
-        to: &str,
-        visit: &mut dyn FnMut(&str, KeyState) -> bool,
-    ) -> Result<()>;
+    fn scan(&self, from: &str, to: &str, visit: &mut Visit) -> Result<()>;
 
     /// Restart figures: stop and start again on the same directory (and for the WAL, compact
     /// into a snapshot), each step timed. Returns (what, how long) pairs, in order.
     fn restart(&mut self) -> Result<Vec<(String, Duration)>>;
 }
+
+/// What a scan calls for each key in order, with its owned state; `false` stops the scan.
+pub type Visit<'a> = dyn FnMut(&str, KeyState) -> bool + 'a;
 
 /// `f`'s result and how long it took.
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {

@@ -10,7 +10,7 @@ use anyhow::Result;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rc_node::leaderless::dvv::KeyState;
 
-use crate::backend::{timed, Backend};
+use crate::backend::{timed, Backend, Visit};
 use crate::workload;
 
 const KEYSPACE: &str = "key_states";
@@ -59,12 +59,7 @@ impl Backend for FjallStore {
         }
     }
 
-    fn scan(
-        &self,
-        from: &str,
-        to: &str,
-        visit: &mut dyn FnMut(&str, KeyState) -> bool,
-    ) -> Result<()> {
+    fn scan(&self, from: &str, to: &str, visit: &mut Visit) -> Result<()> {
         let (_, states) = self.parts()?;
         for guard in states.range(from..to) {
             let (k, v) = guard.into_inner()?;

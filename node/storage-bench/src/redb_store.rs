@@ -9,7 +9,7 @@ use anyhow::Result;
 use rc_node::leaderless::dvv::KeyState;
 use redb::{Database, TableDefinition};
 
-use crate::backend::{timed, Backend};
+use crate::backend::{timed, Backend, Visit};
 use crate::workload;
 
 const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("key_states");
@@ -60,12 +60,7 @@ impl Backend for RedbStore {
         }
     }
 
-    fn scan(
-        &self,
-        from: &str,
-        to: &str,
-        visit: &mut dyn FnMut(&str, KeyState) -> bool,
-    ) -> Result<()> {
+    fn scan(&self, from: &str, to: &str, visit: &mut Visit) -> Result<()> {
         let tx = self.db()?.begin_read()?;
         let table = tx.open_table(STATES)?;
         for item in table.range::<&str>(from..to)? {

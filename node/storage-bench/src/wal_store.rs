@@ -16,7 +16,7 @@ use rc_node::storage::wal::{self, Compaction, FsyncPolicy, Wal, WalOp};
 use rc_node::storage::WalRecord;
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Visit};
 
 /// How long a commit or a snapshot may take before the benchmark gives up.
 const DURABLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -175,12 +175,7 @@ impl Backend for WalStore {
         Ok(self.store.get(key).cloned())
     }
 
-    fn scan(
-        &self,
-        from: &str,
-        to: &str,
-        visit: &mut dyn FnMut(&str, KeyState) -> bool,
-    ) -> Result<()> {
+    fn scan(&self, from: &str, to: &str, visit: &mut Visit) -> Result<()> {
         for (k, s) in self
             .store
             .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
