@@ -56,27 +56,11 @@ pub async fn collect(
     let mut out = Collected::default();
     if let Some(s) = &vol.secret {
         let name = s.secret_name.as_deref().unwrap_or_default();
-        if let Some(secret) = referenced::<Secret>(cx, "secret", name, s.optional).await? {
-            let data = secret_data(&secret);
-            add_keys(
-                &mut out.payload,
-                &data,
-                s.items.as_deref(),
-                s.default_mode,
-                s.optional,
-            )?;
-        }
+        let keys = Keys::new(s.items.as_deref(), s.default_mode, s.optional);
+        add_secret(cx, &mut out.payload, name, keys).await?;
     } else if let Some(c) = &vol.config_map {
-        if let Some(cm) = referenced::<ConfigMap>(cx, "configmap", &c.name, c.optional).await? {
-            let data = config_map_data(&cm);
-            add_keys(
-                &mut out.payload,
-                &data,
-                c.items.as_deref(),
-                c.default_mode,
-                c.optional,
-            )?;
-        }
+        let keys = Keys::new(c.items.as_deref(), c.default_mode, c.optional);
+        add_config_map(cx, &mut out.payload, &c.name, keys).await?;
     } else if let Some(d) = &vol.downward_api {
         let items = d.items.as_deref().unwrap_or(&[]);
         add_downward(cx, &mut out.payload, items, d.default_mode)?;
@@ -86,6 +70,50 @@ pub async fn collect(
         return Ok(None);
     }
     Ok(Some(out))
+}
+
+/// Which keys of a Secret or ConfigMap become files, with what mode, and whether it may be
+/// missing.
+struct Keys<'a> {
+    items: Option<&'a [KeyToPath]>,
+    mode: Option<i32>,
+    optional: Option<bool>,
+}
+
+impl<'a> Keys<'a> {
+    fn new(items: Option<&'a [KeyToPath]>, mode: Option<i32>, optional: Option<bool>) -> Self {
+        Keys {
+            items,
+            mode,
+            optional,
+        }
+    }
+}
+
+/// The keys of Secret `name` as files (nothing if it is optional and missing).
+async fn add_secret(
+    cx: &VolumeContext<'_>,
+    payload: &mut Payload,
+    name: &str,
+    keys: Keys<'_>,
+) -> anyhow::Result<()> {
+    let Some(secret) = referenced::<Secret>(cx, "secret", name, keys.optional).await? else {
+        return Ok(());
+    };
+    add_keys(payload, &secret_data(&secret), keys)
+}
+
+/// The keys of ConfigMap `name` as files (nothing if it is optional and missing).
+async fn add_config_map(
+    cx: &VolumeContext<'_>,
+    payload: &mut Payload,
+    name: &str,
+    keys: Keys<'_>,
+) -> anyhow::Result<()> {
+    let Some(cm) = referenced::<ConfigMap>(cx, "configmap", name, keys.optional).await? else {
+        return Ok(());
+    };
+    add_keys(payload, &config_map_data(&cm), keys)
 }
 
 /// Every source of a projected volume, in order.
@@ -98,28 +126,12 @@ async fn add_projected(
     let mode = p.default_mode;
     for source in p.sources.iter().flatten() {
         if let Some(s) = &source.secret {
-            if let Some(secret) = referenced::<Secret>(cx, "secret", &s.name, s.optional).await? {
-                let data = secret_data(&secret);
-                add_keys(
-                    &mut out.payload,
-                    &data,
-                    s.items.as_deref(),
-                    mode,
-                    s.optional,
-                )?;
-            }
+            let keys = Keys::new(s.items.as_deref(), mode, s.optional);
+            add_secret(cx, &mut out.payload, &s.name, keys).await?;
         }
         if let Some(c) = &source.config_map {
-            if let Some(cm) = referenced::<ConfigMap>(cx, "configmap", &c.name, c.optional).await? {
-                let data = config_map_data(&cm);
-                add_keys(
-                    &mut out.payload,
-                    &data,
-                    c.items.as_deref(),
-                    mode,
-                    c.optional,
-                )?;
-            }
+            let keys = Keys::new(c.items.as_deref(), mode, c.optional);
+            add_config_map(cx, &mut out.payload, &c.name, keys).await?;
         }
         if let Some(d) = &source.downward_api {
             add_downward(
@@ -241,15 +253,9 @@ fn config_map_data(cm: &ConfigMap) -> BTreeMap<&str, &[u8]> {
 }
 
 /// Every key as a file named after it, or only the `items` chosen, at their paths.
-fn add_keys(
-    payload: &mut Payload,
-    data: &BTreeMap<&str, &[u8]>,
-    items: Option<&[KeyToPath]>,
-    mode: Option<i32>,
-    optional: Option<bool>,
-) -> anyhow::Result<()> {
-    let default_mode = mode.unwrap_or(0o644);
-    let Some(items) = items else {
+fn add_keys(payload: &mut Payload, data: &BTreeMap<&str, &[u8]>, keys: Keys) -> anyhow::Result<()> {
+    let default_mode = keys.mode.unwrap_or(0o644);
+    let Some(items) = keys.items else {
         for (k, v) in data {
             payload.add(k, *v, default_mode)?;
         }
@@ -258,7 +264,7 @@ fn add_keys(
     for item in items {
         match data.get(item.key.as_str()) {
             Some(v) => payload.add(&item.path, *v, item.mode.unwrap_or(default_mode))?,
-            None if optional == Some(true) => {}
+            None if keys.optional == Some(true) => {}
             None => bail!("key {:?} not found", item.key),
         }
     }
@@ -300,23 +306,32 @@ mod tests {
     fn items_choose_keys_and_a_missing_one_fails_unless_optional() {
         let data = BTreeMap::from([("tls.crt", &b"c"[..]), ("tls.key", &b"k"[..])]);
         let mut all = Payload::default();
-        add_keys(&mut all, &data, None, Some(0o400), None).unwrap();
+        add_keys(&mut all, &data, Keys::new(None, Some(0o400), None)).unwrap();
         let paths: Vec<_> = all.files.keys().cloned().collect();
         assert_eq!(paths, vec![PathBuf::from("tls.crt"), "tls.key".into()]);
         assert_eq!(all.files[&PathBuf::from("tls.key")].mode, 0o400);
 
         let mut chosen = Payload::default();
         let items = [item("tls.crt", "certs/node.crt", Some(0o444))];
-        add_keys(&mut chosen, &data, Some(&items), None, None).unwrap();
+        add_keys(&mut chosen, &data, Keys::new(Some(&items), None, None)).unwrap();
         let file = &chosen.files[&PathBuf::from("certs/node.crt")];
         assert_eq!((file.bytes.as_slice(), file.mode), (&b"c"[..], 0o444));
         assert_eq!(chosen.files.len(), 1);
 
         let missing = [item("ca.crt", "ca.crt", None)];
-        let err = add_keys(&mut Payload::default(), &data, Some(&missing), None, None);
+        let err = add_keys(
+            &mut Payload::default(),
+            &data,
+            Keys::new(Some(&missing), None, None),
+        );
         assert!(err.is_err());
         let mut optional = Payload::default();
-        add_keys(&mut optional, &data, Some(&missing), None, Some(true)).unwrap();
+        add_keys(
+            &mut optional,
+            &data,
+            Keys::new(Some(&missing), None, Some(true)),
+        )
+        .unwrap();
         assert!(optional.files.is_empty());
     }
 }
