@@ -44,6 +44,18 @@ pub struct MemberView {
     pub alive: bool,
 }
 
+impl MemberView {
+    /// `member` of the ring, as alive or not.
+    pub fn of(member: &Member, alive: bool) -> MemberView {
+        MemberView {
+            id: member.id.clone(),
+            address: member.address.clone(),
+            state: member.state,
+            alive,
+        }
+    }
+}
+
 /// Progress of moving data on membership changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -362,12 +362,7 @@ impl LeaderlessNode {
             .ring
             .iter()
             .flat_map(|r| r.members.iter())
-            .map(|m| MemberView {
-                id: m.id.clone(),
-                address: m.address.clone(),
-                state: m.state,
-                alive: self.is_alive(&m.id),
-            })
+            .map(|m| MemberView::of(m, self.is_alive(&m.id)))
             .collect();
         NodeStatus {
             node_id: self.cfg.id.clone(),

@@ -52,12 +52,7 @@ fn node(i: usize, ring: Option<&Ring>, stream: StreamState) -> NodeStatus {
             members: ring
                 .iter()
                 .flat_map(|r| r.members.iter())
-                .map(|m| MemberView {
-                    id: m.id.clone(),
-                    address: m.address.clone(),
-                    state: m.state,
-                    alive: true,
-                })
+                .map(|m| MemberView::of(m, true))
                 .collect(),
             replication_factor: 3,
             write_quorum: 2,
