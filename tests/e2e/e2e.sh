@@ -990,15 +990,22 @@ if want membership && [ -n "${leader:-}" ] && is_available orders; then
   replaced=$(printf '%s\n' orders-0 orders-1 orders-2 | grep -vx "$l" | sed -n 1p)
   down=$(printf '%s\n' orders-0 orders-1 orders-2 | grep -vx "$l" | sed -n 2p)
   t0=$(stack_now)
+  old_uid=$(jp "pod/$replaced" '{.metadata.uid}')
   kubectl -n "$NS" delete pvc "data-$replaced" --wait=false >/dev/null
   kubectl -n "$NS" delete pod "$replaced" "$down" --wait=false >/dev/null
   pass "deleted PVC data-$replaced with pod $replaced, and pod $down, at once"
-  if stack_wait "orders settled after the replaced volume" 240 settled 3 "orders-0 orders-1 orders-2"; then
-    pass "orders back to 3 voters after the replaced volume in $(stack_since "$t0") s"
-    expect "member $replaced counts as a voter (its new incarnation)" \
-      "$(jp replicatedcluster/orders "{.status.members[?(@.name==\"$replaced\")].voter}")" true
+  # Settled only counts once the replacement pod exists: before that, status still shows the
+  # old members and would pass at once.
+  stack_wait "a new pod $replaced" 120 bash -c "uid=\$(kubectl -n $NS get pod $replaced -o jsonpath='{.metadata.uid}' 2>/dev/null); [ -n \"\$uid\" ] && [ \"\$uid\" != '$old_uid' ]" ||
+    fail "a new pod $replaced" "still pod uid $old_uid after 120 s"
+  replaced_votes() {
+    [ "$(jp replicatedcluster/orders "{.status.members[?(@.name==\"$replaced\")].voter}")" = true ]
+  }
+  settled_with_replaced() { settled 3 "orders-0 orders-1 orders-2" && replaced_votes; }
+  if stack_wait "orders settled after the replaced volume" 240 settled_with_replaced; then
+    pass "orders back to 3 voters after the replaced volume in $(stack_since "$t0") s, $replaced a voter in its new incarnation"
   else
-    fail "replaced volume" "voters '$(voters)'; Progressing: $(cond_reason orders Progressing); Available: $(cond_reason orders Available)"
+    fail "replaced volume" "voters '$(voters)'; $replaced voter: '$(jp replicatedcluster/orders "{.status.members[?(@.name==\"$replaced\")].voter}")'; Progressing: $(cond_reason orders Progressing); Available: $(cond_reason orders Available)"
   fi
   # (Events of one reason are aggregated by the recorder; one object is enough here.)
   voter_event=$(kubectl -n "$NS" get events --field-selector reason=VotersChanged \
