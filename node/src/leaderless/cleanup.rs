@@ -58,7 +58,7 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
             .iter()
             .map(|(k, s)| (k.clone(), s.digest(k)))
             .collect();
-        dropped += node.purge_agreed(&keys, true).len();
+        dropped += node.purge_agreed(&keys, true).await.len();
     }
     if dropped > 0 {
         tracing::info!(

@@ -401,26 +401,30 @@ impl LeaderlessNode {
     }
 
     /// Keys (with the digest of the state a purge would drop) whose local state is that one,
-    /// or absent, and that have no hint queued here; with `purge`, drop them. Purged keys are
-    /// compacted out of the log at once, so a restart does not bring them back.
-    pub(crate) fn purge_agreed(&self, keys: &[(String, u64)], purge: bool) -> Vec<String> {
-        let mut g = self.lock();
-        let agreed: Vec<String> = keys
-            .iter()
-            .filter(|(k, d)| g.store.get(k).is_none_or(|s| s.digest(k) == *d))
-            .filter(|(k, _)| !g.hints.values().any(|h| &h.key == k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if purge {
-            let dropped = agreed
+    /// or absent, and that have no hint queued here; with `purge`, drop them, durably: each
+    /// drop is a log record (`KeyRemoved`), so a restart does not bring the key back.
+    pub(crate) async fn purge_agreed(&self, keys: &[(String, u64)], purge: bool) -> Vec<String> {
+        let (agreed, seq) = {
+            let mut g = self.lock();
+            let agreed: Vec<String> = keys
                 .iter()
-                .filter(|k| g.store.remove(*k).is_some())
-                .count();
-            if dropped > 0 {
-                let compact = self.cfg.compact_every;
-                g.since_compaction = compact;
-                self.persist(&mut g, Vec::new());
-            }
+                .filter(|(k, d)| g.store.get(k).is_none_or(|s| s.digest(k) == *d))
+                .filter(|(k, _)| !g.hints.values().any(|h| &h.key == k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let removed: Vec<WalRecord> = match purge {
+                true => agreed
+                    .iter()
+                    .filter(|k| g.store.remove(*k).is_some())
+                    .map(|key| WalRecord::KeyRemoved { key: key.clone() })
+                    .collect(),
+                false => Vec::new(),
+            };
+            let seq = (!removed.is_empty()).then(|| self.persist(&mut g, removed));
+            (agreed, seq)
+        };
+        if let Some(seq) = seq {
+            self.wait_durable(seq).await;
         }
         agreed
     }

@@ -84,7 +84,7 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
         // retried and absent counts as agreeing.
         let _ = ask(node, m, true, &agreed).await;
     }
-    let purged = node.purge_agreed(&agreed, true).len();
+    let purged = node.purge_agreed(&agreed, true).await.len();
     if purged > 0 {
         tracing::info!(keys = purged, "purged tombstones every owner held");
     }

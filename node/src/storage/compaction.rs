@@ -57,11 +57,14 @@ impl SnapshotJob {
         started: Instant,
         on_snapshot: Option<&(dyn Fn(LogPosition) + Send + Sync)>,
     ) -> Result<(), WalError> {
-        for (n, old) in segments(&self.dir)? {
-            if n < self.segment {
-                unlink::discard(&old).map_err(io_err(&old))?;
-            }
-        }
+        // All at once: replay must never see some of the covered segments without the others
+        // (a leaderless store replays whole key states, which a later snapshot supersedes).
+        let covered: Vec<PathBuf> = segments(&self.dir)?
+            .into_iter()
+            .filter(|(n, _)| *n < self.segment)
+            .map(|(_, path)| path)
+            .collect();
+        unlink::discard_all(&covered).map_err(io_err(&self.dir))?;
         let last = self.source.last();
         tracing::info!(
             snapshot_index = last.index,

@@ -98,6 +98,12 @@ pub enum WalRecord {
     HintDone {
         id: u64,
     },
+    /// Leaderless: `key` is gone from this node (a purged tombstone, or a key handed to its
+    /// owners). Replayed in order, so a restart never brings it back. (Last: postcard numbers
+    /// variants, and logs written before it existed decode as they did.)
+    KeyRemoved {
+        key: String,
+    },
 }
 
 /// A write for `target` that could not be delivered yet.

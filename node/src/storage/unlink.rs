@@ -19,14 +19,25 @@ pub const REMOVING: &str = ".removing";
 /// Take `path` out of use at once (a rename to a name nothing reads, made durable), then free
 /// it gradually. A crash part-way never leaves a cut-short file under a name replay reads.
 pub fn discard(path: &Path) -> io::Result<()> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(REMOVING);
-    let removing = std::path::PathBuf::from(name);
-    fs::rename(path, &removing)?;
-    if let Some(dir) = path.parent() {
+    discard_all(std::slice::from_ref(&path.to_path_buf()))
+}
+
+/// [`discard`] for several files of one directory: all are taken out of use (renamed, with one
+/// sync of the directory) before any is freed, so a crash leaves either all of them in use or
+/// none.
+pub fn discard_all(paths: &[std::path::PathBuf]) -> io::Result<()> {
+    let mut removing = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut name = path.as_os_str().to_owned();
+        name.push(REMOVING);
+        let to = std::path::PathBuf::from(name);
+        fs::rename(path, &to)?;
+        removing.push(to);
+    }
+    if let Some(dir) = paths.first().and_then(|p| p.parent()) {
         fs::File::open(dir)?.sync_all()?;
     }
-    remove_gradually(&removing)
+    removing.iter().try_for_each(|p| remove_gradually(p))
 }
 
 /// Delete what a crash left half-removed in `dir`.

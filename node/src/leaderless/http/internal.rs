@@ -131,7 +131,7 @@ pub(super) async fn purge(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<String>>, ApiError> {
     let req: crate::leaderless::purge::PurgeRequest = json_body(b)?;
-    Ok(Json(s.node.purge_agreed(&req.keys, req.commit)))
+    Ok(Json(s.node.purge_agreed(&req.keys, req.commit).await))
 }
 
 pub(super) async fn scan_local(

@@ -121,6 +121,9 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
                 next_hint = next_hint.max(h.id + 1);
                 hints.insert(h.id, h);
             }
+            WalRecord::KeyRemoved { key } => {
+                store.remove(&key);
+            }
             WalRecord::HintDone { id } => {
                 hints.remove(&id);
             }

@@ -71,7 +71,8 @@ impl Replica {
             WalRecord::KeyState { .. }
             | WalRecord::Ring(_)
             | WalRecord::Hint(_)
-            | WalRecord::HintDone { .. } => {}
+            | WalRecord::HintDone { .. }
+            | WalRecord::KeyRemoved { .. } => {}
         }
     }
 
