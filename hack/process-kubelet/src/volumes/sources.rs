@@ -57,10 +57,10 @@ pub async fn collect(
     if let Some(s) = &vol.secret {
         let name = s.secret_name.as_deref().unwrap_or_default();
         let keys = Keys::new(s.items.as_deref(), s.default_mode, s.optional);
-        add_secret(cx, &mut out.payload, name, keys).await?;
+        add_object::<Secret>(cx, &mut out.payload, name, keys).await?;
     } else if let Some(c) = &vol.config_map {
         let keys = Keys::new(c.items.as_deref(), c.default_mode, c.optional);
-        add_config_map(cx, &mut out.payload, &c.name, keys).await?;
+        add_object::<ConfigMap>(cx, &mut out.payload, &c.name, keys).await?;
     } else if let Some(d) = &vol.downward_api {
         let items = d.items.as_deref().unwrap_or(&[]);
         add_downward(cx, &mut out.payload, items, d.default_mode)?;
@@ -90,30 +90,44 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// The keys of Secret `name` as files (nothing if it is optional and missing).
-async fn add_secret(
-    cx: &VolumeContext<'_>,
-    payload: &mut Payload,
-    name: &str,
-    keys: Keys<'_>,
-) -> anyhow::Result<()> {
-    let Some(secret) = referenced::<Secret>(cx, "secret", name, keys.optional).await? else {
-        return Ok(());
-    };
-    add_keys(payload, &secret_data(&secret), keys)
+/// An object whose keys a volume can make files of: a Secret or a ConfigMap.
+trait KeyData:
+    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    /// What the object is called in errors.
+    const KIND: &'static str;
+    /// Every key with its bytes (string and binary data together).
+    fn key_data(&self) -> BTreeMap<&str, &[u8]>;
 }
 
-/// The keys of ConfigMap `name` as files (nothing if it is optional and missing).
-async fn add_config_map(
+impl KeyData for Secret {
+    const KIND: &'static str = "secret";
+    fn key_data(&self) -> BTreeMap<&str, &[u8]> {
+        secret_data(self)
+    }
+}
+
+impl KeyData for ConfigMap {
+    const KIND: &'static str = "configmap";
+    fn key_data(&self) -> BTreeMap<&str, &[u8]> {
+        config_map_data(self)
+    }
+}
+
+/// The keys of the Secret or ConfigMap `name` as files (nothing if optional and missing).
+async fn add_object<K: KeyData>(
     cx: &VolumeContext<'_>,
     payload: &mut Payload,
     name: &str,
     keys: Keys<'_>,
 ) -> anyhow::Result<()> {
-    let Some(cm) = referenced::<ConfigMap>(cx, "configmap", name, keys.optional).await? else {
+    let Some(object) = referenced::<K>(cx, K::KIND, name, keys.optional).await? else {
         return Ok(());
     };
-    add_keys(payload, &config_map_data(&cm), keys)
+    add_keys(payload, &object.key_data(), keys)
 }
 
 /// Every source of a projected volume, in order.
@@ -127,11 +141,11 @@ async fn add_projected(
     for source in p.sources.iter().flatten() {
         if let Some(s) = &source.secret {
             let keys = Keys::new(s.items.as_deref(), mode, s.optional);
-            add_secret(cx, &mut out.payload, &s.name, keys).await?;
+            add_object::<Secret>(cx, &mut out.payload, &s.name, keys).await?;
         }
         if let Some(c) = &source.config_map {
             let keys = Keys::new(c.items.as_deref(), mode, c.optional);
-            add_config_map(cx, &mut out.payload, &c.name, keys).await?;
+            add_object::<ConfigMap>(cx, &mut out.payload, &c.name, keys).await?;
         }
         if let Some(d) = &source.downward_api {
             add_downward(
