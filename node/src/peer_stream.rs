@@ -27,11 +27,12 @@ const MAX_FRAME: usize = 1 << 30;
 const MAX_HELLO_FRAME: usize = 4 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The first frame on a connection.
+/// The first frame on a connection. An enum of one variant: its tag is the byte the first
+/// version of the single-leader stream sent first, so members one version apart understand
+/// each other's handshake (`Welcome` keeps that version's tags too).
 #[derive(Debug, Serialize, Deserialize)]
-struct Hello {
-    token: String,
-    from: String,
+enum Hello {
+    Hello { token: String, from: String },
 }
 
 /// The answer to a [`Hello`].
@@ -75,7 +76,7 @@ pub async fn connect(security: &Security, address: &str, from: &str) -> Result<C
         .map_err(|e| PeerError::Connect(address.to_owned(), e.to_string()))?;
     tokio::io::AsyncWriteExt::write_all(&mut raw, &[MAGIC]).await?;
     let mut conn = Framed::new(raw, codec(MAX_FRAME));
-    let hello = Hello {
+    let hello = Hello::Hello {
         token: security.token().to_string(),
         from: from.to_owned(),
     };
@@ -115,14 +116,11 @@ where
         return;
     }
     let mut conn = Framed::new(stream, codec(MAX_HELLO_FRAME));
-    let Some(hello) = next_frame::<_, Hello>(&mut conn, false).await else {
+    let Some(Hello::Hello { token, from }) = next_frame(&mut conn, false).await else {
         return;
     };
-    if !security.accepts(&hello.token) {
-        tracing::warn!(
-            from = hello.from,
-            "refused a peer connection with a wrong token"
-        );
+    if !security.accepts(&token) {
+        tracing::warn!(from, "refused a peer connection with a wrong token");
         let _ = send(&mut conn, &Welcome::Unauthorized).await;
         return;
     }
@@ -195,6 +193,37 @@ mod tests {
             }
         });
         Ok(address)
+    }
+
+    /// The first version's handshake (the single-leader stream's first request and answers).
+    #[derive(Serialize)]
+    enum FirstRequest {
+        Hello { token: String, from: String },
+    }
+
+    #[derive(Serialize)]
+    enum FirstResponse {
+        HelloOk,
+        Unauthorized,
+    }
+
+    #[test]
+    fn the_handshake_is_the_first_versions_byte_for_byte() -> Result<(), postcard::Error> {
+        let (token, from) = ("a-token-of-twenty-chars".to_string(), "n1".to_string());
+        assert_eq!(
+            postcard::to_allocvec(&Hello::Hello {
+                token: token.clone(),
+                from: from.clone()
+            })?,
+            postcard::to_allocvec(&FirstRequest::Hello { token, from })?
+        );
+        for (now, first) in [
+            (Welcome::Accepted, FirstResponse::HelloOk),
+            (Welcome::Unauthorized, FirstResponse::Unauthorized),
+        ] {
+            assert_eq!(postcard::to_allocvec(&now)?, postcard::to_allocvec(&first)?);
+        }
+        Ok(())
     }
 
     #[tokio::test]

@@ -23,39 +23,47 @@ use crate::storage::Entry;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What every frame from a leader carries.
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    epoch: u64,
-    leader: Peer,
-    /// The leader's read round, echoed in the reply.
-    round: u64,
-}
-
-impl Header {
-    fn frame(&self, load: u32, now: Instant) -> Frame<'_> {
-        Frame {
-            epoch: self.epoch,
-            leader: &self.leader,
-            round: self.round,
-            load,
-            now,
-        }
-    }
-}
-
+/// Frames from a leader. The layout is the one the first version of this stream used (variant
+/// 0 was its hello, now `peer_stream`'s, which keeps that tag; fields in this order), so a
+/// leader and a follower one version apart replicate during a rolling upgrade.
 #[derive(Debug, Serialize, Deserialize)]
 enum Request<E> {
+    /// The handshake's tag; never sent once a connection is accepted.
+    Handshake,
     Append {
-        header: Header,
+        epoch: u64,
+        leader: Peer,
         prev: LogPosition,
         entries: Vec<E>,
         commit: u64,
+        /// The leader's read round, echoed in the reply.
+        round: u64,
     },
     Snapshot {
-        header: Header,
+        epoch: u64,
+        leader: Peer,
+        round: u64,
         data: Vec<u8>,
     },
+}
+
+/// A follower's answers; variants 0 and 1 are `peer_stream`'s welcome (same tags).
+#[derive(Debug, Serialize, Deserialize)]
+enum Response {
+    Accepted,
+    Unauthorized,
+    Reply(PeerReply),
+}
+
+/// What the replica needs to know of a leader's frame.
+fn frame(epoch: u64, leader: &Peer, round: u64, load: u32, now: Instant) -> Frame<'_> {
+    Frame {
+        epoch,
+        leader,
+        round,
+        load,
+        now,
+    }
 }
 
 async fn connect(node: &Node, peer: &Peer) -> Result<Conn, PeerError> {
@@ -64,7 +72,10 @@ async fn connect(node: &Node, peer: &Peer) -> Result<Conn, PeerError> {
 }
 
 async fn call<E: Serialize>(conn: &mut Conn, req: &Request<E>) -> Result<PeerReply, PeerError> {
-    peer_stream::call(conn, req, REPLY_TIMEOUT).await
+    match peer_stream::call(conn, req, REPLY_TIMEOUT).await? {
+        Response::Reply(reply) => Ok(reply),
+        Response::Accepted | Response::Unauthorized => Err(PeerError::Protocol),
+    }
 }
 
 /// Leader side: keep follower `peer` replicated for as long as this node leads `epoch`.
@@ -157,14 +168,12 @@ async fn send_one(
         } => {
             // Arc<Entry> serializes exactly like Entry: no copy of the batch.
             let req = Request::Append {
-                header: Header {
-                    epoch,
-                    leader: me,
-                    round,
-                },
+                epoch,
+                leader: me,
                 prev,
                 entries,
                 commit,
+                round,
             };
             call(c, &req).await?
         }
@@ -177,11 +186,9 @@ async fn send_one(
                 .ok_or(PeerError::Protocol)?;
             tracing::info!(follower = %peer.id, bytes = data.len(), "sending a snapshot to a follower that is too far behind");
             let req: Request<Entry> = Request::Snapshot {
-                header: Header {
-                    epoch,
-                    leader: me,
-                    round,
-                },
+                epoch,
+                leader: me,
+                round,
                 data,
             };
             call(c, &req).await?
@@ -205,29 +212,151 @@ async fn decode_off_the_runtime(data: Vec<u8>) -> Option<ReceivedSnapshot> {
 }
 
 /// A follower's answer to an authenticated leader's append or snapshot.
-async fn answer(node: &Node, request: Request<Entry>) -> PeerReply {
+async fn answer(node: &Node, request: Request<Entry>) -> Response {
     let load = node.stats.inflight();
-    match request {
+    let reply = match request {
+        Request::Handshake => PeerReply::Rejected {
+            epoch: 0,
+            reason: "a handshake on an accepted connection".into(),
+        },
         Request::Append {
-            header,
+            epoch,
+            leader,
             prev,
             entries,
             commit,
+            round,
         } => {
             node.with_replica_durably(|r, now| {
-                r.on_append(header.frame(load, now), prev, entries, commit)
+                r.on_append(
+                    frame(epoch, &leader, round, load, now),
+                    prev,
+                    entries,
+                    commit,
+                )
             })
             .await
         }
-        Request::Snapshot { header, data } => match decode_off_the_runtime(data).await {
+        Request::Snapshot {
+            epoch,
+            leader,
+            round,
+            data,
+        } => match decode_off_the_runtime(data).await {
             Some(snap) => {
-                node.with_replica_durably(|r, now| r.on_snapshot(header.frame(load, now), snap))
-                    .await
+                node.with_replica_durably(|r, now| {
+                    r.on_snapshot(frame(epoch, &leader, round, load, now), snap)
+                })
+                .await
             }
             None => PeerReply::Rejected {
                 epoch: 0,
                 reason: "corrupt snapshot".into(),
             },
         },
+    };
+    Response::Reply(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Command;
+
+    /// The first version's frames, as it declared them (before `peer_stream` existed).
+    #[derive(Serialize)]
+    enum FirstRequest {
+        #[allow(dead_code)]
+        Hello { token: String, from: String },
+        Append {
+            epoch: u64,
+            leader: Peer,
+            prev: LogPosition,
+            entries: Vec<Entry>,
+            commit: u64,
+            round: u64,
+        },
+        Snapshot {
+            epoch: u64,
+            leader: Peer,
+            round: u64,
+            data: Vec<u8>,
+        },
+    }
+
+    #[derive(Serialize)]
+    enum FirstResponse {
+        #[allow(dead_code)]
+        HelloOk,
+        #[allow(dead_code)]
+        Unauthorized,
+        Reply(PeerReply),
+    }
+
+    fn bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(value)
+    }
+
+    #[test]
+    fn frames_are_those_of_the_first_version_byte_for_byte() -> Result<(), postcard::Error> {
+        let leader = Peer {
+            id: "n0".into(),
+            address: "10.0.0.1:7400".into(),
+        };
+        let prev = LogPosition {
+            epoch: 3,
+            index: 41,
+        };
+        let entries = vec![Entry {
+            index: 42,
+            epoch: 3,
+            command: Command::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        }];
+        assert_eq!(
+            bytes(&Request::Append {
+                epoch: 3,
+                leader: leader.clone(),
+                prev,
+                entries: entries.clone(),
+                commit: 40,
+                round: 9,
+            })?,
+            bytes(&FirstRequest::Append {
+                epoch: 3,
+                leader: leader.clone(),
+                prev,
+                entries,
+                commit: 40,
+                round: 9,
+            })?
+        );
+        let data = vec![1, 2, 3];
+        assert_eq!(
+            bytes(&Request::<Entry>::Snapshot {
+                epoch: 3,
+                leader: leader.clone(),
+                round: 9,
+                data: data.clone(),
+            })?,
+            bytes(&FirstRequest::Snapshot {
+                epoch: 3,
+                leader,
+                round: 9,
+                data,
+            })?
+        );
+        let reply = || PeerReply::Mismatch {
+            hint: 7,
+            round: 9,
+            incarnation: 2,
+        };
+        assert_eq!(
+            bytes(&Response::Reply(reply()))?,
+            bytes(&FirstResponse::Reply(reply()))?
+        );
+        Ok(())
     }
 }
