@@ -56,15 +56,26 @@ async fn answer(node: &LeaderlessNode, request: Request<'static>) -> Response {
     }
 }
 
-/// A connection to one member: opened on first use, and again after a failure.
+/// How long a member that did not speak the peer stream is sent HTTP calls before the stream
+/// is tried again.
+const HTTP_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A connection to one member: opened on first use, and again after a failure. A member that
+/// does not answer on the peer stream but does over HTTP (a node of the version before the
+/// stream, during a rolling upgrade) gets the internal HTTP calls instead for a while.
 pub(crate) struct Link {
     member: Member,
     conn: Option<Conn>,
+    http_until: Option<std::time::Instant>,
 }
 
 impl Link {
     pub fn new(member: Member) -> Link {
-        Link { member, conn: None }
+        Link {
+            member,
+            conn: None,
+            http_until: None,
+        }
     }
 
     /// Have `member` merge `items` durably.
@@ -73,10 +84,19 @@ impl Link {
         node: &LeaderlessNode,
         items: &[(String, KeyState)],
     ) -> Result<(), PeerError> {
-        match self.call(node, &Request::Replicate(items.into())).await? {
-            Response::Replicated => Ok(()),
-            _ => Err(PeerError::Protocol),
+        if !self.on_http() {
+            let streamed = self.call(node, &Request::Replicate(items.into())).await;
+            match streamed {
+                Ok(Response::Replicated) => return Ok(()),
+                Ok(_) | Err(PeerError::Unauthorized) => return Err(PeerError::Protocol),
+                Err(_) => {}
+            }
         }
+        if !node.send_state_slice(&self.member, items).await {
+            return Err(PeerError::Closed);
+        }
+        self.use_http();
+        Ok(())
     }
 
     /// `member`'s state of each key; `None` while it is restoring.
@@ -85,10 +105,37 @@ impl Link {
         node: &LeaderlessNode,
         keys: &[String],
     ) -> Result<Option<Vec<KeyState>>, PeerError> {
-        match self.call(node, &Request::Read(keys.into())).await? {
-            Response::States(states) if states.len() == keys.len() => Ok(Some(states)),
-            Response::Restoring => Ok(None),
-            _ => Err(PeerError::Protocol),
+        if !self.on_http() {
+            match self.call(node, &Request::Read(keys.into())).await {
+                Ok(Response::States(states)) if states.len() == keys.len() => {
+                    return Ok(Some(states))
+                }
+                Ok(Response::Restoring) => return Ok(None),
+                Ok(_) | Err(PeerError::Unauthorized) => return Err(PeerError::Protocol),
+                Err(_) => {}
+            }
+        }
+        let reads = keys.iter().map(|k| node.read_over_http(&self.member, k));
+        let states: Option<Vec<KeyState>> =
+            futures::future::join_all(reads).await.into_iter().collect();
+        match states {
+            Some(states) => {
+                self.use_http();
+                Ok(Some(states))
+            }
+            None => Err(PeerError::Closed),
+        }
+    }
+
+    fn on_http(&self) -> bool {
+        self.http_until
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn use_http(&mut self) {
+        if !self.on_http() {
+            tracing::info!(member = %self.member.id, "peer stream refused, HTTP answered: using the internal HTTP API for a while (a member of the previous version?)");
+            self.http_until = Some(std::time::Instant::now() + HTTP_FOR);
         }
     }
 

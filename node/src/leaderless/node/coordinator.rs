@@ -165,7 +165,7 @@ impl LeaderlessNode {
         self.send_state_slice(member, &items).await
     }
 
-    pub(super) async fn send_state_slice(
+    pub(crate) async fn send_state_slice(
         &self,
         member: &Member,
         items: &[(String, KeyState)],
@@ -179,6 +179,21 @@ impl LeaderlessNode {
             self.set_alive(&member.id, false);
         }
         ok
+    }
+
+    /// `member`'s state of `key` over the internal HTTP API (empty when absent); `None` if it
+    /// did not answer or is restoring.
+    pub(crate) async fn read_over_http(&self, member: &Member, key: &str) -> Option<KeyState> {
+        let r = self
+            .internal_post(&member.address, "/internal/v1/read", &key)
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let state: Option<KeyState> = r.json().await.ok()?;
+        Some(state.unwrap_or_default())
     }
 
     /// Keep `items` for `target` until it is back (hinted handoff), durably: one log append
