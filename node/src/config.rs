@@ -158,6 +158,11 @@ pub struct Args {
     #[cfg(feature = "unsafe-test-flags")]
     #[arg(long, hide = true)]
     pub unsafe_skip_read_barrier: bool,
+    /// TESTS ONLY: answer no peer streams, as a leaderless node of the version before them, to
+    /// test how newer members reach such a node during a rolling upgrade.
+    #[cfg(feature = "unsafe-test-flags")]
+    #[arg(long, hide = true)]
+    pub unsafe_no_peer_stream: bool,
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// tracing filter, e.g. `info` or `rc_node=debug`.
@@ -180,6 +185,14 @@ pub struct HttpConfig {
 }
 
 impl Args {
+    /// Whether this node answers peer streams (always, outside tests).
+    pub fn serves_peer_streams(&self) -> bool {
+        #[cfg(feature = "unsafe-test-flags")]
+        return !self.unsafe_no_peer_stream;
+        #[cfg(not(feature = "unsafe-test-flags"))]
+        true
+    }
+
     pub fn http_config(&self) -> HttpConfig {
         HttpConfig {
             max_key_bytes: self.max_key_bytes,

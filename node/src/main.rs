@@ -137,7 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     serve(
         listeners,
         single_leader_surfaces(state),
-        http::PeerStreams::SingleLeader(node.clone()),
+        Some(http::PeerStreams::SingleLeader(node.clone())),
         security.acceptor(),
         stop,
     )
@@ -171,7 +171,9 @@ async fn run_leaderless(
         metrics,
     });
     let tls = node.cfg.security.acceptor();
-    let streams = http::PeerStreams::Leaderless(node.clone());
+    let streams = args
+        .serves_peer_streams()
+        .then(|| http::PeerStreams::Leaderless(node.clone()));
     serve(listeners, surfaces, streams, tls, shutdown_signal()).await;
     node.shut_down();
     tracing::info!("shutting down; every acknowledged write is already durable");
@@ -268,13 +270,13 @@ async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
 async fn serve(
     listeners: Listeners,
     surfaces: http::Surfaces,
-    streams: http::PeerStreams,
+    streams: Option<http::PeerStreams>,
     tls: Option<rc_tls::tokio_rustls::TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let token = tokio_util::sync::CancellationToken::new();
     let (client, admin, peer) = surfaces.split(listeners.admin.is_some(), listeners.peer.is_some());
-    let on_client = listeners.peer.is_none().then(|| streams.clone());
+    let on_client = streams.clone().filter(|_| listeners.peer.is_none());
     let stopped = || token.clone().cancelled_owned();
     let optional = |listener: Option<tokio::net::TcpListener>,
                     router: Option<axum::Router>,
@@ -294,7 +296,7 @@ async fn serve(
         },
         http::serve(listeners.client, client, on_client, tls.clone(), stopped()),
         optional(listeners.admin, admin, None),
-        optional(listeners.peer, peer, Some(streams)),
+        optional(listeners.peer, peer, streams),
     );
 }
 

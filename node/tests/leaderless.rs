@@ -435,3 +435,49 @@ async fn hints_survive_a_restart_of_the_node_holding_them() {
         );
     }
 }
+
+/// A rolling upgrade from the version before the binary peer stream runs members that answer
+/// only the internal HTTP API next to newer ones. A newer coordinator must still reach them:
+/// writes that need every replica (W=3) and reads that ask every replica (R=3) succeed through
+/// it, and it says that it switched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_the_peer_stream_still_gets_writes_and_reads() {
+    let mut c = start(3, &[]).await;
+    c.kill9(2);
+    c.args.push("--unsafe-no-peer-stream".into());
+    c.spawn(2);
+    c.wait_up(2).await;
+    wait_status(&c, 0, "n2 alive again", |s| {
+        s.members.iter().any(|m| m.id == "n2" && m.alive)
+    })
+    .await;
+    for n in 0..20 {
+        let key = format!("mixed{n}");
+        let r = c
+            .http
+            .put(c.url(0, &format!("/v1/kv/{key}?w=3")))
+            .json(&json!({"value": "v"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "W=3 write {key} through n0: {}\n{}",
+            r.text().await.unwrap_or_default(),
+            c.logs()
+        );
+        let read = c
+            .http
+            .get(c.url(0, &format!("/v1/kv/{key}?r=3")))
+            .send()
+            .await
+            .unwrap();
+        assert!(read.status().is_success(), "R=3 read of {key} through n0");
+        assert!(local(&c, 2, &key).await.is_some(), "n2 lacks {key}");
+    }
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+    assert!(
+        log.contains("peer stream refused, HTTP answered"),
+        "n0 did not say it switched to HTTP for n2"
+    );
+}
