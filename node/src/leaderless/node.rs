@@ -280,6 +280,20 @@ impl LeaderlessNode {
             .json(body)
     }
 
+    /// [`Self::internal_post`] sent, and its JSON answer; `None` on any failure or error status.
+    pub(crate) async fn internal_call<T: serde::de::DeserializeOwned>(
+        &self,
+        address: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Option<T> {
+        let resp = self.internal_post(address, path, body).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
     pub fn local_state(&self, key: &str) -> Option<KeyState> {
         self.lock().store.get(key).cloned()
     }

@@ -104,13 +104,6 @@ async fn ask(
         commit,
         keys: keys.to_vec(),
     };
-    let resp = node
-        .internal_post(&member.address, "/internal/v1/purge", &request)
-        .send()
+    node.internal_call(&member.address, "/internal/v1/purge", &request)
         .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
 }

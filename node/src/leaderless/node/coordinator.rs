@@ -184,15 +184,9 @@ impl LeaderlessNode {
     /// `member`'s state of `key` over the internal HTTP API (empty when absent); `None` if it
     /// did not answer or is restoring.
     pub(crate) async fn read_over_http(&self, member: &Member, key: &str) -> Option<KeyState> {
-        let r = self
-            .internal_post(&member.address, "/internal/v1/read", &key)
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        let state: Option<KeyState> = r.json().await.ok()?;
+        let state: Option<KeyState> = self
+            .internal_call(&member.address, "/internal/v1/read", &key)
+            .await?;
         Some(state.unwrap_or_default())
     }
 
