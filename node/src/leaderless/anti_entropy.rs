@@ -97,7 +97,7 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
             shared(l, k, &me, &peer) && mismatched.contains(&bucket(k))
         });
         if !mine.is_empty() {
-            node.send_states(&m, mine).await;
+            node.send_states(&m, &mine).await;
         }
     }
     let mut g = node.lock();

@@ -46,7 +46,7 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
     for (_, (owners, items)) in groups {
         let mut all = true;
         for m in &owners {
-            if !node.is_alive(&m.id) || !node.send_states(m, items.clone()).await {
+            if !node.is_alive(&m.id) || !node.send_states(m, &items).await {
                 all = false;
                 break;
             }

@@ -46,11 +46,11 @@ pub(super) async fn hint_loop(node: Arc<LeaderlessNode>) {
             if !node.is_alive(&member.id) {
                 continue;
             }
-            let items = hints
+            let items: Vec<_> = hints
                 .iter()
                 .map(|h| (h.key.clone(), h.state.clone()))
                 .collect();
-            if node.send_states(&member, items).await {
+            if node.send_states(&member, &items).await {
                 let ids: Vec<u64> = hints.iter().map(|h| h.id).collect();
                 tracing::info!(target = %member.id, hints = ids.len(), "delivered hinted writes");
                 node.hint_done(&ids);

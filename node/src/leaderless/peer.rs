@@ -92,7 +92,7 @@ impl Link {
                 Err(_) => {}
             }
         }
-        if !node.send_state_slice(&self.member, items).await {
+        if !node.send_states(&self.member, items).await {
             return Err(PeerError::Closed);
         }
         self.use_http();

@@ -188,7 +188,7 @@ pub async fn decommission(node: Arc<LeaderlessNode>) {
                 if ok {
                     break;
                 }
-                ok = node.send_states(m, items.clone()).await;
+                ok = node.send_states(m, &items).await;
                 if !ok {
                     tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
                 }

@@ -161,15 +161,7 @@ impl LeaderlessNode {
     }
 
     /// Send whole key states to `member` (it merges them durably). `true` on success.
-    pub async fn send_states(&self, member: &Member, items: Vec<(String, KeyState)>) -> bool {
-        self.send_state_slice(member, &items).await
-    }
-
-    pub(crate) async fn send_state_slice(
-        &self,
-        member: &Member,
-        items: &[(String, KeyState)],
-    ) -> bool {
+    pub(crate) async fn send_states(&self, member: &Member, items: &[(String, KeyState)]) -> bool {
         let r = self
             .internal_post(&member.address, "/internal/v1/replicate", &items)
             .send()
@@ -315,8 +307,7 @@ impl LeaderlessNode {
                 if m.id == self.cfg.id {
                     self.apply_local(vec![(key.clone(), merged.clone())]).await;
                 } else {
-                    self.send_states(&m, vec![(key.clone(), merged.clone())])
-                        .await;
+                    self.send_states(&m, &[(key.clone(), merged.clone())]).await;
                 }
                 self.lock().keys_repaired += 1;
             }
