@@ -40,6 +40,9 @@ pub struct Figures {
     pub p999_ms: f64,
     /// The slowest request: the longest stall a client saw.
     pub max_ms: f64,
+    /// The servers' CPU time (all processes and threads, user and system) per acknowledged
+    /// request: what a request costs, less swayed by a noisy host than ops/s.
+    pub cpu_us_per_op: f64,
 }
 
 pub fn b64(s: &str) -> String {
@@ -97,20 +100,27 @@ pub async fn one_op(
     r.is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404)
 }
 
-/// `clients` closed-loop clients for `secs` seconds against `addr`.
-pub async fn load(
-    target: Target,
-    addrs: &[String],
-    clients: usize,
-    secs: u64,
-    write: bool,
-) -> Figures {
+/// What a load runs against: the endpoints the clients spread over, and the processes that
+/// serve them (their CPU time is counted).
+pub struct Servers<'a> {
+    pub target: &'a Target,
+    pub addrs: &'a [String],
+    pub procs: &'a Procs,
+}
+
+/// `clients` closed-loop clients for `secs` seconds against `servers`.
+pub async fn load(servers: &Servers<'_>, clients: usize, secs: u64, write: bool) -> Figures {
+    let Servers {
+        target,
+        addrs,
+        procs,
+    } = servers;
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (stop, errors, addr) = (stop.clone(), errors.clone(), addrs[c % addrs.len()].clone());
-        let target = target.clone();
+        let target = (*target).clone();
         tasks.push(tokio::spawn(async move {
             let http = target.client();
             let mut lat = Vec::new();
@@ -129,8 +139,10 @@ pub async fn load(
         }));
     }
     let started = Instant::now();
+    let cpu_before = procs.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu = procs.cpu_seconds() - cpu_before;
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap_or_default());
@@ -151,13 +163,14 @@ pub async fn load(
         p99_ms: pct(0.99),
         p999_ms: pct(0.999),
         max_ms: pct(1.0),
+        cpu_us_per_op: cpu * 1e6 / all.len() as f64,
     }
 }
 
 pub fn row(label: &str, f: Figures, base: Option<Figures>) {
     let figures = format!(
-        "{label:<38} {:>8.0} ops/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>7.2}  max {:>7.2} ms",
-        f.ops_per_s, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms
+        "{label:<38} {:>8.0} ops/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>7.2}  max {:>7.2} ms  cpu {:>4.0} us/op",
+        f.ops_per_s, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms, f.cpu_us_per_op
     );
     match base {
         Some(b) if b.ops_per_s > 0.0 => println!(

@@ -99,12 +99,16 @@ async fn main() -> anyhow::Result<()> {
         };
         let tls = if args.tls { ", TLS" } else { "" };
         println!("rc-node, 3 nodes, replication={mode}, fsync=always (group commit){tls}");
+        let servers = Servers {
+            target: &target,
+            addrs: &c.addrs[..1],
+            procs: &c.procs,
+        };
         for (i, &clients) in args.clients.iter().enumerate() {
             let base = etcd.as_ref().and_then(|e| e.get(i)).copied();
-            let leader = &c.addrs[..1];
-            let w = load(target.clone(), leader, clients, args.seconds, true).await;
+            let w = load(&servers, clients, args.seconds, true).await;
             row(&format!("rc put, {clients} clients"), w, base.map(|b| b.0));
-            let r = load(target.clone(), leader, clients, args.seconds, false).await;
+            let r = load(&servers, clients, args.seconds, false).await;
             row(
                 &format!("rc get (linearizable), {clients} clients"),
                 r,
@@ -139,23 +143,14 @@ async fn etcd_baseline(
     let (addrs, procs, dir) = start_etcd(http, &bin).await?;
     let leader = etcd_leader(http, &addrs).await;
     let mut figures = Vec::new();
+    let servers = Servers {
+        target: &Target::Etcd,
+        addrs: std::slice::from_ref(&leader),
+        procs: &procs,
+    };
     for &clients in &args.clients {
-        let w = load(
-            Target::Etcd,
-            std::slice::from_ref(&leader),
-            clients,
-            args.seconds,
-            true,
-        )
-        .await;
-        let r = load(
-            Target::Etcd,
-            std::slice::from_ref(&leader),
-            clients,
-            args.seconds,
-            false,
-        )
-        .await;
+        let w = load(&servers, clients, args.seconds, true).await;
+        let r = load(&servers, clients, args.seconds, false).await;
         row(&format!("etcd put, {clients} clients"), w, None);
         row(
             &format!("etcd get (linearizable), {clients} clients"),

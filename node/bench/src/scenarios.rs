@@ -59,15 +59,20 @@ pub async fn bench_leaderless(
     push_ring(&admin, scheme, &addrs, 1, &members).await?;
     let tls = if args.tls { ", TLS" } else { "" };
     println!("rc-node leaderless, 3 nodes, N=3 W=2 R=2, last-write-wins, fsync=always{tls}");
+    let servers = Servers {
+        target: &target,
+        addrs: &addrs,
+        procs: &procs,
+    };
     for (i, &clients) in args.clients.iter().enumerate() {
         let base = etcd.and_then(|e| e.get(i)).copied();
-        let w = load(target.clone(), &addrs, clients, args.seconds, true).await;
+        let w = load(&servers, clients, args.seconds, true).await;
         row(
             &format!("leaderless put, {clients} clients"),
             w,
             base.map(|b| b.0),
         );
-        let r = load(target.clone(), &addrs, clients, args.seconds, false).await;
+        let r = load(&servers, clients, args.seconds, false).await;
         row(
             &format!("leaderless get, {clients} clients"),
             r,
@@ -77,10 +82,14 @@ pub async fn bench_leaderless(
     let _ = procs.0[2].kill();
     let _ = procs.0[2].wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let alive = &addrs[..2];
-    let w = load(target.clone(), alive, 16, args.seconds, true).await;
+    let survivors = Servers {
+        target: &target,
+        addrs: &addrs[..2],
+        procs: &procs,
+    };
+    let w = load(&survivors, 16, args.seconds, true).await;
     row("leaderless put, 16 clients, 1 node down", w, None);
-    let r = load(target.clone(), alive, 16, args.seconds, false).await;
+    let r = load(&survivors, 16, args.seconds, false).await;
     row("leaderless get, 16 clients, 1 node down", r, None);
     Ok(())
 }
@@ -198,7 +207,17 @@ async fn stall_run(
     );
     let log = c._dir.path().join("n0.log");
     let before = snapshot_times(&log).len();
-    let f = load(Target::RC, &c.addrs[..1], 64, seconds, true).await;
+    let f = load(
+        &Servers {
+            target: &Target::RC,
+            addrs: &c.addrs[..1],
+            procs: &c.procs,
+        },
+        64,
+        seconds,
+        true,
+    )
+    .await;
     row(&format!("rc put, 64 clients, {label}"), f, None);
     if every.is_none() {
         return Ok(());
