@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
@@ -20,8 +21,33 @@ use crate::{pem, provider};
 /// Trusts the CA certificates in `ca_pem`; connections by IP are checked against `cluster_name`
 /// (for example `orders.shop.svc`).
 pub fn client_config(ca_pem: &[u8], cluster_name: &str) -> anyhow::Result<ClientConfig> {
-    let verifier = ClusterVerifier::new(ca_pem, cluster_name)?;
-    Ok(ClientConfig::builder_with_provider(provider())
+    let roots = pem::roots(ca_pem)?;
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .context("building the certificate verifier")?;
+    let cluster_name = ServerName::try_from(cluster_name.to_owned())
+        .with_context(|| format!("{cluster_name:?} is not a valid server name"))?;
+    with_trust(Trust::Cluster {
+        webpki,
+        cluster_name,
+    })
+}
+
+/// Accepts any server certificate (issuer, names, validity) but still checks that the server
+/// signs the handshake with the key of the certificate it presents: what the kubelet's HTTPS
+/// probes do (`InsecureSkipVerify`), for the process kubelet. Never for clients of the data.
+#[cfg(feature = "probe")]
+pub fn probe_client_config() -> anyhow::Result<ClientConfig> {
+    with_trust(Trust::AnyCertificate)
+}
+
+fn with_trust(trust: Trust) -> anyhow::Result<ClientConfig> {
+    let provider = provider();
+    let verifier = ServerVerifier {
+        trust,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .dangerous()
@@ -29,30 +55,28 @@ pub fn client_config(ca_pem: &[u8], cluster_name: &str) -> anyhow::Result<Client
         .with_no_client_auth())
 }
 
-/// WebPKI verification against the cluster CA, with an IP server name replaced by the cluster's
-/// name.
+/// Which server certificates a client accepts.
 #[derive(Debug)]
-pub struct ClusterVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    cluster_name: ServerName<'static>,
+enum Trust {
+    /// WebPKI verification against the cluster CA, with an IP server name replaced by the
+    /// cluster's name.
+    Cluster {
+        webpki: Arc<WebPkiServerVerifier>,
+        cluster_name: ServerName<'static>,
+    },
+    #[cfg(feature = "probe")]
+    AnyCertificate,
 }
 
-impl ClusterVerifier {
-    pub fn new(ca_pem: &[u8], cluster_name: &str) -> anyhow::Result<Self> {
-        let roots = pem::roots(ca_pem)?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .context("building the certificate verifier")?;
-        let cluster_name = ServerName::try_from(cluster_name.to_owned())
-            .with_context(|| format!("{cluster_name:?} is not a valid server name"))?;
-        Ok(Self {
-            inner,
-            cluster_name,
-        })
-    }
+/// The certificate checked per [`Trust`]; the handshake signatures always, with the provider's
+/// algorithms.
+#[derive(Debug)]
+struct ServerVerifier {
+    trust: Trust,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ClusterVerifier {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -61,12 +85,20 @@ impl ServerCertVerifier for ClusterVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let name = match server_name {
-            ServerName::IpAddress(_) => &self.cluster_name,
-            other => other,
-        };
-        self.inner
-            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+        match &self.trust {
+            Trust::Cluster {
+                webpki,
+                cluster_name,
+            } => {
+                let name = match server_name {
+                    ServerName::IpAddress(_) => cluster_name,
+                    other => other,
+                };
+                webpki.verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+            }
+            #[cfg(feature = "probe")]
+            Trust::AnyCertificate => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -75,7 +107,7 @@ impl ServerCertVerifier for ClusterVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -84,10 +116,10 @@ impl ServerCertVerifier for ClusterVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
