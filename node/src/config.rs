@@ -100,9 +100,11 @@ pub struct Args {
     pub fsync: FsyncArg,
     #[arg(long, env = env::FSYNC_INTERVAL_MS, default_value_t = 10)]
     pub fsync_interval_ms: u64,
-    /// Take a snapshot and compact the log after this many applied entries.
-    #[arg(long, env = env::SNAPSHOT_EVERY, default_value_t = 100_000)]
-    pub snapshot_every: u64,
+    /// Take a snapshot and compact the log after this many writes (a batch counts its
+    /// operations; give or take a quarter). Unset: after as many writes as the state holds keys,
+    /// and at least 100,000, so that snapshots cost each write at most one key rewritten.
+    #[arg(long, env = env::SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
     /// What a follower does with writes and linearizable reads.
     #[arg(long, env = env::FORWARDING, value_enum, default_value = "redirect")]
     pub forwarding: Forwarding,

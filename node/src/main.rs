@@ -111,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         address: advertise.clone(),
         replication: args.replication,
         fence_timeout: Duration::from_millis(args.fence_timeout_ms),
-        snapshot_every: args.snapshot_every.max(1),
+        snapshot_every: args.snapshot_every,
         max_batch_entries: 2048,
         max_batch_bytes: 8 << 20,
         seed: rc_node::random::random_seed(),
@@ -221,7 +221,7 @@ fn leaderless_config(
         tombstone_grace: Duration::from_secs(args.tombstone_grace_seconds),
         request_timeout: Duration::from_millis(args.write_timeout_ms.min(2000)),
         seeds,
-        compact_every: args.snapshot_every.max(1),
+        compact_every: args.snapshot_every,
     })
 }
 

@@ -162,16 +162,17 @@ pub async fn bench_join(
 
 /// Write stalls from snapshots: the leader holds `keys` keys of 100 bytes while 64 clients
 /// write, first with no snapshot at all (the machine's own tail, for comparison), then with one
-/// every 100,000 entries (the default, ±25% per member). Prints the put figures of both (p99.9
-/// and max are the stalls), every snapshot's duration from the leader's log and the leader's
-/// peak RSS; then the snapshot transfer to a fourth node.
+/// every 100,000 writes (±25% per member; the default waits for as many writes as there are
+/// keys, so at 1M keys this is ten times as often: snapshots nearly back to back). Prints the
+/// put figures of both (p99.9 and max are the stalls), every snapshot's duration from the
+/// leader's log and the leader's peak RSS; then the snapshot transfer to a fourth node.
 pub async fn bench_snapshot_stall(
     http: &reqwest::Client,
     keys: usize,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    // The preload is a few thousand batch entries; 8 s at ~30,000 puts/s crosses a whole
-    // snapshot interval (at most 125,000 entries), so that at least one snapshot runs.
+    // 8 s at ~30,000 puts/s crosses a whole snapshot interval (at most 125,000 writes), so
+    // that at least one snapshot runs.
     let seconds = seconds.max(8);
     stall_run(http, keys, seconds, None).await?;
     stall_run(http, keys, seconds, Some(100_000)).await
@@ -198,7 +199,7 @@ async fn stall_run(
     let loaded = Instant::now();
     preload(http, &c.addrs[0], keys, 100).await?;
     let (what, label) = match every {
-        Some(n) => (format!("snapshot every ~{n} entries"), "through snapshots"),
+        Some(n) => (format!("snapshot every ~{n} writes"), "through snapshots"),
         None => ("no snapshots".to_owned(), "no snapshots"),
     };
     println!(

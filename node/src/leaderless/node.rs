@@ -48,7 +48,9 @@ pub struct LeaderlessConfig {
     pub request_timeout: Duration,
     /// Peers to ask for the ring when this node has none (e.g. after losing its disk).
     pub seeds: Vec<Peer>,
-    pub compact_every: u64,
+    /// Key states written between snapshots; `None`: as many as the store holds (at least
+    /// 100,000).
+    pub compact_every: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,11 @@ impl KvStore {
         KvStore { map }
     }
 
+    /// Keys held.
+    pub fn key_count(&self) -> usize {
+        self.map.len()
+    }
+
     /// The state at `last`, to be written as a snapshot: O(1), whatever the number of keys.
     pub fn snapshot(&self, last: LogPosition, config: Option<(u64, Vec<Voter>)>) -> KvSnapshot {
         KvSnapshot {

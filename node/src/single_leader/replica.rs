@@ -38,6 +38,7 @@ use super::log::Log;
 use super::quorum;
 use crate::clock::Instant;
 use crate::single_leader::kv::{Applied, KvStore};
+use crate::storage::compaction::snapshot_interval;
 use crate::storage::snapshot::Snapshot;
 use crate::storage::wal::Compaction;
 use crate::storage::{Command, Entry, Meta, Op, WalRecord};
@@ -161,7 +162,8 @@ pub struct ReplicaConfig {
     pub address: String,
     pub replication: Replication,
     pub fence_timeout: Duration,
-    pub snapshot_every: u64,
+    /// Writes between snapshots; `None`: as many as the state holds keys (at least 100,000).
+    pub snapshot_every: Option<u64>,
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
     /// Randomness from the runtime: the incarnation of a fresh data directory, and the seed of
@@ -192,7 +194,8 @@ pub struct Replica {
     /// The background snapshot being written. The log keeps what it covers until it is durable
     /// (`snapshot_written`): the snapshot file sent to a follower is never behind the base.
     snapshot_in_flight: Option<LogPosition>,
-    /// Applied entries past the log's base that start the next snapshot.
+    /// Writes applied since the last snapshot started, and how many start the next one.
+    writes_since_snapshot: u64,
     snapshot_interval: u64,
     /// Configuration entries: the one in force at the log's base and every one after it, in
     /// log order. The last one is in force.
@@ -221,10 +224,11 @@ impl Replica {
         self.random().max(1)
     }
 
-    /// `snapshot_every`, give or take a quarter at random: members apply the same entries at
-    /// nearly the same time, and must not all write their snapshots at once.
+    /// The snapshot interval for the state's size, give or take a quarter at random: members
+    /// apply the same entries at nearly the same time, and must not all write their snapshots
+    /// at once.
     fn draw_snapshot_interval(&mut self) -> u64 {
-        let every = self.cfg.snapshot_every.max(1);
+        let every = snapshot_interval(self.cfg.snapshot_every, self.kv.key_count());
         every - every / 4 + self.random() % (every / 2 + 1)
     }
 

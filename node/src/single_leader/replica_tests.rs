@@ -8,7 +8,7 @@ fn cfg(id: &str, replication: Replication) -> ReplicaConfig {
         address: format!("{id}:7400"),
         replication,
         fence_timeout: Duration::from_millis(500),
-        snapshot_every: 1_000_000,
+        snapshot_every: Some(1_000_000),
         max_batch_entries: 100,
         max_batch_bytes: 1 << 20,
         seed: id.bytes().map(u64::from).sum::<u64>() * 7919,
@@ -573,7 +573,7 @@ fn the_voter_set_survives_replay_and_compaction_and_a_truncated_one_is_undone() 
     assert_eq!(b.config().map(|c| c.voters), Some(first.voters.clone()));
     // Compaction keeps the configuration in the snapshot.
     let mut small = cfg("c", Replication::Quorum);
-    small.snapshot_every = 1;
+    small.snapshot_every = Some(1);
     let mut records = Vec::new();
     records.push(WalRecord::Meta(Meta {
         epoch: 2,
@@ -613,7 +613,7 @@ fn decoded(c: &Compaction) -> Snapshot {
 /// A one-voter leader that snapshots every `every` applied entries, with its no-op applied.
 fn solo_leader(every: u64, seq: &mut u64, now: Instant) -> Replica {
     let mut c = cfg("a", Replication::Quorum);
-    c.snapshot_every = every;
+    c.snapshot_every = Some(every);
     let mut a = Replica::recover(c, None, vec![]);
     a.fence(1);
     let voters = voters_of(&[&a]);
@@ -668,6 +668,27 @@ fn a_background_snapshot_leaves_the_log_whole_until_it_is_durable() {
     );
     assert_eq!(a.log.base(), at);
     assert!(a.log.get(at.index).is_none() && a.log.get(at.index + 1).is_some());
+}
+
+#[test]
+fn a_snapshot_interval_counts_a_batch_by_its_writes() {
+    let (now, mut seq) = (Instant::now(), 0);
+    let mut a = solo_leader(40, &mut seq, now);
+    let batch = |n: usize| {
+        Command::Batch(
+            (0..n)
+                .map(|i| Op::Put {
+                    key: format!("k{i}"),
+                    value: "v".into(),
+                })
+                .collect(),
+        )
+    };
+    // The no-op and two entries, far fewer than 40, but 56 writes: more than 40 and a quarter.
+    write(&mut a, batch(25), &mut seq, now);
+    assert!(a.effects().compact.is_none(), "26 writes: not due yet");
+    write(&mut a, batch(30), &mut seq, now);
+    assert!(a.effects().compact.is_some(), "56 writes: due");
 }
 
 #[test]

@@ -12,6 +12,22 @@ use super::unlink;
 use super::wal::{io_err, segments, WalError};
 use super::WalRecord;
 
+/// The fewest writes between snapshots when `RC_SNAPSHOT_EVERY` is not set.
+pub const SNAPSHOT_EVERY_FLOOR: u64 = 100_000;
+
+/// Writes (a batch counts its operations) after which a snapshot is due: `every` when set;
+/// otherwise as many as the state holds keys, and at least [`SNAPSHOT_EVERY_FLOOR`].
+///
+/// A snapshot rewrites the whole state, so a fixed interval makes every write pay for
+/// `keys / interval` key rewrites (10 at 1M keys and 100,000), which grows with the store. An
+/// interval that grows with it keeps that at most one, and keeps the log, which recovery
+/// replays and the disk holds beside the snapshot, about the state's own size.
+pub fn snapshot_interval(every: Option<u64>, keys: usize) -> u64 {
+    every
+        .unwrap_or_else(|| SNAPSHOT_EVERY_FLOOR.max(keys as u64))
+        .max(1)
+}
+
 /// A snapshot to write, and the records the log still needs after it.
 pub struct Compaction {
     pub snapshot: Box<dyn SnapshotSource>,
@@ -80,5 +96,19 @@ impl SnapshotJob {
             report(last);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_interval_is_kept_and_the_default_grows_with_the_state() {
+        assert_eq!(snapshot_interval(Some(30), 5_000_000), 30);
+        assert_eq!(snapshot_interval(Some(0), 10), 1);
+        assert_eq!(snapshot_interval(None, 0), SNAPSHOT_EVERY_FLOOR);
+        assert_eq!(snapshot_interval(None, 99_999), SNAPSHOT_EVERY_FLOOR);
+        assert_eq!(snapshot_interval(None, 1_000_000), 1_000_000);
     }
 }

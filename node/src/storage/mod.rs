@@ -31,6 +31,17 @@ pub enum Command {
     Config(Vec<Voter>),
 }
 
+impl Command {
+    /// Key writes in this entry, at least one: what a snapshot interval counts (a batch of
+    /// 1,000 puts grows the log as much as 1,000 single puts).
+    pub fn writes(&self) -> u64 {
+        match self {
+            Command::Batch(ops) => (ops.len() as u64).max(1),
+            _ => 1,
+        }
+    }
+}
+
 /// One operation of a batch, as the log stores it. Not the API's [`BatchOp`]: that one is
 /// internally tagged (`{"op": "put", ...}`) for its JSON clients, which a binary format such as
 /// the log's and the peer stream's (postcard) cannot read back.

@@ -3,6 +3,7 @@
 //! which lost its data from answering reads until it has streamed its ranges back.
 
 use super::*;
+use crate::storage::compaction::snapshot_interval;
 use crate::storage::snapshot::{self, Snapshot};
 
 /// File in the data directory while the node's data is incomplete: created when the node starts
@@ -162,7 +163,7 @@ impl LeaderlessNode {
     pub(super) fn persist(&self, g: &mut Inner, records: Vec<WalRecord>) -> u64 {
         g.since_compaction += records.len() as u64;
         let seq = g.wal.submit(WalOp::Append(records));
-        if g.since_compaction < self.cfg.compact_every {
+        if g.since_compaction < snapshot_interval(self.cfg.compact_every, g.store.len()) {
             return seq;
         }
         self.compact(g, true)

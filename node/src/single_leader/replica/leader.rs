@@ -120,14 +120,15 @@ impl Replica {
             let applied = self.kv.apply(index, &entry.command);
             out.push((index, entry.epoch, applied));
             self.applied = index;
+            self.writes_since_snapshot += entry.command.writes();
         }
         self.maybe_compact();
         out
     }
 
     pub(super) fn maybe_compact(&mut self) {
-        let base = self.log.base();
-        if self.snapshot_in_flight.is_some() || self.applied < base.index + self.snapshot_interval {
+        if self.snapshot_in_flight.is_some() || self.writes_since_snapshot < self.snapshot_interval
+        {
             return;
         }
         let Some(epoch) = self.log.epoch_at(self.applied) else {
@@ -156,6 +157,7 @@ impl Replica {
                 .map(|e| WalRecord::Entry((**e).clone())),
         );
         self.snapshot_in_flight = Some(last);
+        self.writes_since_snapshot = 0;
         self.snapshot_interval = self.draw_snapshot_interval();
         self.pending_compaction = Some(Compaction {
             snapshot,

@@ -50,6 +50,7 @@ impl Replica {
             epoch_start: 0,
             pending_compaction: None,
             snapshot_in_flight: None,
+            writes_since_snapshot: 0,
             snapshot_interval: 0,
             configs,
             meta_unsubmitted: false,
