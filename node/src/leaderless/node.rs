@@ -26,6 +26,7 @@ use super::hlc::Hlc;
 use super::ring::{self, Layout, RingError};
 use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
+use crate::storage::compaction::snapshot_interval;
 use crate::storage::snapshot::SnapshotSource;
 use crate::storage::wal::{self, Compaction, FsyncPolicy, Wal, WalError, WalOp};
 use crate::storage::{Hint, WalRecord};
@@ -105,7 +106,9 @@ pub(crate) struct Inner {
     /// that one may be in flight for up to a request timeout after it. `None`: none can be.
     pub ring_installed: Option<std::time::Instant>,
     wal: Wal,
+    /// Key states written since the last snapshot, and how many start the next one.
     since_compaction: u64,
+    compact_after: u64,
 }
 
 /// Most keys, and about the most bytes, per page of streaming, anti-entropy or cleanup: every
@@ -172,6 +175,11 @@ impl LeaderlessNode {
                 .timeout(cfg.request_timeout)
                 .connect_timeout(Duration::from_millis(500)),
         )?;
+        let compact_after = snapshot_interval(
+            cfg.compact_every,
+            recovered.store.len(),
+            crate::random::random_seed(),
+        );
         let node = Arc::new_cyclic(|me| LeaderlessNode {
             inner: Mutex::new(Inner {
                 store: recovered.store,
@@ -189,6 +197,7 @@ impl LeaderlessNode {
                 ring_installed: None,
                 wal,
                 since_compaction: 0,
+                compact_after,
             }),
             alive: Mutex::new(HashMap::new()),
             detector: Mutex::new(super::failure_detector::Detector::default()),

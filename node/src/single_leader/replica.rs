@@ -224,12 +224,10 @@ impl Replica {
         self.random().max(1)
     }
 
-    /// The snapshot interval for the state's size, give or take a quarter at random: members
-    /// apply the same entries at nearly the same time, and must not all write their snapshots
-    /// at once.
+    /// The snapshot interval for the state's size, drawn afresh after every snapshot.
     fn draw_snapshot_interval(&mut self) -> u64 {
-        let every = snapshot_interval(self.cfg.snapshot_every, self.kv.key_count());
-        every - every / 4 + self.random() % (every / 2 + 1)
+        let random = self.random();
+        snapshot_interval(self.cfg.snapshot_every, self.kv.key_count(), random)
     }
 
     /// Append to the log, tracking configuration entries.

@@ -16,16 +16,19 @@ use super::WalRecord;
 pub const SNAPSHOT_EVERY_FLOOR: u64 = 100_000;
 
 /// Writes (a batch counts its operations) after which a snapshot is due: `every` when set;
-/// otherwise as many as the state holds keys, and at least [`SNAPSHOT_EVERY_FLOOR`].
+/// otherwise as many as the state holds keys, and at least [`SNAPSHOT_EVERY_FLOOR`]. Give or
+/// take a quarter, drawn from `random`: members apply the same writes at nearly the same time,
+/// and must not all write their snapshots at once.
 ///
 /// A snapshot rewrites the whole state, so a fixed interval makes every write pay for
 /// `keys / interval` key rewrites (10 at 1M keys and 100,000), which grows with the store. An
-/// interval that grows with it keeps that at most one, and keeps the log, which recovery
-/// replays and the disk holds beside the snapshot, about the state's own size.
-pub fn snapshot_interval(every: Option<u64>, keys: usize) -> u64 {
-    every
+/// interval that grows with it keeps that at most one (and a third), and keeps the log, which
+/// recovery replays and the disk holds beside the snapshot, about the state's own size.
+pub fn snapshot_interval(every: Option<u64>, keys: usize, random: u64) -> u64 {
+    let every = every
         .unwrap_or_else(|| SNAPSHOT_EVERY_FLOOR.max(keys as u64))
-        .max(1)
+        .max(1);
+    every - every / 4 + random % (every / 2 + 1)
 }
 
 /// A snapshot to write, and the records the log still needs after it.
@@ -105,10 +108,21 @@ mod tests {
 
     #[test]
     fn a_set_interval_is_kept_and_the_default_grows_with_the_state() {
-        assert_eq!(snapshot_interval(Some(30), 5_000_000), 30);
-        assert_eq!(snapshot_interval(Some(0), 10), 1);
-        assert_eq!(snapshot_interval(None, 0), SNAPSHOT_EVERY_FLOOR);
-        assert_eq!(snapshot_interval(None, 99_999), SNAPSHOT_EVERY_FLOOR);
-        assert_eq!(snapshot_interval(None, 1_000_000), 1_000_000);
+        // (setting, keys held, the interval drawn around)
+        for (every, keys, around) in [
+            (Some(40), 5_000_000, 40),
+            (Some(1), 10, 1),
+            (None, 0, SNAPSHOT_EVERY_FLOOR),
+            (None, 99_999, SNAPSHOT_EVERY_FLOOR),
+            (None, 1_000_000, 1_000_000),
+        ] {
+            let (low, high) = (around - around / 4, around + around / 4);
+            assert_eq!(snapshot_interval(every, keys, 0), low);
+            assert_eq!(snapshot_interval(every, keys, around / 2), high);
+            for random in [1, 7, 12_345, u64::MAX] {
+                let drawn = snapshot_interval(every, keys, random);
+                assert!((low..=high).contains(&drawn), "{drawn} for {around}");
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! which lost its data from answering reads until it has streamed its ranges back.
 
 use super::*;
+use crate::random::random_seed;
 use crate::storage::compaction::snapshot_interval;
 use crate::storage::snapshot::{self, Snapshot};
 
@@ -163,7 +164,7 @@ impl LeaderlessNode {
     pub(super) fn persist(&self, g: &mut Inner, records: Vec<WalRecord>) -> u64 {
         g.since_compaction += records.len() as u64;
         let seq = g.wal.submit(WalOp::Append(records));
-        if g.since_compaction < snapshot_interval(self.cfg.compact_every, g.store.len()) {
+        if g.since_compaction < g.compact_after {
             return seq;
         }
         self.compact(g, true)
@@ -174,6 +175,7 @@ impl LeaderlessNode {
     /// the snapshot is durable before anything after it.
     fn compact(&self, g: &mut Inner, background: bool) -> u64 {
         g.since_compaction = 0;
+        g.compact_after = snapshot_interval(self.cfg.compact_every, g.store.len(), random_seed());
         let view = StoreView {
             store: g.store.clone(),
             hints: g.hints.clone(),
