@@ -2,7 +2,8 @@
 //! installation and the durable log behind them. Background work (failure detection, hinted
 //! handoff, anti-entropy, streaming) is in `tasks`, HTTP in `http`.
 //!
-//! Does I/O: disk through the WAL thread, peers through internal HTTP calls (bearer token).
+//! Does I/O: disk through the WAL thread, peers through the binary peer stream (`peer.rs`) and
+//! a few internal HTTP calls (bearer token).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod coordinator;
 mod durability;
 mod outbox;
+mod status;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -379,39 +381,6 @@ impl LeaderlessNode {
             .iter()
             .find(|m| m.id == self.cfg.id)
             .map(|m| m.state)
-    }
-
-    pub fn status(&self) -> NodeStatus {
-        let g = self.lock();
-        let members = g
-            .ring
-            .iter()
-            .flat_map(|r| r.members.iter())
-            .map(|m| MemberView::of(m, self.is_alive(&m.id)))
-            .collect();
-        NodeStatus {
-            node_id: self.cfg.id.clone(),
-            stats: self.stats.snapshot(),
-            credentials: self.cfg.security.credentials(),
-            detail: ModeStatus::Leaderless(LeaderlessStatus {
-                ring_version: g.ring.as_ref().map(|r| r.version).unwrap_or(0),
-                members,
-                replication_factor: self.cfg.n,
-                write_quorum: self.cfg.w,
-                read_quorum: self.cfg.r,
-                keys: g.store.len() as u64,
-                hints_queued: g.hints.len() as u64,
-                stream: g.stream,
-                keys_streamed: g.keys_streamed,
-                anti_entropy_rounds: g.ae_rounds,
-                keys_repaired: g.keys_repaired,
-                restoring: g.restoring,
-                hints_for: g.hints.values().fold(BTreeMap::new(), |mut m, h| {
-                    *m.entry(h.target.clone()).or_insert(0) += 1;
-                    m
-                }),
-            }),
-        }
     }
 
     /// Local keys starting with `prefix`, in order, at most `limit`.
