@@ -436,6 +436,48 @@ async fn hints_survive_a_restart_of_the_node_holding_them() {
     }
 }
 
+/// The log a node replays on restart counts toward its next snapshot: a node restarted more
+/// often than it snapshots would otherwise grow its log without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_replayed_at_a_restart_count_toward_the_next_snapshot() {
+    // A snapshot every 40 records, give or take 10.
+    let mut c = start(3, &["--snapshot-every", "40"]).await;
+    let snapshot = c.nodes[2].data.join("snapshot.bin");
+    for k in 0..25 {
+        assert!(put(&c, 0, &format!("a{k}"), "v", None).await);
+    }
+    assert!(holds(&c, 2, "a24").await, "n2 never got a24");
+    assert!(
+        !snapshot.exists(),
+        "26 records (the ring and 25 keys): none due yet"
+    );
+    c.restart(2);
+    c.wait_up(2).await;
+    for k in 0..25 {
+        assert!(put(&c, 0, &format!("b{k}"), "v", None).await);
+    }
+    assert!(holds(&c, 2, "b24").await, "n2 never got b24");
+    // 26 records replayed and 25 written since: past 50, due whatever interval was drawn.
+    for _ in 0..200 {
+        if snapshot.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("n2 wrote no snapshot after 51 records\n{}", c.logs());
+}
+
+/// Whether node `i` holds `key` within 5 s.
+async fn holds(c: &Cluster, i: usize, key: &str) -> bool {
+    for _ in 0..200 {
+        if local(c, i, key).await.is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
 /// A rolling upgrade from the version before the binary peer stream runs members that answer
 /// only the internal HTTP API next to newer ones. A newer coordinator must still reach them:
 /// writes that need every replica (W=3) and reads that ask every replica (R=3) succeed through

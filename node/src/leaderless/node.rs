@@ -198,7 +198,7 @@ impl LeaderlessNode {
                 restoring: recovered.restoring,
                 ring_installed: None,
                 wal,
-                since_compaction: 0,
+                since_compaction: recovered.replayed,
                 compact_after,
             }),
             alive: Mutex::new(HashMap::new()),

@@ -99,6 +99,9 @@ pub(super) struct Recovered {
     pub restoring: bool,
     /// The WAL segment to continue writing.
     pub segment: u64,
+    /// Log records replayed after the snapshot: they count toward the next one, or a node
+    /// restarted more often than it snapshots would grow its log without end.
+    pub replayed: u64,
 }
 
 /// Replay the snapshot and log; a node starting on an empty directory is restoring.
@@ -156,6 +159,7 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
         hlc,
         restoring,
         segment,
+        replayed,
     })
 }
 
