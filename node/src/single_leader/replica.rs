@@ -230,6 +230,13 @@ impl Replica {
         snapshot_interval(self.cfg.snapshot_every, self.kv.key_count(), random)
     }
 
+    /// A snapshot of the whole state was started (or installed): count writes toward the next
+    /// one from zero, against an interval drawn for the state's size now.
+    fn snapshot_started(&mut self) {
+        self.writes_since_snapshot = 0;
+        self.snapshot_interval = self.draw_snapshot_interval();
+    }
+
     /// Append to the log, tracking configuration entries.
     pub(super) fn log_append(&mut self, e: Entry) {
         if let Command::Config(voters) = &e.command {

@@ -168,6 +168,7 @@ impl Replica {
             self.durable = self.durable.min(last.index);
             let tail = vec![WalRecord::Meta(self.meta.clone())];
             self.snapshot_in_flight = None;
+            self.snapshot_started();
             self.pending_compaction = Some(Compaction {
                 snapshot: Box::new(snap.file),
                 tail,

@@ -157,8 +157,7 @@ impl Replica {
                 .map(|e| WalRecord::Entry((**e).clone())),
         );
         self.snapshot_in_flight = Some(last);
-        self.writes_since_snapshot = 0;
-        self.snapshot_interval = self.draw_snapshot_interval();
+        self.snapshot_started();
         self.pending_compaction = Some(Compaction {
             snapshot,
             tail,

@@ -101,7 +101,7 @@ impl Replica {
             r.set_meta_record(meta);
         }
         r.durable = r.log.last().index;
-        r.snapshot_interval = r.draw_snapshot_interval();
+        r.snapshot_started();
         self
     }
 

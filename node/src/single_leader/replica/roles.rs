@@ -52,6 +52,7 @@ impl Replica {
             config: None,
         };
         self.snapshot_in_flight = None;
+        self.snapshot_started();
         self.pending_compaction = Some(Compaction {
             snapshot: Box::new(empty),
             tail: vec![WalRecord::Meta(self.meta.clone())],
