@@ -305,6 +305,21 @@ impl HttpNodeAdmin {
         let request = self.request(method, address, path, auth)?.json(body);
         self.send(request, address).await
     }
+
+    /// [`Self::call`] where success is the whole answer: a JSON body, if any, is read and
+    /// dropped.
+    async fn call_for_success<B: Serialize>(
+        &self,
+        method: Method,
+        address: &str,
+        path: &str,
+        auth: &NodeAccess,
+        body: &B,
+    ) -> Result<(), NodeError> {
+        self.call::<_, serde_json::Value>(method, address, path, auth, body)
+            .await
+            .map(drop)
+    }
 }
 
 fn required<T>(value: Option<T>, address: &str) -> Result<T, NodeError> {
@@ -325,11 +340,9 @@ macro_rules! post_json {
             auth: &'a NodeAccess,
             request: $request,
         ) -> BoxFuture<'a, Result<(), NodeError>> {
-            // A JSON body, if any, is read and dropped: success is the answer.
             Box::pin(async move {
-                self.call::<_, serde_json::Value>(Method::POST, address, $path, auth, &request)
+                self.call_for_success(Method::POST, address, $path, auth, &request)
                     .await
-                    .map(drop)
             })
         }
     };
@@ -407,11 +420,7 @@ impl NodeAdmin for HttpNodeAdmin {
         auth: &'a NodeAccess,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.call::<_, serde_json::Value>(Method::PUT, address, paths::RING, auth, ring)
-                .await
-                .map(drop)
-        })
+        Box::pin(self.call_for_success(Method::PUT, address, paths::RING, auth, ring))
     }
 
     fn decommission<'a>(
@@ -419,11 +428,7 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.call::<_, serde_json::Value>(Method::POST, address, paths::DECOMMISSION, auth, &())
-                .await
-                .map(drop)
-        })
+        Box::pin(self.call_for_success(Method::POST, address, paths::DECOMMISSION, auth, &()))
     }
 
     fn repair<'a>(
@@ -431,10 +436,6 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.call::<_, serde_json::Value>(Method::POST, address, paths::REPAIR, auth, &())
-                .await
-                .map(drop)
-        })
+        Box::pin(self.call_for_success(Method::POST, address, paths::REPAIR, auth, &()))
     }
 }
