@@ -82,7 +82,10 @@ pub struct PutOutcome {
 }
 
 /// Every key's merged state. Persistent (structurally shared): a snapshot is an O(1) clone.
-pub(crate) type Store = imbl::OrdMap<String, KeyState>;
+/// States are behind an `Arc`: while a snapshot shares the map, the first write to a node of
+/// it copies that node's entries (up to 64), and those copies are then counter increments,
+/// not whole key states with their clocks and values.
+pub(crate) type Store = imbl::OrdMap<String, Arc<KeyState>>;
 /// Writes held for members that were down, by id.
 pub(crate) type Hints = imbl::OrdMap<u64, Hint>;
 
@@ -258,10 +261,10 @@ impl LeaderlessNode {
             for (key, incoming) in items {
                 g.hlc.observe(incoming.max_ts());
                 let empty = KeyState::default();
-                let current = g.store.get(&key).unwrap_or(&empty);
+                let current = g.store.get(&key).map_or(&empty, |s| &**s);
                 let merged = current.merge(&incoming, self.cfg.conflict);
                 if merged != *current {
-                    g.store.insert(key.clone(), merged.clone());
+                    g.store.insert(key.clone(), Arc::new(merged.clone()));
                     records.push(WalRecord::KeyState { key, state: merged });
                 }
             }
@@ -308,7 +311,7 @@ impl LeaderlessNode {
     }
 
     pub fn local_state(&self, key: &str) -> Option<KeyState> {
-        self.lock().store.get(key).cloned()
+        self.lock().store.get(key).map(|s| KeyState::clone(s))
     }
 
     /// The local state of each key (empty when absent), under one lock; `None` while this node
@@ -320,7 +323,12 @@ impl LeaderlessNode {
         }
         Some(
             keys.iter()
-                .map(|k| g.store.get(k).cloned().unwrap_or_default())
+                .map(|k| {
+                    g.store
+                        .get(k)
+                        .map(|s| KeyState::clone(s))
+                        .unwrap_or_default()
+                })
                 .collect(),
         )
     }
@@ -390,7 +398,7 @@ impl LeaderlessNode {
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .map(|(k, s)| (k.clone(), KeyState::clone(s)))
             .collect()
     }
 
@@ -444,7 +452,7 @@ impl LeaderlessNode {
             }
             if pick(&g.layout, k) {
                 bytes += k.len() + s.approx_bytes();
-                out.push((k.clone(), s.clone()));
+                out.push((k.clone(), KeyState::clone(s)));
             }
         }
         (out, None)

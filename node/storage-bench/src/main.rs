@@ -5,12 +5,16 @@
 //! Run each backend in its own process, so that the peak RSS it prints is that backend's:
 //! `target/release/rc-storage-bench --backend wal` (then `redb`, then `fjall`).
 //! docs/storage.md has the figures and the decision they led to.
+//!
+//! `--shared-map` measures only the in-memory store: what a write costs while a background
+//! snapshot shares it (no backend, no disk).
 
 mod backend;
 mod bench;
 mod fjall_store;
 mod probe;
 mod redb_store;
+mod shared_map;
 mod wal_store;
 mod workload;
 
@@ -36,8 +40,12 @@ enum Kind {
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark storage backends for the leaderless store, one per process")]
 struct Args {
-    #[arg(long, value_enum)]
-    backend: Kind,
+    #[arg(long, value_enum, required_unless_present = "shared_map")]
+    backend: Option<Kind>,
+    /// Measure only the in-memory store's writes while a snapshot shares it (this many a
+    /// phase), with key states inline and behind an `Arc`.
+    #[arg(long)]
+    shared_map: Option<usize>,
     /// Key states loaded (keys `key-00000000`...).
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
@@ -64,6 +72,10 @@ struct Args {
     phase_limit_secs: u64,
 }
 
+/// The node's allocator (see Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.keys > 0, "--keys must be positive");
@@ -71,6 +83,14 @@ fn main() -> Result<()> {
         args.load_batch > 0 && args.batches.iter().all(|b| *b > 0),
         "batches must be positive"
     );
+    let backend = match (args.backend, args.shared_map) {
+        (_, Some(writes)) => {
+            shared_map::run(args.keys, writes, args.value_bytes);
+            return Ok(());
+        }
+        (Some(backend), None) => backend,
+        (None, None) => anyhow::bail!("--backend or --shared-map is required"),
+    };
     let tmp = tempfile::Builder::new()
         .prefix("rc-storage-bench-")
         .tempdir_in(&args.dir)
@@ -79,12 +99,12 @@ fn main() -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "backend {:?}, {} keys, {}-byte values, data in {} ({cores} cores)",
-        args.backend,
+        backend,
         args.keys,
         args.value_bytes,
         dir.display()
     );
-    let mut store: Box<dyn Backend> = match args.backend {
+    let mut store: Box<dyn Backend> = match backend {
         Kind::Wal => Box::new(wal_store::WalStore::open(dir)?),
         Kind::Redb => Box::new(redb_store::RedbStore::open(dir)?),
         Kind::Fjall => Box::new(fjall_store::FjallStore::open(dir)?),

@@ -78,7 +78,7 @@ impl LeaderlessNode {
         let mut g = self.lock();
         let ts = g.hlc.now(now_ms());
         let empty = KeyState::default();
-        let current = g.store.get(key).unwrap_or(&empty);
+        let current = g.store.get(key).map_or(&empty, |s| &**s);
         let new = current.put(
             self.cfg.conflict,
             &self.actor,
@@ -88,7 +88,7 @@ impl LeaderlessNode {
             ts,
         );
         g.dots_issued = new.clock.get(&self.actor).copied().unwrap_or(g.dots_issued);
-        g.store.insert(key.to_string(), new.clone());
+        g.store.insert(key.to_string(), Arc::new(new.clone()));
         let seq = self.persist(
             &mut g,
             vec![WalRecord::KeyState {

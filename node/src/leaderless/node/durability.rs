@@ -67,7 +67,7 @@ impl SnapshotSource for StoreView {
     }
     fn encode_into(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         let shape = (
-            Seq(self.store.iter()),
+            Seq(self.store.iter().map(|(k, s)| (k, &**s))),
             Seq(self.hints.iter().map(|(_, h)| h)),
             &self.ring,
         );
@@ -109,7 +109,11 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
     let snap = wal::open_as(&cfg.data_dir, StoreSnapshot::decode)?;
     let empty_snapshot = snap.is_none();
     let snap = snap.unwrap_or_default();
-    let mut store: Store = snap.keys.into_iter().collect();
+    let mut store: Store = snap
+        .keys
+        .into_iter()
+        .map(|(k, s)| (k, Arc::new(s)))
+        .collect();
     let mut hints: Hints = snap.hints.into_iter().map(|h| (h.id, h)).collect();
     let mut ring = snap.ring;
     let mut next_hint = hints.keys().next_back().map_or(0, |id| id + 1);
@@ -119,7 +123,7 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
         replayed += 1;
         match rec {
             WalRecord::KeyState { key, state } => {
-                store.insert(key, state);
+                store.insert(key, Arc::new(state));
             }
             WalRecord::Ring(r) => ring = Some(r),
             WalRecord::Hint(h) => {
@@ -279,7 +283,9 @@ mod tests {
         })?;
         let (a, b) = (state("a"), state("b"));
         let current = StoreView {
-            store: [("a".to_owned(), a.clone())].into_iter().collect(),
+            store: [("a".to_owned(), Arc::new(a.clone()))]
+                .into_iter()
+                .collect(),
             hints: Hints::new(),
             ring: None,
         };
