@@ -305,21 +305,13 @@ impl HttpNodeAdmin {
         let request = self.request(method, address, path, auth)?.json(body);
         self.send(request, address).await
     }
+}
 
-    /// [`Self::call`] where success is the whole answer: a JSON body, if any, is read and
-    /// dropped.
-    async fn call_for_success<B: Serialize>(
-        &self,
-        method: Method,
-        address: &str,
-        path: &str,
-        auth: &NodeAccess,
-        body: &B,
-    ) -> Result<(), NodeError> {
-        self.call::<_, serde_json::Value>(method, address, path, auth, body)
-            .await
-            .map(drop)
-    }
+/// A call whose success is the whole answer: a JSON body, if any, is read and dropped.
+async fn succeeded(
+    answer: impl std::future::Future<Output = Result<Option<serde_json::Value>, NodeError>>,
+) -> Result<(), NodeError> {
+    answer.await.map(drop)
 }
 
 fn required<T>(value: Option<T>, address: &str) -> Result<T, NodeError> {
@@ -341,8 +333,7 @@ macro_rules! post_json {
             request: $request,
         ) -> BoxFuture<'a, Result<(), NodeError>> {
             Box::pin(async move {
-                self.call_for_success(Method::POST, address, $path, auth, &request)
-                    .await
+                succeeded(self.call(Method::POST, address, $path, auth, &request)).await
             })
         }
     };
@@ -420,7 +411,13 @@ impl NodeAdmin for HttpNodeAdmin {
         auth: &'a NodeAccess,
         ring: &'a Ring,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.call_for_success(Method::PUT, address, paths::RING, auth, ring))
+        Box::pin(succeeded(self.call(
+            Method::PUT,
+            address,
+            paths::RING,
+            auth,
+            ring,
+        )))
     }
 
     fn decommission<'a>(
@@ -428,7 +425,13 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.call_for_success(Method::POST, address, paths::DECOMMISSION, auth, &()))
+        Box::pin(succeeded(self.call(
+            Method::POST,
+            address,
+            paths::DECOMMISSION,
+            auth,
+            &(),
+        )))
     }
 
     fn repair<'a>(
@@ -436,6 +439,12 @@ impl NodeAdmin for HttpNodeAdmin {
         address: &'a str,
         auth: &'a NodeAccess,
     ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.call_for_success(Method::POST, address, paths::REPAIR, auth, &()))
+        Box::pin(succeeded(self.call(
+            Method::POST,
+            address,
+            paths::REPAIR,
+            auth,
+            &(),
+        )))
     }
 }
