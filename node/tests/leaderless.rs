@@ -467,17 +467,6 @@ async fn records_replayed_at_a_restart_count_toward_the_next_snapshot() {
     panic!("n2 wrote no snapshot after 51 records\n{}", c.logs());
 }
 
-/// Whether node `i` holds `key` within 5 s.
-async fn holds(c: &Cluster, i: usize, key: &str) -> bool {
-    for _ in 0..200 {
-        if local(c, i, key).await.is_some() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
-
 /// A rolling upgrade from the version before the binary peer stream runs members that answer
 /// only the internal HTTP API next to newer ones. A newer coordinator must still reach them:
 /// writes that need every replica (W=3) and reads that ask every replica (R=3) succeed through

@@ -137,6 +137,18 @@ pub async fn local(c: &Cluster, i: usize, key: &str) -> Option<Value> {
     }
 }
 
+/// Whether node `i` holds `key` (any state of it) within 10 s.
+pub async fn holds(c: &Cluster, i: usize, key: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local(c, i, key).await.is_none() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 pub fn values(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v["siblings"]
         .as_array()
