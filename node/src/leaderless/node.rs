@@ -28,7 +28,6 @@ use super::hlc::Hlc;
 use super::ring::{self, Layout, RingError};
 use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
-use crate::storage::compaction::snapshot_interval;
 use crate::storage::snapshot::SnapshotSource;
 use crate::storage::wal::{self, Compaction, FsyncPolicy, Wal, WalError, WalOp};
 use crate::storage::{Hint, WalRecord};
@@ -180,11 +179,7 @@ impl LeaderlessNode {
                 .timeout(cfg.request_timeout)
                 .connect_timeout(Duration::from_millis(500)),
         )?;
-        let compact_after = snapshot_interval(
-            cfg.compact_every,
-            recovered.store.len(),
-            crate::random::random_seed(),
-        );
+        let compact_after = durability::next_compaction(&cfg, recovered.store.len());
         let node = Arc::new_cyclic(|me| LeaderlessNode {
             inner: Mutex::new(Inner {
                 store: recovered.store,

@@ -88,6 +88,11 @@ where
     }
 }
 
+/// Key-state records after which the next snapshot is due, drawn for a store of `keys`.
+pub(super) fn next_compaction(cfg: &LeaderlessConfig, keys: usize) -> u64 {
+    snapshot_interval(cfg.compact_every, keys, random_seed())
+}
+
 /// What the data directory held.
 pub(super) struct Recovered {
     pub store: Store,
@@ -183,7 +188,7 @@ impl LeaderlessNode {
     /// the snapshot is durable before anything after it.
     fn compact(&self, g: &mut Inner, background: bool) -> u64 {
         g.since_compaction = 0;
-        g.compact_after = snapshot_interval(self.cfg.compact_every, g.store.len(), random_seed());
+        g.compact_after = next_compaction(&self.cfg, g.store.len());
         let view = StoreView {
             store: g.store.clone(),
             hints: g.hints.clone(),
