@@ -60,7 +60,7 @@ pub struct DigestRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DigestAnswer {
     pub mismatched: Vec<usize>,
-    pub states: Vec<(String, KeyState)>,
+    pub states: Vec<(String, Arc<KeyState>)>,
 }
 
 /// One anti-entropy round with every live member: compare bucket digests of the keys both

@@ -249,7 +249,7 @@ impl LeaderlessNode {
 
     /// Merge `incoming` into the local state of `key` durably; returns the merged state and
     /// whether anything changed.
-    pub async fn apply_local(&self, items: Vec<(String, KeyState)>) -> usize {
+    pub async fn apply_local(&self, items: Vec<(String, Arc<KeyState>)>) -> usize {
         let (changed, seq) = {
             let mut g = self.lock();
             let mut records = Vec::new();
@@ -259,7 +259,8 @@ impl LeaderlessNode {
                 let current = g.store.get(&key).map_or(&empty, |s| &**s);
                 let merged = current.merge(&incoming, self.cfg.conflict);
                 if merged != *current {
-                    g.store.insert(key.clone(), Arc::new(merged.clone()));
+                    let merged = Arc::new(merged);
+                    g.store.insert(key.clone(), Arc::clone(&merged));
                     records.push(WalRecord::KeyState { key, state: merged });
                 }
             }
@@ -387,13 +388,13 @@ impl LeaderlessNode {
     }
 
     /// Local keys starting with `prefix`, in order, at most `limit`.
-    pub fn scan_local(&self, prefix: &str, limit: usize) -> Vec<(String, KeyState)> {
+    pub fn scan_local(&self, prefix: &str, limit: usize) -> Vec<(String, Arc<KeyState>)> {
         let g = self.lock();
         g.store
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, s)| (k.clone(), KeyState::clone(s)))
+            .map(|(k, s)| (k.clone(), Arc::clone(s)))
             .collect()
     }
 
@@ -432,7 +433,7 @@ impl LeaderlessNode {
         &self,
         after: Option<&str>,
         pick: impl Fn(&Layout, &str) -> bool,
-    ) -> (Vec<(String, KeyState)>, Option<String>) {
+    ) -> (Vec<(String, Arc<KeyState>)>, Option<String>) {
         use std::ops::Bound;
         let g = self.lock();
         let start = match after {
@@ -442,12 +443,12 @@ impl LeaderlessNode {
         let (mut out, mut bytes) = (Vec::new(), 0usize);
         for (k, s) in g.store.range((start, Bound::Unbounded)) {
             if out.len() >= PAGE_KEYS || bytes >= PAGE_BYTES {
-                let next = out.last().map(|(k, _): &(String, KeyState)| k.clone());
+                let next = out.last().map(|(k, _): &(String, Arc<KeyState>)| k.clone());
                 return (out, next);
             }
             if pick(&g.layout, k) {
                 bytes += k.len() + s.approx_bytes();
-                out.push((k.clone(), KeyState::clone(s)));
+                out.push((k.clone(), Arc::clone(s)));
             }
         }
         (out, None)

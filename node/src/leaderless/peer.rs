@@ -21,7 +21,7 @@ use crate::peer_stream::{self, Conn, PeerError};
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
     /// Merge these key states, durably, then answer `Replicated`.
-    Replicate(Cow<'a, [(String, KeyState)]>),
+    Replicate(Cow<'a, [(String, Arc<KeyState>)]>),
     /// The local state of each key, in order.
     Read(Cow<'a, [String]>),
 }
@@ -82,7 +82,7 @@ impl Link {
     pub async fn replicate(
         &mut self,
         node: &LeaderlessNode,
-        items: &[(String, KeyState)],
+        items: &[(String, Arc<KeyState>)],
     ) -> Result<(), PeerError> {
         if !self.on_http() {
             let streamed = self.call(node, &Request::Replicate(items.into())).await;
@@ -178,7 +178,13 @@ mod tests {
             }],
             clock: [("n0~1".to_string(), 1)].into_iter().collect(),
         };
-        let items = vec![("k".to_string(), state)];
+        // A shared state is sent as the state itself: the same bytes as a node that held
+        // states inline sent, so members of either version read each other's frames.
+        assert_eq!(
+            postcard::to_allocvec(&Arc::new(state.clone()))?,
+            postcard::to_allocvec(&state)?
+        );
+        let items = vec![("k".to_string(), Arc::new(state))];
         let bytes = postcard::to_allocvec(&Request::Replicate(items.as_slice().into()))?;
         match postcard::from_bytes::<Request<'static>>(&bytes)? {
             Request::Replicate(back) => assert_eq!(back.into_owned(), items),

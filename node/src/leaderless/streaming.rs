@@ -103,7 +103,7 @@ pub struct StreamRequest {
 /// One page of a stream; `next` is the cursor of the following page, if any.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StreamPage {
-    pub items: Vec<(String, KeyState)>,
+    pub items: Vec<(String, Arc<KeyState>)>,
     pub next: Option<String>,
 }
 

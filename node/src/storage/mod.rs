@@ -99,7 +99,7 @@ pub enum WalRecord {
     /// Leaderless: a key's whole merged state (replaces the previous one on replay).
     KeyState {
         key: String,
-        state: crate::leaderless::dvv::KeyState,
+        state: std::sync::Arc<crate::leaderless::dvv::KeyState>,
     },
     /// Leaderless: the installed ring.
     Ring(rc_api::Ring),
@@ -123,7 +123,8 @@ pub struct Hint {
     pub id: u64,
     pub target: String,
     pub key: String,
-    pub state: crate::leaderless::dvv::KeyState,
+    /// Shared with the store and the outboxes: a state is written once, never deep-copied.
+    pub state: std::sync::Arc<crate::leaderless::dvv::KeyState>,
 }
 
 #[cfg(test)]
@@ -186,8 +187,10 @@ mod tests {
                     incarnation,
                 })
             }),
-            ("[a-z]{1,8}", state.clone())
-                .prop_map(|(key, state)| WalRecord::KeyState { key, state }),
+            ("[a-z]{1,8}", state.clone()).prop_map(|(key, state)| WalRecord::KeyState {
+                key,
+                state: state.into()
+            }),
             any::<u64>().prop_map(|version| WalRecord::Ring(Ring {
                 version,
                 members: vec![Member {
@@ -201,7 +204,7 @@ mod tests {
                     id,
                     target: "n1".into(),
                     key,
-                    state,
+                    state: state.into(),
                 })
             }),
             any::<u64>().prop_map(|id| WalRecord::HintDone { id }),

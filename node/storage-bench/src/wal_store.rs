@@ -92,7 +92,7 @@ fn recover(dir: &Path) -> Result<(Map, u64, usize)> {
     let segment = wal::replay(dir, &mut |rec| {
         replayed += 1;
         if let WalRecord::KeyState { key, state } = rec {
-            store.insert(key, state);
+            store.insert(key, Arc::unwrap_or_clone(state));
         }
     })?;
     Ok((store, segment, replayed))
@@ -165,7 +165,10 @@ impl Backend for WalStore {
         let store = Arc::make_mut(&mut self.store);
         for (key, state) in batch {
             store.insert(key.clone(), state.clone());
-            records.push(WalRecord::KeyState { key, state });
+            records.push(WalRecord::KeyState {
+                key,
+                state: state.into(),
+            });
         }
         let seq = self.wal.submit(WalOp::Append(records));
         self.wait_durable(seq)

@@ -147,7 +147,7 @@ pub(super) async fn scan(
         ));
     }
     let mut merged: std::collections::BTreeMap<String, KeyState> = Default::default();
-    let mut add = |items: Vec<(String, KeyState)>| {
+    let mut add = |items: Vec<(String, Arc<KeyState>)>| {
         for (k, st) in items {
             let cur = merged.remove(&k).unwrap_or_default();
             merged.insert(k, cur.merge(&st, s.node.cfg.conflict));
@@ -164,7 +164,7 @@ pub(super) async fn scan(
             .send()
             .await;
         if let Ok(resp) = r {
-            if let Ok(items) = resp.json::<Vec<(String, KeyState)>>().await {
+            if let Ok(items) = resp.json::<Vec<(String, Arc<KeyState>)>>().await {
                 add(items);
             }
         }

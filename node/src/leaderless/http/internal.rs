@@ -7,7 +7,7 @@ pub(super) async fn replicate(
     State(s): State<LeaderlessState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let items: Vec<(String, KeyState)> = json_body(b)?;
+    let items: Vec<(String, Arc<KeyState>)> = json_body(b)?;
     let changed = s.node.apply_local(items).await;
     Ok(Json(json!({ "changed": changed })).into_response())
 }
@@ -137,7 +137,7 @@ pub(super) async fn purge(
 pub(super) async fn scan_local(
     State(s): State<LeaderlessState>,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Json<Vec<(String, KeyState)>>, ApiError> {
+) -> Result<Json<Vec<(String, Arc<KeyState>)>>, ApiError> {
     let (prefix, limit): (String, usize) = json_body(b)?;
     Ok(Json(s.node.scan_local(&prefix, limit.min(10_001))))
 }

@@ -73,27 +73,33 @@ impl LeaderlessNode {
     }
 
     /// The new state of `key` on this node, with a fresh dot, logged; returns it and the WAL
-    /// sequence number to wait on for durability.
-    fn write_local(&self, key: &str, value: Option<String>, context: &Clock) -> (KeyState, u64) {
+    /// sequence number to wait on for durability. The state is built once: the store, the log
+    /// and every replica's outbox share it.
+    fn write_local(
+        &self,
+        key: &str,
+        value: Option<String>,
+        context: &Clock,
+    ) -> (Arc<KeyState>, u64) {
         let mut g = self.lock();
         let ts = g.hlc.now(now_ms());
         let empty = KeyState::default();
         let current = g.store.get(key).map_or(&empty, |s| &**s);
-        let new = current.put(
+        let new = Arc::new(current.put(
             self.cfg.conflict,
             &self.actor,
             g.dots_issued,
             context,
             value,
             ts,
-        );
+        ));
         g.dots_issued = new.clock.get(&self.actor).copied().unwrap_or(g.dots_issued);
-        g.store.insert(key.to_string(), Arc::new(new.clone()));
+        g.store.insert(key.to_string(), Arc::clone(&new));
         let seq = self.persist(
             &mut g,
             vec![WalRecord::KeyState {
                 key: key.to_string(),
-                state: new.clone(),
+                state: Arc::clone(&new),
             }],
         );
         (new, seq)
@@ -105,17 +111,11 @@ impl LeaderlessNode {
         &self,
         replicas: Vec<Member>,
         key: &str,
-        mut state: KeyState,
+        state: Arc<KeyState>,
     ) -> mpsc::Receiver<bool> {
         let (tx, rx) = mpsc::channel(replicas.len().max(1));
-        // The last replica takes the state itself: one copy fewer per write.
-        let mut replicas = replicas.into_iter().peekable();
-        while let Some(member) = replicas.next() {
-            let copy = match replicas.peek() {
-                Some(_) => state.clone(),
-                None => std::mem::take(&mut state),
-            };
-            self.queue_for(&member, key.to_string(), copy, tx.clone());
+        for member in replicas {
+            self.queue_for(&member, key.to_string(), Arc::clone(&state), tx.clone());
         }
         rx
     }
@@ -161,7 +161,11 @@ impl LeaderlessNode {
     }
 
     /// Send whole key states to `member` (it merges them durably). `true` on success.
-    pub(crate) async fn send_states(&self, member: &Member, items: &[(String, KeyState)]) -> bool {
+    pub(crate) async fn send_states(
+        &self,
+        member: &Member,
+        items: &[(String, Arc<KeyState>)],
+    ) -> bool {
         let r = self
             .internal_post(&member.address, "/internal/v1/replicate", &items)
             .send()
@@ -184,7 +188,7 @@ impl LeaderlessNode {
 
     /// Keep `items` for `target` until it is back (hinted handoff), durably: one log append
     /// for the lot. Beyond the hint limit, anti-entropy repairs them instead.
-    pub(super) async fn add_hints(&self, target: &str, items: Vec<(String, KeyState)>) {
+    pub(super) async fn add_hints(&self, target: &str, items: Vec<(String, Arc<KeyState>)>) {
         let seq = {
             let mut g = self.lock();
             let room = self.cfg.hint_limit.saturating_sub(g.hints.len());
@@ -299,15 +303,17 @@ impl LeaderlessNode {
                 answers.push((m, s));
             }
         }
-        let merged = answers.iter().fold(KeyState::default(), |acc, (_, s)| {
+        let merged = Arc::new(answers.iter().fold(KeyState::default(), |acc, (_, s)| {
             acc.merge(s, self.cfg.conflict)
-        });
+        }));
         for (m, s) in answers {
-            if s != merged {
+            if s != *merged {
                 if m.id == self.cfg.id {
-                    self.apply_local(vec![(key.clone(), merged.clone())]).await;
+                    self.apply_local(vec![(key.clone(), Arc::clone(&merged))])
+                        .await;
                 } else {
-                    self.send_states(&m, &[(key.clone(), merged.clone())]).await;
+                    self.send_states(&m, &[(key.clone(), Arc::clone(&merged))])
+                        .await;
                 }
                 self.lock().keys_repaired += 1;
             }

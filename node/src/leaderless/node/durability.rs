@@ -16,7 +16,7 @@ const RESTORE_MARKER: &str = "restore-pending";
 /// a [`StoreView`], read back as this.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct StoreSnapshot {
-    pub keys: Vec<(String, KeyState)>,
+    pub keys: Vec<(String, Arc<KeyState>)>,
     pub hints: Vec<Hint>,
     pub ring: Option<Ring>,
 }
@@ -114,11 +114,7 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
     let snap = wal::open_as(&cfg.data_dir, StoreSnapshot::decode)?;
     let empty_snapshot = snap.is_none();
     let snap = snap.unwrap_or_default();
-    let mut store: Store = snap
-        .keys
-        .into_iter()
-        .map(|(k, s)| (k, Arc::new(s)))
-        .collect();
+    let mut store: Store = snap.keys.into_iter().collect();
     let mut hints: Hints = snap.hints.into_iter().map(|h| (h.id, h)).collect();
     let mut ring = snap.ring;
     let mut next_hint = hints.keys().next_back().map_or(0, |id| id + 1);
@@ -128,7 +124,7 @@ pub(super) fn recover(cfg: &LeaderlessConfig) -> Result<Recovered, WalError> {
         replayed += 1;
         match rec {
             WalRecord::KeyState { key, state } => {
-                store.insert(key, Arc::new(state));
+                store.insert(key, state);
             }
             WalRecord::Ring(r) => ring = Some(r),
             WalRecord::Hint(h) => {
@@ -286,11 +282,9 @@ mod tests {
             path: "tmp".into(),
             source: e,
         })?;
-        let (a, b) = (state("a"), state("b"));
+        let (a, b) = (Arc::new(state("a")), Arc::new(state("b")));
         let current = StoreView {
-            store: [("a".to_owned(), Arc::new(a.clone()))]
-                .into_iter()
-                .collect(),
+            store: [("a".to_owned(), Arc::clone(&a))].into_iter().collect(),
             hints: Hints::new(),
             ring: None,
         };
@@ -298,7 +292,7 @@ mod tests {
         let read = wal::open_as(dir.path(), StoreSnapshot::decode)?;
         assert_eq!(
             read.map(|s| s.keys),
-            Some(vec![("a".to_owned(), a.clone())])
+            Some(vec![("a".to_owned(), Arc::clone(&a))])
         );
 
         // The old format: each state hex-encoded postcard in a single-leader `Snapshot`.

@@ -15,7 +15,7 @@ const MAX_BATCH: usize = 256;
 /// A write waiting in an outbox, and where its answer goes.
 pub(super) struct Queued {
     key: String,
-    state: KeyState,
+    state: Arc<KeyState>,
     ack: mpsc::Sender<bool>,
 }
 
@@ -66,7 +66,7 @@ impl LeaderlessNode {
         &self,
         member: &Member,
         key: String,
-        state: KeyState,
+        state: Arc<KeyState>,
         ack: mpsc::Sender<bool>,
     ) {
         let queued = Queued { key, state, ack };
