@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod idle;
 pub mod leaderless;
 pub mod metrics;
 pub mod peer_stream;

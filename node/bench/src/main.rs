@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo build --release -p rc-node -p rc-bench && target/release/rc-bench [--etcd] [--seconds 3]`
 
+mod background;
 mod cluster;
 mod etcd;
 mod load;
@@ -27,6 +28,7 @@ mod prelude {
     pub use rc_tls::rustls::ClientConfig;
     pub use serde_json::json;
 
+    pub use crate::background::*;
     pub use crate::cluster::*;
     pub use crate::etcd::*;
     pub use crate::load::*;
@@ -64,6 +66,10 @@ pub struct Args {
     /// Keys on a single-leader leader for the snapshot-stall measurement (0: skip it).
     #[arg(long, default_value_t = 0)]
     pub stall_keys: usize,
+    /// Keys on each of 3 leaderless members for the background-work stall measurement
+    /// (anti-entropy, purge and cleanup passes; 0: skip it).
+    #[arg(long, default_value_t = 0)]
+    pub background_keys: usize,
     /// The rc-node load runs (both modes) over TLS (a test CA; clients verify it), as on
     /// Kubernetes; the join, stall and failover measurements stay plain.
     #[arg(long)]
@@ -119,6 +125,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.stall_keys > 0 {
         bench_snapshot_stall(&http, args.stall_keys, args.seconds).await?;
+    }
+    if args.background_keys > 0 {
+        bench_leaderless_background(&http, args.background_keys, args.seconds).await?;
     }
     let mut windows = Vec::new();
     for _ in 0..3 {

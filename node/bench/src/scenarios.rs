@@ -335,7 +335,7 @@ fn snapshot_times(log: &Path) -> Vec<(u64, u64)> {
 }
 
 /// Peak resident set size of process `pid` (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> Option<u64> {
+pub fn peak_rss_mib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dvv::KeyState;
 use super::gossip::others;
-use super::node::LeaderlessNode;
+use super::node::{LeaderlessNode, ReadView};
 use super::ring::{hash, Layout};
 
 /// Digest buckets per anti-entropy exchange: a two-level Merkle tree (root -> buckets -> keys).
@@ -26,19 +26,42 @@ pub(super) async fn anti_entropy_loop(node: Arc<LeaderlessNode>) {
     }
 }
 
-/// Bucket digests of the keys this node and `peer` both own.
-pub fn digests(node: &LeaderlessNode, peer: &str) -> Vec<u64> {
+/// Bucket digests of the keys members `me` and `peer` both own, in `view`.
+pub(crate) fn digests(view: &ReadView, me: &str, peer: &str) -> Vec<u64> {
     let mut buckets = vec![0u64; BUCKETS];
-    let me = node.cfg.id.clone();
-    let g = node.lock();
-    for (key, state) in g
+    for (key, state) in view
         .store
         .iter()
-        .filter(|(k, _)| shared(&g.layout, k, &me, peer))
+        .filter(|(k, _)| shared(&view.layout, k, me, peer))
     {
         buckets[bucket(key)] = buckets[bucket(key)].wrapping_add(state.digest(key));
     }
     buckets
+}
+
+/// The buckets whose digests differ, and a page of the states in them that members `me` and
+/// `peer` both own; `theirs` are the peer's bucket digests. Walks the whole store.
+pub(crate) fn compare(view: &ReadView, me: &str, peer: &str, theirs: &[u64]) -> DigestAnswer {
+    let mine = digests(view, me, peer);
+    let mismatched: Vec<usize> = (0..BUCKETS)
+        .filter(|i| theirs.get(*i) != mine.get(*i))
+        .collect();
+    let states = match mismatched.is_empty() {
+        true => Vec::new(),
+        false => mismatched_page(view, me, peer, &mismatched),
+    };
+    DigestAnswer { mismatched, states }
+}
+
+/// A page of the states in `buckets` that `me` and `peer` both own.
+fn mismatched_page(
+    view: &ReadView,
+    me: &str,
+    peer: &str,
+    buckets: &[usize],
+) -> Vec<(String, Arc<KeyState>)> {
+    let pick = |l: &Layout, k: &str| shared(l, k, me, peer) && buckets.contains(&bucket(k));
+    view.page_where(None, pick).0
 }
 
 pub fn bucket(key: &str) -> usize {
@@ -72,9 +95,10 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
         if !node.is_alive(&m.id) {
             continue;
         }
+        let (me, peer) = (node.cfg.id.clone(), m.id.clone());
         let req = DigestRequest {
-            from: node.cfg.id.clone(),
-            buckets: digests(node, &m.id),
+            from: me.clone(),
+            buckets: node.walk(move |v| digests(v, &me, &peer)).await,
         };
         let r = node
             .internal_post(&m.address, "/internal/v1/digest", &req)
@@ -89,13 +113,12 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
         }
         differed = true;
         repaired += node.apply_local(answer.states).await;
-        let me = node.cfg.id.clone();
-        let peer = m.id.clone();
+        let (me, peer) = (node.cfg.id.clone(), m.id.clone());
         // A page per round each way: what is left differs again next round.
-        let mismatched = &answer.mismatched;
-        let (mine, _) = node.page_where(None, |l, k| {
-            shared(l, k, &me, &peer) && mismatched.contains(&bucket(k))
-        });
+        let buckets = answer.mismatched;
+        let mine = node
+            .walk(move |v| mismatched_page(v, &me, &peer, &buckets))
+            .await;
         if !mine.is_empty() {
             node.send_states(&m, &mine).await;
         }

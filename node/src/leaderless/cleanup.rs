@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rc_api::{Member, MemberState};
 
 use super::node::LeaderlessNode;
+use super::ring::Layout;
 
 /// One cleanup pass (a page of keys). Returns how many keys were dropped here.
 pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
@@ -24,7 +25,8 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
     if !ring.members.iter().any(|m| m.id == me) {
         return 0;
     }
-    let (items, _) = node.page_where(None, |l, k| !l.owners(k).iter().any(|m| m.id == me));
+    let not_mine = move |l: &Layout, k: &str| !l.owners(k).iter().any(|m| m.id == me);
+    let (items, _) = node.page_where(None, not_mine).await;
     if items.is_empty() {
         return 0;
     }

@@ -21,8 +21,10 @@ pub(super) async fn hint_loop(node: Arc<LeaderlessNode>) {
         };
         let mut by_target: std::collections::BTreeMap<String, Vec<_>> = Default::default();
         {
-            let g = node.lock();
-            for h in g.hints.values() {
+            // A shared copy, walked off the node lock: the hints run to the hint limit
+            // (100,000) while a member is down, and this runs every 300 ms.
+            let hints = node.lock().hints.clone();
+            for h in hints.values() {
                 if in_ring(&h.target) && !node.is_alive(&h.target) {
                     continue;
                 }

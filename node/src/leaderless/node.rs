@@ -14,6 +14,9 @@ mod coordinator;
 mod durability;
 mod outbox;
 mod status;
+mod view;
+
+pub(crate) use view::ReadView;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -404,12 +407,17 @@ impl LeaderlessNode {
     pub(crate) async fn purge_agreed(&self, keys: &[(String, u64)], purge: bool) -> Vec<String> {
         let (agreed, seq) = {
             let mut g = self.lock();
+            // One pass over the hints per page, not one per key: with a member down the
+            // hints run to the hint limit (100,000), and this holds the node lock.
+            let hinted: std::collections::HashSet<&str> =
+                g.hints.values().map(|h| h.key.as_str()).collect();
             let agreed: Vec<String> = keys
                 .iter()
                 .filter(|(k, d)| g.store.get(k).is_none_or(|s| s.digest(k) == *d))
-                .filter(|(k, _)| !g.hints.values().any(|h| &h.key == k))
+                .filter(|(k, _)| !hinted.contains(k.as_str()))
                 .map(|(k, _)| k.clone())
                 .collect();
+            drop(hinted);
             let removed: Vec<WalRecord> = match purge {
                 true => agreed
                     .iter()
@@ -425,33 +433,6 @@ impl LeaderlessNode {
             self.wait_durable(seq).await;
         }
         agreed
-    }
-
-    /// Up to a page of local keys after `after` (in key order) for which `pick` holds, and the
-    /// cursor to continue from if there may be more.
-    pub(crate) fn page_where(
-        &self,
-        after: Option<&str>,
-        pick: impl Fn(&Layout, &str) -> bool,
-    ) -> (Vec<(String, Arc<KeyState>)>, Option<String>) {
-        use std::ops::Bound;
-        let g = self.lock();
-        let start = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
-            None => Bound::Unbounded,
-        };
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
-        for (k, s) in g.store.range((start, Bound::Unbounded)) {
-            if out.len() >= PAGE_KEYS || bytes >= PAGE_BYTES {
-                let next = out.last().map(|(k, _): &(String, Arc<KeyState>)| k.clone());
-                return (out, next);
-            }
-            if pick(&g.layout, k) {
-                bytes += k.len() + s.approx_bytes();
-                out.push((k.clone(), Arc::clone(s)));
-            }
-        }
-        (out, None)
     }
 
     /// How long until writes this node coordinated under an older ring have all finished (each

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use rc_api::{Member, MemberState};
 
-use super::node::{now_ms, LeaderlessNode};
+use super::node::{now_ms, LeaderlessNode, ReadView};
 
 /// Body of `/internal/v1/purge`: keys with the digest of the state to purge.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,21 +52,9 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
         .cloned()
         .collect();
     // Expired tombstones this node leads (it is the key's first owner).
-    let mut agreed: Vec<(String, u64)> = Vec::new();
-    {
-        let g = node.lock();
-        for (key, state) in &g.store {
-            if agreed.len() >= BATCH {
-                break;
-            }
-            if !state.is_dead_before(grace_ts) || g.hints.values().any(|h| &h.key == key) {
-                continue;
-            }
-            if g.layout.owners(key).first().is_some_and(|m| m.id == me) {
-                agreed.push((key.clone(), state.digest(key)));
-            }
-        }
-    }
+    let mut agreed = node
+        .walk(move |v| expired_tombstones(v, &me, grace_ts))
+        .await;
     for m in &others {
         if agreed.is_empty() {
             return 0;
@@ -89,6 +77,19 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
         tracing::info!(keys = purged, "purged tombstones every owner held");
     }
     purged
+}
+
+/// Up to a batch of keys whose every sibling is a tombstone older than `grace_ts`, that
+/// member `me` leads (it is their first owner) and holds no hint for, with their digests.
+fn expired_tombstones(view: &ReadView, me: &str, grace_ts: u64) -> Vec<(String, u64)> {
+    let hinted = view.hinted_keys();
+    view.store
+        .iter()
+        .filter(|(key, state)| state.is_dead_before(grace_ts) && !hinted.contains(key.as_str()))
+        .filter(|(key, _)| view.layout.owners(key).first().is_some_and(|m| m.id == me))
+        .take(BATCH)
+        .map(|(key, state)| (key.clone(), state.digest(key)))
+        .collect()
 }
 
 async fn ask(

@@ -180,9 +180,12 @@ pub async fn decommission(node: Arc<LeaderlessNode>) {
         let id = m.id.clone();
         let mut after: Option<String> = None;
         loop {
-            let (items, next) = node.page_where(after.as_deref(), |l, k| {
-                l.future_owners(k).iter().any(|f| f.id == id)
-            });
+            let id = id.clone();
+            let (items, next) = node
+                .page_where(after.clone(), move |l, k| {
+                    l.future_owners(k).iter().any(|f| f.id == id)
+                })
+                .await;
             let mut ok = items.is_empty();
             for attempt in 0..50u64 {
                 if ok {

@@ -394,7 +394,7 @@ impl Writer {
         let handle = thread::Builder::new()
             .name("wal-snapshot".into())
             .spawn(move || {
-                lower_priority();
+                crate::idle::lower_priority("snapshot");
                 let started = Instant::now();
                 if let Err(e) = snapshot::write(&job.dir, &*job.source)
                     .and_then(|_| job.finish(started, Some(&*on_snapshot)))
@@ -436,19 +436,6 @@ impl Writer {
 /// write waiting for it was held up as long, and the cause is the disk, not the node.
 const SLOW_SYNC: Duration = Duration::from_millis(250);
 
-/// Run the calling thread only when a core is otherwise idle (SCHED_IDLE): a background
-/// snapshot is not urgent, and on a busy machine it must not take a core from requests.
-fn lower_priority() {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
-    };
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
-        tracing::warn!(error = ?e, "could not lower the snapshot thread's priority");
-    }
-}
-
 pub(super) fn fatal(e: &WalError) -> ! {
     tracing::error!(error = %e, "write-ahead log failed; stopping the node to protect data");
     std::process::exit(70)
@@ -468,24 +455,6 @@ mod tests {
         snapshot: Option<Snapshot>,
         records: Vec<WalRecord>,
         segment: u64,
-    }
-
-    #[test]
-    fn the_snapshot_thread_runs_only_on_idle_cores() -> Result<(), thread_priority::Error> {
-        use thread_priority::ThreadSchedulePolicy::Normal;
-        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy as P};
-        let policy = thread::spawn(|| {
-            let before = thread_schedule_policy()?;
-            lower_priority();
-            Ok::<_, thread_priority::Error>((before, thread_schedule_policy()?))
-        });
-        let Ok(seen) = policy.join() else {
-            unreachable!("the thread does not panic")
-        };
-        assert_eq!(seen?, (Normal(P::Other), Normal(P::Idle)));
-        // Only that thread: the one that spawned it keeps its policy.
-        assert_eq!(thread_schedule_policy()?, Normal(P::Other));
-        Ok(())
     }
 
     fn recovered(dir: &Path) -> Result<Recovered, WalError> {

@@ -66,22 +66,9 @@ pub(super) async fn digest(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DigestAnswer>, ApiError> {
     let req: DigestRequest = json_body(b)?;
-    let mine = anti_entropy::digests(&s.node, &req.from);
-    let mismatched: Vec<usize> = (0..anti_entropy::BUCKETS)
-        .filter(|i| req.buckets.get(*i) != mine.get(*i))
-        .collect();
     let me = s.node.cfg.id.clone();
-    let states = if mismatched.is_empty() {
-        Vec::new()
-    } else {
-        s.node
-            .page_where(None, |l, k| {
-                anti_entropy::shared(l, k, &me, &req.from)
-                    && mismatched.contains(&anti_entropy::bucket(k))
-            })
-            .0
-    };
-    Ok(Json(DigestAnswer { mismatched, states }))
+    let compare = move |v: &_| anti_entropy::compare(v, &me, &req.from, &req.buckets);
+    Ok(Json(s.node.walk(compare).await))
 }
 
 pub(super) async fn stream_out(
@@ -110,9 +97,11 @@ pub(super) async fn stream_out(
         ));
     }
     // Keys it owns now as well as later: a restoring member answers reads for the former.
-    let (items, next) = s.node.page_where(req.after.as_deref(), |l, k| {
-        l.owns_now_or_later(k, &req.for_node)
-    });
+    let for_node = req.for_node;
+    let (items, next) = s
+        .node
+        .page_where(req.after, move |l, k| l.owns_now_or_later(k, &for_node))
+        .await;
     Ok(Json(StreamPage { items, next }))
 }
 

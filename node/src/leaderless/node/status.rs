@@ -11,7 +11,7 @@ impl LeaderlessNode {
             .flat_map(|r| r.members.iter())
             .map(|m| MemberView::of(m, self.is_alive(&m.id)))
             .collect();
-        NodeStatus {
+        let mut status = NodeStatus {
             node_id: self.cfg.id.clone(),
             stats: self.stats.snapshot(),
             credentials: self.cfg.security.credentials(),
@@ -28,11 +28,18 @@ impl LeaderlessNode {
                 anti_entropy_rounds: g.ae_rounds,
                 keys_repaired: g.keys_repaired,
                 restoring: g.restoring,
-                hints_for: g.hints.values().fold(BTreeMap::new(), |mut m, h| {
-                    *m.entry(h.target.clone()).or_insert(0) += 1;
-                    m
-                }),
+                hints_for: BTreeMap::new(),
             }),
+        };
+        // Counted off the lock: up to the hint limit (100,000) while a member is down, and
+        // status is polled by the operator and scraped for metrics.
+        let hints = g.hints.clone();
+        drop(g);
+        if let ModeStatus::Leaderless(l) = &mut status.detail {
+            for h in hints.values() {
+                *l.hints_for.entry(h.target.clone()).or_insert(0) += 1;
+            }
         }
+        status
     }
 }

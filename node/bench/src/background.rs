@@ -1,0 +1,103 @@
+//! Leaderless stalls from background work over the whole store: three members each hold
+//! `keys` keys while 64 clients write, first with anti-entropy off (the machine's own tail),
+//! then with a round every second on every member (bucket digests of every shared key, the
+//! tombstone purge pass and the cleanup pass, each of which walks the store).
+
+use crate::prelude::*;
+
+/// Keys per preload call.
+const PAGE: usize = 1000;
+
+pub async fn bench_leaderless_background(
+    http: &reqwest::Client,
+    keys: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    background_run(http, keys, seconds, false).await?;
+    background_run(http, keys, seconds, true).await
+}
+
+async fn background_run(
+    http: &reqwest::Client,
+    keys: usize,
+    seconds: u64,
+    anti_entropy: bool,
+) -> anyhow::Result<()> {
+    let every = if anti_entropy { "1" } else { "0" };
+    let flags = [
+        "--mode",
+        "leaderless",
+        "--anti-entropy-interval-seconds",
+        every,
+    ];
+    let c = spawn_nodes(http, &flags).await?;
+    let members: Vec<_> = c
+        .addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"id": format!("n{i}"), "address": a, "state": "normal"}))
+        .collect();
+    push_ring(http, "http", &c.addrs, 1, &members).await?;
+    let loaded = Instant::now();
+    for addr in &c.addrs {
+        preload_states(http, addr, keys).await?;
+    }
+    let label = match anti_entropy {
+        true => "anti-entropy every 1 s",
+        false => "no anti-entropy",
+    };
+    println!(
+        "rc-node leaderless, 3 members, {keys} keys of 100 bytes on each (loaded in {:.1} s), {label}",
+        loaded.elapsed().as_secs_f64()
+    );
+    let rounds = || async {
+        let s = wait_leaderless(http, "http", &c.addrs[0], |_| true).await;
+        s.map_or(0, |s| s.anti_entropy_rounds)
+    };
+    let before = rounds().await;
+    let servers = Servers {
+        target: &Target::RC,
+        addrs: &c.addrs,
+        procs: &c.procs,
+    };
+    let f = load(&servers, 64, seconds, true).await;
+    row(&format!("leaderless put, 64 clients, {label}"), f, None);
+    let ran = rounds().await - before;
+    println!(
+        "  anti-entropy rounds on n0 during the run: {ran}; n0 peak RSS {} MiB",
+        peak_rss_mib(c.procs.0[0].id()).unwrap_or(0)
+    );
+    if anti_entropy && ran == 0 {
+        bail!("no anti-entropy round ran during the measurement: its figures say nothing");
+    }
+    Ok(())
+}
+
+/// `keys` keys straight into one member's store through the internal replicate call (as
+/// streaming and hints deliver states): one page of merged states per call, no quorum.
+async fn preload_states(http: &reqwest::Client, addr: &str, keys: usize) -> anyhow::Result<()> {
+    let value = "v".repeat(100);
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64)
+        << 16;
+    for start in (0..keys).step_by(PAGE) {
+        let page: Vec<_> = (start..(start + PAGE).min(keys))
+            .map(|i| {
+                let state = json!({
+                    "siblings": [{"node": "preload~1", "counter": 1, "ts": ts, "value": value}],
+                    "clock": {"preload~1": 1},
+                });
+                json!([format!("bulk-{i:08}"), state])
+            })
+            .collect();
+        http.post(format!("http://{addr}/internal/v1/replicate"))
+            .bearer_auth(TOKEN)
+            .json(&page)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    Ok(())
+}
