@@ -63,8 +63,10 @@ async fn background_run(
     let f = load(&servers, 64, seconds, true).await;
     row(&format!("leaderless put, 64 clients, {label}"), f, None);
     let ran = rounds().await - before;
+    let log = std::fs::read_to_string(c._dir.path().join("n0.log")).unwrap_or_default();
+    let failed = log.matches("anti-entropy exchange failed").count();
     println!(
-        "  anti-entropy rounds on n0 during the run: {ran}; n0 peak RSS {} MiB",
+        "  anti-entropy rounds on n0 during the run: {ran} ({failed} exchanges failed); n0 peak RSS {} MiB",
         peak_rss_mib(c.procs.0[0].id()).unwrap_or(0)
     );
     if anti_entropy && ran == 0 {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures::TryFutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::dvv::KeyState;
@@ -13,6 +14,11 @@ use super::ring::{hash, Layout};
 
 /// Digest buckets per anti-entropy exchange: a two-level Merkle tree (root -> buckets -> keys).
 pub const BUCKETS: usize = 256;
+
+/// How long a peer may take to digest its store and answer: a walk over every key, at idle
+/// priority, so seconds on a large store of a busy machine (a request's timeout would fail
+/// every round there).
+const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(super) async fn anti_entropy_loop(node: Arc<LeaderlessNode>) {
     if node.cfg.anti_entropy_every.is_zero() {
@@ -100,13 +106,17 @@ pub async fn run_anti_entropy(node: &Arc<LeaderlessNode>) -> (usize, bool) {
             from: me.clone(),
             buckets: node.walk(move |v| digests(v, &me, &peer)).await,
         };
-        let r = node
+        let exchange = node
             .internal_post(&m.address, "/internal/v1/digest", &req)
+            .timeout(EXCHANGE_TIMEOUT)
             .send()
-            .await;
-        let Ok(resp) = r else { continue };
-        let Ok(answer) = resp.json::<DigestAnswer>().await else {
-            continue;
+            .and_then(|r| async { r.error_for_status()?.json::<DigestAnswer>().await });
+        let answer = match exchange.await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(member = %m.id, error = %e, "anti-entropy exchange failed; the next round retries");
+                continue;
+            }
         };
         if answer.mismatched.is_empty() {
             continue;
