@@ -323,8 +323,23 @@ fn required<T>(value: Option<T>, address: &str) -> Result<T, NodeError> {
 }
 
 /// A `NodeAdmin` method that POSTs its request as JSON to `$path` and answers with the parsed
-/// body, or just success for `()`.
+/// body, or just success for `()`; with no request type, an empty POST that answers success.
 macro_rules! post_json {
+    ($name:ident, $path:expr) => {
+        fn $name<'a>(
+            &'a self,
+            address: &'a str,
+            auth: &'a NodeAccess,
+        ) -> BoxFuture<'a, Result<(), NodeError>> {
+            Box::pin(succeeded(self.call(
+                Method::POST,
+                address,
+                $path,
+                auth,
+                &(),
+            )))
+        }
+    };
     ($name:ident, $request:ty => (), $path:expr) => {
         fn $name<'a>(
             &'a self,
@@ -420,31 +435,6 @@ impl NodeAdmin for HttpNodeAdmin {
         )))
     }
 
-    fn decommission<'a>(
-        &'a self,
-        address: &'a str,
-        auth: &'a NodeAccess,
-    ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(succeeded(self.call(
-            Method::POST,
-            address,
-            paths::DECOMMISSION,
-            auth,
-            &(),
-        )))
-    }
-
-    fn repair<'a>(
-        &'a self,
-        address: &'a str,
-        auth: &'a NodeAccess,
-    ) -> BoxFuture<'a, Result<(), NodeError>> {
-        Box::pin(succeeded(self.call(
-            Method::POST,
-            address,
-            paths::REPAIR,
-            auth,
-            &(),
-        )))
-    }
+    post_json!(decommission, paths::DECOMMISSION);
+    post_json!(repair, paths::REPAIR);
 }
