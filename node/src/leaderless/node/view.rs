@@ -152,4 +152,63 @@ mod tests {
         assert!(node.local_state("b").is_some());
         Ok(())
     }
+
+    fn view_of(keys: &[(String, usize)]) -> ReadView {
+        let store: Store = keys
+            .iter()
+            .map(|(k, len)| (k.clone(), state(&"v".repeat(*len))))
+            .collect();
+        ReadView {
+            store,
+            hints: Hints::new(),
+            layout: Arc::new(Layout::default()),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Following the cursor from page to page yields every picked key once, in key order,
+        /// whatever the picks and sizes: what streaming and decommission rely on to hand over
+        /// a whole range. Each page stays within the key limit, and within the byte limit but
+        /// for its last state.
+        #[test]
+        fn pages_cover_every_picked_key_once(
+            keys in proptest::collection::btree_map(
+                "[a-z]{1,6}",
+                proptest::prop_oneof![9 => 0usize..64, 1 => proptest::strategy::Just(200_000usize)],
+                0..2500,
+            ),
+            modulus in 1u64..4,
+        ) {
+            use proptest::prelude::*;
+            let keys: Vec<(String, usize)> = keys.into_iter().collect();
+            let view = view_of(&keys);
+            let pick = |_: &Layout, k: &str| {
+                crate::leaderless::ring::hash(k.as_bytes()).is_multiple_of(modulus)
+            };
+            let expected: Vec<&String> = keys
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| pick(&view.layout, k))
+                .collect();
+            let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+            loop {
+                pages += 1;
+                prop_assert!(pages <= keys.len() + 1, "the cursor does not advance");
+                let (page, next) = view.page_where(after.as_deref(), pick);
+                prop_assert!(page.len() <= PAGE_KEYS);
+                let bytes: Vec<usize> =
+                    page.iter().map(|(k, s)| k.len() + s.approx_bytes()).collect();
+                let before_last: usize = bytes.iter().rev().skip(1).sum();
+                prop_assert!(before_last < PAGE_BYTES);
+                seen.extend(page.into_iter().map(|(k, _)| k));
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(seen.iter().collect::<Vec<_>>(), expected);
+        }
+    }
 }
