@@ -1,34 +1,57 @@
-//! Leaderless stalls from background work over the whole store: three members each hold
-//! `keys` keys while 64 clients write, first with anti-entropy off (the machine's own tail),
-//! then with a round every second on every member (bucket digests of every shared key, the
-//! tombstone purge pass and the cleanup pass, each of which walks the store).
+//! Leaderless stalls from background work on a large store: three members each hold `keys`
+//! keys while 64 clients write; first with nothing in the background (the machine's own
+//! tail), then through snapshots every ~100,000 writes (±25 % per member; the default waits
+//! for as many writes as the store holds keys, so at 1M keys this is nearly back to back),
+//! then with an anti-entropy round every second on every member (bucket digests of every
+//! shared key, the tombstone purge pass and the cleanup pass: each walks the store).
 
 use crate::prelude::*;
 
 /// Keys per preload call.
 const PAGE: usize = 1000;
 
+#[derive(Clone, Copy, PartialEq)]
+enum Background {
+    Nothing,
+    Snapshots,
+    AntiEntropy,
+}
+
 pub async fn bench_leaderless_background(
     http: &reqwest::Client,
     keys: usize,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    background_run(http, keys, seconds, false).await?;
-    background_run(http, keys, seconds, true).await
+    for work in [
+        Background::Nothing,
+        Background::Snapshots,
+        Background::AntiEntropy,
+    ] {
+        background_run(http, keys, seconds, work).await?;
+    }
+    Ok(())
 }
 
 async fn background_run(
     http: &reqwest::Client,
     keys: usize,
     seconds: u64,
-    anti_entropy: bool,
+    work: Background,
 ) -> anyhow::Result<()> {
-    let every = if anti_entropy { "1" } else { "0" };
+    let (anti_entropy, snapshots, label) = match work {
+        Background::Nothing => ("0", "1000000000000", "nothing in the background"),
+        Background::Snapshots => ("0", "100000", "snapshots every ~100,000 writes"),
+        Background::AntiEntropy => ("1", "1000000000000", "anti-entropy every 1 s"),
+    };
     let flags = [
         "--mode",
         "leaderless",
         "--anti-entropy-interval-seconds",
-        every,
+        anti_entropy,
+        "--snapshot-every",
+        snapshots,
+        "--log-level",
+        "info",
     ];
     let c = spawn_nodes(http, &flags).await?;
     let members: Vec<_> = c
@@ -42,10 +65,6 @@ async fn background_run(
     for addr in &c.addrs {
         preload_states(http, addr, keys).await?;
     }
-    let label = match anti_entropy {
-        true => "anti-entropy every 1 s",
-        false => "no anti-entropy",
-    };
     println!(
         "rc-node leaderless, 3 members, {keys} keys of 100 bytes on each (loaded in {:.1} s), {label}",
         loaded.elapsed().as_secs_f64()
@@ -54,7 +73,8 @@ async fn background_run(
         let s = wait_leaderless(http, "http", &c.addrs[0], |_| true).await;
         s.map_or(0, |s| s.anti_entropy_rounds)
     };
-    let before = rounds().await;
+    let n0_log = c._dir.path().join("n0.log");
+    let (rounds_before, snapshots_before) = (rounds().await, snapshot_times(&n0_log).len());
     let servers = Servers {
         target: &Target::RC,
         addrs: &c.addrs,
@@ -62,15 +82,31 @@ async fn background_run(
     };
     let f = load(&servers, 64, seconds, true).await;
     row(&format!("leaderless put, 64 clients, {label}"), f, None);
-    let ran = rounds().await - before;
-    let log = std::fs::read_to_string(c._dir.path().join("n0.log")).unwrap_or_default();
-    let failed = log.matches("anti-entropy exchange failed").count();
-    println!(
-        "  anti-entropy rounds on n0 during the run: {ran} ({failed} exchanges failed); n0 peak RSS {} MiB",
-        peak_rss_mib(c.procs.0[0].id()).unwrap_or(0)
-    );
-    if anti_entropy && ran == 0 {
-        bail!("no anti-entropy round ran during the measurement: its figures say nothing");
+    let rss = peak_rss_mib(c.procs.0[0].id()).unwrap_or(0);
+    match work {
+        Background::Nothing => println!("  n0 peak RSS {rss} MiB"),
+        Background::Snapshots => {
+            let during = snapshot_times(&n0_log).split_off(snapshots_before);
+            let took: Vec<u64> = during.iter().map(|t| t.0).collect();
+            println!(
+                "  snapshots on n0 during the run: {} written in the background in {took:?} ms; n0 peak RSS {rss} MiB",
+                during.len()
+            );
+            if during.is_empty() {
+                bail!("no snapshot ran during the measurement: its figures say nothing");
+            }
+        }
+        Background::AntiEntropy => {
+            let ran = rounds().await - rounds_before;
+            let log = std::fs::read_to_string(&n0_log).unwrap_or_default();
+            let failed = log.matches("anti-entropy exchange failed").count();
+            println!(
+                "  anti-entropy rounds on n0 during the run: {ran} ({failed} exchanges failed); n0 peak RSS {rss} MiB"
+            );
+            if ran == 0 {
+                bail!("no anti-entropy round ran during the measurement: its figures say nothing");
+            }
+        }
     }
     Ok(())
 }

@@ -318,7 +318,7 @@ async fn preload(
 }
 
 /// (`took_ms`, `appends_waited_ms`) of every compaction the node logged so far.
-fn snapshot_times(log: &Path) -> Vec<(u64, u64)> {
+pub fn snapshot_times(log: &Path) -> Vec<(u64, u64)> {
     let field = |line: &str, name: &str| -> Option<u64> {
         let rest = &line[line.find(name)? + name.len()..];
         rest.split(|c: char| !c.is_ascii_digit())
