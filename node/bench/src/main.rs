@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub stall_keys: usize,
     /// Keys on each of 3 leaderless members for the background-work stall measurement
-    /// (anti-entropy, purge and cleanup passes; 0: skip it).
+    /// (a run with nothing, one through snapshots, one through anti-entropy; 0: skip it).
     #[arg(long, default_value_t = 0)]
     pub background_keys: usize,
     /// The rc-node load runs (both modes) over TLS (a test CA; clients verify it), as on
