@@ -1,6 +1,10 @@
 //! The load generator: N concurrent clients doing puts or gets for a while, and its figures.
 
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+
 use crate::prelude::*;
+use crate::wire::Conn;
 
 #[derive(Clone)]
 pub enum Target {
@@ -13,22 +17,35 @@ impl Target {
     /// rc-node over plain HTTP.
     pub const RC: Target = Target::Rc(None);
 
-    fn scheme(&self) -> &'static str {
+    fn tls(&self) -> Option<&Arc<ClientConfig>> {
         match self {
-            Target::Rc(Some(_)) => "https",
-            _ => "http",
+            Target::Rc(tls) => tls.as_ref(),
+            Target::Etcd => None,
         }
     }
 
-    /// A client of its own for one load task (no connection shared between tasks).
-    fn client(&self) -> reqwest::Client {
-        let builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
-        match self {
-            Target::Rc(Some(tls)) => builder.use_preconfigured_tls((**tls).clone()),
-            _ => builder,
+    /// The method, path and body of one put (`write`) or get of `key`.
+    fn request(&self, write: bool, key: &str) -> (Method, String, Bytes) {
+        const VALUE: &str = "0123456789abcdef";
+        let etcd_body = |body: serde_json::Value| Bytes::from(body.to_string());
+        match (self, write) {
+            (Target::Rc(_), true) => (
+                Method::PUT,
+                format!("/v1/kv/{key}"),
+                Bytes::from_static(br#"{"value":"0123456789abcdef"}"#),
+            ),
+            (Target::Rc(_), false) => (Method::GET, format!("/v1/kv/{key}"), Bytes::new()),
+            (Target::Etcd, true) => (
+                Method::POST,
+                "/v3/kv/put".to_owned(),
+                etcd_body(json!({"key": b64(key), "value": b64(VALUE)})),
+            ),
+            (Target::Etcd, false) => (
+                Method::POST,
+                "/v3/kv/range".to_owned(),
+                etcd_body(json!({"key": b64(key)})),
+            ),
         }
-        .build()
-        .unwrap_or_default()
     }
 }
 
@@ -43,6 +60,8 @@ pub struct Figures {
     /// The servers' CPU time (all processes and threads, user and system) per acknowledged
     /// request: what a request costs, less swayed by a noisy host than ops/s.
     pub cpu_us_per_op: f64,
+    /// The load generator's own CPU time per acknowledged request.
+    pub client_cpu_us_per_op: f64,
 }
 
 pub fn b64(s: &str) -> String {
@@ -64,40 +83,31 @@ pub fn b64(s: &str) -> String {
     out
 }
 
-pub async fn one_op(
-    http: &reqwest::Client,
+/// One request on the task's connection (opened first if there is none; dropped after a
+/// failure, so the next request opens a fresh one): whether it succeeded (a 404 is an answer).
+async fn one_op(
+    conn: &mut Option<Conn>,
     target: &Target,
     addr: &str,
     write: bool,
     key: &str,
 ) -> bool {
-    let scheme = target.scheme();
-    let r = match (target, write) {
-        (Target::Rc(_), true) => {
-            http.put(format!("{scheme}://{addr}/v1/kv/{key}"))
-                .json(&json!({"value": "0123456789abcdef"}))
-                .send()
-                .await
-        }
-        (Target::Rc(_), false) => {
-            http.get(format!("{scheme}://{addr}/v1/kv/{key}"))
-                .send()
-                .await
-        }
-        (Target::Etcd, true) => {
-            http.post(format!("http://{addr}/v3/kv/put"))
-                .json(&json!({"key": b64(key), "value": b64("0123456789abcdef")}))
-                .send()
-                .await
-        }
-        (Target::Etcd, false) => {
-            http.post(format!("http://{addr}/v3/kv/range"))
-                .json(&json!({"key": b64(key)}))
-                .send()
-                .await
-        }
+    let (method, path, body) = target.request(write, key);
+    let answer = async {
+        let open = match conn.take() {
+            Some(open) => open,
+            None => Conn::open(addr, target.tls()).await?,
+        };
+        let open = conn.insert(open);
+        open.call(method, &path, body).await
     };
-    r.is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404)
+    match answer.await {
+        Ok(status) => status.is_success() || status == StatusCode::NOT_FOUND,
+        Err(_) => {
+            *conn = None;
+            false
+        }
+    }
 }
 
 /// What a load runs against: the endpoints the clients spread over, and the processes that
@@ -122,14 +132,14 @@ pub async fn load(servers: &Servers<'_>, clients: usize, secs: u64, write: bool)
         let (stop, errors, addr) = (stop.clone(), errors.clone(), addrs[c % addrs.len()].clone());
         let target = (*target).clone();
         tasks.push(tokio::spawn(async move {
-            let http = target.client();
+            let mut conn = None;
             let mut lat = Vec::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("key-{c}-{}", n % 1000);
                 n += 1;
                 let t = Instant::now();
-                if one_op(&http, &target, &addr, write, &key).await {
+                if one_op(&mut conn, &target, &addr, write, &key).await {
                     lat.push(t.elapsed().as_micros() as u32);
                 } else {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -139,10 +149,12 @@ pub async fn load(servers: &Servers<'_>, clients: usize, secs: u64, write: bool)
         }));
     }
     let started = Instant::now();
-    let cpu_before = procs.cpu_seconds();
+    let me = std::process::id();
+    let (cpu_before, client_before) = (procs.cpu_seconds(), cpu_seconds(me));
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let cpu = procs.cpu_seconds() - cpu_before;
+    let client_cpu = cpu_seconds(me) - client_before;
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap_or_default());
@@ -164,13 +176,14 @@ pub async fn load(servers: &Servers<'_>, clients: usize, secs: u64, write: bool)
         p999_ms: pct(0.999),
         max_ms: pct(1.0),
         cpu_us_per_op: cpu * 1e6 / all.len() as f64,
+        client_cpu_us_per_op: client_cpu * 1e6 / all.len() as f64,
     }
 }
 
 pub fn row(label: &str, f: Figures, base: Option<Figures>) {
     let figures = format!(
-        "{label:<38} {:>8.0} ops/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>7.2}  max {:>7.2} ms  cpu {:>4.0} us/op",
-        f.ops_per_s, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms, f.cpu_us_per_op
+        "{label:<38} {:>8.0} ops/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>7.2}  max {:>7.2} ms  cpu {:>4.0} us/op (client {:.0})",
+        f.ops_per_s, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms, f.cpu_us_per_op, f.client_cpu_us_per_op
     );
     match base {
         Some(b) if b.ops_per_s > 0.0 => println!(

@@ -13,6 +13,7 @@ mod etcd;
 mod load;
 mod procs;
 mod scenarios;
+mod wire;
 
 /// What every module of the benchmark uses.
 mod prelude {

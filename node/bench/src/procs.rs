@@ -24,7 +24,7 @@ impl Procs {
 
 /// `utime + stime` from `/proc/<pid>/stat` (fields 14 and 15, counted after the command name,
 /// which may hold spaces), in USER_HZ ticks: 100 per second in Linux's ABI.
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
