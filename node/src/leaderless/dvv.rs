@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ring::hash;
+use super::ring::{hash, StableHasher};
 pub use rc_api::ConflictResolution;
 
 pub type Clock = BTreeMap<String, u64>;
@@ -90,9 +90,12 @@ impl KeyState {
     }
 
     /// A digest of the state for anti-entropy (stable: siblings are kept sorted).
+    /// The state's encoding is hashed as it is written: the same value as hashing the encoded
+    /// bytes, which peers of every version compare.
     pub fn digest(&self, key: &str) -> u64 {
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
-        hash(key.as_bytes()) ^ hash(&bytes).rotate_left(17)
+        let state = postcard::serialize_with_flavor(self, StableHasher::new())
+            .unwrap_or_else(|_| hash(&[]));
+        hash(key.as_bytes()) ^ state.rotate_left(17)
     }
 
     fn normalized(mut self) -> KeyState {

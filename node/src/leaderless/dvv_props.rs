@@ -3,7 +3,8 @@
 //! wiped replicas (a wiped replica is a new dot actor, as a restarted node is).
 //!
 //! Laws checked: dots are never issued twice; merge is commutative, associative and idempotent;
-//! and no acknowledged value is lost unless a later write's context covered it. Replica 0 stands
+//! a digest is the hash of the encoded state (what peers of any version compare); and no
+//! acknowledged value is lost unless a later write's context covered it. Replica 0 stands
 //! for the write quorum that acknowledged each write: it receives every write, is never wiped,
 //! and its state is merged with all others at the end.
 
@@ -144,6 +145,18 @@ proptest! {
         prop_assert_eq!(a.merge(b, mode), b.merge(a, mode));
         prop_assert_eq!(a.merge(b, mode).merge(c, mode), a.merge(&b.merge(c, mode), mode));
         prop_assert_eq!(a.merge(a, mode), a.clone());
+    }
+
+    #[test]
+    fn a_digest_is_the_hash_of_the_encoded_state(
+        ops in proptest::collection::vec(op(), 1..60),
+        key in "[a-z0-9/]{0,40}",
+    ) {
+        for state in run(ConflictResolution::Siblings, &ops).states {
+            let encoded = postcard::to_allocvec(&state).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let expected = hash(key.as_bytes()) ^ hash(&encoded).rotate_left(17);
+            prop_assert_eq!(state.digest(&key), expected);
+        }
     }
 
     #[test]
