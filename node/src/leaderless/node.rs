@@ -91,6 +91,12 @@ pub(crate) type Store = imbl::OrdMap<String, Arc<KeyState>>;
 /// Writes held for members that were down, by id.
 pub(crate) type Hints = imbl::OrdMap<u64, Hint>;
 
+/// The keys a hint waits for: one pass over the hints, then a lookup per key (the hints run
+/// to the hint limit, 100,000, while a member is down).
+pub(crate) fn hinted_keys(hints: &Hints) -> std::collections::HashSet<&str> {
+    hints.values().map(|h| h.key.as_str()).collect()
+}
+
 pub(crate) struct Inner {
     pub store: Store,
     pub ring: Option<Ring>,
@@ -407,10 +413,8 @@ impl LeaderlessNode {
     pub(crate) async fn purge_agreed(&self, keys: &[(String, u64)], purge: bool) -> Vec<String> {
         let (agreed, seq) = {
             let mut g = self.lock();
-            // One pass over the hints per page, not one per key: with a member down the
-            // hints run to the hint limit (100,000), and this holds the node lock.
-            let hinted: std::collections::HashSet<&str> =
-                g.hints.values().map(|h| h.key.as_str()).collect();
+            // One pass over the hints per page, not one per key: this holds the node lock.
+            let hinted = hinted_keys(&g.hints);
             let agreed: Vec<String> = keys
                 .iter()
                 .filter(|(k, d)| g.store.get(k).is_none_or(|s| s.digest(k) == *d))

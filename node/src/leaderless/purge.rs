@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use rc_api::{Member, MemberState};
 
-use super::node::{now_ms, LeaderlessNode, ReadView};
+use super::node::{hinted_keys, now_ms, LeaderlessNode, ReadView};
 
 /// Body of `/internal/v1/purge`: keys with the digest of the state to purge.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ pub async fn run(node: &Arc<LeaderlessNode>) -> usize {
 /// Up to a batch of keys whose every sibling is a tombstone older than `grace_ts`, that
 /// member `me` leads (it is their first owner) and holds no hint for, with their digests.
 fn expired_tombstones(view: &ReadView, me: &str, grace_ts: u64) -> Vec<(String, u64)> {
-    let hinted = view.hinted_keys();
+    let hinted = hinted_keys(&view.hints);
     view.store
         .iter()
         .filter(|(key, state)| state.is_dead_before(grace_ts) && !hinted.contains(key.as_str()))

@@ -40,11 +40,6 @@ impl ReadView {
         }
         (out, None)
     }
-
-    /// The keys a hint waits for here: one pass over the hints, then a lookup per key.
-    pub fn hinted_keys(&self) -> std::collections::HashSet<&str> {
-        self.hints.values().map(|h| h.key.as_str()).collect()
-    }
 }
 
 impl LeaderlessNode {
